@@ -42,8 +42,9 @@ then makes one more edit and says the longest answer in the S seconds after it. 
 runs them in another checkout too, after this one. With --cpu, the same changes are made in
 one process (bench/swap_cpu.py: an engine with the agent's listeners, the graphs derived as the
 front-ends derive them), timed in CPU: the apply's, and the loop's longest step; with
---prepare-cpu, a file added to a directory resource of N files and removed again, each a swap
-that prepares the whole graph again (bench/prepare_cpu.py), timed so. With
+--prepare-cpu, the small changes that prepared the whole graph again (a file moved, one added in
+a managed directory, semaphores, grouped resources, automatic edges off: bench/prepare_cpu.py),
+timed so. With
 --yaml-cpu, the graph file front-end's part of the same changes (bench/yaml_cpu.py): the
 file's read, what tells an edit from a touch, the reparse and its derive, in CPU; with
 --output-cpu, the language's (bench/output_cpu.py: `source.Output.build` of an output whose

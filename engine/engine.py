@@ -28,7 +28,7 @@ import logging
 import math
 import resource
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -964,6 +964,20 @@ async def stop_all(vertices: list[Vertex], graceful: bool = True) -> None:
     await asyncio.gather(*waits)
 
 
+async def _kinds(started: list[Vertex], stopped: list[Vertex]) -> tuple[tuple[str, int], ...]:
+    """How many resources of each kind (grouped ones included) `started` hold, less those
+    `stopped` held (as first given: autogroup may have set the group of a resource given
+    again since), for the kinds whose count changed; in slices (engine/slices.py)."""
+    counts: Counter[str] = Counter()
+    for vertices, sign in ((started, 1), (stopped, -1)):
+        async for some in sliced(vertices):
+            for vertex in some:
+                counts[vertex.pristine.kind] += sign
+                for member in members(vertex.pristine):
+                    counts[member.kind] += sign
+    return tuple((kind, count) for kind, count in counts.items() if count)
+
+
 def _twin(res: Resource) -> Resource:
     """A shallow copy of `res` (copy.copy's result, without its generic __reduce_ex__ path:
     a resource is a plain dataclass instance; 10,000 vertices made 10,000 copies)."""
@@ -1081,25 +1095,29 @@ def verify(graph: Graph, found: Owners | None = None) -> Owners:
     return finish(verify_steps(graph, found))
 
 
-def verify_steps(graph: Graph, found: Owners | None = None) -> Steps[Owners]:
-    """verify() in steps (engine.steps)."""
+def verify_steps(
+    graph: Graph, found: Owners | None = None, sizes: dict[str, int] | None = None
+) -> Steps[Owners]:
+    """verify() in steps (engine.steps); `sizes` is given each semaphore's size."""
     yield from graph.check_steps()
     found = yield from owners_steps(graph, found)
     for path, writer, editor in overwritten(graph):
         raise GraphError(both_write(path, writer, editor))
     yield
-    sizes: dict[str, tuple[int, Resource]] = {}
+    first: dict[str, tuple[int, Resource]] = {}
     for chunk in chunks(graph):
         yield
         for res in chunk:
             if not res.meta.sema:
                 continue  # most resources: no generator
             for name, size in (sema_size(entry) for entry in res.meta.sema):
-                first = sizes.setdefault(name, (size, res))
-                if first[0] != size:
+                was, by = first.setdefault(name, (size, res))
+                if was != size:
                     raise GraphError(
-                        f"semaphore {name!r} has size {first[0]} in {first[1]} but {size} in {res}"
+                        f"semaphore {name!r} has size {was} in {by} but {size} in {res}"
                     )
+    if sizes is not None:
+        sizes.update((name, size) for name, (size, _res) in first.items())
     return found
 
 
@@ -1122,6 +1140,15 @@ class _Small:
     auto: dict[Ends, Edge] = field(default_factory=dict)
     unauto: set[Ends] = field(default_factory=set)
     moved: dict[Key, tuple[Resource, Resource]] = field(default_factory=dict)
+    # The sizes of the semaphores of those added or replaced (`Engine._sema_fits`).
+    semas: dict[str, int] = field(default_factory=dict)
+    # A grouped resource replaced in its group (`Engine._regrouped`): the group's vertex
+    # (in `replace`) given its members, and the resource that autogroup may group now.
+    regroup: dict[Key, list[Resource]] = field(default_factory=dict)
+    candidate: dict[Key, Groupable] = field(default_factory=dict)
+    # A resource that joins a group or leaves it (`Engine._joins`, `_leaves`), no vertex.
+    joined: dict[Key, Resource] = field(default_factory=dict)
+    left: dict[Key, Resource] = field(default_factory=dict)
 
 
 def _reshape(graph: Graph, small: _Small) -> Callable[[], None] | None:
@@ -1235,6 +1262,12 @@ class Engine:
         # The last prepared graph has a resource autogroup could group: a path between two
         # may decide whether it does, so no edge changes without preparing again.
         self._groupable = False
+        # Each semaphore's size in the last prepared graph (verify()'s; kept by small swaps;
+        # None: made again from the running graph when asked, `_sema_fits`).
+        self._sema_sizes: dict[str, int] | None = None
+        # The resources of the last graph as given that autogroup may group, in its order
+        # (prepare()'s; kept by small swaps; None: not known, `_regrouped`).
+        self._candidates: dict[Key, Groupable] | None = None
         self._swapping = asyncio.Lock()  # held by a swap (apply)
         self._closing = False  # stop() was called: no graph is applied from then on
 
@@ -1340,12 +1373,15 @@ class Engine:
         self._autoindex = None
         self._owners = None
         self._providers = None
+        self._sema_sizes = None
+        self._candidates = None
         found: Owners | None = None
         if index is not None:
             found = Owners()
             # GraphError if two resources manage one thing
             yield from autoedge_steps(graph, index, found)
         groupable = False
+        candidates: list[Groupable] = []
         before: list[tuple[Groupable, list[Resource]]] = []
         if self.autogroup:
             candidates = yield from groupable_steps(graph)
@@ -1354,13 +1390,16 @@ class Engine:
                 autogroup(graph, candidates)
                 groupable = True
         try:
-            found = yield from verify_steps(graph, found)
+            sizes: dict[str, int] = {}
+            found = yield from verify_steps(graph, found, sizes)
             self._owners = yield from by_kind_steps(found)
         except BaseException:  # refused (or the swap cancelled): running groups as they were
             for res, grouped in before:
                 res.grouped = grouped
             raise
         self._autoindex = index
+        self._sema_sizes = sizes
+        self._candidates = {key_of(res): res for res in candidates} if self.autogroup else {}
         self._providers = found if index is not None else None
         self._groupable = groupable
 
@@ -1468,7 +1507,15 @@ class Engine:
         async for some_removed in sliced(removed):
             for vertex in some_removed:
                 vertex.release()
-        self.listeners.emit(GraphSwapped(len(kept), len(removed), len(added)))
+        self.listeners.emit(
+            GraphSwapped(
+                len(kept),
+                len(removed),
+                len(added),
+                gone=frozenset(gone_keys),
+                counted=await _kinds(added, removed),
+            )
+        )
 
     async def _kept(self, graph: Graph) -> tuple[set[Key], list[Vertex]]:
         """The running vertices that a full swap to the prepared `graph` keeps, and the others
@@ -1690,8 +1737,12 @@ class Engine:
             res = graph.vertices.get(key)
             vertex = self.vertices.get(key)
             if key not in given:
-                if res is None or key in self.vertices:
+                if res is None or key in self.vertices or not self._sema_fits(res, small):
                     return False
+                if self._grouping(res):  # into a group, the only change
+                    if len(keys) != 1 or not self._joins(graph, key, res, small):
+                        return False
+                    continue
                 if not self._alone(graph, key, res, False):
                     asked = self._asking(key, res, False)
                     if asked is None:
@@ -1702,15 +1753,21 @@ class Engine:
                     self._autoindex.count(res, 1)  # (a fallback's prepare() drops the index,
                     # and _small_swap undoes these counts when it gives up)
             elif res is None:
-                if vertex is None:
-                    return False
+                if vertex is None:  # out of a group, the only change
+                    if len(keys) != 1 or not self._leaves(graph, key, given[key], small):
+                        return False
+                    continue
                 if not self._alone(self.graph, key, given[key], True):
                     if self._asking(key, given[key], True) is None:
                         return False
-                    self._unauto(key, small)
+                    if not self._unauto(key, small):
+                        return False
                 small.remove.append(key)
-            elif vertex is None:
-                return False  # grouped into another vertex
+            elif not self._sema_fits(res, small):
+                return False  # verify() decides
+            elif vertex is None or self._grouping(res, vertex.pristine):
+                if not self._regrouped(graph, key, given[key], res, small):
+                    return False  # grouped into another vertex, or its groups may change
             elif same(vertex.pristine, res):
                 continue
             elif not self._in_place(vertex, res) and not self._moved(key, vertex, res, small):
@@ -1732,27 +1789,32 @@ class Engine:
         small.connect, small.disconnect = connect, disconnect
         if not (small.add or small.remove or connect or disconnect):
             return small
+        vertices = self.graph.vertices
+        ends = {key for pair in [*connect, *disconnect] for key in pair}
+        if any(k not in small.add and (k not in vertices or members(vertices[k])) for k in ends):
+            return None  # an edge of a group (autogroup moved its members' edges to it)
+        grouping = self.autogroup and self._groupable
+        if grouping and not self._off_paths(disconnect, {}):  # (the paths of the running graph)
+            return None
         undo = _reshape(self.graph, small)  # tried, then undone: nothing else runs meanwhile
         if undo is None:
             return None
         try:
             if any(self.graph.path(dst, src) is not None for src, dst in connect):
                 return None  # a cycle, or one that prepare() avoids by skipping an automatic edge
+            if grouping and not self._off_paths(connect, small.add):  # (the new graph's)
+                return None
         finally:
             undo()
-        ends = {key for pair in [*connect, *disconnect] for key in pair}
         new = {*small.replace, *small.add, *small.remove}
         small.rewired = frozenset(k for k in ends if k in self.vertices and k not in new)
         small.release = frozenset(d for _s, d in disconnect if d in small.rewired)
         return small
 
     def _rewirable(self, graph: Graph, disconnect: set[Ends]) -> bool:
-        """Whether edges of the given graph may change with no group nor automatic edge
-        changing: no two resources that autogroup could group (a path decides whether it
-        does), and no disconnected edge that prepare() would then add as an automatic one (or
-        an automatic edge it skipped for a cycle that may be added now)."""
-        if self.autogroup and self._groupable:
-            return False
+        """Whether edges of the given graph may change with no automatic edge changing: no
+        disconnected edge that prepare() would then add as an automatic one (or an automatic
+        edge it skipped for a cycle that may be added now). Groups: `_off_paths`."""
         if not self.autoedges or not disconnect:
             return True
         index = self._autoindex
@@ -1764,15 +1826,27 @@ class Engine:
                 return False
         return True
 
+    def _off_paths(self, edges: Iterable[Ends], added: dict[Key, Resource]) -> bool:
+        """Whether none of `edges` is on a path between two vertices of the prepared graph
+        that autogroup may group (it groups two only when no path joins them, so then no
+        group changes): each ends at a vertex with no edge out of it, or starts at one with
+        no edge into it, that autogroup leaves alone (a file added in a managed directory,
+        with an edge from it and none on; `added`: those not in it yet). In O(the edges)."""
+        succ, pred, vertices = self.graph.succ, self.graph.pred, self.graph.vertices
+
+        def alone(key: Key, edges: dict[Key, dict[Key, Edge]]) -> bool:
+            res = vertices[key] if key in vertices else added[key]
+            return not edges[key] and not members(res) and not self._grouping(res)
+
+        return all(alone(dst, succ) or alone(src, pred) for src, dst in edges)
+
     def _alone(self, graph: Graph, key: Key, res: Resource, present: bool) -> bool:
         """Whether `res` (of `key`) is in `graph` (present) or may be added to it without
-        any group or semaphore, nor changing another vertex's automatic edges (its given
-        edges are `_reshaped`'s)."""
-        if res.meta.sema:
-            return False
+        any group, nor changing another vertex's automatic edges (its given edges are
+        `_reshaped`'s; its semaphores `_sema_fits`')."""
         if present and members(self.vertices[key].res):
             return False
-        if self.autogroup and isinstance(res, Groupable):
+        if self._grouping(res):
             return False
         if not self.autoedges:
             return True
@@ -1791,9 +1865,7 @@ class Engine:
         index, providers = self._autoindex, self._providers
         if index is None or providers is None or index.skipped != 0 or index.lazy:
             return None
-        if not res.meta.autoedge or not isinstance(res, Edgeable) or res.meta.sema:
-            return None
-        if self.autogroup and isinstance(res, Groupable):
+        if not res.meta.autoedge or not isinstance(res, Edgeable) or self._grouping(res):
             return None
         if (present and members(self.vertices[key].res)) or type(res) in LAZY_PROVIDERS:
             return None
@@ -1814,32 +1886,68 @@ class Engine:
                     break
         return asked
 
-    def _unauto(self, key: Key, small: _Small) -> None:
+    def _unauto(self, key: Key, small: _Small) -> bool:
         """The automatic edges to `key` in the prepared graph put in `small.unauto` (those
-        the given graph has too are `rewired`'s)."""
+        the given graph has too are `rewired`'s); False when one that the given graph has
+        not may be a given edge of a resource grouped into its start (autogroup moved it
+        there: only prepare() tells them apart)."""
         given = self._raw.pred.get(key, {}) if self._raw is not None else {}
-        small.unauto.update((other, key) for other in self.graph.pred[key] if other not in given)
+        auto = [other for other in self.graph.pred[key] if other not in given]
+        if any(members(self.graph.vertices[other]) for other in auto):
+            return False
+        small.unauto.update((other, key) for other in auto)
+        return True
 
     def _moved(self, key: Key, vertex: Vertex, res: Resource, small: _Small) -> bool:
         """Whether `res` may replace `vertex`, whose UIDs or requests it changes (a file's
-        path), as its removal and then its addition would be swapped (`_asking`, both), its
-        automatic edges put in `small` and the index counting it instead (undone by
-        `_small_swap` if it gives up)."""
+        path), as its removal and then its addition would be swapped (`_alone`, or else
+        `_asking`, both), its automatic edges put in `small` and the index counting it instead
+        (undone by `_small_swap` if it gives up). With automatic edges off, what it manages
+        is all that changes (`_reclaim`'s)."""
         old = vertex.pristine
-        if type(res) is not type(old) or isinstance(res, Groupable) or res.meta.sema:
+        if type(res) is not type(old) or members(vertex.res) or self._grouping(res, old):
+            return False
+        if not self.autoedges:
+            small.moved[key] = (old, res)
+            return True
+        if not self._alone(self.graph, key, old, True) and self._asking(key, old, True) is None:
+            return False
+        if not self._unauto(key, small):
             return False
         index = self._autoindex
-        if index is None or self._asking(key, old, True) is None:
-            return False
+        assert index is not None  # made by _alone
         index.count(old, -1)
-        asked = self._asking(key, res, False)
+        asked = [] if self._alone(self.graph, key, res, False) else self._asking(key, res, False)
         if asked is None:
             index.count(old, 1)
             return False
         index.count(res, 1)
-        self._unauto(key, small)
         small.auto.update(((provider, key), AUTO) for provider in asked)
         small.moved[key] = (old, res)
+        return True
+
+    def _grouping(self, *resources: Resource) -> bool:
+        """Whether autogroup may group one of `resources` (its kind Groupable, its meta
+        autogroup on): prepare() decides where it goes."""
+        return self.autogroup and any(
+            res.meta.autogroup and isinstance(res, Groupable) for res in resources
+        )
+
+    def _sema_fits(self, res: Resource, small: _Small) -> bool:
+        """Whether the semaphores of `res`, added or replacing another, have the sizes that
+        the running graph and the others of `small` give them (a new one: its own), as
+        verify() asks, in O(its semaphores); counted in `small.semas`. A semaphore whose
+        resources have all left may keep its size here: prepare() then decides."""
+        if not res.meta.sema:
+            return True
+        sizes = self._sema_sizes
+        if sizes is None:  # prepare() refused the last graph: the running one's (verified)
+            sizes = self._sema_sizes = {}
+            for running in self.graph.vertices.values():
+                sizes.update(sema_size(entry) for entry in running.meta.sema)
+        for name, size in (sema_size(entry) for entry in res.meta.sema):
+            if small.semas.setdefault(name, sizes.get(name, size)) != size:
+                return False
         return True
 
     def _provided(self, added: list[Vertex]) -> None:
@@ -1868,9 +1976,13 @@ class Engine:
         """Whether `res` may replace `vertex` without preparing the graph again: the same
         kind, semaphores, and what it manages (`managed`) and asks for automatically."""
         old = vertex.pristine
-        if type(res) is not type(old) or isinstance(res, Groupable) or members(vertex.res):
+        if type(res) is not type(old) or members(vertex.res) or self._grouping(res, old):
             return False
-        if res.meta.sema != old.meta.sema or res.meta.autoedge != old.meta.autoedge:
+        return self._same_edges(old, res)
+
+    def _same_edges(self, old: Resource, res: Resource) -> bool:
+        """Whether `res` manages (`managed`) and asks for automatically what `old` does."""
+        if res.meta.autoedge != old.meta.autoedge:
             return False
         if managed(res) != managed(old):
             return False
@@ -1878,6 +1990,127 @@ class Engine:
             assert isinstance(old, Edgeable)
             return res.autoedges() == old.autoedges()
         return True
+
+    def _regrouped(
+        self, graph: Graph, key: Key, old: Resource, res: Resource, small: _Small
+    ) -> bool:
+        """Whether `res` may replace `old` (of `key`) where autogroup put it, the vertex of
+        its group replaced (`small.regroup`): autogroup would group the graph as it did, when
+        nothing else changes but this one (one per swap; its edges, automatic ones too,
+        unchanged: `_rewirable` refuses a change of edges while anything may be grouped) and
+        it groups with each other candidate both ways as `old` did. In O(the candidates):
+        autogroup compares them all."""
+        candidates = self._candidates
+        if candidates is None or small.candidate or not self.autogroup:
+            return False
+        if not (isinstance(res, Groupable) and isinstance(old, Groupable)) or type(res) is not type(
+            old
+        ):
+            return False
+        if not (res.meta.autogroup and old.meta.autogroup and self._same_edges(old, res)):
+            return False
+        if key not in candidates:
+            return False
+        for other_key, other in candidates.items():
+            if other_key != key and (
+                res.group_cmp(other) != old.group_cmp(other)
+                or other.group_cmp(res) != other.group_cmp(old)
+            ):
+                return False
+        lead = key if key in self.vertices else self._leader(key)
+        if lead is None:
+            return False
+        vertex = self.vertices[lead]
+        grouped = [res if key_of(m) == key else m for m in members(vertex.res)]
+        new = res if lead == key else graph.vertices.get(lead)
+        if new is None:
+            return False
+        twin = _twin(new)
+        assert isinstance(twin, Groupable)
+        twin.grouped = grouped
+        small.candidate[key] = res
+        if same(vertex.pristine, twin):
+            return True  # the same group: its vertex kept
+        small.regroup[lead] = grouped
+        small.replace[lead] = new
+        return True
+
+    def _joins(self, graph: Graph, key: Key, res: Resource, small: _Small) -> bool:
+        """Whether `res` (of `key`), added with no edge, given or automatic, joins a group as
+        autogroup would put it (added last in `graph`: with the first group, in autogroup's
+        order, that takes it; nothing else then changes: it leads none), that group's vertex
+        replaced (`small.regroup`), or groups with no other (a vertex of its own: the first
+        pkg of a graph). In O(the candidates)."""
+        candidates = self._candidates
+        if candidates is None or small.candidate or not isinstance(res, Groupable):
+            return False
+        if graph.succ.get(key) or graph.pred.get(key) or not self._auto_alone(res, False):
+            return False
+        if all(not res.group_cmp(c) and not c.group_cmp(res) for c in candidates.values()):
+            small.add[key] = small.candidate[key] = res
+            if self._autoindex is not None:  # (as _classify counts one added)
+                self._autoindex.count(res, 1)
+            return True
+        if next(reversed(graph.vertices)) != key:
+            return False  # (last: the candidates after it in autogroup's order are deeper)
+        depth = res.kind.count(":")
+        order = sorted(candidates.items(), key=lambda item: item[1].kind.count(":"))
+        lead = next(
+            (
+                k
+                for k, other in order
+                if other.kind.count(":") <= depth and k in self.vertices and other.group_cmp(res)
+            ),
+            None,
+        )
+        new = graph.vertices.get(lead) if lead is not None else None
+        if lead is None or new is None:
+            return False  # it would lead a group: prepare() decides
+        grouped = members(self.vertices[lead].res)
+        before = [m for m in grouped if m.kind.count(":") <= depth]
+        small.regroup[lead] = [*before, res, *grouped[len(before) :]]
+        small.replace[lead] = new
+        small.candidate[key] = res
+        small.joined[key] = res
+        return True
+
+    def _leaves(self, graph: Graph, key: Key, old: Resource, small: _Small) -> bool:
+        """Whether `old` (of `key`), a member of a group with no edge, given or automatic, may
+        leave it with nothing else changing (its edges were its group's: it had none), that
+        group's vertex replaced (`small.regroup`)."""
+        candidates, last = self._candidates, self._raw
+        if candidates is None or last is None or key not in candidates or small.candidate:
+            return False
+        if not isinstance(old, Groupable):
+            return False
+        if last.succ.get(key) or last.pred.get(key) or not self._auto_alone(old, True):
+            return False
+        lead = self._leader(key)
+        new = graph.vertices.get(lead) if lead is not None else None
+        if lead is None or new is None:
+            return False
+        small.regroup[lead] = [m for m in members(self.vertices[lead].res) if key_of(m) != key]
+        small.replace[lead] = new
+        small.candidate[key] = old
+        small.left[key] = old
+        return True
+
+    def _auto_alone(self, res: Resource, present: bool) -> bool:
+        """Whether `res` takes part in no automatic edge (`AutoIndex.alone`)."""
+        if not self.autoedges:
+            return True
+        if self._autoindex is None:
+            assert self._raw is not None
+            self._autoindex = AutoIndex(self._raw.vertices.values())
+        return self._autoindex.alone(res, present)
+
+    def _leader(self, key: Key) -> Key | None:
+        """The vertex whose group has `key` (O(the candidates and their groups))."""
+        for lead in self._candidates or ():
+            vertex = self.vertices.get(lead)
+            if vertex is not None and any(key_of(m) == key for m in members(vertex.res)):
+                return lead
+        return None
 
     def _reclaim(self, small: _Small, given: dict[Key, Resource]) -> bool:
         """Whether what `small` adds manages nothing another vertex manages once what it
@@ -1942,6 +2175,25 @@ class Engine:
         first, second = (other, key) if _before(graph, other, key) else (key, other)
         raise GraphError(both_manage(uid, first, second))
 
+    def _counted(self, small: _Small) -> None:
+        """What the small swap changes of the engine's tallies of the graph given, beside its
+        vertices: the sizes of its semaphores, the automatic edges' index (those that joined
+        or left a group), autogroup's candidates."""
+        if self._sema_sizes is not None:
+            self._sema_sizes.update(small.semas)
+        index = self._autoindex
+        if index is not None:
+            for res in small.joined.values():
+                index.count(res, 1)
+            for res in small.left.values():
+                index.count(res, -1)
+        if small.candidate:  # (a resource autogroup may group is in the graph)
+            self._groupable = True
+        if self._candidates is not None:
+            self._candidates.update(small.candidate)
+            for key in small.left:
+                del self._candidates[key]
+
     async def _swap_replaced(self, given: Graph, small: _Small) -> None:
         """The O(change) swap: the last prepared graph with the vertices of `small` replaced,
         added and removed, and its edges rewired, in place (no copy of the graph's maps), at
@@ -1952,6 +2204,10 @@ class Engine:
         await stop_all(removed)
         gone = {key: self.vertices[key].res for key in small.remove}
         await self.reverser.undo(list(gone), gone, self.graph)
+        for lead, grouped in small.regroup.items():  # (its old vertex stopped)
+            lead_res = replace[lead]
+            assert isinstance(lead_res, Groupable)
+            lead_res.grouped = grouped
         added: list[Vertex] = []
         async for some_new in sliced([*replace.items(), *small.add.items()]):
             added.extend(Vertex(self, res) for _key, res in some_new)
@@ -1981,6 +2237,7 @@ class Engine:
                     marked.discard(key)
         self._forget_retries(small.remove, added)
         self._provided(added)
+        self._counted(small)
         self.graph = graph
         self._raw = _Raw(given, given.name)
         kept = len(vertices) - len(added)
@@ -2005,6 +2262,8 @@ class Engine:
                 frozenset(small.add),
                 frozenset(small.remove),
                 small.rewired,
+                frozenset(small.joined),
+                frozenset(small.left),
             )
         )
 

@@ -56,7 +56,12 @@ class GraphSwapped:
     `replaced` names the vertices a small swap replaced or added (nothing else changed but
     `removed`, so a listener may update just those); None for any other swap. `added`: those of
     `replaced` that are new. `rewired`: kept vertices whose edges a small swap changed (a
-    failure upstream may now block them, or no longer).
+    failure upstream may now block them, or no longer). `joined` and `left`: the resources a
+    small swap added to a group or removed from one (no vertex of their own: their group's is
+    in `replaced`). After a full swap (`replaced` None), `gone`: the keys that left the graph,
+    and `counted`: how many resources of each kind (grouped ones included) the vertices it
+    started hold, less those it stopped: what a listener needs to follow the graph without a
+    walk of all its vertices (the converger, the status model, metrics).
     """
 
     kept: int
@@ -66,6 +71,10 @@ class GraphSwapped:
     added: frozenset[tuple[str, str]] = frozenset()
     removed: frozenset[tuple[str, str]] = frozenset()
     rewired: frozenset[tuple[str, str]] = frozenset()
+    joined: frozenset[tuple[str, str]] = frozenset()
+    left: frozenset[tuple[str, str]] = frozenset()
+    gone: frozenset[tuple[str, str]] = frozenset()
+    counted: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -141,6 +141,7 @@ class Metrics:
         self._unsubscribes: list[Callable[[], None]] = []
         self.clock = RepairClock()
         self._now: Now | None = None
+        self._counting = False  # mgmt_resources counted once, then followed (graph_swapped)
 
     def render(self) -> bytes:
         """The metrics in Prometheus's text format."""
@@ -186,20 +187,27 @@ class Metrics:
         self.failures.labels(event.vertex.res.kind, "hard" if event.hard else "soft").inc()
 
     def graph_swapped(self, event: GraphSwapped) -> None:
-        if event.replaced is not None:  # a small swap: no group changed
-            for kind, count in Tally(key[0] for key in event.added).items():
+        """`mgmt_resources` follows the swap: what it added and removed (a small swap's
+        keys, grouped ones included; a full swap's count by kind, `counted`), not a walk of
+        the graph's vertices (until 2026-12-06 each full swap made one)."""
+        if event.replaced is None:
+            self.clock.forget(event.gone)
+        if not self._counting:  # the first swap seen (started after a graph ran?): counted
+            counts = Tally(v.res.kind for v in self.engine.vertices.values())
+            for vertex in self.engine.vertices.values():
+                counts.update(g.kind for g in members(vertex.res))
+            self.resources.clear()
+            for kind, count in counts.items():
+                self.resources.labels(kind).set(count)
+            self._counting = True
+        elif event.replaced is None:
+            for kind, count in event.counted:
                 self.resources.labels(kind).inc(count)
-            for kind, count in Tally(key[0] for key in event.removed).items():
+        else:  # a small swap: what came and left, grouped or not
+            for kind, count in Tally(key[0] for key in event.added | event.joined).items():
+                self.resources.labels(kind).inc(count)
+            for kind, count in Tally(key[0] for key in event.removed | event.left).items():
                 self.resources.labels(kind).dec(count)
-            self.graph_start.set(time.time())
-            return
-        self.clock.prune(self.engine.vertices)
-        counts = Tally(v.res.kind for v in self.engine.vertices.values())
-        for vertex in self.engine.vertices.values():
-            counts.update(g.kind for g in members(vertex.res))
-        self.resources.clear()
-        for kind, count in counts.items():
-            self.resources.labels(kind).set(count)
         self.graph_start.set(time.time())
 
     def set_converged(self, converged: bool) -> None:

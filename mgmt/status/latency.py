@@ -12,7 +12,7 @@ One `RepairClock` per observer (the status model, the metrics), fed every CheckA
 from __future__ import annotations
 
 import time
-from collections.abc import Container
+from collections.abc import Iterable
 
 from engine.events import CheckApplied
 from engine.graph import Key
@@ -56,7 +56,7 @@ class RepairClock:
             return min(cause, vertex.stats.last_event)
         return cause
 
-    def prune(self, present: Container[Key]) -> None:
-        """Forget the vertices no longer in the graph (after a swap)."""
-        for key in [k for k in self._refresh_cause if k not in present]:
-            del self._refresh_cause[key]
+    def forget(self, gone: Iterable[Key]) -> None:
+        """Forget the vertices no longer in the graph (after a swap: `GraphSwapped.gone`)."""
+        for key in gone:
+            self._refresh_cause.pop(key, None)

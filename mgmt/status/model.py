@@ -203,12 +203,9 @@ class StatusModel:
         self._event(event.vertex, "error", info.error, None)
 
     def _swapped(self, event: GraphSwapped) -> None:
-        vertices = self.engine.vertices
-        if event.replaced is None:
-            for key in [k for k in self.info if k not in vertices]:
-                del self.info[key]
-            self.clock.prune(vertices)
-        for key in event.removed:
+        if event.replaced is None:  # a full swap: what left (not a walk of the graph)
+            self.clock.forget(event.gone)
+        for key in event.removed | event.gone:
             self.info.pop(key, None)
         self.graph_version += 1
         self._publish({"type": "graph", "version": self.graph_version})

@@ -284,7 +284,7 @@ async def test_listeners_get_typed_events_until_they_unsubscribe(engine: Engine)
     by_name = {e.vertex.res.name: e for e in applied}
     assert by_name["a"].apply and by_name["a"].changed is True and by_name["a"].error is None
     assert by_name["b"].changed is None and isinstance(by_name["b"].error, RuntimeError)
-    assert swaps == [GraphSwapped(kept=0, stopped=0, started=2)]
+    assert swaps == [GraphSwapped(kept=0, stopped=0, started=2, counted=(("probe", 2),))]
     unsubscribe()
     unsubscribe()  # twice is harmless
     await engine.apply(make_graph("abc", a={"change": True}))

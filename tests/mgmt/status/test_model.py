@@ -195,3 +195,66 @@ async def test_the_snapshot_is_encoded_in_slices(tmp_path: Path) -> None:
     finally:
         model.close()
         await engine.stop(graceful=False)
+
+
+class _Iterated(dict):  # type: ignore[type-arg]
+    """A dict that counts the walks over it."""
+
+    walks = 0
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        self.walks += 1
+        return super().__iter__()
+
+
+async def test_after_a_full_swap_the_model_and_metrics_follow_what_it_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full swap told its listeners only its counts: the status model walked its rows for
+    those whose vertex left, and metrics counted the resources of every vertex and group
+    (O(N) each, after the O(N) swap). Now the swap tells the keys that left (`gone`) and the
+    count by kind it changed (`counted`); they follow that, and agree with a fresh count."""
+    import mgmt.metrics
+    from engine.engine import Engine
+    from engine.meta import Meta
+    from engine.resource import members
+    from mgmt.metrics import Metrics
+    from tests.engine.probe import GroupProbe, ProbeRes
+
+    engine = Engine(hostname="h", prefix=tmp_path / "prefix")
+    model = StatusModel(engine, "h")
+    metrics = Metrics(engine)
+    metrics.start(model)
+
+    def graph(probes: range, grouped: range, tag: str) -> Graph:
+        made = Graph("g")
+        for i in probes:
+            made.add(ProbeRes(name=f"p{i}", tag=tag))
+        for i in grouped:  # the first leads a group of the others
+            made.add(GroupProbe(name=f"g{i}", tag="t", meta=Meta(retry=i % 2)))
+        return made
+
+    def count(kind: str) -> float | None:
+        return metrics.registry.get_sample_value("mgmt_resources", {"kind": kind})
+
+    try:
+        await engine.apply(graph(range(20), range(4), ""))
+        await settle(engine)
+        assert (count("probe"), count("gprobe")) == (20, 4)
+        model.info = _Iterated(model.info)
+        walked = []
+        monkeypatch.setattr(mgmt.metrics, "members", lambda res: walked.append(res) or [])
+        await engine.apply(graph(range(10, 40), range(2, 7), "x"))  # most replaced: full
+        await settle(engine)
+        assert model.info.walks == 0 and not walked
+        assert set(model.info) == set(engine.vertices)
+        fresh = {"probe": 0, "gprobe": 0}
+        for vertex in engine.vertices.values():
+            for res in [vertex.res, *members(vertex.res)]:
+                fresh[res.kind] += 1
+        assert fresh == {"probe": 30, "gprobe": 5}
+        assert (count("probe"), count("gprobe")) == (30, 5)
+    finally:
+        metrics.stop()
+        model.close()
+        await engine.stop(graceful=False)
