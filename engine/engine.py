@@ -1232,7 +1232,7 @@ class Engine:
         # Failures counted against meta retry, by kind+name: a swap that changes the resource
         # keeps its count unless its meta reset (mgmt's MetaState); dropped when it leaves.
         self.retries: dict[Key, int] = {}
-        self._semas: dict[str, asyncio.Semaphore] = {}
+        self._semas: dict[tuple[str, int], asyncio.Semaphore] = {}
         self._global_sema = Slots(sema) if sema > 0 else None
         # check_applies at once (0: from the descriptor limit, see check_limit()); first checks
         # through a window of FIRST_CHECKS (engine.slots).
@@ -1354,8 +1354,14 @@ class Engine:
             if self._global_sema is not None:
                 sema = self._global_sema
                 await stack.enter_async_context(sema.urgent() if urgent else sema)
-            for name, size in sorted(sema_size(entry) for entry in names):
-                sem = self._semas.setdefault(name, asyncio.Semaphore(size))
+            for key in sorted(sema_size(entry) for entry in names):
+                # Keyed by name and size, as mgmt keys them (`name:size`): a swap that gives
+                # a semaphore another size (all its holders: verify() refuses two) makes a
+                # new one, whose size holds from then on (those holding the old one release
+                # it); before 2026-12-06 the first size seen held for the engine's life.
+                sem = self._semas.get(key)
+                if sem is None:
+                    sem = self._semas[key] = asyncio.Semaphore(key[1])
                 await stack.enter_async_context(sem)
             await stack.enter_async_context(self._checks.urgent() if urgent else self._checks)
             yield

@@ -177,6 +177,25 @@ async def test_named_semaphore_limits_concurrency(engine: Engine) -> None:
     assert all(ran(n) == 1 for n in "abcd")
 
 
+async def test_a_semaphore_resized_by_a_swap_takes_its_new_size(engine: Engine) -> None:
+    """A swap that gives every holder of a semaphore another size: the new size holds from
+    then on (as mgmt keys a semaphore by `name:size`); before 2026-12-06 the engine kept the
+    first size it saw for its whole life."""
+    one = Meta(sema=["lock:1"])
+    await engine.apply(make_graph("ab", **{n: {"meta": one} for n in "ab"}))
+    await settle(engine)
+    assert max(state(n).max_active for n in "ab") == 1
+    gate = asyncio.Event()
+    for name in "abcd":
+        state(name).gate = gate
+    three = Meta(sema=["lock:3"])
+    await engine.apply(make_graph("abcd", **{n: {"meta": three} for n in "abcd"}))
+    await settle(engine, lambda: sum(state(n).active for n in "abcd") == 3)
+    gate.set()
+    await settle(engine)
+    assert all(ran(n) >= 1 for n in "abcd")
+
+
 async def test_global_sema(tmp_path: Path) -> None:
     eng = Engine(hostname="t", prefix=tmp_path, sema=1)
     gate = asyncio.Event()
