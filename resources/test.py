@@ -167,7 +167,7 @@ class TestRes(Groupable, Refreshable, Resource):
     async def check_apply(self, apply: Bool) -> Bool:
         for res in [self, *self.grouped]:
             assert isinstance(res, TestRes)
-            res._show(self.handle.received() if res is self else {})
+            res._show(self, self.handle.received() if res is self else {})
         if self.handle.refresh():
             self.handle.logger.info("received a notification")
         received = self.handle.received()
@@ -188,9 +188,11 @@ class TestRes(Groupable, Refreshable, Resource):
         """Another test resource, when this one asks for it (`alwaysgroup`)."""
         return isinstance(other, TestRes) and self.alwaysgroup
 
-    def _show(self, received: dict[Str, Bool]) -> None:
-        log = self.handle.logger
-        prefix = "" if self.name == self.handle.name else f"{self}: "
+    def _show(self, leader: TestRes, received: dict[Str, Bool]) -> None:
+        """Log this resource's fields, by `leader`'s handle (itself, or its group's leader:
+        a member has none of its own)."""
+        log = leader.handle.logger
+        prefix = "" if self is leader else f"{self}: "
         for key, changed in sorted(received.items()):
             log.info("%sreceived %r, changed: %s", prefix, key, changed)
         for param, field in SHOWN.items():

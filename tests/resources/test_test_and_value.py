@@ -113,6 +113,23 @@ def test_alwaysgroup_and_comparefail(tmp_path: Path) -> None:
     assert TestRes(name="x", int8=3).cmp(TestRes(name="x", int8=3))
 
 
+async def test_a_grouped_test_resource_runs_and_shows_its_members(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Grouped (alwaysgroup), a test resource's check shows each member's fields by its own
+    handle: a member has none (before 2026-12-06: `test[b]: used before init()`, failed)."""
+    graph = graph_of(TestRes(name="a", alwaysgroup=True), TestRes(name="b", stringptr="bee"))
+    engine = Engine(hostname="h", prefix=tmp_path)
+    try:
+        with caplog.at_level(logging.INFO):
+            await run(engine, graph)
+        vertex = engine.vertices[("test", "a")]
+        assert vertex.status is Status.OK and not vertex.failed, vertex.error
+        assert "test[b]: StringPtr: bee" in caplog.text
+    finally:
+        await engine.stop()
+
+
 @pytest.mark.parametrize(
     ("params", "key", "message"),
     [
