@@ -322,12 +322,14 @@ class PathWatcher:
                     break
                 seen = None
 
-    def settle(self) -> bool:
+    def settle(self, before: bool = False) -> bool:
         """A check is about to observe the paths: what is pending is subsumed by it (see the
         module doc); True if something was. Also after the check's own changes (a chmod, a
         chown, a write whose old inode's watch sees it unlinked): their events are set
         aside, and a check that gets True looks again, calling `changed()` if the paths are
         not as it wants them (an event not its own: any later one is reported as usual).
+        `before`: the check has not changed anything yet; the queue read by another check's
+        settle() in this step of the loop serves (Hub.read_for_check), not its own changes'.
 
         A `checked` watcher's check looks its first path up right after this, and tells
         `observed()` what it found: where the hub already watches that path's directory, the
@@ -341,7 +343,10 @@ class PathWatcher:
         hub = self._hub
         if hub is None:
             return False
-        hub.inotify.drain()
+        if before:
+            hub.read_for_check()
+        else:
+            hub.inotify.drain()
         if not self._pending:
             return False
         self._pending = False
@@ -718,6 +723,9 @@ class Hub:
         # at each one's end and every READ_EVERY seconds, not at each event.
         self.holding = 0
         self._read_timer: asyncio.TimerHandle | None = None
+        # A check's first settle() read the queue in this step of the loop (`read_for_check`):
+        # the next checks of the step take that read as theirs.
+        self._read_this_step = False
 
     def hold_reads(self) -> None:
         """An own write begins in a thread beside others (a first run's creations): until
@@ -740,6 +748,22 @@ class Hub:
                 self._read_timer.cancel()
                 self._read_timer = None
             self.inotify.resume()
+
+    def read_for_check(self) -> None:
+        """Read the queue before a check looks (its first settle()), once per step of the
+        loop: the checks that the step runs after the first find what it read dispatched
+        (their watchers' pending changes set), and an event queued since is reported as any
+        later one (a check of it follows: the same as one queued right after a read of its
+        own). A no-op run's thousand checks ran in ~10 steps, each check reading the queue
+        (a system call finding nothing, ~5 K instructions)."""
+        if self._read_this_step:
+            return
+        self._read_this_step = True
+        self.loop.call_soon(self._next_step)
+        self.inotify.drain()
+
+    def _next_step(self) -> None:
+        self._read_this_step = False
 
     def _read_held(self) -> None:
         """While reads are held: what is queued, read now (an event waits READ_EVERY at most)."""
