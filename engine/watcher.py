@@ -158,9 +158,24 @@ on_unwatched: list[Callable[[], None]] = []
 
 
 def _absolute(path: str | os.PathLike[str]) -> str:
-    """os.path.abspath(path), at one call for an absolute path (a watch per file resource)."""
-    path = os.fspath(path)
-    return os.path.normpath(path) if path.startswith("/") else os.path.abspath(path)
+    """os.path.abspath(path), at one call for an absolute path (a watch per file resource),
+    and none for one already normal (a file resource's path: normpath's own)."""
+    if path.__class__ is not str:
+        path = os.fspath(path)
+    if not path.startswith("/"):
+        return os.path.abspath(path)
+    if "//" in path or "/." in path or (path.endswith("/") and path != "/"):
+        return os.path.normpath(path)
+    return path  # nothing normpath would change: no "//", ".", ".." nor a trailing "/"
+
+
+def _split(path: str) -> tuple[str, str]:
+    """os.path.split() of an absolute path, without its two calls (a watch per file)."""
+    i = path.rfind("/") + 1
+    head, tail = path[:i], path[i:]
+    if head and head != "/" * len(head):
+        head = head.rstrip("/")
+    return head, tail
 
 
 class PathWatcher:
@@ -187,7 +202,7 @@ class PathWatcher:
         # observed(): the watcher leaves that lookup to it (see settle()).
         self.checked = checked
         # The first path's (directory, name), split once (each sync and own write uses it).
-        self._split = os.path.split(self.paths[0]) if self.paths else ("", "")
+        self._split = _split(self.paths[0]) if self.paths else ("", "")
         self._hub: Hub | None = None
         self._registered: Desired = {}
         self._wake = Flag()
