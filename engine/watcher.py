@@ -604,6 +604,7 @@ class _Expecting:
         if hub is not None:
             expected = self.watcher._expected
             expected[self.key] = expected.get(self.key, 0) + 1
+            hub.own_writes += 1
             if self.beside:
                 hub.hold_reads()
         return self.rename
@@ -621,6 +622,7 @@ class _Expecting:
             ):
                 hub.inotify.drain()  # the rename's event is queued by now: consume it
         finally:
+            hub.own_writes -= 1
             if self.beside:
                 hub.release_reads()
         count = watcher._expected.pop(key, 0) - 1
@@ -739,8 +741,10 @@ class Hub:
         self.holding = 0
         self._read_timer: asyncio.TimerHandle | None = None
         # A check's first settle() read the queue in this step of the loop (`read_for_check`):
-        # the next checks of the step take that read as theirs.
+        # the next checks of the step take that read as theirs, while no own write is in
+        # flight (`own_writes`: the `expecting()` contexts open).
         self._read_this_step = False
+        self.own_writes = 0
 
     def hold_reads(self) -> None:
         """An own write begins in a thread beside others (a first run's creations): until
@@ -766,12 +770,15 @@ class Hub:
 
     def read_for_check(self) -> None:
         """Read the queue before a check looks (its first settle()), once per step of the
-        loop: the checks that the step runs after the first find what it read dispatched
-        (their watchers' pending changes set), and an event queued since is reported as any
-        later one (a check of it follows: the same as one queued right after a read of its
-        own). A no-op run's thousand checks ran in ~10 steps, each check reading the queue
-        (a system call finding nothing, ~5 K instructions)."""
-        if self._read_this_step:
+        loop while no own write is in flight: the checks that the step runs after the first
+        find what it read dispatched (their watchers' pending changes set), and an event
+        queued since is someone else's, reported as any later one (a check of it follows:
+        the same as one queued right after a read of its own). A no-op run's thousand checks
+        ran in ~10 steps, each reading the queue (a system call finding nothing, ~5 K
+        instructions). While own writes are in flight, each check reads: their events (a
+        directory they made, that other files' watchers wait for) are subsumed by the checks
+        that follow, not reported to each (a second check of each file of a first run)."""
+        if self._read_this_step and not self.own_writes:
             return
         self._read_this_step = True
         self.loop.call_soon(self._next_step)
