@@ -862,7 +862,8 @@ async def test_a_checks_first_settle_reads_the_queue_once_a_step(tmp_path: Path)
     """settle(before=True), a check's first: the first of a step of the loop reads the queue;
     the next of the same step take what it read (their own changes dispatched, pending); an
     event queued after that read is read by the next step's (or reported as any other); a
-    settle() after a check's own changes reads the queue itself."""
+    settle() after a check's own changes reads the queue itself, and so does each first one
+    while an own write is in flight (its events, a directory it made, are others' too)."""
     one, two = tmp_path / "one", tmp_path / "two"
     one.write_text("1")
     two.write_text("2")
@@ -878,3 +879,6 @@ async def test_a_checks_first_settle_reads_the_queue_once_a_step(tmp_path: Path)
         two.write_text("again")
         await asyncio.sleep(0)  # the next step: its first settle reads again
         assert second.settle(before=True) is True
+        with first.expecting(str(one)):  # an own write in flight: each first settle reads
+            two.write_text("once more")
+            assert second.settle(before=True) is True
