@@ -119,8 +119,10 @@ class Graph:
         (`merge_duplicate`: GraphError if they are incompatible); the vertex now in the graph."""
         key = key_of(res)
         first = self.vertices.get(key)
-        if first is None:
-            self.add(res)
+        if first is None:  # add()'s work, the key known absent (a graph file's every resource)
+            self.vertices[key] = res
+            self.succ[key] = {}
+            self.pred[key] = {}
             return res
         merged = merge_duplicate(first, res)
         self.vertices[key] = merged

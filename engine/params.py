@@ -286,11 +286,12 @@ def build(
             kwargs[plan.attrs.get(key, key)] = converted
         except ValidationError as err:
             problems.append(err)
-    problems += [
-        ValidationError("is required", prefix + name)
-        for name in plan.required
-        if name not in kwargs and name not in data  # given but wrong: told above
-    ]
+    if plan.required:  # (none for most kinds: no list made)
+        problems += [
+            ValidationError("is required", prefix + name)
+            for name in plan.required
+            if name not in kwargs and name not in data  # given but wrong: told above
+        ]
     if problems:
         problems[0].others = problems[1:]
         raise problems[0]

@@ -340,7 +340,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         if watcher is not None:
             # What happened so far, this check sees; it looks the path up itself, once
             # (engine/watcher.py), and tells the watcher what it found (_plan).
-            watcher.settle()
+            watcher.settle(before=True)
         self._refused: list[str] = []  # entries of a tree not replaced (_plan_tree)
         self._not_yet: list[str] | None = None if apply else []  # owners a noop cannot find
         with contextlib.ExitStack() as held:  # descriptors from the check through the changes

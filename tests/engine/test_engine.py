@@ -475,3 +475,28 @@ async def test_stop_waits_for_every_task_also_one_whose_cancel_takes_steps(
         await stopper
     for vertex in engine.vertices.values():
         assert vertex.status is Status.STOPPED and len(vertex._tasks) == 0
+
+
+async def test_stop_ends_a_parked_worker_without_cancelling_it(engine: Engine) -> None:
+    """A worker parked until its next poke (a converged vertex) is woken at the stop and
+    returns (Vertex._end_tasks): its task ends, not cancelled; a worker sleeping before a
+    retry, and every watch task, are cancelled. Each vertex is stopped and cleaned up."""
+    state("b").failures_left = 1_000  # fails, and sleeps before each retry
+    graph = make_graph("ab", b={"meta": Meta(retry=-1, delay=60_000)})
+    await engine.apply(graph)
+    await settle(
+        engine, lambda: state("b").calls != [] and not engine.vertices[("probe", "b")].busy
+    )
+    a, b = engine.vertices[("probe", "a")], engine.vertices[("probe", "b")]
+    assert a.status is Status.OK and a.dirty.waited()  # parked
+    a_watch, b_watch = a._watch_task, b._watch_task
+    (a_work,) = [t for t in a._tasks if t is not a_watch]
+    (b_work,) = [t for t in b._tasks if t is not b_watch]
+    await engine.stop()
+    assert a_work.done() and not a_work.cancelled()
+    assert b_work.cancelled()
+    assert a_watch is not None and a_watch.cancelled()
+    assert b_watch is not None and b_watch.cancelled()
+    for vertex in (a, b):
+        assert vertex.status is Status.STOPPED and len(vertex._tasks) == 0
+    assert state("a").cleanups == state("b").cleanups == 1

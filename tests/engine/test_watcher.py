@@ -842,3 +842,43 @@ async def test_a_directory_removed_while_something_holds_it_is_seen(
             await holder.wait()
         if fd >= 0:
             os.close(fd)
+
+
+def test_a_watched_path_is_made_absolute_and_split_as_os_path_does() -> None:
+    """_absolute() skips normpath for a path it would not change, and _split() splits without
+    posixpath's calls: both give what os.path.abspath() and os.path.split() give."""
+    from engine.watcher import _absolute, _split
+
+    cases = ["/", "//", "///", "/a", "/a/", "/a/b", "//a", "//a/b", "///a", "/a//b", "/a/./b"]
+    cases += ["/a/../b", "/.hidden", "/a/.b", "/a/b/.", "/a/b/..", "/a/b/", "/a..b", "/..", "rel"]
+    for path in cases:
+        absolute = _absolute(path)
+        assert absolute == os.path.abspath(path), path
+        assert _split(absolute) == os.path.split(absolute), path
+    assert _absolute(Path("/a/./b")) == "/a/b"
+
+
+async def test_a_checks_first_settle_reads_the_queue_once_a_step(tmp_path: Path) -> None:
+    """settle(before=True), a check's first: the first of a step of the loop reads the queue;
+    the next of the same step take what it read (their own changes dispatched, pending); an
+    event queued after that read is read by the next step's (or reported as any other); a
+    settle() after a check's own changes reads the queue itself, and so does each first one
+    while an own write is in flight (its events, a directory it made, are others' too)."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.write_text("1")
+    two.write_text("2")
+    async with PathWatcher([one]) as first, PathWatcher([two]) as second:
+        await asyncio.sleep(0)
+        first.settle(), second.settle()  # nothing pending
+        two.write_text("changed")  # queued before the step's first read
+        assert first.settle(before=True) is False  # reads the queue: two's event dispatched
+        assert second.settle(before=True) is True  # what that read found, no read of its own
+        one.write_text("changed")  # queued after the step's read
+        assert first.settle(before=True) is False  # not read in this step
+        assert first.settle() is True  # (a settle after own changes reads the queue)
+        two.write_text("again")
+        await asyncio.sleep(0)  # the next step: its first settle reads again
+        assert second.settle(before=True) is True
+        with first.expecting(str(one)):  # an own write in flight: each first settle reads
+            two.write_text("once more")
+            assert second.settle(before=True) is True
