@@ -79,7 +79,10 @@ class NamedPaths:
     (`ln -s`, `ln`: engine.watcher.writer_may_hold)."""
 
     def __init__(self, paths: Iterable[str | os.PathLike[str]], settle: float = 0.0) -> None:
-        self.paths = [os.fspath(p) for p in paths]
+        # Made absolute now: a relative path read later needs the working directory, which
+        # may be gone by then (a checkout removed under a running agent: each re-watch raised
+        # FileNotFoundError from getcwd, a traceback, and the watch ended).
+        self.paths = [os.path.abspath(p) for p in paths]
         self.settle = settle  # read a burst of changes once, this long after its last
         self.chain: list[str] = []
         self._watchers: dict[str, PathWatcher] = {}
@@ -103,7 +106,7 @@ class NamedPaths:
         True if any path is watched that was not: it may have changed before its watch, so
         the caller reads it again."""
         before = set(self.chain)
-        self.paths = [os.fspath(p) for p in paths]
+        self.paths = [os.path.abspath(p) for p in paths]
         self._rewatch()
         return not before.issuperset(self.chain)
 

@@ -2208,3 +2208,33 @@ def test_prometheus_listen_without_prometheus_is_said_once(
         assert f" main: --prometheus-listen 127.0.0.1:{port} {said}" in warnings[0], out
     else:
         assert not warnings, out
+
+
+async def test_a_working_directory_removed_under_the_agent_is_said_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """`mgmt run yaml g.yaml` from a directory that is then removed (a checkout deleted under
+    a running agent): the graph file cannot be read, which is said, and the running graph is
+    kept; before 2026-12-06 the watch's next look raised FileNotFoundError from getcwd (a
+    traceback: `agent: task ... failed`) and ended."""
+    work, out = tmp_path / "work", tmp_path / "out"
+    work.mkdir()
+    graph = f"""\
+        graph: g
+        resources:
+          file:
+            - name: f
+              path: {out}/f
+              content: "x"
+        """
+    (work / "g.yaml").write_text(textwrap.dedent(graph))
+    args = ["run", "--tmp-prefix", "yaml", "g.yaml"]
+    async with Daemon(args, cwd=work) as daemon:
+        await daemon.wait_log("converged")
+        await asyncio.to_thread(shutil.rmtree, work)
+        await daemon.wait_log("g.yaml: cannot read")
+        await daemon.wait_log("keeping the running graph")
+        (out / "f").unlink()  # the running graph still repairs
+        await daemon.wait_log(f"created {out}/f", count=2)
+        assert await daemon.stop(signal.SIGINT) == 0
+    assert "Traceback" not in daemon.log and "failed" not in daemon.log, daemon.log
