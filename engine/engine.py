@@ -1867,12 +1867,7 @@ class Engine:
             return False
         if self._grouping(res):
             return False
-        if not self.autoedges:
-            return True
-        if self._autoindex is None:
-            assert self._raw is not None
-            self._autoindex = AutoIndex(self._raw.vertices.values())
-        return self._autoindex.alone(res, present)
+        return self._auto_alone(res, present)
 
     def _asking(self, key: Key, res: Resource, present: bool) -> list[Key] | None:
         """The providers of the automatic edges of `res` (of `key`), when it takes part in

@@ -427,6 +427,19 @@ async def test_an_exec_added_beside_the_package_of_its_program_gets_its_edge(
     assert engine.graph.succ[("pkg", "inotify-tools")] == {("exec", "watch"): AUTO}
 
 
+def changed_keys(last: Graph, new: Graph) -> frozenset[Any]:
+    """The keys whose resource (by identity) or edges differ between two graphs: what a
+    caller gives `Engine.apply` as `since`."""
+    both = new.vertices.keys() | last.vertices.keys()
+    return frozenset(
+        k
+        for k in both
+        if new.vertices.get(k) is not last.vertices.get(k)
+        or new.succ.get(k) != last.succ.get(k)
+        or new.pred.get(k) != last.pred.get(k)
+    )
+
+
 def prepared_edges(graph: Graph) -> list[tuple[Any, Any, Edge]]:
     return sorted(graph.edges(), key=repr)
 
@@ -449,7 +462,7 @@ async def refused(engine: Engine, graph: Graph, res: FileRes) -> bool:
 
 
 @pytest.mark.parametrize("seed", range(40))
-async def test_random_small_swaps_run_the_graph_a_full_prepare_would(  # noqa: PLR0915
+async def test_random_small_swaps_run_the_graph_a_full_prepare_would(
     tmp_path: Path, seed: int
 ) -> None:
     """Differential: files added, removed and replaced (one to three at a time, with and
@@ -502,14 +515,7 @@ async def test_random_small_swaps_run_the_graph_a_full_prepare_would(  # noqa: P
                     if content is not None and rng.random() < 0.5:  # moved (its edges may)
                         path = str(tmp_path / "out" / rng.choice(dirs) / key[1])
                     new.vertices[key] = dataclasses.replace(old, content=content, path=path)
-            both = new.vertices.keys() | last.vertices.keys()
-            changed = frozenset(
-                k
-                for k in both
-                if new.vertices.get(k) is not last.vertices.get(k)
-                or new.succ.get(k) != last.succ.get(k)
-                or new.pred.get(k) != last.pred.get(k)
-            )
+            changed = changed_keys(last, new)
             await engine.apply(new, since=(last, changed) if rng.random() < 0.5 else None)
             full = new.copy()
             Engine(hostname="test", prefix=tmp_path / "prefix").prepare(full)

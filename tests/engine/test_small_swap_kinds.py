@@ -25,7 +25,7 @@ from engine.resource import members
 from resources.file import FileRes
 from tests.engine.conftest import settle
 from tests.engine.probe import GroupProbe, ProbeRes
-from tests.engine.test_small_swap import count_calls, prepared_edges
+from tests.engine.test_small_swap import changed_keys, count_calls, prepared_edges
 
 N = 100
 
@@ -309,14 +309,7 @@ async def test_random_swaps_of_the_new_kinds_run_the_graph_a_full_prepare_would(
                     if rng.random() < 0.3:
                         change["meta"] = meta()
                     new.vertices[key] = dataclasses.replace(old, **change)
-            both = new.vertices.keys() | last.vertices.keys()
-            changed = frozenset(
-                k
-                for k in both
-                if new.vertices.get(k) is not last.vertices.get(k)
-                or new.succ.get(k) != last.succ.get(k)
-                or new.pred.get(k) != last.pred.get(k)
-            )
+            changed = changed_keys(last, new)
             try:
                 full: Graph | None = prepared_alike(new, engine, tmp_path / "prefix")
             except GraphError:
