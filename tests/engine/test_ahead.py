@@ -22,7 +22,7 @@ async def test_jobs_run_in_order_while_idle_and_wait_when_not() -> None:
             idle[0] = False  # a drift: the graph diverged
 
     async def waiting(n: int) -> None:
-        await asyncio.sleep(0)
+        await pass_ended()  # a job that waits (for the loop's next step)
         ran.append(n)
 
     for n in range(3):

@@ -16,6 +16,7 @@ from engine import safefs
 from engine import watcher as watcher_module
 from engine.inotify import Event
 from engine.watcher import Hub, PathWatcher
+from tests.aio import pass_ended
 
 
 class Counter:
@@ -868,7 +869,7 @@ async def test_a_checks_first_settle_reads_the_queue_once_a_step(tmp_path: Path)
     one.write_text("1")
     two.write_text("2")
     async with PathWatcher([one]) as first, PathWatcher([two]) as second:
-        await asyncio.sleep(0)
+        await pass_ended()  # a step of the loop begun after the watches' own
         first.settle(), second.settle()  # nothing pending
         two.write_text("changed")  # queued before the step's first read
         assert first.settle(before=True) is False  # reads the queue: two's event dispatched
@@ -877,7 +878,7 @@ async def test_a_checks_first_settle_reads_the_queue_once_a_step(tmp_path: Path)
         assert first.settle(before=True) is False  # not read in this step
         assert first.settle() is True  # (a settle after own changes reads the queue)
         two.write_text("again")
-        await asyncio.sleep(0)  # the next step: its first settle reads again
+        await pass_ended()  # the next step (its _next_step ran): its first settle reads again
         assert second.settle(before=True) is True
         with first.expecting(str(one)):  # an own write in flight: each first settle reads
             two.write_text("once more")
