@@ -21,10 +21,11 @@ from tests.mgmt.test_reparse import counted
 N = 50
 
 
-def graph(out: Path, edited: str = "") -> str:
+def graph(out: Path, edited: str = "", count: int = N, at: int = 7) -> str:
+    """`count` file resources under `out`; with `edited`, the content of the one `at`."""
     lines = ["graph: g", "resources:", "  file:"]
-    for i in range(N):
-        content = edited if (edited and i == 7) else f"number {i}"
+    for i in range(count):
+        content = edited if (edited and i == at) else f"number {i}"
         lines += [f"    - name: f{i}", f"      path: {out}/f{i}", f'      content: "{content}\\n"']
     return "\n".join(lines) + "\n"
 

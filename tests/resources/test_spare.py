@@ -23,6 +23,7 @@ from resources._lib.spare import Spare
 from resources.file import FileRes
 from tests.aio import pass_ended
 from tests.e2e.helpers import has_content, wait_path
+from tests.mgmt.test_agent_swap import graph
 
 IN_MOVED_TO, IN_CREATE = 0x80, 0x100  # inotify(7)
 
@@ -252,11 +253,7 @@ N_AHEAD = 5
 
 
 def ahead_graph(out: Path, edited: str = "") -> str:
-    lines = ["graph: g", "resources:", "  file:"]
-    for i in range(N_AHEAD):
-        content = edited if (edited and i == 0) else f"number {i}"
-        lines += [f"    - name: f{i}", f"      path: {out}/f{i}", f'      content: "{content}\\n"']
-    return "\n".join(lines) + "\n"
+    return graph(out, edited, count=N_AHEAD, at=0)
 
 
 async def daemon(tmp_path: Path, **config: Any) -> tuple[Agent, asyncio.Task[int], Path]:
