@@ -12,13 +12,15 @@ import pytest
 
 from engine.engine import Engine, Status
 from engine.errors import GraphError
+from engine.events import VertexChanged
 from engine.graph import Edge, Graph, Key
 from engine.handle import ResourceLogger
 from engine.meta import Meta
 from engine.params import redact_secrets
-from engine.resource import UID, Listening
+from engine.resource import UID, Listening, Resource
 from resources.exec import ExecRes
 from resources.file import FileRes
+from resources.noop import NoopRes
 from resources.password import PasswordRes
 from tests.engine.conftest import settle
 from tests.engine.probe import GroupProbe, ProbeRes, received_password, state
@@ -428,3 +430,57 @@ def test_autoedges_of_a_path_with_two_leading_slashes_end_at_the_root() -> None:
     the root never ended (the agent spun at 100% CPU before its first resource)."""
     res = FileRes(name="f", path="//srv/a/f")
     assert res.autoedges()[0] == [UID("file", "//srv/a/"), UID("file", "//srv/"), UID("file", "/")]
+
+
+class PlainProbe(ProbeRes):
+    """A probe with the default watch() (nothing to watch, as noop's), counting its checks."""
+
+    watch = Resource.watch
+
+
+async def test_a_kind_with_nothing_to_watch_runs_without_a_watch_task(engine: Engine) -> None:
+    """noop's default watch() (the startup event, then a wait until cancelled) and `poll: -1`
+    make no task: the engine sends the startup event itself, in the step a watch task's would
+    (the order of a graph's first checks is its own, whatever its kinds watch with)."""
+    graph = graph_of(
+        ProbeRes(name="w"),  # its own watch(): a task
+        PlainProbe(name="p"),
+        ProbeRes(name="once", meta=Meta(poll=-1)),
+        NoopRes(name="n"),
+        ProbeRes(name="ticks", meta=Meta(poll=3600)),  # a poll: its task, as before
+    )
+    graph.connect(("probe", "p"), ("noop", "n"), Edge(notify=True))
+    await engine.apply(graph)
+    await settle(engine)
+    tasks = {key[1]: len(v._tasks) for key, v in engine.vertices.items()}
+    assert tasks == {"w": 2, "p": 1, "once": 1, "n": 1, "ticks": 2}
+    for name in ("p", "once", "n"):
+        vertex = next(v for k, v in engine.vertices.items() if k[1] == name)
+        assert vertex.stats.watch_starts == 1 and vertex.ts > 0 and vertex.status is Status.OK
+    assert state("w").watch_starts == 1 and state("once").watch_starts == 0
+    assert [state(n).calls for n in ("w", "p", "once")] == [[(True, False)]] * 3
+    # Checked again when poked, and refreshed along its notify edge as before.
+    state("p").result = False
+    engine.vertices[("probe", "p")]._on_event()
+    await settle(engine, lambda: len(state("p").calls) == 2)
+    await settle(engine)
+    noop = engine.vertices[("noop", "n")]
+    assert noop.stats.refreshes == noop.stats.refreshes_seen == 1
+    await engine.stop()
+    assert all(v.status is Status.STOPPED and not v._tasks for v in engine.vertices.values())
+
+
+async def test_the_order_of_first_checks_is_the_graphs_whatever_the_kinds_watch_with(
+    engine: Engine,
+) -> None:
+    order: list[str] = []
+    unsubscribe = engine.listeners.subscribe(
+        VertexChanged,
+        lambda e: order.append(e.vertex.key[1]) if e.vertex.status is Status.RUNNING else None,
+    )
+    names = ["a", "b", "c", "d", "e", "f"]
+    kinds = [ProbeRes, PlainProbe, ProbeRes, PlainProbe, PlainProbe, ProbeRes]
+    await engine.apply(graph_of(*(kind(name=n) for kind, n in zip(kinds, names, strict=True))))
+    await settle(engine)
+    unsubscribe()
+    assert order == names
