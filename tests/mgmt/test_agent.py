@@ -35,7 +35,8 @@ async def test_edit_swaps_in_new_graph_without_restarting_unchanged(tmp_path: Pa
         await agent.swapped.wait()
     engine = agent.engine
     keep = engine.vertices[("noop", "keep")]
-    watch_task = keep._watch_task
+    worker = next(iter(keep._tasks))  # its only task: a noop watches nothing (no watch task)
+    assert keep._watch_task is None and keep._unlisten is not None
     old_change = engine.vertices[("print", "change")]
 
     agent.swapped.clear()
@@ -46,8 +47,8 @@ async def test_edit_swaps_in_new_graph_without_restarting_unchanged(tmp_path: Pa
         await agent.swapped.wait()
 
     assert engine.vertices[("noop", "keep")] is keep
-    assert keep._watch_task is watch_task and watch_task and not watch_task.done()
-    assert keep.stats.watch_starts == 1
+    assert list(keep._tasks) == [worker] and not worker.done()
+    assert keep._unlisten is not None and keep.stats.watch_starts == 1  # not restarted
     assert engine.vertices[("print", "change")] is not old_change
     assert not old_change._tasks  # the old vertex's watcher (and worker) were stopped
     assert ("timer", "new") in engine.vertices
