@@ -167,7 +167,9 @@ class Resource:
     async def watch(self) -> None:
         """Send the startup event, then one event per relevant change, until cancelled.
 
-        The default suits kinds with nothing to watch: startup event, then wait forever.
+        The default suits kinds with nothing to watch: startup event, then wait forever. The
+        engine does not call it (nor start a task for it): it sends the startup event itself
+        for a kind that keeps this default (Vertex._listen).
         """
         await self.handle.event()
         await asyncio.Event().wait()

@@ -171,10 +171,7 @@ class StatusModel:
             if self._subscribers:
                 self._publish({"type": "vertex", **self._vertex(vertex.key, info)})
             else:  # nobody reads the update: not built (3 per resource in a first run)
-                self._changes += 1  # _touched(), inline: 2 calls a resource in a run
-                if self._watchers:
-                    for callback in list(self._watchers):
-                        callback()
+                self._touched()
 
     def _applied(self, event: CheckApplied) -> None:
         self._changes += 1
