@@ -39,14 +39,13 @@ import functools
 import logging
 import os
 import struct
-import subprocess
 import time
 from _thread import start_new_thread
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from engine import libc
+from engine import holder, libc
 
 log = logging.getLogger("engine")
 
@@ -191,7 +190,7 @@ class _Exit:
 
     def __init__(self) -> None:
         self.ending = False
-        self.holders: list[subprocess.Popen[bytes]] = []  # kept until the exit (they end with it)
+        self.holders: list[holder.Holder] = []  # kept until the exit (they end with it)
 
 
 _EXIT = _Exit()
@@ -218,19 +217,11 @@ def hold_until_exit(fd: int, what: str) -> bool:
     that this process's exit closes): what the kernel does at the last close of what `fd`
     refers to then happens in that process's exit, which nobody waits for. False if none
     could start (it says so at debug level). The caller still closes its own `fd`."""
-    holder = next((path for path in HOLDER if os.access(path, os.X_OK)), None)
-    if holder is None:
+    program = next((path for path in HOLDER if os.access(path, os.X_OK)), None)
+    if program is None:
         return False
-    try:
-        _EXIT.holders.append(
-            subprocess.Popen(
-                [holder],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                pass_fds=[fd],
-            )
-        )
+    try:  # (engine.holder: started without holding the GIL, no other descriptor given)
+        _EXIT.holders.append(holder.start(program, fd))
     except OSError as err:
         log.debug("no process to hand %s over to: %s", what, err)
         return False

@@ -230,11 +230,10 @@ async def test_at_the_exit_the_teardown_is_handed_to_a_process_ending_with_ours(
     assert await asyncio.to_thread(done.wait, 30)
     assert _inotify_fds() <= before
     holder = inotify._EXIT.holders.pop()
-    assert holder.stdin is not None
     try:
         assert "anon_inode:inotify" in _fd_targets(holder.pid)
     finally:
-        holder.stdin.close()  # what this process's exit does
+        holder.release()  # what this process's exit does
         assert await asyncio.to_thread(holder.wait, 30) == 0
 
 

@@ -185,8 +185,8 @@ def test_a_prefix_left_to_exit_is_removed_and_its_lock_held_elsewhere(tmp_path: 
     # Ended here, as this process's exit would: else it ran to the end of the session, and its
     # Popen, collected then, said "subprocess N is still running" after pytest's summary.
     holder = inotify._EXIT.holders.pop()
-    assert holder.stdin is not None and holder.pid == int(holders[0])
-    holder.stdin.close()
+    assert holder.pid == int(holders[0])
+    holder.release()
     assert holder.wait(30) == 0
 
 
