@@ -24,10 +24,12 @@ Closing an instance that has had watches makes the kernel wait for a grace perio
 (7-23 ms measured here, whatever the number of watches; none without watches): `Inotify.close`
 leaves that to a thread. At the end of the `mgmt` command a thread would not do: the process's
 exit waits for its threads, that one included (~10-17 ms of every cron run, its parent waiting
-for it). Once `leave_to_exit()` was called (the agent's final stop), that thread gives the
-instance's last descriptor to a process that ends when this one does (`cat`, its input a pipe
-that this process's exit closes), then closes its own: the kernel tears the instance down in
-that one's exit, which nobody waits for.
+for it). Once `leave_to_exit()` was called (the agent's final stop), `Inotify.close` gives a
+copy of the instance's descriptor to a process that ends when this one does (`cat`, its input
+a pipe that this process's exit closes; engine/holder.py starts it, ~0.2 ms, the GIL released
+meanwhile), then closes its own, at once: the kernel tears the instance down in that one's
+exit, which nobody waits for. (Until 2026-12-06 a thread did that hand-over; with the GIL
+released around the spawn, the process could exit before that thread had started it.)
 """
 
 from __future__ import annotations
@@ -186,7 +188,7 @@ def _close_last(fd: int, then: Callable[[], None] | None) -> None:
 
 
 class _Exit:
-    """The process is ending (`leave_to_exit`), and the processes `_hand_over` started."""
+    """The process is ending (`leave_to_exit`), and the processes `hold_until_exit` started."""
 
     def __init__(self) -> None:
         self.ending = False
@@ -194,22 +196,14 @@ class _Exit:
 
 
 _EXIT = _Exit()
-# What `_hand_over` starts: it reads its input until this process's exit closes the pipe.
+# What `hold_until_exit` starts: it reads its input until this process's exit closes the pipe.
 HOLDER = ("/bin/cat", "/usr/bin/cat")
 
 
 def leave_to_exit() -> None:
-    """The process is ending: an instance closed from now on is handed over (`_hand_over`)."""
+    """The process is ending: an instance closed from now on is handed over to a process that
+    ends with this one (`hold_until_exit`) before its close."""
     _EXIT.ending = True
-
-
-def _hand_over(fd: int, then: Callable[[], None] | None) -> None:
-    """Give an instance's last descriptor to a process of its own, which ends when this one
-    does and then tears the instance down (see the module doc); then close it here. Without
-    such a process (no `cat`, none can start), this close is the last: it waits for the
-    kernel."""
-    hold_until_exit(fd, "an inotify instance")
-    _close_last(fd, then)
 
 
 def hold_until_exit(fd: int, what: str) -> bool:
@@ -340,29 +334,33 @@ class Inotify:
             raise _error("inotify_rm_watch")
 
     def close(self, then: Callable[[], None] | None = None) -> None:
-        """Stop reading and close: the kernel drops every watch at once (`then` is called, from
-        another thread, once it has).
+        """Stop reading and close: the kernel drops every watch at once (`then` is called
+        once it has: from another thread; once the process is ending, from this one).
 
         The kernel's teardown of an instance that has watches waits for a grace period of
         its own (7-23 ms measured here, one watch or a hundred): the descriptor is closed now,
         and the instance's last reference (a duplicate) by a thread of its own, started without
-        waiting for it to run, so neither the loop nor the rest of a cron run's exit waits;
-        once the process is ending, that thread hands it over (`_hand_over`, the module doc)."""
+        waiting for it to run, so neither the loop nor the rest of a cron run's exit waits.
+        Once the process is ending (`leave_to_exit`), the descriptor is first handed to a
+        process that ends with this one (`hold_until_exit`, the module doc), here: this close
+        is then not the last, and the process's exit does not wait for a thread to start it."""
         fd, self.fd = self.fd, None
         if fd is None:
             return
         self._loop.remove_reader(fd)
+        if _EXIT.ending and hold_until_exit(fd, "an inotify instance"):
+            _close_last(fd, then)  # (not the last reference: the holder has one)
+            return
         try:
             last = os.dup(fd)
         except OSError:  # no descriptor left for it: close it here, waiting
             _close_last(fd, then)
             return
         os.close(fd)
-        finish = _hand_over if _EXIT.ending else _close_last
         try:
-            start_new_thread(finish, (last, then))
+            start_new_thread(_close_last, (last, then))
         except RuntimeError:  # no thread can start
-            finish(last, then)
+            _close_last(last, then)
 
     def pause(self) -> None:
         """Stop reading when the descriptor becomes readable: events wait in the kernel's

@@ -12,7 +12,6 @@ remove anything of theirs.
 
 from __future__ import annotations
 
-import _thread
 import contextlib
 import errno
 import fcntl
@@ -42,7 +41,6 @@ class TmpPrefix:
         self.parent = self.path.parent
         self._lock = _hold_lock(self.path)
         self.removed = self.sweep() if swept else []
-        self._holding: _thread.LockType | None = None  # released once the holder started
 
     def sweep(self) -> list[str]:
         """Remove the temporary prefixes beside this one whose run is gone (`sweep`); their
@@ -52,34 +50,19 @@ class TmpPrefix:
     def leave_to_exit(self) -> None:
         """The process ends with this run (a cron run of the `mgmt` command): a copy of the
         lock's descriptor goes to a process that ends when this one does
-        (`engine.inotify.hold_until_exit`), started now by a thread of its own, beside the
-        run. The last close of the lock file, which frees the prefix's directory too (its
-        entry keeps the directory until then), is then that process's: on a file system
-        mounted with `discard` (this machine's), freeing the directory's block is a discard
-        the close waits for, 0.1-10 ms measured at the end of a run. The lock is held until
-        that process ends, by then for a prefix already removed. (A thread of `_thread`'s, as
-        engine.inotify's: not one the interpreter's exit would wait for.)"""
-        done = _thread.allocate_lock()
-        done.acquire()
-
-        def hold() -> None:
-            try:
-                hold_until_exit(self._lock, "a temporary prefix's lock")
-            finally:
-                done.release()
-
-        try:
-            _thread.start_new_thread(hold, ())
-        except RuntimeError:  # no thread can start: the lock is closed here at the end
-            return
-        self._holding = done
+        (`engine.inotify.hold_until_exit`; started here, ~0.2 ms, the GIL released meanwhile:
+        engine/holder.py). The last close of the lock file, which frees the prefix's directory
+        too (its entry keeps the directory until then), is then that process's: on a file
+        system mounted with `discard` (this machine's), freeing the directory's block is a
+        discard the close waits for, 0.1-10 ms measured at the end of a run. The lock is held
+        until that process ends, by then for a prefix already removed. (Until 2026-12-06 a
+        thread of its own started it, through subprocess.Popen, beside the run: the run waited
+        for that thread's GIL and for the child's exec all the same, at its start.)"""
+        hold_until_exit(self._lock, "a temporary prefix's lock")
 
     def close(self) -> None:
         """Remove the prefix and everything in it, then drop the lock."""
         _remove_tree(self.path)
-        if self._holding is not None:  # its copy is made from this descriptor: not closed before
-            with self._holding:
-                pass
         os.close(self._lock)
 
     def __enter__(self) -> TmpPrefix:

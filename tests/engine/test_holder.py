@@ -155,3 +155,45 @@ def test_a_descriptor_among_the_standard_ones_is_held_all_the_same(tmp_path: Pat
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["pipe", str(tmp_path / "held")]
+
+
+REAPING_A_CRON_RUN = """
+import ctypes, os, subprocess, sys
+ctypes.CDLL(None).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: the run's orphans come here
+argv = [sys.executable, "-m", "mgmt", "run", "--tmp-prefix", "--converged-timeout=0"]
+run = subprocess.run([*argv, "--no-watch", "yaml", sys.argv[1]], capture_output=True, text=True)
+if run.returncode:
+    sys.exit(run.stderr)
+while True:  # each orphan once it has ended: its name read before it is reaped
+    try:
+        info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)
+    except ChildProcessError:
+        break
+    with open(f"/proc/{info.si_pid}/comm") as f:
+        name = f.read().strip()
+    os.waitpid(info.si_pid, 0)
+    print(name, info.si_status)
+"""
+
+
+def test_a_cron_runs_holders_end_when_it_has_and_none_is_left(tmp_path: Path) -> None:
+    """A cron run of the command (`--converged-timeout=0 --tmp-prefix`) hands two descriptors
+    to holders (its prefix's lock at the start, its inotify instance at the end): once it has
+    exited, both end (exit 0), orphans of a subreaper that collects them; nothing else was
+    left behind by the run."""
+    (tmp_path / "g.yaml").write_text(
+        f'graph: g\nresources:\n  file:\n    - name: f\n      path: {tmp_path}/f\n      content: "f\\n"\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", REAPING_A_CRON_RUN, tmp_path / "g.yaml"],
+        cwd=ROOT,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n") == ["cat 0", "cat 0", ""]
+    assert (tmp_path / "f").read_text() == "f\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f", "g.yaml"]
