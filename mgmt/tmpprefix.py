@@ -62,14 +62,16 @@ class TmpPrefix:
     def leave_to_exit(self) -> None:
         """The process ends with this run (a cron run of the `mgmt` command): a copy of the
         lock's descriptor goes to a process that ends when this one does
-        (`engine.inotify.hold_until_exit`; started here, ~0.2 ms, the GIL released meanwhile:
-        engine/holder.py). The last close of the lock file, which frees the prefix's directory
-        too (its entry keeps the directory until then), is then that process's: on a file
-        system mounted with `discard` (this machine's), freeing the directory's block is a
-        discard the close waits for, 0.1-10 ms measured at the end of a run. The lock is held
-        until that process ends, by then for a prefix already removed. (Until 2026-12-06 a
-        thread of its own started it, through subprocess.Popen, beside the run: the run waited
-        for that thread's GIL and for the child's exec all the same, at its start.)"""
+        (`engine.inotify.hold_until_exit`), started here, the GIL released meanwhile
+        (engine/holder.py: the loop waits for the child's exec, ~0.2 ms; p90 2-6 ms beside
+        two busy loops, the child's wait for a core). The last close of the lock file, which
+        frees the prefix's directory too (its entry keeps the directory until then), is then
+        that process's: on a file system mounted with `discard` (this machine's), freeing the
+        directory's block is a discard the close waits for, 0.1-10 ms measured at the end of
+        a run. The lock is held until that process ends, by then for a prefix already
+        removed. (Until 2026-12-06 a thread of its own started it, through
+        subprocess.Popen, beside the run: the run waited for that thread's GIL and for the
+        child's exec all the same, at its start.)"""
         hold_until_exit(self._lock, "a temporary prefix's lock")
 
     def close(self) -> None:
