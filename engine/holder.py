@@ -8,7 +8,7 @@ call: the calling thread waits there for the child's exec (a vfork), the others 
 meanwhile. subprocess.Popen (`_posixsubprocess`) keeps the GIL through its fork and exec:
 every thread of this process waited for the child's exec, 0.5-1.4 ms on a quiet machine, 10 ms
 (p90) beside two busy loops on two cores, twice per cron run (issue 16). The child gets its
-input at 0, /dev/null at 1 and 2, the held descriptor at 3, and nothing else
+input at 0, /dev/null at 1 and 2, the held descriptors from 3 on, and nothing else
 (`posix_spawn_file_actions_addclosefrom_np`, glibc 2.34): no other descriptor of this process
 leaks into it. Its signal mask is empty and SIGPIPE and SIGXFSZ are back to their default
 action (Python ignores them; Popen's `restore_signals` does the same); handled signals are
@@ -24,6 +24,7 @@ import os
 import select
 import signal
 import subprocess
+from collections.abc import Sequence
 
 # posix_spawn through CDLL: the GIL released around the call (it waits for the child's exec);
 # the quick calls that fill its arguments through PyDLL, the GIL held (released around each,
@@ -39,7 +40,7 @@ _ACTIONS_SIZE = 256
 _ATTR_SIZE = 1024
 _SIGSET_SIZE = 256
 _DEV_NULL = b"/dev/null"
-# The child's descriptors: its input, its output and errors, the one it holds; none above.
+# The child's descriptors: its input, its output and errors, then the ones it holds.
 _STDIN, _STDOUT, _STDERR, _HELD = 0, 1, 2, 3
 
 
@@ -84,14 +85,15 @@ class Holder:
         return os.waitstatus_to_exitcode(status)
 
 
-def start(program: str, fd: int) -> Holder:
-    """Start `program` (an absolute path: `cat`) holding a copy of `fd`, reading a pipe of
-    this process's until its exit (see the module doc). OSError if it could not start."""
+def start(program: str, fds: Sequence[int]) -> Holder:
+    """Start `program` (an absolute path: `cat`) holding a copy of each of `fds`, reading a
+    pipe of this process's until its exit (see the module doc). OSError if it could not
+    start."""
     if _SPAWN is None:
-        return _popen(program, fd)
+        return _popen(program, fds)
     read, write = os.pipe2(os.O_CLOEXEC)
     try:
-        pid = _spawn(program, read, fd)
+        pid = _spawn(program, read, fds)
     except BaseException:
         os.close(write)
         raise
@@ -100,30 +102,31 @@ def start(program: str, fd: int) -> Holder:
     return Holder(pid, write)
 
 
-def _popen(program: str, fd: int) -> Holder:
+def _popen(program: str, fds: Sequence[int]) -> Holder:
     """`start` through subprocess.Popen: the GIL held while the child starts."""
     popen = subprocess.Popen(
         [program],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        pass_fds=[fd],
+        pass_fds=fds,
     )
     assert popen.stdin is not None
     return Holder(popen.pid, popen.stdin.fileno(), popen)
 
 
-def _spawn(program: str, read: int, held: int) -> int:
-    """posix_spawn `program` with `read` at its 0, /dev/null at 1 and 2, `held` at 3 and no
-    other descriptor; its pid."""
+def _spawn(program: str, read: int, held: Sequence[int]) -> int:
+    """posix_spawn `program` with `read` at its 0, /dev/null at 1 and 2, `held` from 3 on and
+    no other descriptor; its pid."""
     assert _SPAWN is not None and _CLOSEFROM is not None
     with contextlib.ExitStack() as undo:
+        last = _HELD + len(held) - 1  # the child's highest descriptor
         sources = []
-        for fd in (read, held):
+        for fd in (read, *held):
             source = fd
-            if fd <= _HELD:  # overwritten by a target before its own dup2 (a standard
-                # descriptor of this process was closed): a copy above them, closed after
-                source = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _HELD + 1)
+            if fd <= last:  # overwritten by a target before its own dup2 (a low descriptor
+                # of this process was closed): a copy above them all, closed after
+                source = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, last + 1)
                 undo.callback(os.close, source)
             sources.append(source)
         actions = ctypes.create_string_buffer(_ACTIONS_SIZE)
@@ -136,8 +139,9 @@ def _spawn(program: str, read: int, held: int) -> int:
         flags = os.O_WRONLY
         _check(_libc.posix_spawn_file_actions_addopen(actions, _STDOUT, _DEV_NULL, flags, 0))
         _check(_libc.posix_spawn_file_actions_adddup2(actions, _STDOUT, _STDERR))
-        _check(_libc.posix_spawn_file_actions_adddup2(actions, sources[1], _HELD))
-        _check(_CLOSEFROM(actions, _HELD + 1))
+        for target, source in enumerate(sources[1:], _HELD):
+            _check(_libc.posix_spawn_file_actions_adddup2(actions, source, target))
+        _check(_CLOSEFROM(actions, last + 1))
         empty, default = _sigset(), _sigset(signal.SIGPIPE, signal.SIGXFSZ)
         _check(_libc.posix_spawnattr_setsigmask(attr, empty))
         _check(_libc.posix_spawnattr_setsigdefault(attr, default))

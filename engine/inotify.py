@@ -188,11 +188,13 @@ def _close_last(fd: int, then: Callable[[], None] | None) -> None:
 
 
 class _Exit:
-    """The process is ending (`leave_to_exit`), and the processes `hold_until_exit` started."""
+    """The process is ending (`leave_to_exit`), the processes `hold_until_exit` started, and
+    the descriptors waiting to ride with the next one (`ride`)."""
 
     def __init__(self) -> None:
         self.ending = False
         self.holders: list[holder.Holder] = []  # kept until the exit (they end with it)
+        self.riding: dict[int, str] = {}  # a descriptor -> what it is
 
 
 _EXIT = _Exit()
@@ -206,19 +208,37 @@ def leave_to_exit() -> None:
     _EXIT.ending = True
 
 
+def ride(fd: int, what: str) -> None:
+    """`fd` (`what`) goes to the next process `hold_until_exit` starts, beside that one's own
+    descriptor: a cron run's prefix lock rides with its inotify instance, given up at the
+    final stop, one process started for both (each start waits for the child's exec: beside
+    busy cores, for a core). Its owner takes it back (`alight`) before it closes it."""
+    _EXIT.riding[fd] = what
+
+
+def alight(fd: int) -> bool:
+    """`fd` no longer rides (`ride`): whether it still did, no holder having taken it (its
+    owner then hands it over itself, or closes it)."""
+    return _EXIT.riding.pop(fd, None) is not None
+
+
 def hold_until_exit(fd: int, what: str) -> bool:
     """Give a copy of `fd` to a process that ends when this one does (HOLDER, reading a pipe
-    that this process's exit closes): what the kernel does at the last close of what `fd`
-    refers to then happens in that process's exit, which nobody waits for. False if none
-    could start (it says so at debug level). The caller still closes its own `fd`."""
+    that this process's exit closes), with those riding (`ride`): what the kernel does at the
+    last close of what each refers to then happens in that process's exit, which nobody waits
+    for. False if none could start (it says so at debug level; the riders still ride). The
+    caller still closes its own `fd`."""
     program = next((path for path in HOLDER if os.access(path, os.X_OK)), None)
     if program is None:
         return False
+    riding = [rider for rider in _EXIT.riding if rider != fd]
     try:  # (engine.holder: started without holding the GIL, no other descriptor given)
-        _EXIT.holders.append(holder.start(program, fd))
+        _EXIT.holders.append(holder.start(program, [fd, *riding]))
     except OSError as err:
         log.debug("no process to hand %s over to: %s", what, err)
         return False
+    for rider in riding:
+        log.debug("%s handed over with %s", _EXIT.riding.pop(rider), what)
     return True
 
 

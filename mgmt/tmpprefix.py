@@ -20,7 +20,7 @@ import stat
 from pathlib import Path
 
 from engine.errors import MgmtError
-from engine.inotify import hold_until_exit
+from engine.inotify import alight, hold_until_exit, ride
 from engine.safefs import UnsafePathError, closing, open_dir, trusted_dir
 
 PREFIX = "mgmt-"
@@ -42,6 +42,7 @@ class TmpPrefix:
         self.parent = self.path.parent
         self._lock = _hold_lock(self.path)
         self.removed = self.sweep() if swept else []
+        self._leaving = False  # `leave_to_exit`: the lock goes to a holder at the latest here
 
     def sweep(self) -> list[str]:
         """Remove the temporary prefixes beside this one whose run is gone (`sweep`); their
@@ -62,21 +63,26 @@ class TmpPrefix:
     def leave_to_exit(self) -> None:
         """The process ends with this run (a cron run of the `mgmt` command): a copy of the
         lock's descriptor goes to a process that ends when this one does
-        (`engine.inotify.hold_until_exit`), started here, the GIL released meanwhile
-        (engine/holder.py: the loop waits for the child's exec, ~0.2 ms; p90 2-6 ms beside
-        two busy loops, the child's wait for a core). The last close of the lock file, which
-        frees the prefix's directory too (its entry keeps the directory until then), is then
-        that process's: on a file system mounted with `discard` (this machine's), freeing the
-        directory's block is a discard the close waits for, 0.1-10 ms measured at the end of
-        a run. The lock is held until that process ends, by then for a prefix already
-        removed. (Until 2026-12-06 a thread of its own started it, through
-        subprocess.Popen, beside the run: the run waited for that thread's GIL and for the
-        child's exec all the same, at its start.)"""
-        hold_until_exit(self._lock, "a temporary prefix's lock")
+        (`engine.inotify.hold_until_exit`): the one the agent starts for its inotify instance
+        at its final stop (the lock rides with it: `engine.inotify.ride`), else one started
+        at `close()` for the lock alone. Each start waits for the child's exec (the GIL
+        released meanwhile, engine/holder.py: ~0.2 ms; p90 2-6 ms beside two busy loops, the
+        child's wait for a core): one per run, not two. The last close of the lock file,
+        which frees the prefix's directory too (its entry keeps the directory until then),
+        is then that process's: on a file system mounted with `discard` (this machine's),
+        freeing the directory's block is a discard the close waits for, 0.1-10 ms measured
+        at the end of a run. The lock is held until that process ends, by then for a prefix
+        already removed. (Until 2026-12-06 a thread of its own started a process for the
+        lock alone, through subprocess.Popen, at the run's start: the run waited for that
+        thread's GIL and for the child's exec all the same.)"""
+        ride(self._lock, "a temporary prefix's lock")
+        self._leaving = True
 
     def close(self) -> None:
         """Remove the prefix and everything in it, then drop the lock."""
         _remove_tree(self.path)
+        if self._leaving and alight(self._lock):  # no holder took it: one of its own
+            hold_until_exit(self._lock, "a temporary prefix's lock")
         os.close(self._lock)
 
     def __enter__(self) -> TmpPrefix:

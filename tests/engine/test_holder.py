@@ -48,7 +48,7 @@ def test_a_holder_holds_the_descriptor_its_input_and_nothing_else(tmp_path: Path
     other = os.open(tmp_path / "other", os.O_RDWR | os.O_CREAT, 0o600)
     os.set_inheritable(other, True)  # passed to every child that keeps descriptors
     try:
-        started = holder.start(CAT, held)
+        started = holder.start(CAT, [held])
     finally:
         os.close(other)
     os.close(held)
@@ -65,18 +65,23 @@ def test_a_holder_holds_the_descriptor_its_input_and_nothing_else(tmp_path: Path
 
 
 @pytest.mark.parametrize("start", [holder.start, holder._popen], ids=["posix_spawn", "popen"])
-def test_a_holder_keeps_the_file_open_until_its_input_closes(
-    tmp_path: Path, start: Callable[[str, int], Holder]
+def test_a_holder_keeps_the_files_open_until_its_input_closes(
+    tmp_path: Path, start: Callable[[str, list[int]], Holder]
 ) -> None:
-    """Both ways (posix_spawn, and Popen where the libc lacks its functions): the file stays
-    open in the holder after this process closed its own descriptor, until `release`."""
-    held = os.open(tmp_path / "held", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    """Both ways (posix_spawn, and Popen where the libc lacks its functions): the files stay
+    open in the holder after this process closed its own descriptors, until `release`."""
+    held = [
+        os.open(tmp_path / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        for name in ("one", "two")
+    ]
     try:
         started = start(CAT, held)
     finally:
-        os.close(held)
+        for fd in held:
+            os.close(fd)
     try:
-        assert str(tmp_path / "held") in _fds(started.pid).values()
+        targets = set(_fds(started.pid).values())
+        assert {str(tmp_path / "one"), str(tmp_path / "two")} <= targets
     finally:
         started.release()
         assert started.wait(30) == 0
@@ -95,7 +100,7 @@ def test_a_program_that_cannot_start_is_an_oserror_leaving_no_child_nor_descript
     try:
         fds, children = set(_fds(os.getpid())), _children()
         with pytest.raises(OSError) as raised:
-            holder.start(str(program), held)
+            holder.start(str(program), [held])
         assert raised.value.errno == errno.ENOEXEC
         assert set(_fds(os.getpid())) == fds
         assert _children() <= children
@@ -131,18 +136,20 @@ os.close(0)
 os.close(3) if os.path.exists("/proc/self/fd/3") else None
 held = os.open(sys.argv[1], os.O_RDONLY | os.O_CLOEXEC)  # the lowest free: 0
 assert held == 0, held
-started = holder.start(sys.argv[2], held)
-fds = {n: os.readlink(f"/proc/{started.pid}/fd/{n}") for n in (0, 3)}
-print(fds[0].split(":")[0], fds[3])
+other = os.open(sys.argv[1], os.O_RDONLY | os.O_CLOEXEC)  # 3 (or 4): a target's number too
+started = holder.start(sys.argv[2], [held, other])
+fds = {n: os.readlink(f"/proc/{started.pid}/fd/{n}") for n in (0, 3, 4)}
+print(fds[0].split(":")[0], fds[3], fds[4])
 started.release()
 sys.exit(started.wait(30))
 """
 
 
 def test_a_descriptor_among_the_standard_ones_is_held_all_the_same(tmp_path: Path) -> None:
-    """In a process started with its standard input closed, the descriptor to hold is 0 (and
-    the pipe may be another low one): each is copied above 3 before the child's dup2s, so the
-    holder still has its input at 0 and the file at 3."""
+    """In a process started with its standard input closed, a descriptor to hold is 0, another
+    is a target's number (and the pipe may be another low one): each is copied above the
+    targets before the child's dup2s, so the holder still has its input at 0 and the files
+    at 3 and 4."""
     (tmp_path / "held").write_text("")
     done = subprocess.run(
         [sys.executable, "-c", HOLDING_WITH_CLOSED_STANDARD_DESCRIPTORS, tmp_path / "held", CAT],
@@ -154,7 +161,7 @@ def test_a_descriptor_among_the_standard_ones_is_held_all_the_same(tmp_path: Pat
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["pipe", str(tmp_path / "held")]
+    assert done.stdout.split() == ["pipe", str(tmp_path / "held"), str(tmp_path / "held")]
 
 
 REAPING_A_CRON_RUN = """
@@ -176,11 +183,11 @@ while True:  # each orphan once it has ended: its name read before it is reaped
 """
 
 
-def test_a_cron_runs_holders_end_when_it_has_and_none_is_left(tmp_path: Path) -> None:
+def test_a_cron_runs_holder_ends_when_it_has_and_none_is_left(tmp_path: Path) -> None:
     """A cron run of the command (`--converged-timeout=0 --tmp-prefix`) hands two descriptors
-    to holders (its prefix's lock at the start, its inotify instance at the end): once it has
-    exited, both end (exit 0), orphans of a subreaper that collects them; nothing else was
-    left behind by the run."""
+    to one holder (its inotify instance at the final stop, its prefix's lock riding with it):
+    once the run has exited, that holder ends (exit 0), an orphan of a subreaper that
+    collects it; nothing else was left behind by the run."""
     (tmp_path / "g.yaml").write_text(
         f'graph: g\nresources:\n  file:\n    - name: f\n      path: {tmp_path}/f\n      content: "f\\n"\n'
     )
@@ -194,6 +201,6 @@ def test_a_cron_runs_holders_end_when_it_has_and_none_is_left(tmp_path: Path) ->
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n") == ["cat 0", "cat 0", ""]
+    assert done.stdout.split("\n") == ["cat 0", ""]
     assert (tmp_path / "f").read_text() == "f\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f", "g.yaml"]
