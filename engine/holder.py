@@ -27,8 +27,9 @@ import subprocess
 from collections.abc import Sequence
 
 # posix_spawn through CDLL: the GIL released around the call (it waits for the child's exec);
-# the quick calls that fill its arguments through PyDLL, the GIL held (released around each,
-# the thread took it back after another's switch interval, 5 ms, for each).
+# the quick calls that fill its arguments through PyDLL, the GIL held (through CDLL each would
+# release it and take it back: a wait of up to a switch interval, 5 ms, while another thread
+# runs Python).
 _libc = ctypes.PyDLL(None)
 
 # <spawn.h>
