@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import inspect
 import os
 import shutil
@@ -12,7 +13,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -55,6 +56,36 @@ def seconds(text: str) -> float:
     if not value >= 0:  # (NaN too)
         raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
     return value
+
+
+# A busy loop (`--busy`): Ctrl-C (the terminal's SIGINT) ends it without a traceback, and so
+# does its parent's end, however it ends (PR_SET_PDEATHSIG: SIGKILL once the thread that
+# started it is gone; argv[1] is that parent's pid, in case it ended before the prctl).
+BUSY = (
+    "import ctypes, os, signal, sys\n"
+    "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
+    "ctypes.CDLL(None).prctl(1, signal.SIGKILL)\n"
+    "if len(sys.argv) > 1 and os.getppid() != int(sys.argv[1]): sys.exit()\n"
+    "while True: pass"
+)
+
+
+@contextlib.contextmanager
+def busy_loops(count: int) -> Iterator[None]:
+    """`count` busy-loop processes (BUSY, nice 0) running while the block runs: each keeps a
+    core busy, as other work on the host would. Killed and waited for when the block ends
+    (an exception, Ctrl-C, SIGTERM: `run_script`), and by the kernel if this process is
+    killed (BUSY's PR_SET_PDEATHSIG)."""
+    loops: list[subprocess.Popen[bytes]] = []
+    try:
+        for _ in range(count):
+            loops.append(subprocess.Popen([sys.executable, "-c", BUSY, str(os.getpid())]))
+        yield
+    finally:
+        for loop in loops:
+            loop.kill()
+        for loop in loops:
+            loop.wait()
 
 
 def make_absent(out: Path, aside: Path, delete: bool) -> None:

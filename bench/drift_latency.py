@@ -59,6 +59,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from common import (
+    BUSY,
     MGMT,
     ROOT,
     Parser,
@@ -76,9 +77,6 @@ from engine.watcher import PathWatcher
 
 CONTENT = "hello world\n"
 DRIFTS = ("delete", "overwrite")
-
-# A busy loop; Ctrl-C (the terminal's SIGINT) ends it without a KeyboardInterrupt traceback.
-BUSY = "import signal\nsignal.signal(signal.SIGINT, signal.SIG_DFL)\nwhile True: pass"
 
 
 def switches(pid: int) -> int:
@@ -134,7 +132,7 @@ async def measure(path: Path, count: int, drift: str, pause: float) -> list[floa
 @contextlib.asynccontextmanager
 async def busy_loops(count: int, unnice: list[str]) -> AsyncIterator[None]:
     loops = [
-        await asyncio.create_subprocess_exec(*unnice, sys.executable, "-c", BUSY)
+        await asyncio.create_subprocess_exec(*unnice, sys.executable, "-c", BUSY, str(os.getpid()))
         for _ in range(count)
     ]
     try:

@@ -42,12 +42,21 @@ No no-op run. The floor then replaces N existing files as this project does (a n
 written, fchmod'ed and fsynced, linked at a temp name, renamed over the old: whose inode is
 freed), in its own directory prepared the same way.
 
+`--busy N`: N busy-loop processes (nice 0, `common.busy_loops`) run beside every run of every
+tool and the floor, all rounds long: the figure "with other work running" (issue 16), made
+repeatable. On this 2-core machine `--busy 2` keeps both cores busy: each tool's threads and
+child processes then wait for a core at each wake-up. The script starts the loops before the
+first round and kills them after the last, on an error, Ctrl-C or SIGTERM too; the kernel
+kills them if the script is killed (PR_SET_PDEATHSIG). The summary line says the load and
+the loops.
+
     .venv/bin/python bench/peers.py [--count 100] [--rounds 5] [--base DIR] [--delete-between]
-        [--update]
+        [--update] [--busy N]
 """
 
 from __future__ import annotations
 
+import argparse
 import concurrent.futures
 import ctypes
 import os
@@ -66,6 +75,7 @@ from common import (
     ROOT,
     Parser,
     base_launcher,
+    busy_loops,
     checkout,
     files_graph,
     make_absent,
@@ -362,6 +372,36 @@ def report(
     )
 
 
+def measure(runs: dict[str, Run], args: argparse.Namespace, floor_out: Path) -> None:
+    """The rounds (each: the floor in `floor_out`, then every tool's runs), beside `--busy`
+    busy loops; the medians printed."""
+    first: dict[str, list[float]] = {label: [] for label in runs}
+    noop: dict[str, list[float]] = {label: [] for label in runs}
+    floors: list[Figures] = []
+    floor_out.parent.mkdir()
+    how = "deleted" if args.delete_between else "moved aside"
+    what = "update" if args.update else "first run"
+    beside = f", beside {args.busy} busy loops" if args.busy else ""
+    print(f"{args.count} files; {what}s per round, wall (cpu user+system), the last files {how}:")
+    with busy_loops(args.busy):
+        for round_ in range(args.rounds):
+            make_absent(floor_out, floor_out.parent / "aside", args.delete_between)
+            floors.append(floor(floor_out, args.count, update=args.update))
+            line = [f"floor {cpu(floors[-1])}"]
+            for label, run in runs.items():  # interleaved: A B C, A B C, ...
+                timed_first, timed_noop = one_run(
+                    label, run, args.count, args.delete_between, args.update
+                )
+                first[label].append(timed_first[0])
+                if timed_noop is not None:
+                    noop[label].append(timed_noop[0])
+                line.append(f"{short(label)} {cpu(timed_first)}")
+            print(f"  round {round_ + 1}: " + ", ".join(line), flush=True)
+        load = os.getloadavg()[0]  # (before the loops stop)
+    print(f"{args.rounds} rounds, load {load:.1f}{beside} (whole process, median):")
+    report(first, noop, floors, what)
+
+
 def main() -> None:
     parser = Parser()
     parser.add_argument("--count", type=whole(1), default=100)
@@ -376,6 +416,9 @@ def main() -> None:
         "--update",
         action="store_true",
         help="time updates: the files exist with other content before each run (no no-op run)",
+    )
+    parser.add_argument(
+        "--busy", type=whole(0), default=0, help="busy-loop processes running beside every run"
     )
     args = parser.parse_args()
     if args.base is not None:
@@ -398,30 +441,8 @@ def main() -> None:
         cwd = args.base if label == "mgmt (base)" else work
         runs[label] = ([path, *argv[1:]] if binary else argv, cwd, out)
     interpreters(runs)
-    first: dict[str, list[float]] = {label: [] for label in runs}
-    noop: dict[str, list[float]] = {label: [] for label in runs}
-    floors: list[Figures] = []
-    floor_out = root / "floor" / "out"
-    floor_out.parent.mkdir()
-    how = "deleted" if args.delete_between else "moved aside"
-    what = "update" if args.update else "first run"
-    print(f"{args.count} files; {what}s per round, wall (cpu user+system), the last files {how}:")
     try:
-        for round_ in range(args.rounds):
-            make_absent(floor_out, floor_out.parent / "aside", args.delete_between)
-            floors.append(floor(floor_out, args.count, update=args.update))
-            line = [f"floor {cpu(floors[-1])}"]
-            for label, run in runs.items():  # interleaved: A B C, A B C, ...
-                timed_first, timed_noop = one_run(
-                    label, run, args.count, args.delete_between, args.update
-                )
-                first[label].append(timed_first[0])
-                if timed_noop is not None:
-                    noop[label].append(timed_noop[0])
-                line.append(f"{short(label)} {cpu(timed_first)}")
-            print(f"  round {round_ + 1}: " + ", ".join(line), flush=True)
-        print(f"{args.rounds} rounds, load {os.getloadavg()[0]:.1f} (whole process, median):")
-        report(first, noop, floors, what)
+        measure(runs, args, root / "floor" / "out")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

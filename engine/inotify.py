@@ -24,10 +24,12 @@ Closing an instance that has had watches makes the kernel wait for a grace perio
 (7-23 ms measured here, whatever the number of watches; none without watches): `Inotify.close`
 leaves that to a thread. At the end of the `mgmt` command a thread would not do: the process's
 exit waits for its threads, that one included (~10-17 ms of every cron run, its parent waiting
-for it). Once `leave_to_exit()` was called (the agent's final stop), that thread gives the
-instance's last descriptor to a process that ends when this one does (`cat`, its input a pipe
-that this process's exit closes), then closes its own: the kernel tears the instance down in
-that one's exit, which nobody waits for.
+for it). Once `leave_to_exit()` was called (the agent's final stop), `Inotify.close` gives a
+copy of the instance's descriptor to a process that ends when this one does (`cat`, its input
+a pipe that this process's exit closes; engine/holder.py starts it, ~0.2 ms, the GIL released
+meanwhile), then closes its own, at once: the kernel tears the instance down in that one's
+exit, which nobody waits for. (Until 2026-12-06 a thread did that hand-over; with the GIL
+released around the spawn, the process could exit before that thread had started it.)
 """
 
 from __future__ import annotations
@@ -39,14 +41,13 @@ import functools
 import logging
 import os
 import struct
-import subprocess
 import time
 from _thread import start_new_thread
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from engine import libc
+from engine import holder, libc
 
 log = logging.getLogger("engine")
 
@@ -187,53 +188,57 @@ def _close_last(fd: int, then: Callable[[], None] | None) -> None:
 
 
 class _Exit:
-    """The process is ending (`leave_to_exit`), and the processes `_hand_over` started."""
+    """The process is ending (`leave_to_exit`), the processes `hold_until_exit` started, and
+    the descriptors waiting to ride with the next one (`ride`)."""
 
     def __init__(self) -> None:
         self.ending = False
-        self.holders: list[subprocess.Popen[bytes]] = []  # kept until the exit (they end with it)
+        self.holders: list[holder.Holder] = []  # kept until the exit (they end with it)
+        self.riding: dict[int, str] = {}  # a descriptor -> what it is
 
 
 _EXIT = _Exit()
-# What `_hand_over` starts: it reads its input until this process's exit closes the pipe.
+# What `hold_until_exit` starts: it reads its input until this process's exit closes the pipe.
 HOLDER = ("/bin/cat", "/usr/bin/cat")
 
 
 def leave_to_exit() -> None:
-    """The process is ending: an instance closed from now on is handed over (`_hand_over`)."""
+    """The process is ending: an instance closed from now on is handed over to a process that
+    ends with this one (`hold_until_exit`) before its close."""
     _EXIT.ending = True
 
 
-def _hand_over(fd: int, then: Callable[[], None] | None) -> None:
-    """Give an instance's last descriptor to a process of its own, which ends when this one
-    does and then tears the instance down (see the module doc); then close it here. Without
-    such a process (no `cat`, none can start), this close is the last: it waits for the
-    kernel."""
-    hold_until_exit(fd, "an inotify instance")
-    _close_last(fd, then)
+def ride(fd: int, what: str) -> None:
+    """`fd` (`what`) goes to the next process `hold_until_exit` starts, beside that one's own
+    descriptor: a cron run's prefix lock rides with its inotify instance, given up at the
+    final stop, one process started for both (each start waits for the child's exec: beside
+    busy cores, for a core). Its owner takes it back (`alight`) before it closes it."""
+    _EXIT.riding[fd] = what
+
+
+def alight(fd: int) -> bool:
+    """`fd` no longer rides (`ride`): whether it still did, no holder having taken it (its
+    owner then hands it over itself, or closes it)."""
+    return _EXIT.riding.pop(fd, None) is not None
 
 
 def hold_until_exit(fd: int, what: str) -> bool:
     """Give a copy of `fd` to a process that ends when this one does (HOLDER, reading a pipe
-    that this process's exit closes): what the kernel does at the last close of what `fd`
-    refers to then happens in that process's exit, which nobody waits for. False if none
-    could start (it says so at debug level). The caller still closes its own `fd`."""
-    holder = next((path for path in HOLDER if os.access(path, os.X_OK)), None)
-    if holder is None:
+    that this process's exit closes), with those riding (`ride`): what the kernel does at the
+    last close of what each refers to then happens in that process's exit, which nobody waits
+    for. False if none could start (it says so at debug level; the riders still ride). The
+    caller still closes its own `fd`."""
+    program = next((path for path in HOLDER if os.access(path, os.X_OK)), None)
+    if program is None:
         return False
-    try:
-        _EXIT.holders.append(
-            subprocess.Popen(
-                [holder],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                pass_fds=[fd],
-            )
-        )
+    riding = [rider for rider in _EXIT.riding if rider != fd]
+    try:  # (engine.holder: started without holding the GIL, no other descriptor given)
+        _EXIT.holders.append(holder.start(program, [fd, *riding]))
     except OSError as err:
         log.debug("no process to hand %s over to: %s", what, err)
         return False
+    for rider in riding:
+        log.debug("%s handed over with %s", _EXIT.riding.pop(rider), what)
     return True
 
 
@@ -349,29 +354,33 @@ class Inotify:
             raise _error("inotify_rm_watch")
 
     def close(self, then: Callable[[], None] | None = None) -> None:
-        """Stop reading and close: the kernel drops every watch at once (`then` is called, from
-        another thread, once it has).
+        """Stop reading and close: the kernel drops every watch at once (`then` is called
+        once it has: from another thread; once the process is ending, from this one).
 
         The kernel's teardown of an instance that has watches waits for a grace period of
         its own (7-23 ms measured here, one watch or a hundred): the descriptor is closed now,
         and the instance's last reference (a duplicate) by a thread of its own, started without
-        waiting for it to run, so neither the loop nor the rest of a cron run's exit waits;
-        once the process is ending, that thread hands it over (`_hand_over`, the module doc)."""
+        waiting for it to run, so neither the loop nor the rest of a cron run's exit waits.
+        Once the process is ending (`leave_to_exit`), the descriptor is first handed to a
+        process that ends with this one (`hold_until_exit`, the module doc), here: this close
+        is then not the last, and the process's exit does not wait for a thread to start it."""
         fd, self.fd = self.fd, None
         if fd is None:
             return
         self._loop.remove_reader(fd)
+        if _EXIT.ending and hold_until_exit(fd, "an inotify instance"):
+            _close_last(fd, then)  # (not the last reference: the holder has one)
+            return
         try:
             last = os.dup(fd)
         except OSError:  # no descriptor left for it: close it here, waiting
             _close_last(fd, then)
             return
         os.close(fd)
-        finish = _hand_over if _EXIT.ending else _close_last
         try:
-            start_new_thread(finish, (last, then))
+            start_new_thread(_close_last, (last, then))
         except RuntimeError:  # no thread can start
-            finish(last, then)
+            _close_last(last, then)
 
     def pause(self) -> None:
         """Stop reading when the descriptor becomes readable: events wait in the kernel's

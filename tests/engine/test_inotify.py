@@ -230,11 +230,10 @@ async def test_at_the_exit_the_teardown_is_handed_to_a_process_ending_with_ours(
     assert await asyncio.to_thread(done.wait, 30)
     assert _inotify_fds() <= before
     holder = inotify._EXIT.holders.pop()
-    assert holder.stdin is not None
     try:
         assert "anon_inode:inotify" in _fd_targets(holder.pid)
     finally:
-        holder.stdin.close()  # what this process's exit does
+        holder.release()  # what this process's exit does
         assert await asyncio.to_thread(holder.wait, 30) == 0
 
 
@@ -246,3 +245,30 @@ def _fd_targets(pid: int) -> list[str]:
         with contextlib.suppress(FileNotFoundError):
             targets.append(os.readlink(f"/proc/{pid}/fd/{name}"))
     return targets
+
+
+async def test_a_descriptor_riding_goes_to_the_instances_holder_with_it(tmp_path: Path) -> None:
+    """A descriptor that rides (`ride`: a cron run's prefix lock) goes to the process the
+    instance is handed to at the exit, one process for both; its owner finds it taken
+    (`alight` is False) and only closes its own copy."""
+    done = threading.Event()
+    got = Collected()
+    got.ino.add_watch(tmp_path, inotify.CREATE)
+    rider = os.open(tmp_path / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    inotify.ride(rider, "a test's lock")
+    inotify.leave_to_exit()
+    try:
+        got.ino.close(done.set)
+    finally:
+        inotify._EXIT.ending = False  # (this test's process does not end here)
+        taken = not inotify.alight(rider)
+        os.close(rider)
+    assert await asyncio.to_thread(done.wait, 30)
+    assert taken
+    holder = inotify._EXIT.holders.pop()
+    try:
+        targets = _fd_targets(holder.pid)
+        assert "anon_inode:inotify" in targets and str(tmp_path / "lock") in targets
+    finally:
+        holder.release()  # what this process's exit does
+        assert await asyncio.to_thread(holder.wait, 30) == 0

@@ -185,8 +185,8 @@ def test_a_prefix_left_to_exit_is_removed_and_its_lock_held_elsewhere(tmp_path: 
     # Ended here, as this process's exit would: else it ran to the end of the session, and its
     # Popen, collected then, said "subprocess N is still running" after pytest's summary.
     holder = inotify._EXIT.holders.pop()
-    assert holder.stdin is not None and holder.pid == int(holders[0])
-    holder.stdin.close()
+    assert holder.pid == int(holders[0])
+    holder.release()
     assert holder.wait(30) == 0
 
 
@@ -194,23 +194,26 @@ async def test_a_run_cancelled_while_it_sweeps_leaves_no_prefix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A Ctrl-C before the agent's own handlers cancels the run (asyncio.run's handler) while
-    the killed runs' prefixes are removed, in a thread beside the run: the run ends once that
-    thread has, its own prefix removed, none left that no later run sweeps. (The status
-    socket's private_dir() of the prefix, in a thread of its own, made a removed prefix
-    again; a prefix the run made itself is no longer checked so: the next test.)"""
+    a killed run's prefix is removed, in a thread beside the run: the run ends once that
+    thread has, its own prefix removed and the killed run's too, none left that no later run
+    sweeps. (The status socket's private_dir() of the prefix, in a thread of its own, made a
+    removed prefix again; a prefix the run made itself is no longer checked so: the next
+    test.)"""
     monkeypatch.setenv("TMPDIR", str(tmp_path))
+    killed, _ = await asyncio.to_thread(_holder, tmp_path)
+    await asyncio.to_thread(_kill, killed)
     entered, release, ended = threading.Event(), threading.Event(), threading.Event()
-    real_sweep = TmpPrefix.sweep
+    real_remove = TmpPrefix.remove
 
-    def held(tmp: TmpPrefix) -> list[str]:
+    def held(tmp: TmpPrefix, names: list[str]) -> list[str]:
         entered.set()
         release.wait(30)
         try:
-            return real_sweep(tmp)
+            return real_remove(tmp, names)
         finally:
             ended.set()
 
-    monkeypatch.setattr(TmpPrefix, "sweep", held)
+    monkeypatch.setattr(TmpPrefix, "remove", held)
     config = Config(frontend="empty", tmp_prefix=True, hostname="t", converged_timeout=-1)
     run = asyncio.ensure_future(agent.run(config))
     await asyncio.to_thread(entered.wait, 30)
@@ -232,7 +235,7 @@ async def test_a_sweep_that_fails_is_said_and_the_run_goes_on(
     def refused(tmp: TmpPrefix) -> list[str]:
         raise PermissionError(13, "Permission denied", str(tmp.parent))
 
-    monkeypatch.setattr(TmpPrefix, "sweep", refused)
+    monkeypatch.setattr(TmpPrefix, "stale", refused)
     said: list[str] = []
     heard = logging.Handler(logging.DEBUG)
     heard.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
