@@ -61,6 +61,7 @@ _REGISTER_PROBE = 8
 REGISTER_IOWQ_MAX_WORKERS = 19
 OP_FSYNC, OP_OPENAT, OP_CLOSE, OP_WRITE, OP_LINKAT = 3, 18, 19, 23, 39
 SQE_IO_LINK = 1 << 2
+SQE_IO_HARDLINK = 1 << 3  # IOSQE_IO_HARDLINK: the next runs after it, whatever its outcome
 SQE_ASYNC = 1 << 4  # IOSQE_ASYNC: run by the kernel's worker, never inline at submission
 AT_FDCWD, AT_SYMLINK_FOLLOW = -100, 0x400
 _OP_SUPPORTED = 1

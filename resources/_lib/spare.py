@@ -333,6 +333,7 @@ class _Fsyncs:
         self._next = 0
         self._mine: set[asyncio.Future[int | None]] = set()  # jobs not resolved yet
         self._closes: set[int] = set()  # the tokens of the closes in the ring (let_go)
+        self._to_close: list[int] = []  # the descriptors let go, not in the ring yet
         self._flushing = False  # a submission of the closes put is due (let_go)
         self._awaited: set[asyncio.Future[int | None]] = set()  # what the loop watches for
         self._watching = False
@@ -357,43 +358,57 @@ class _Fsyncs:
 
     def room(self) -> bool:
         """Whether another fsync can go in (each in flight holds a completion slot)."""
-        return len(self._jobs) + len(self._closes) < self._ring.entries
+        return len(self._jobs) + len(self._closes) + len(self._to_close) < self._ring.entries
 
     def let_go(self, fd: int) -> bool:
-        """Close fd in the kernel's worker (IOSQE_ASYNC: never inline at the submission, so
-        whatever its close frees is freed there, off the loop); submitted with the next fsync
-        (a repair makes its next spare right after), else once the loop has run what is
+        """Close fd in the kernel's worker (never inline at the submission, so whatever its
+        close frees is freed there, off the loop): after the next fsync, linked to it (a
+        repair makes its next spare right after: the worker that runs that fsync closes fd
+        next, no other one woken for it), else on its own once the loop has run what is
         ready. Its completion is read with the fsyncs' (it wakes the loop only while a
         repair waits for one). False if the ring is full: fd still open."""
         if not self.room():
             return False
-        self._next += 1
-        token = self._next
-        self._ring.put(uring.OP_CLOSE, fd, token, flags=uring.SQE_ASYNC)
-        self._closes.add(token)
+        self._to_close.append(fd)
         if not self._flushing:
             self._flushing = True
             self._loop.call_soon(self._flush)
         return True
 
+    def _put_closes(self) -> None:
+        """Put the closes let go (let_go), each hard-linked to the next (run one after the
+        other by one worker, whatever each one's outcome), forced to the worker."""
+        fds, self._to_close = self._to_close, []
+        for i, fd in enumerate(fds):
+            self._next += 1
+            link = uring.SQE_IO_HARDLINK if i < len(fds) - 1 else 0
+            self._ring.put(uring.OP_CLOSE, fd, self._next, flags=uring.SQE_ASYNC | link)
+            self._closes.add(self._next)
+
     def _flush(self) -> None:
-        """Submit the closes put (let_go) if no fsync has since."""
-        if not self._flushing:  # the ring was closed meanwhile (which submitted them)
+        """Submit the closes let go (let_go) if no fsync took them since."""
+        if not self._flushing:  # taken by an fsync, or the ring was closed meanwhile
             return
         self._flushing = False
-        if self._ring.free() < self._ring.entries:
+        if self._to_close:
             try:
+                self._put_closes()
                 self._ring.enter(0)
             except OSError as err:  # (the descriptors stay open: as a failed close's)
                 log.debug("letting go of descriptors failed: %s", err)
 
     def start(self, fd: int) -> asyncio.Future[int | None] | None:
         """fsync the complete unnamed file fd in the ring: a future of fd once it is durable
-        (None if the fsync failed: fd is closed then); None if the ring failed."""
+        (None if the fsync failed: fd is closed then); None if the ring failed. The closes
+        let go meanwhile follow it (let_go)."""
         self._next += 1
         token = self._next
         try:
-            self._ring.put(uring.OP_FSYNC, fd, token)
+            closes = bool(self._to_close)
+            self._ring.put(uring.OP_FSYNC, fd, token, flags=uring.SQE_IO_HARDLINK if closes else 0)
+            if closes:
+                self._flushing = False
+                self._put_closes()
             self._ring.enter(0)
         except OSError as err:
             log.debug("spares without io_uring from now on: %s", err)
@@ -462,6 +477,12 @@ class _Fsyncs:
             self._loop.remove_reader(self._ring.fd)
             self._watching = False
         self._flushing = False  # (a _flush due finds the ring closed)
+        try:
+            if self._to_close:
+                self._put_closes()
+                self._ring.enter(0)
+        except OSError as err:
+            log.debug("letting go of descriptors failed: %s", err)
         while self._closes:  # not left to the ring's end, which cancels what has not started
             try:
                 self._ring.enter(1)
