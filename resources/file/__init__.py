@@ -1169,10 +1169,11 @@ def _link_spare(where: Where, fd: int, new: bool) -> None:
     second check per repair).
 
     No inode is freed here: the one the rename replaces (an overwritten file) is held across
-    it, and the spare's own before fd's close (deleted again at once, fd was its last
-    reference); both are let go through the loop's ring (resources/_lib/spare.py, let_go).
-    Freeing one waited for its blocks' discard and writeback (a rename over the overwritten
-    file took 0.4 ms p50 and up to 10 ms beside two busy loops, docs/benchmarks.md)."""
+    it, and so is the spare's own before fd's close when it was deleted again at once (fd its
+    last reference); both are let go through the loop's ring (resources/_lib/spare.py,
+    let_go). Freeing one waited for its blocks' discard and writeback: the rename over an
+    overwritten file took 0.3-0.4 ms p50 and up to 24 ms beside two busy loops, the loop
+    blocked (docs/benchmarks.md, "A repair's waits")."""
     from resources._lib.spare import let_go  # (a spare's: imported already)
 
     old = None if new else where.hold(TOP)
