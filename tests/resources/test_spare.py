@@ -508,8 +508,8 @@ async def test_a_repair_frees_the_inode_it_replaces_off_the_loop(
 
 
 async def test_let_go_leaves_the_close_to_the_kernels_worker(tmp_path: Path) -> None:
-    """let_go puts the close in the loop's ring (run by the kernel's worker, posting no
-    completion): the descriptor is still open when it returns, and closed once submitted."""
+    """let_go puts the close in the loop's ring (run by the kernel's worker, IOSQE_ASYNC): the
+    descriptor is still open when it returns, and closed by the ring's end at the latest."""
     if uring.unavailable() is not None:
         pytest.skip(f"no io_uring here: {uring.unavailable()}")
     fsyncs = spare_mod._Fsyncs.of(asyncio.get_running_loop())
@@ -525,5 +525,5 @@ async def test_let_go_leaves_the_close_to_the_kernels_worker(tmp_path: Path) -> 
         assert fds_of(inode) == [fd]  # not closed here
     finally:
         fsyncs.users -= 1
-        fsyncs.close()  # waits for the closes let go (IOSQE_IO_DRAIN)
+        fsyncs.close()  # submits the closes let go and waits for them
     assert fds_of(inode) == []
