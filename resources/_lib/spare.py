@@ -332,6 +332,10 @@ class _Fsyncs:
         self._jobs: dict[int, tuple[asyncio.Future[int | None], int]] = {}  # in the ring
         self._next = 0
         self._mine: set[asyncio.Future[int | None]] = set()  # jobs not resolved yet
+        self._closes: set[int] = set()  # the tokens of the closes in the ring (let_go)
+        self._to_close: list[int] = []  # the descriptors let go, not in the ring yet
+        self._flushing = False  # a submission of the closes put is due (let_go)
+        self._awaited: set[asyncio.Future[int | None]] = set()  # what the loop watches for
         self._watching = False
         self.users = 0  # spares whose fsyncs go through this ring
 
@@ -354,15 +358,57 @@ class _Fsyncs:
 
     def room(self) -> bool:
         """Whether another fsync can go in (each in flight holds a completion slot)."""
-        return len(self._jobs) < self._ring.entries
+        return len(self._jobs) + len(self._closes) + len(self._to_close) < self._ring.entries
+
+    def let_go(self, fd: int) -> bool:
+        """Close fd in the kernel's worker (never inline at the submission, so whatever its
+        close frees is freed there, off the loop): after the next fsync, linked to it (a
+        repair makes its next spare right after: the worker that runs that fsync closes fd
+        next, no other one woken for it), else on its own once the loop has run what is
+        ready. Its completion is read with the fsyncs' (it wakes the loop only while a
+        repair waits for one). False if the ring is full: fd still open."""
+        if not self.room():
+            return False
+        self._to_close.append(fd)
+        if not self._flushing:
+            self._flushing = True
+            self._loop.call_soon(self._flush)
+        return True
+
+    def _put_closes(self) -> None:
+        """Put the closes let go (let_go), each hard-linked to the next (run one after the
+        other by one worker, whatever each one's outcome), forced to the worker."""
+        fds, self._to_close = self._to_close, []
+        for i, fd in enumerate(fds):
+            self._next += 1
+            link = uring.SQE_IO_HARDLINK if i < len(fds) - 1 else 0
+            self._ring.put(uring.OP_CLOSE, fd, self._next, flags=uring.SQE_ASYNC | link)
+            self._closes.add(self._next)
+
+    def _flush(self) -> None:
+        """Submit the closes let go (let_go) if no fsync took them since."""
+        if not self._flushing:  # taken by an fsync, or the ring was closed meanwhile
+            return
+        self._flushing = False
+        if self._to_close:
+            try:
+                self._put_closes()
+                self._ring.enter(0)
+            except OSError as err:  # (the descriptors stay open: as a failed close's)
+                log.debug("letting go of descriptors failed: %s", err)
 
     def start(self, fd: int) -> asyncio.Future[int | None] | None:
         """fsync the complete unnamed file fd in the ring: a future of fd once it is durable
-        (None if the fsync failed: fd is closed then); None if the ring failed."""
+        (None if the fsync failed: fd is closed then); None if the ring failed. The closes
+        let go meanwhile follow it (let_go)."""
         self._next += 1
         token = self._next
         try:
-            self._ring.put(uring.OP_FSYNC, fd, token)
+            closes = bool(self._to_close)
+            self._ring.put(uring.OP_FSYNC, fd, token, flags=uring.SQE_IO_HARDLINK if closes else 0)
+            if closes:
+                self._flushing = False
+                self._put_closes()
             self._ring.enter(0)
         except OSError as err:
             log.debug("spares without io_uring from now on: %s", err)
@@ -380,9 +426,15 @@ class _Fsyncs:
 
     def wait_for(self, job: asyncio.Future[int | None]) -> None:
         """What the ring completed is read; if `job` is not among it, the loop watches the
-        ring's descriptor until every fsync in it is done."""
+        ring's descriptor until it is done (and any other waited for). Not until every fsync
+        in the ring is: a file drifting back to back keeps some in flight, and each one's
+        completion woke the loop for nothing, a wake-up that waits for a core when both are
+        busy (docs/benchmarks.md, "A repair's waits")."""
         self.reap()
-        if not job.done() and not self._watching:
+        if job.done():
+            return
+        self._awaited.add(job)
+        if not self._watching:
             self._loop.add_reader(self._ring.fd, self.reap)
             self._watching = True
 
@@ -396,6 +448,9 @@ class _Fsyncs:
     def reap(self) -> None:
         """Resolve the jobs whose fsyncs the ring completed (its memory: no system call)."""
         for token, res in self._ring.reap():
+            if token in self._closes:  # a descriptor let go: closed (failed: gone anyway)
+                self._closes.discard(token)
+                continue
             job, fd = self._jobs.pop(token, (None, -1))
             if job is None:
                 continue
@@ -405,7 +460,10 @@ class _Fsyncs:
                     job.set_result(None)
             else:
                 job.set_result(fd)
-        if self._watching and not self._jobs:
+        awaited = self._awaited
+        if awaited:
+            awaited.difference_update([job for job in awaited if job.done()])
+        if self._watching and not awaited:
             self._loop.remove_reader(self._ring.fd)
             self._watching = False
 
@@ -418,12 +476,38 @@ class _Fsyncs:
         if self._watching:
             self._loop.remove_reader(self._ring.fd)
             self._watching = False
+        self._flushing = False  # (a _flush due finds the ring closed)
+        try:
+            if self._to_close:
+                self._put_closes()
+                self._ring.enter(0)
+        except OSError as err:
+            log.debug("letting go of descriptors failed: %s", err)
+        while self._closes:  # not left to the ring's end, which cancels what has not started
+            try:
+                self._ring.enter(1)
+            except OSError as err:
+                log.debug("letting go of descriptors failed: %s", err)
+                break
+            self.reap()
         for job, fd in self._jobs.values():
             os.close(fd)
             if not job.done():
                 job.set_result(None)
         self._jobs.clear()
         self._ring.close()
+
+
+def let_go(fd: int) -> None:
+    """Close fd, whose close may be the last reference to an inode a repair replaced or that
+    was deleted again at once (a file overwritten, a drift right after a repair): its blocks
+    are freed then, and ext4 waits for their discard (mounted `discard`) and for their
+    writeback, in D state: 2-13 ms beside two busy loops, each wake-up waiting for a core
+    (docs/benchmarks.md, "A repair's waits"). Through the loop's ring, closed by the kernel's
+    worker, off the loop and off the repair; without io_uring, here."""
+    fsyncs = _Fsyncs._loops.get(asyncio.get_running_loop())  # (the spares' ring: one made)
+    if fsyncs is None or not fsyncs.let_go(fd):
+        os.close(fd)
 
 
 async def _result(job: asyncio.Future[int | None]) -> int | None:

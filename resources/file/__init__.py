@@ -1166,11 +1166,28 @@ async def _written() -> None:
 def _link_spare(where: Where, fd: int, new: bool) -> None:
     """Put the spare fd in place (`new`: the path was absent), and close it before its inode
     is watched: it was written through fd, so its close would be a change to check again (a
-    second check per repair)."""
+    second check per repair).
+
+    No inode is freed here: the one the rename replaces (an overwritten file) is held across
+    it, and so is the spare's own before fd's close when it was deleted again at once (fd its
+    last reference); both are let go through the loop's ring (resources/_lib/spare.py,
+    let_go). Freeing one waited for its blocks' discard and writeback: the rename over an
+    overwritten file took 0.3-0.4 ms p50 and up to 24 ms beside two busy loops, the loop
+    blocked (docs/benchmarks.md, "A repair's waits")."""
+    from resources._lib.spare import let_go  # (a spare's: imported already)
+
+    old = None if new else where.hold(TOP)
+    held = None
     try:
         where.link(TOP, fd, new=new)
     finally:
+        with contextlib.suppress(OSError):
+            if not os.fstat(fd).st_nlink:  # deleted again already (a back-to-back drift)
+                held = os.open(f"/proc/self/fd/{fd}", os.O_PATH | os.O_CLOEXEC)
         os.close(fd)
+        for one in (old, held):
+            if one is not None:
+                let_go(one)
 
 
 # owners --------------------------------------------------------------------------------------

@@ -337,6 +337,17 @@ class Where:
         with self._at(entry) as (fd, name):
             safefs.write_at(fd, name, fill, mode=mode, uid=uid, gid=gid, new=new)
 
+    def hold(self, entry: Entry) -> int | None:
+        """An O_PATH descriptor of entry's inode, not followed (a link is held as itself), or
+        None if it is not there: a rename over it does not free it then (see `link`)."""
+        try:
+            with self._at(entry) as (fd, name):
+                if self.local():
+                    return libc.open_path(fd, name)
+                return os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        except OSError:
+            return None
+
     def link(self, entry: Entry, fd: int, *, new: bool = False) -> None:
         """Put the complete unnamed file fd in place (safefs.link_at; `new`: the name was
         found absent)."""

@@ -455,3 +455,75 @@ async def test_a_repair_without_a_spare_makes_one_through_the_ring_not_a_thread(
         await ready_spare(res)  # the next one's: one, the resource did not keep more
         assert res._spare.held() == 1
         jobs = executor.jobs
+
+
+def fds_of(inode: int) -> list[int]:
+    """This process's descriptors on `inode` (O_PATH ones too)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.fstat(int(fd)).st_ino == inode:
+                found.append(int(fd))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.parametrize("ring", [True, False])
+async def test_a_repair_frees_the_inode_it_replaces_off_the_loop(
+    tmp_path: Path, run_resource: Any, monkeypatch: pytest.MonkeyPatch, ring: bool
+) -> None:
+    """An overwritten file's repair holds the overwritten inode across its rename, so the
+    rename does not free it (its blocks' discard and writeback were waited for there), and
+    lets it go through the loop's ring: still open when the repair returns, closed by the
+    kernel's worker (by the ring's end at the latest). Without io_uring: closed at once."""
+    if ring and uring.unavailable() is not None:
+        pytest.skip(f"no io_uring here: {uring.unavailable()}")
+    if not ring:
+        monkeypatch.setattr(spare_mod._Fsyncs, "_failed", True)
+    let_go: list[tuple[int, int, bool]] = []  # inode, links, still open once let go
+    real = spare_mod.let_go
+
+    def spy(fd: int) -> None:
+        st = os.fstat(fd)
+        real(fd)
+        let_go.append((st.st_ino, st.st_nlink, bool(fds_of(st.st_ino))))
+
+    monkeypatch.setattr(spare_mod, "let_go", spy)
+    path = tmp_path / "f"
+    res = FileRes(name="f", path=str(path), content="x\n")
+    await run_resource(res, watch=False)
+    assert await res.check_apply(True) is False  # the first write
+    path.unlink()
+    assert await res.check_apply(True) is False  # a repair: it keeps a spare from now on
+    assert let_go == []  # (a deleted file: nothing replaced, its spare's inode still linked)
+    await ready_spare(res)
+    path.write_text("changed")
+    old = path.stat().st_ino
+    assert await res.check_apply(True) is False
+    assert path.read_text() == "x\n"
+    assert let_go == [(old, 0, ring)]  # replaced, held, let go; with a ring not closed yet
+    await res._spare.close()  # the ring's end: what it was let go is closed first
+    assert fds_of(old) == []
+
+
+async def test_let_go_leaves_the_close_to_the_kernels_worker(tmp_path: Path) -> None:
+    """let_go puts the close in the loop's ring (run by the kernel's worker, IOSQE_ASYNC): the
+    descriptor is still open when it returns, and closed by the ring's end at the latest."""
+    if uring.unavailable() is not None:
+        pytest.skip(f"no io_uring here: {uring.unavailable()}")
+    fsyncs = spare_mod._Fsyncs.of(asyncio.get_running_loop())
+    assert fsyncs is not None
+    fsyncs.users += 1
+    try:
+        path = tmp_path / "g"
+        path.write_text("data")
+        fd = os.open(path, os.O_RDONLY)
+        inode = os.fstat(fd).st_ino
+        path.unlink()  # fd is its last reference
+        spare_mod.let_go(fd)
+        assert fds_of(inode) == [fd]  # not closed here
+    finally:
+        fsyncs.users -= 1
+        fsyncs.close()  # submits the closes let go and waits for them
+    assert fds_of(inode) == []
