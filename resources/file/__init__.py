@@ -751,7 +751,17 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
 
             data = await in_thread(functools.partial(read_fragments, self.fragments))
         size = len(data) if isinstance(data, bytes) else src.st_size if src is not None else 0
-        if cur is not None and (data is None or await same(where, cur, data, size)):
+        if cur is not None and (
+            data is None
+            or (
+                cur.st_size == size
+                and (
+                    where.same(TOP, data, size)  # a small file: inline, no coroutine
+                    if size <= INLINE_LIMIT
+                    else await same(where, cur, data, size)
+                )
+            )
+        ):
             return steps + changes
         if cur is not None:
             uid = cur.st_uid if uid == -1 else uid
