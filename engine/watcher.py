@@ -224,9 +224,10 @@ class PathWatcher:
         self.open()
         return self
 
-    def open(self) -> None:
-        """Put the watches in place (what `async with` does on entering; `close()` undoes)."""
-        self._hub = Hub.acquire(self)
+    def open(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Put the watches in place (what `async with` does on entering; `close()` undoes).
+        `loop`: the running loop, if the caller knows it (Hub.acquire)."""
+        self._hub = Hub.acquire(self, loop)
         try:
             if self._sync(first=True):
                 self._resync = True  # what it looked up may have changed before the watch
@@ -668,9 +669,12 @@ class Hub:
     _open: ClassVar[dict[asyncio.AbstractEventLoop, Hub]] = {}
 
     @classmethod
-    def acquire(cls, watcher: PathWatcher) -> Hub:
-        """The running loop's hub, opened if no watcher has it open; `watcher` now holds it."""
-        loop = asyncio.get_running_loop()
+    def acquire(cls, watcher: PathWatcher, loop: asyncio.AbstractEventLoop | None = None) -> Hub:
+        """The running loop's hub, opened if no watcher has it open; `watcher` now holds it.
+        `loop`: the running loop, if the caller knows it (Python 3.11's get_running_loop
+        makes a getpid system call: one per file of a run, resources/file listen())."""
+        if loop is None:
+            loop = asyncio.get_running_loop()
         hub = cls._open.get(loop)
         if hub is None:
             hub = cls._open[loop] = cls(loop)

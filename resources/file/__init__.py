@@ -68,6 +68,7 @@ Found = tuple[Where, os.stat_result | None]  # a path's Where, and its lstat (No
 FILE_BASE = 0o644  # permission bits of a new file when neither mode nor source says otherwise
 INLINE_SPARE = 1 << 16  # content of at most this many characters gets a spare made ahead
 _SPARE = "resources._lib.spare"
+_LOOP = "asyncio.loop"  # the engine's running loop, in its Shared (listen())
 
 REFUSED_NAMED = 5  # entries of a tree not replaced, named at most in the failure's message
 _MANAGED = ("content", "source", "fragments", "owner", "group", "mode", "selinux")
@@ -484,7 +485,8 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             on_change=report,
             on_error=failed,
         )
-        watcher.open()
+        # The running loop, asked once per engine (each ask is a getpid system call).
+        watcher.open(self.handle.shared.get(_LOOP, asyncio.get_running_loop))
         self._watching, self._watcher = paths, watcher
 
         def close() -> None:
