@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import dataclasses
 import functools
 import logging
@@ -40,6 +39,7 @@ from resources.file.where import (
     DIR_BASE,
     TOP,
     Entry,
+    Held,
     SharedDir,
     Src,
     Where,
@@ -344,7 +344,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             watcher.settle(before=True)
         self._refused: list[str] = []  # entries of a tree not replaced (_plan_tree)
         self._not_yet: list[str] | None = None if apply else []  # owners a noop cannot find
-        with contextlib.ExitStack() as held:  # descriptors from the check through the changes
+        with Held() as held:  # descriptors from the check through the changes
             try:
                 found: Found | None = None
                 if watcher is not None and apply and self._creates_in_thread():
@@ -391,7 +391,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             )
         return False
 
-    async def _look_again(self, held: contextlib.ExitStack, watcher: PathWatcher) -> None:
+    async def _look_again(self, held: Held, watcher: PathWatcher) -> None:
         """After this check's own changes, whose events settle() set aside: the path as
         wanted subsumes them (no second check for its own chmod, chown or write); anything
         else is reported as a change (engine/watcher.py)."""
@@ -446,7 +446,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         """What path (with follow: the link's target) was before this resource changed it."""
         prior = getattr(self, "_prior", None)
         if prior is None:
-            with contextlib.ExitStack() as held:
+            with Held() as held:
                 prior = self._locate(held)[0].observe()
         return prior
 
@@ -455,7 +455,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         await asyncio.to_thread(self._restore, data)
 
     def _restore(self, prior: dict[str, Any]) -> None:
-        with contextlib.ExitStack() as held:
+        with Held() as held:
             where, st = self._locate(held)
             if not prior.get("existed"):
                 if st is not None:  # a directory only if empty: what else is in it is not ours
@@ -514,7 +514,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         )
 
     async def _create_in_thread(
-        self, held: contextlib.ExitStack, watcher: PathWatcher
+        self, held: Held, watcher: PathWatcher
     ) -> Found | Literal["updated"] | None:
         """Look the path up in an I/O thread and, if it is absent, create it there, as
         _plan_file's steps would (its missing parents, a crashed write's leftovers, the file);
@@ -545,7 +545,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
 
     def _locate_or_create(
         self,
-        held: contextlib.ExitStack,
+        held: Held,
         rename: Rename,
         new: tuple[bytes, int, int, int],
         done: list[str],
@@ -576,7 +576,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
 
     def _replace_found(
         self,
-        held: contextlib.ExitStack,
+        held: Held,
         where: Where,
         st: os.stat_result,
         told: tuple[Rename, list[str]],
@@ -660,7 +660,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
 
     async def _plan(
         self,
-        held: contextlib.ExitStack,
+        held: Held,
         watcher: PathWatcher | None = None,
         found: Found | None = None,
     ) -> tuple[Where, list[Step]]:
@@ -695,9 +695,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         link = functools.partial(where.symlink, TOP, target, uid, gid)
         return [*steps, Step(f"link {path} -> {target}", f"linked {path} -> {target}", link)]
 
-    def _locate(
-        self, held: contextlib.ExitStack, *, writing: bool = False
-    ) -> tuple[Where, os.stat_result | None]:
+    def _locate(self, held: Held, *, writing: bool = False) -> tuple[Where, os.stat_result | None]:
         """Where the path to manage is (a followed symlink's target) and its lstat. `writing`:
         in a writing I/O thread, where an absent path is found with the GIL held."""
         where = held.enter_context(Where(self._fs_path))
@@ -732,9 +730,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             return [Step(f"remove {path} recursively", f"removed {path}", remove, True)]
         return [Step(f"remove {path}", f"removed {path}", functools.partial(where.remove, TOP))]
 
-    async def _plan_file(
-        self, where: Where, st: os.stat_result | None, held: contextlib.ExitStack
-    ) -> list[Step]:
+    async def _plan_file(self, where: Where, st: os.stat_result | None, held: Held) -> list[Step]:
         steps = where.parent_steps() + where.temp_steps()
         after: list[Step] = []  # a replaced symlink is only reported: the rename swaps it out
         if st is not None and not stat.S_ISREG(st.st_mode):
@@ -857,7 +853,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         if self.handle.stopping or getattr(self, "_spare", None) is not None:
             return  # stopped, or repaired, meanwhile
         assert self.content is not None
-        with contextlib.ExitStack() as held:
+        with Held() as held:
             try:
                 where, st = self._locate(held)
                 if st is None or not stat.S_ISREG(st.st_mode):
@@ -895,9 +891,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             run = functools.partial(rename.run, write)
             run() if inline else await _writing_in_thread(run)
 
-    async def _plan_dir(
-        self, where: Where, st: os.stat_result | None, held: contextlib.ExitStack
-    ) -> list[Step]:
+    async def _plan_dir(self, where: Where, st: os.stat_result | None, held: Held) -> list[Step]:
         path = where.path
         steps = where.parent_steps()
         if st is not None and not stat.S_ISDIR(st.st_mode):
@@ -1064,9 +1058,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             slow=True,
         )
 
-    def _source(
-        self, held: contextlib.ExitStack, want_dir: bool
-    ) -> tuple[int | None, os.stat_result | None]:
+    def _source(self, held: Held, want_dir: bool) -> tuple[int | None, os.stat_result | None]:
         """The source, open, and its stat. A symlink on the way to it (the source itself
         included) is followed only under the safe-path rule (safefs.open_trusted): one that
         another user controls is refused, so they cannot make us copy what only we may read.
