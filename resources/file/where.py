@@ -477,7 +477,11 @@ def kind_of(st: os.stat_result) -> str:
 
 def same_content(fd: int, want: bytes | int, size: int) -> bool:
     """True if the first `size` bytes of the file open as fd are `want`: bytes, or what the
-    file open as `want` holds (both have that size: the caller compared their stats)."""
+    file open as `want` holds (both have that size: the caller compared their stats).
+    Bytes of that size, smaller than CHUNK (a file of `content`): one read, of a byte more,
+    compared whole, so the file also ends where `want` does (one grown since its lstat differs)."""
+    if size < CHUNK and isinstance(want, bytes) and len(want) == size:
+        return os.pread(fd, size + 1, 0) == want
     offset = 0
     while offset < size:
         count = min(CHUNK, size - offset)  # no bigger buffer than needed: it costs a malloc

@@ -1549,3 +1549,19 @@ def test_a_checks_held_descriptors_are_all_closed_even_if_one_close_fails(tmp_pa
     for fd in fds:
         with pytest.raises(OSError):
             os.fstat(fd)
+
+
+def test_content_compared_to_the_files_end(tmp_path: Path) -> None:
+    """A file's content is what is wanted only if the file ends where it does: one that grew
+    after the check's lstat (its size compared then) is not taken as the wanted content."""
+    from resources.file.where import same_content
+
+    path = tmp_path / "f"
+    path.write_bytes(b"wanted\n and more")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert not same_content(fd, b"wanted\n", len(b"wanted\n"))
+        assert same_content(fd, b"wanted\n and more", len(b"wanted\n and more"))
+        assert not same_content(fd, b"wanted\n and mOre", len(b"wanted\n and mOre"))
+    finally:
+        os.close(fd)
