@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import dataclasses
 import functools
 import logging
@@ -40,6 +39,7 @@ from resources.file.where import (
     DIR_BASE,
     TOP,
     Entry,
+    Held,
     SharedDir,
     Src,
     Where,
@@ -68,6 +68,7 @@ Found = tuple[Where, os.stat_result | None]  # a path's Where, and its lstat (No
 FILE_BASE = 0o644  # permission bits of a new file when neither mode nor source says otherwise
 INLINE_SPARE = 1 << 16  # content of at most this many characters gets a spare made ahead
 _SPARE = "resources._lib.spare"
+_LOOP = "asyncio.loop"  # the engine's running loop, in its Shared (listen())
 
 REFUSED_NAMED = 5  # entries of a tree not replaced, named at most in the failure's message
 _MANAGED = ("content", "source", "fragments", "owner", "group", "mode", "selinux")
@@ -343,7 +344,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             watcher.settle(before=True)
         self._refused: list[str] = []  # entries of a tree not replaced (_plan_tree)
         self._not_yet: list[str] | None = None if apply else []  # owners a noop cannot find
-        with contextlib.ExitStack() as held:  # descriptors from the check through the changes
+        with Held() as held:  # descriptors from the check through the changes
             try:
                 found: Found | None = None
                 if watcher is not None and apply and self._creates_in_thread():
@@ -390,7 +391,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             )
         return False
 
-    async def _look_again(self, held: contextlib.ExitStack, watcher: PathWatcher) -> None:
+    async def _look_again(self, held: Held, watcher: PathWatcher) -> None:
         """After this check's own changes, whose events settle() set aside: the path as
         wanted subsumes them (no second check for its own chmod, chown or write); anything
         else is reported as a change (engine/watcher.py)."""
@@ -445,7 +446,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         """What path (with follow: the link's target) was before this resource changed it."""
         prior = getattr(self, "_prior", None)
         if prior is None:
-            with contextlib.ExitStack() as held:
+            with Held() as held:
                 prior = self._locate(held)[0].observe()
         return prior
 
@@ -454,7 +455,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         await asyncio.to_thread(self._restore, data)
 
     def _restore(self, prior: dict[str, Any]) -> None:
-        with contextlib.ExitStack() as held:
+        with Held() as held:
             where, st = self._locate(held)
             if not prior.get("existed"):
                 if st is not None:  # a directory only if empty: what else is in it is not ours
@@ -484,7 +485,8 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             on_change=report,
             on_error=failed,
         )
-        watcher.open()
+        # The running loop, asked once per engine (each ask is a getpid system call).
+        watcher.open(self.handle.shared.get(_LOOP, asyncio.get_running_loop))
         self._watching, self._watcher = paths, watcher
 
         def close() -> None:
@@ -512,7 +514,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         )
 
     async def _create_in_thread(
-        self, held: contextlib.ExitStack, watcher: PathWatcher
+        self, held: Held, watcher: PathWatcher
     ) -> Found | Literal["updated"] | None:
         """Look the path up in an I/O thread and, if it is absent, create it there, as
         _plan_file's steps would (its missing parents, a crashed write's leftovers, the file);
@@ -543,7 +545,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
 
     def _locate_or_create(
         self,
-        held: contextlib.ExitStack,
+        held: Held,
         rename: Rename,
         new: tuple[bytes, int, int, int],
         done: list[str],
@@ -574,7 +576,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
 
     def _replace_found(
         self,
-        held: contextlib.ExitStack,
+        held: Held,
         where: Where,
         st: os.stat_result,
         told: tuple[Rename, list[str]],
@@ -658,7 +660,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
 
     async def _plan(
         self,
-        held: contextlib.ExitStack,
+        held: Held,
         watcher: PathWatcher | None = None,
         found: Found | None = None,
     ) -> tuple[Where, list[Step]]:
@@ -693,9 +695,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         link = functools.partial(where.symlink, TOP, target, uid, gid)
         return [*steps, Step(f"link {path} -> {target}", f"linked {path} -> {target}", link)]
 
-    def _locate(
-        self, held: contextlib.ExitStack, *, writing: bool = False
-    ) -> tuple[Where, os.stat_result | None]:
+    def _locate(self, held: Held, *, writing: bool = False) -> tuple[Where, os.stat_result | None]:
         """Where the path to manage is (a followed symlink's target) and its lstat. `writing`:
         in a writing I/O thread, where an absent path is found with the GIL held."""
         where = held.enter_context(Where(self._fs_path))
@@ -730,9 +730,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             return [Step(f"remove {path} recursively", f"removed {path}", remove, True)]
         return [Step(f"remove {path}", f"removed {path}", functools.partial(where.remove, TOP))]
 
-    async def _plan_file(
-        self, where: Where, st: os.stat_result | None, held: contextlib.ExitStack
-    ) -> list[Step]:
+    async def _plan_file(self, where: Where, st: os.stat_result | None, held: Held) -> list[Step]:
         steps = where.parent_steps() + where.temp_steps()
         after: list[Step] = []  # a replaced symlink is only reported: the rename swaps it out
         if st is not None and not stat.S_ISREG(st.st_mode):
@@ -751,7 +749,17 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
 
             data = await in_thread(functools.partial(read_fragments, self.fragments))
         size = len(data) if isinstance(data, bytes) else src.st_size if src is not None else 0
-        if cur is not None and (data is None or await same(where, cur, data, size)):
+        if cur is not None and (
+            data is None
+            or (
+                cur.st_size == size
+                and (
+                    where.same(TOP, data, size)  # a small file: inline, no coroutine
+                    if size <= INLINE_LIMIT
+                    else await same(where, cur, data, size)
+                )
+            )
+        ):
             return steps + changes
         if cur is not None:
             uid = cur.st_uid if uid == -1 else uid
@@ -845,7 +853,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         if self.handle.stopping or getattr(self, "_spare", None) is not None:
             return  # stopped, or repaired, meanwhile
         assert self.content is not None
-        with contextlib.ExitStack() as held:
+        with Held() as held:
             try:
                 where, st = self._locate(held)
                 if st is None or not stat.S_ISREG(st.st_mode):
@@ -883,9 +891,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             run = functools.partial(rename.run, write)
             run() if inline else await _writing_in_thread(run)
 
-    async def _plan_dir(
-        self, where: Where, st: os.stat_result | None, held: contextlib.ExitStack
-    ) -> list[Step]:
+    async def _plan_dir(self, where: Where, st: os.stat_result | None, held: Held) -> list[Step]:
         path = where.path
         steps = where.parent_steps()
         if st is not None and not stat.S_ISDIR(st.st_mode):
@@ -1052,9 +1058,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             slow=True,
         )
 
-    def _source(
-        self, held: contextlib.ExitStack, want_dir: bool
-    ) -> tuple[int | None, os.stat_result | None]:
+    def _source(self, held: Held, want_dir: bool) -> tuple[int | None, os.stat_result | None]:
         """The source, open, and its stat. A symlink on the way to it (the source itself
         included) is followed only under the safe-path rule (safefs.open_trusted): one that
         another user controls is refused, so they cannot make us copy what only we may read.

@@ -9,7 +9,7 @@ import errno
 import functools
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 from engine import libc, safefs
@@ -111,6 +111,42 @@ def child(entry: Entry, name: str) -> Entry:
 
 def entry_label(entry: Entry) -> str:
     return "/".join(entry)
+
+
+class Held:
+    """What one check holds open (its Wheres, a source's descriptor), closed at its end,
+    newest first: contextlib.ExitStack's part that file uses, at a fifth of its cost (its
+    deque, a wrapper and a callback per context, its exit's exception bookkeeping: ~2 us
+    of a no-op file's ~85 us). What it holds is closed without the exception that ends the
+    check (Where's exit, os.close: neither looks at it); each one is closed even if another
+    fails, and the first failure is raised."""
+
+    __slots__ = ("_closes",)
+
+    def __init__(self) -> None:
+        self._closes: list[Callable[[], object]] = []
+
+    def __enter__(self) -> Held:
+        return self
+
+    def enter_context(self, where: Where) -> Where:
+        """`where` (entered already: its __enter__ is itself) is closed at the end."""
+        self._closes.append(where.__exit__)
+        return where
+
+    def callback(self, close: Callable[[int], object], fd: int) -> None:
+        """close(fd) at the end."""
+        self._closes.append(functools.partial(close, fd))
+
+    def __exit__(self, *exc: object) -> None:
+        closes = self._closes
+        while closes:
+            close = closes.pop()
+            try:
+                close()
+            except BaseException:
+                self.__exit__()  # the others are closed too
+                raise
 
 
 class Where:
@@ -452,7 +488,11 @@ def kind_of(st: os.stat_result) -> str:
 
 def same_content(fd: int, want: bytes | int, size: int) -> bool:
     """True if the first `size` bytes of the file open as fd are `want`: bytes, or what the
-    file open as `want` holds (both have that size: the caller compared their stats)."""
+    file open as `want` holds (both have that size: the caller compared their stats).
+    Bytes of that size, smaller than CHUNK (a file of `content`): one read, of a byte more,
+    compared whole, so the file also ends where `want` does (one grown since its lstat differs)."""
+    if size < CHUNK and isinstance(want, bytes) and len(want) == size:
+        return os.pread(fd, size + 1, 0) == want
     offset = 0
     while offset < size:
         count = min(CHUNK, size - offset)  # no bigger buffer than needed: it costs a malloc

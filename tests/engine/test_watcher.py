@@ -657,6 +657,40 @@ async def test_a_check_that_did_not_look_leaves_the_lookup_to_the_watcher(
     await counter.changed()
 
 
+@pytest.mark.parametrize("swapped_in", ["file", "symlink"])
+async def test_a_file_replaced_between_the_checks_look_and_its_watch_is_reported(
+    tmp_path: Path, watch: object, swapped_in: str
+) -> None:
+    """The check found a regular file (its lstat), and before it told observed(), which
+    watches the inode by name, another inode or a symlink was renamed over it: the
+    directory's watch, in place before the check looked, reports the rename (the check
+    follows); what observed() watched by name is what is there now, and after the next
+    check, a write through another hard link of the new inode is reported too."""
+    await watch(tmp_path / "other")  # type: ignore[operator]  # the hub watches tmp_path
+    path = tmp_path / "f"
+    path.write_text("1")
+    counter = await watch(path, checked=True)  # type: ignore[operator]
+    counter.watcher.settle(before=True)  # the check begins
+    found = stat.S_IFMT(os.lstat(path).st_mode)  # the check's look: a regular file
+    new = tmp_path / "new"
+    if swapped_in == "file":
+        new.write_text("2")
+        os.link(new, tmp_path / "link")
+    else:
+        new.symlink_to(tmp_path / "other")
+    os.rename(new, path)
+    counter.watcher.observed(found)
+    await counter.changed()  # the rename, reported
+    counter.watcher.settle(before=True)
+    counter.watcher.observed(stat.S_IFMT(os.lstat(path).st_mode))  # the next check's look
+    if swapped_in == "file":
+        (tmp_path / "link").write_text("more")  # not through tmp_path/f: its inode's watch
+        await counter.changed()
+    else:
+        (tmp_path / "other").write_text("x")  # the link is not followed
+        assert await counter.quiet()
+
+
 async def test_private_names_reach_only_their_readers(
     tmp_path: Path, watch: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:

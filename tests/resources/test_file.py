@@ -1526,3 +1526,42 @@ def test_the_files_of_a_directory_share_their_list_of_parents() -> None:
     pkg = frozenset({"pkgfile"})
     assert a.lazy_autoedges(pkg) == [[UID("pkgfile", "/srv/data/a")]]
     assert FileRes(name="d", path="/d/", state="exists").lazy_autoedges(pkg) == []
+
+
+def test_a_checks_held_descriptors_are_all_closed_even_if_one_close_fails(tmp_path: Path) -> None:
+    """Held (a check's ExitStack, leaner): what it holds is closed newest first at the end,
+    each one even when closing another fails; that failure is raised."""
+    from resources.file.where import Held, Where
+
+    (tmp_path / "d").mkdir()
+    closed: list[int] = []
+
+    def failing(fd: int) -> None:
+        closed.append(fd)
+        raise OSError(9, "a failing close")
+
+    with pytest.raises(OSError, match="a failing close"), Held() as held:
+        first = held.enter_context(Where(str(tmp_path / "f")))
+        held.callback(failing, -1)
+        second = held.enter_context(Where(str(tmp_path / "d" / "g")))
+        fds = (first.fd, second.fd)
+    assert closed == [-1]
+    for fd in fds:
+        with pytest.raises(OSError):
+            os.fstat(fd)
+
+
+def test_content_compared_to_the_files_end(tmp_path: Path) -> None:
+    """A file's content is what is wanted only if the file ends where it does: one that grew
+    after the check's lstat (its size compared then) is not taken as the wanted content."""
+    from resources.file.where import same_content
+
+    path = tmp_path / "f"
+    path.write_bytes(b"wanted\n and more")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert not same_content(fd, b"wanted\n", len(b"wanted\n"))
+        assert same_content(fd, b"wanted\n and more", len(b"wanted\n and more"))
+        assert not same_content(fd, b"wanted\n and mOre", len(b"wanted\n and mOre"))
+    finally:
+        os.close(fd)
