@@ -388,12 +388,15 @@ class Vertex:
         startup event; False when the resource watches with a watch() task instead."""
         res = self.res
         poll = res.meta.poll
-        if poll < 0 or (poll == 0 and type(res).watch is Resource.watch):
+        if poll < 0 or (
+            poll == 0 and type(res).watch is Resource.watch and not isinstance(res, Listening)
+        ):
             # Nothing to watch (noop, print...: the default watch() sends the startup event,
             # then waits until cancelled; `poll: -1` the same): no task, which cost a noop
             # vertex ~1/5 of its run (made, stepped twice, cancelled at the stop). The startup
             # event comes as the first step of that task would have: in the same place in the
-            # loop's queue, so a graph's first checks keep their order.
+            # loop's queue, so a graph's first checks keep their order. (A Listening kind that
+            # keeps the default watch() still listens: its watch() is only the fallback.)
             self._unlisten = _unwatched
             self.stats.watch_starts += 1
             asyncio.get_running_loop().call_soon(self._startup)

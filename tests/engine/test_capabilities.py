@@ -416,6 +416,24 @@ async def test_a_watch_without_a_task_reports_restarts_and_fails(engine: Engine)
     assert "l" not in LISTENING and listening.status is Status.STOPPED
 
 
+class ListenOnlyProbe(ListenProbe):
+    """A Listening kind that keeps the default watch() (its fallback, nothing to watch)."""
+
+    watch = Resource.watch
+
+
+async def test_a_listening_kind_with_the_default_watch_still_listens(engine: Engine) -> None:
+    """The engine's shortcut for a kind with nothing to watch (the default watch(), no task)
+    is not taken for a Listening kind: its listen() is its watch, the default its fallback."""
+    await engine.apply(graph_of(ListenOnlyProbe(name="d")))
+    await settle(engine, lambda: len(state("d").calls) == 1)
+    assert "d" in LISTENING  # listened to
+    LISTENING["d"][0]()  # a change: checked again
+    await settle(engine, lambda: len(state("d").calls) == 2)
+    await engine.stop()
+    assert "d" not in LISTENING
+
+
 @pytest.mark.parametrize("flag", ["no_autoedges", "no_autogroup"])
 def test_agent_flags_reach_the_engine(tmp_path: Path, flag: str) -> None:
     from mgmt.agent import Agent
