@@ -233,9 +233,13 @@ class Ring:
 
     def enter(self, wait: int) -> None:
         """Submit what was filled; wait until at least `wait` completions are there (the GIL
-        released meanwhile: a ctypes call)."""
-        submit, self._pending = self._pending, 0
-        self._sq_tail.value = (self._sq_tail.value + submit) & 0xFFFFFFFF
+        released meanwhile: a ctypes call). What an earlier enter left in the queue (it failed
+        after the tail moved, or submitted part of it) goes first: the kernel takes from the
+        head, so a count of the new ones only would leave as many of them behind, for ever
+        (a job never completed, a close never run, a wait for either never ending)."""
+        tail = (self._sq_tail.value + self._pending) & 0xFFFFFFFF
+        self._sq_tail.value, self._pending = tail, 0
+        submit = (tail - self._sq_head.value) & 0xFFFFFFFF
         while True:
             done = _libc.syscall(ENTER, self.fd, submit, wait, _ENTER_GETEVENTS, None, 0)
             if done >= 0 or ctypes.get_errno() != errno.EINTR:

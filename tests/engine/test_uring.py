@@ -159,3 +159,21 @@ def test_rings_are_closed_when_closed_even_one_in_use() -> None:
     assert rings.open() == 0 and open_fds() == before
     with rings.mine() as none:
         assert none is None
+
+
+def test_what_an_enter_left_in_the_queue_goes_with_the_next() -> None:
+    """An enter that failed after the queue's tail moved (or submitted part of it) leaves
+    entries there: the next enter submits them with its own, none is left behind."""
+    ring = uring.Ring(8)
+    try:
+        ring.put(0, -1, 1)  # IORING_OP_NOP
+        ring.put(0, -1, 2)
+        # as enter() does before an io_uring_enter that fails: the tail moved, none taken
+        ring._sq_tail.value = (ring._sq_tail.value + ring._pending) & 0xFFFFFFFF
+        ring._pending = 0
+        ring.put(0, -1, 3)
+        ring.enter(1)  # (a NOP completes as it is submitted: all three, or a wait for ever)
+        assert sorted(token for token, _ in ring.reap()) == [1, 2, 3]
+        assert ring.free() == ring.entries
+    finally:
+        ring.close()
