@@ -1189,10 +1189,12 @@ def _link_spare(where: Where, fd: int, new: bool) -> None:
         with contextlib.suppress(OSError):
             if not os.fstat(fd).st_nlink:  # deleted again already (a back-to-back drift)
                 held = os.open(f"/proc/self/fd/{fd}", os.O_PATH | os.O_CLOEXEC)
-        os.close(fd)
-        for one in (old, held):
-            if one is not None:
-                let_go(one)
+        try:
+            os.close(fd)  # (a failed close frees fd too: the held ones are let go anyway)
+        finally:
+            for one in (old, held):
+                if one is not None:
+                    let_go(one)
 
 
 # owners --------------------------------------------------------------------------------------

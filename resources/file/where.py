@@ -119,7 +119,8 @@ class Held:
     deque, a wrapper and a callback per context, its exit's exception bookkeeping: ~2 us
     of a no-op file's ~85 us). What it holds is closed without the exception that ends the
     check (Where's exit, os.close: neither looks at it); each one is closed even if another
-    fails, and the first failure is raised."""
+    fails, and the last failure is raised, the earlier ones chained as its context (as
+    ExitStack does)."""
 
     __slots__ = ("_closes",)
 
