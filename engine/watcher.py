@@ -843,22 +843,10 @@ class Hub:
     ) -> None:
         """`watcher` needs `path` watched with `mask`, for the entries `names` (added to what
         it had there)."""
-        index = self.by_name.get(path)
-        if index is None:
-            index = self.by_name[path] = {}
+        index = self._index(path)
         for name in names:
-            watchers = index.get(name)
-            if watchers is None:
-                index[name] = {watcher}
-                if name == ALL or inotify.is_private(name):
-                    self.private[path] = self.private.get(path, 0) + 1
-            else:
-                watchers.add(watcher)
-        needs = self.masks.get(path)
-        if needs is None:
-            self.masks[path] = {watcher: mask}
-        else:
-            needs[watcher] = mask
+            self._named(path, index, name, watcher)
+        self._needs(path, watcher, mask)
         kernel = self.kernel_mask.get(path)
         if (
             mask & DIRECTORY
@@ -872,29 +860,43 @@ class Hub:
 
     def register_file(self, watcher: PathWatcher, path: str) -> None:
         """register_path(watcher, path, FILE_MASK, EVERY) for a path that `watcher` had not
-        registered (PathWatcher.observed: a checked regular file), without its loops: ~40%
-        of its instructions. The kernel watch is added by name (IN_DONT_FOLLOW) right after
+        registered (PathWatcher.observed: a checked regular file), without its loop over the
+        names nor its check of a directory's watch (the parts both take are shared). The kernel watch is added by name (IN_DONT_FOLLOW) right after
         the check's lstat, before its open and read: the inode watched is the one read unless
         the name was replaced in between, and that replacement is an event of the directory's
         watch, in place before the lstat (PathWatcher._sync), so it is reported, and its
         re-sync watches the new inode."""
+        self._named(path, self._index(path), ALL, watcher)
+        self._needs(path, watcher, FILE_MASK)
+        self._add_kernel_watch(path)
+
+    def _index(self, path: str) -> dict[str, set[PathWatcher]]:
+        """The watchers of `path`'s entries, by name (made empty if need be)."""
         index = self.by_name.get(path)
         if index is None:
-            self.by_name[path] = {ALL: {watcher}}
-            self.private[path] = self.private.get(path, 0) + 1
-        else:
-            watchers = index.get(ALL)
-            if watchers is None:
-                index[ALL] = {watcher}
+            index = self.by_name[path] = {}
+        return index
+
+    def _named(
+        self, path: str, index: dict[str, set[PathWatcher]], name: str, watcher: PathWatcher
+    ) -> None:
+        """`watcher` reads the events of entry `name` of `path` (`index`: its by_name); a
+        name first read that is ALL or private counts in `private`."""
+        watchers = index.get(name)
+        if watchers is None:
+            index[name] = {watcher}
+            if name == ALL or inotify.is_private(name):
                 self.private[path] = self.private.get(path, 0) + 1
-            else:
-                watchers.add(watcher)
+        else:
+            watchers.add(watcher)
+
+    def _needs(self, path: str, watcher: PathWatcher, mask: int) -> None:
+        """`watcher` needs `path` watched with `mask` (replacing what it needed there)."""
         needs = self.masks.get(path)
         if needs is None:
-            self.masks[path] = {watcher: FILE_MASK}
+            self.masks[path] = {watcher: mask}
         else:
-            needs[watcher] = FILE_MASK
-        self._add_kernel_watch(path)
+            needs[watcher] = mask
 
     def release(self, watcher: PathWatcher, old: Desired) -> None:
         """`watcher` lets go of its watches and of the hub; the last one closes the fd (and
