@@ -11,6 +11,10 @@ watch event, re-read, graph swap, atomic write.
 updated) at nice M and its agents at 0 (as bench/drift_latency.py): at M < 0 a core is free for
 the observer sooner when the machine is busy, so its own wake-up weighs less in the figure.
 
+`--busy N` runs N busy-loop processes (nice 0, `common.busy_loops`) beside every round, the
+agents, their etcd members and this observer all sharing the cores with them: the issue's
+"with other work running", made repeatable (`--busy 2` keeps both cores of this machine busy).
+
 `--nice N` also measures this tree's agents started with `mgmt run --nice N` (their etcd
 members inherit it).
 
@@ -33,7 +37,7 @@ agents' environment (e.g. a gRPC setting, `GRPC_EXPERIMENTS=...`).
 
     .venv/bin/python bench/cluster_latency.py [--count 100] [--short-timings] [--rounds 1]
         [--baseline DIR] [--stages] [--etcd-arg ARG ...] [--env "NAME=VALUE ..." ...]
-        [--log-files] [--observer-nice M]
+        [--log-files] [--observer-nice M] [--busy N]
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ from pathlib import Path
 from common import (
     ROOT,
     Parser,
+    busy_loops,
     checkout,
     cluster_agent_argv,
     fmt_ms,
@@ -366,6 +371,7 @@ def options() -> argparse.Namespace:
     parser.add_argument("--nice", type=int, default=0, help="also this tree's agents at --nice N")
     parser.add_argument("--stages", action="store_true", help="also the time of each stage")
     parser.add_argument("--observer-nice", type=int, default=0, help="this process's nice level")
+    parser.add_argument("--busy", type=whole(0), default=0, help="busy-loop processes beside it")
     parser.add_argument(
         "--short-timings", action="store_true", help="etcd heartbeat 10 ms, election 100 ms"
     )
@@ -436,19 +442,21 @@ async def main() -> None:
     try:
         for directory in stages.values():
             directory.mkdir()
-        for _ in range(args.rounds):
-            for name, (tree, nice, extra_env, log_files) in trees.items():
-                one, all_, members = await measure(
-                    tree, nice, args, stages.get(name), marks=marks[name], cpu=cpu[name],
-                    extra_env=extra_env, log_files=log_files,
-                )  # fmt: skip
-                per_host[name] += one
-                both[name] += all_
-                loads[name].append(os.getloadavg()[0])
+        with busy_loops(args.busy):
+            for _ in range(args.rounds):
+                for name, (tree, nice, extra_env, log_files) in trees.items():
+                    one, all_, members = await measure(
+                        tree, nice, args, stages.get(name), marks=marks[name], cpu=cpu[name],
+                        extra_env=extra_env, log_files=log_files,
+                    )  # fmt: skip
+                    per_host[name] += one
+                    both[name] += all_
+                    loads[name].append(os.getloadavg()[0])
         print(
             f"cluster latency, {args.count} changes x {args.rounds} rounds, 3 agents ({members} etcd "
             f"members), {'short' if args.short_timings else 'default'} etcd timings, "
-            f"{os.cpu_count()} cores, observer at nice {args.observer_nice} "
+            f"{os.cpu_count()} cores, observer at nice {args.observer_nice}, "
+            f"beside {args.busy} busy loops "
             "(target p50<=10ms p99<=30ms):"
         )
         for name, (tree, *_) in trees.items():
