@@ -23,13 +23,30 @@ resources.load_all()
 # The real systemd manager's fixtures, `manager` and `sd` (tests/systemd_fixture.py).
 pytest_plugins = ["tests.systemd_fixture"]
 
-# Fuzz profiles (tests/fuzz): a few hundred cases in CI, 10,000 with --fuzz-long.
+# Hypothesis profiles. Every run but --fuzz-long's (CI's, scripts/test.sh's) is derandomized:
+# each test draws the same cases every run (seeded by a hash of the test), so a run fails on
+# what changed, not on a new random finding; each `@example` runs first, as always. The fuzz
+# targets (tests/fuzz, `fuzz_settings()`) take a few hundred cases, derandomized too.
+# `--fuzz-long` is the random search: 10,000 fresh cases per fuzz target, and the other
+# hypothesis tests' own counts drawn at random (pytest_configure); add a finding as an
+# `@example` of its test.
+settings.register_profile("derandomized", derandomize=True)
+settings.register_profile("random", derandomize=False)
 settings.register_profile(
-    "fuzz", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    "fuzz",
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile(
-    "fuzz-long", max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck)
+    "fuzz-long",
+    max_examples=10_000,
+    deadline=None,
+    derandomize=False,
+    suppress_health_check=list(HealthCheck),
 )
+settings.load_profile("derandomized")  # (the default of every `@settings` read after this)
 
 
 # Tests on this host's users, groups and packages take turns, across the workers of a parallel
@@ -95,7 +112,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--fuzz-long",
         action="store_true",
-        help="run the fuzz suite (tests/fuzz) with 10,000 cases per target instead of a few hundred",
+        help=(
+            "the random search: the fuzz suite (tests/fuzz) with 10,000 new random cases per"
+            " target instead of a few hundred derandomized ones, every hypothesis test at random"
+        ),
     )
 
 
@@ -109,6 +129,7 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if config.getoption("--fuzz-long", False):
         fuzz.LONG = True
+        settings.load_profile("random")  # (before the test modules' `@settings` are read)
 
 
 class RecordingHandle(Handle):
