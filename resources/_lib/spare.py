@@ -40,9 +40,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
+import functools
 import logging
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine import libc, safefs, uring
@@ -255,15 +258,18 @@ class Spare:
                 fsyncs.abandon(job)
             else:
                 threads.append(job)
+        ending = None
         if fsyncs is not None:
             fsyncs.users -= 1
             if not fsyncs.users:
-                fsyncs.close()
+                ending = fsyncs.close()
         for job in threads:
             with contextlib.suppress(Exception):
                 fd = await _result(job)
                 if fd is not None:
                     os.close(fd)
+        if ending is not None:
+            await asyncio.shield(ending)  # cancelled, the thread still ends the ring
 
 
 def _new_gid(dir_mode: int, dir_gid: int) -> int:
@@ -467,9 +473,15 @@ class _Fsyncs:
             self._loop.remove_reader(self._ring.fd)
             self._watching = False
 
-    def close(self) -> None:
+    def close(self) -> asyncio.Future[None] | None:
         """Close the ring: what is still in it keeps its file until done (the kernel's own
-        reference), ours are closed now."""
+        reference), ours are closed now. The closes let go that the kernel has not run yet
+        (each may be hard-linked behind an fsync that waits for the disk, and may itself wait
+        for a discard) are waited for in a worker thread, which then closes the ring: not by
+        the loop, and not left to the ring's end, which cancels what has not started (their
+        descriptors never closed). Until the kernel's worker closes one, its number stays
+        ours: the loop cannot reuse it meanwhile. That thread's job (None: the ring is closed
+        already)."""
         if _Fsyncs._loops.get(self._loop) is self:
             del _Fsyncs._loops[self._loop]
         self.reap()
@@ -483,19 +495,45 @@ class _Fsyncs:
                 self._ring.enter(0)
         except OSError as err:
             log.debug("letting go of descriptors failed: %s", err)
-        while self._closes:  # not left to the ring's end, which cancels what has not started
-            try:
-                self._ring.enter(1)
-            except OSError as err:
-                log.debug("letting go of descriptors failed: %s", err)
-                break
-            self.reap()
         for job, fd in self._jobs.values():
             os.close(fd)
             if not job.done():
                 job.set_result(None)
         self._jobs.clear()
-        self._ring.close()
+        # From here on only the thread reads the ring (none of the loop's spares uses it).
+        ring, closes, self._closes = self._ring, self._closes, set()
+        drain = functools.partial(_drain, ring, closes)
+        ending = _in_thread(self._loop, drain) if closes else None
+        if ending is None:  # nothing to wait for (the ring's close does not block), or the
+            drain()  # executor is shut down (the process ends): here, as before
+        return ending
+
+
+def _drain(ring: uring.Ring, closes: set[int]) -> None:
+    """Wait until the kernel has run the closes of `closes` (their tokens), then close the
+    ring (_Fsyncs.close: in a worker thread, the ring no longer the loop's)."""
+    try:
+        while True:
+            closes.difference_update(token for token, _res in ring.reap())
+            if not closes:
+                break
+            ring.enter(1)
+    except OSError as err:  # (what is left is cancelled by the ring's end: left open)
+        log.debug("letting go of descriptors failed: %s", err)
+    finally:
+        ring.close()
+
+
+def _in_thread(
+    loop: asyncio.AbstractEventLoop, fn: Callable[[], None]
+) -> asyncio.Future[None] | None:
+    """fn() in a worker thread of the loop's default executor, outside any check_apply's
+    context (the engine's stop gate refuses nothing of it: engine/stopgate.py); None if the
+    executor is shut down."""
+    try:
+        return contextvars.Context().run(loop.run_in_executor, None, fn)
+    except RuntimeError:
+        return None
 
 
 def let_go(fd: int) -> None:

@@ -4,6 +4,7 @@ repairs, on a real file system, through the file resource."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import threading
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from tests.e2e.helpers import has_content, wait_path
 from tests.mgmt.test_agent_swap import graph
 
 IN_MOVED_TO, IN_CREATE = 0x80, 0x100  # inotify(7)
+OP_READ = 22  # IORING_OP_READ (io_uring_enter(2))
 
 
 def unnamed_files() -> set[int]:
@@ -525,5 +527,57 @@ async def test_let_go_leaves_the_close_to_the_kernels_worker(tmp_path: Path) -> 
         assert fds_of(inode) == [fd]  # not closed here
     finally:
         fsyncs.users -= 1
-        fsyncs.close()  # submits the closes let go and waits for them
+        ending = fsyncs.close()  # submits the closes let go; a thread waits for them
+        if ending is not None:
+            await ending
     assert fds_of(inode) == []
+
+
+def unlinked_file(path: Path) -> tuple[int, int]:
+    """A descriptor of a file deleted at once (its last reference: its close frees the inode),
+    and its inode."""
+    path.write_text("data")
+    fd = os.open(path, os.O_RDONLY)
+    path.unlink()
+    return fd, os.fstat(fd).st_ino
+
+
+async def test_the_rings_end_waits_for_the_closes_let_go_off_the_loop(tmp_path: Path) -> None:
+    """The last spare's close (the final stop, a swap) ends the ring once the kernel has run
+    the closes let go, which may be hard-linked behind fsyncs still waiting for the disk: a
+    worker thread waits for them, the loop runs on meanwhile (before: the loop waited in
+    io_uring_enter). Here the close is hard-linked behind a read of an empty pipe, an fsync
+    that ends when the test says so."""
+    if uring.unavailable() is not None:
+        pytest.skip(f"no io_uring here: {uring.unavailable()}")
+    fsyncs = spare_mod._Fsyncs.of(asyncio.get_running_loop())
+    assert fsyncs is not None
+    fd, inode = unlinked_file(tmp_path / "g")
+    r, w = os.pipe()
+    buf = ctypes.create_string_buffer(1)
+    fsyncs._ring.put(
+        OP_READ, r, 1 << 60, flags=uring.SQE_IO_HARDLINK, addr=ctypes.addressof(buf), length=1
+    )  # (the close let go goes in next, in the same submission: linked)
+    spare_mod.let_go(fd)
+    unblocked = threading.Event()
+
+    def unblock() -> None:  # an anti-hang bound: the loop blocked until the read ended
+        unblocked.set()
+        os.write(w, b"x")
+
+    timer = threading.Timer(20, unblock)
+    timer.start()
+    try:
+        ending = fsyncs.close()
+        assert not unblocked.is_set()
+        assert ending is not None
+        await pass_ended()  # the loop runs on, the close still to run
+        assert (fds_of(inode), ending.done()) == ([fd], False)
+        os.write(w, b"x")
+        async with asyncio.timeout(60):
+            await ending
+        assert fds_of(inode) == []  # closed by the kernel's worker, then the ring ended
+    finally:
+        timer.cancel()
+        os.close(r)
+        os.close(w)
