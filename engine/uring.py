@@ -249,6 +249,22 @@ class Ring:
             wait = max(0, wait - self.ready())
         _check(done, "io_uring_enter")
 
+    def withdraw(self) -> list[tuple[int, int, int]]:
+        """Take back what is in the submission queue, not taken by the kernel (after a failed
+        `enter`: the kernel reads the queue only inside io_uring_enter, no SQPOLL, and takes
+        from its head): each entry's (opcode, fd, user_data), oldest first. The queue is empty
+        after: none of them will run."""
+        head = start = self._sq_head.value
+        tail = (self._sq_tail.value + self._pending) & 0xFFFFFFFF
+        out = []
+        while head != tail:
+            index = self._array[head & self._sq_mask]
+            fields = _SQE.unpack_from(self._sqes, index * _SQE.size)
+            out.append((fields[0], fields[3], fields[8]))  # opcode, fd, user_data
+            head = (head + 1) & 0xFFFFFFFF
+        self._sq_tail.value, self._pending = start, 0
+        return out
+
     def ready(self) -> int:
         """Completions there, not reaped."""
         return (self._cq_tail.value - self._cq_head.value) & 0xFFFFFFFF

@@ -225,7 +225,7 @@ class Spare:
                     self._fsyncs = fsyncs
                     fsyncs.users += 1
                 return job
-            os.close(fd)  # the ring failed (said once): in a thread from now on
+            fsyncs.let_go(fd)  # the ring failed (said once): in a thread from now on
         if not threads:
             return None
         fd = os.dup(dir_fd)
@@ -331,7 +331,7 @@ class _Fsyncs:
     by the first spare of the loop, closed when its last user is closed."""
 
     _loops: dict[asyncio.AbstractEventLoop, _Fsyncs] = {}
-    _failed = False  # a ring could not be made or failed: spares are made in threads
+    _failed = False  # a ring could not be made or one failed: no more are made
 
     def __init__(self, loop: asyncio.AbstractEventLoop, ring: uring.Ring) -> None:
         self._loop, self._ring = loop, ring
@@ -343,6 +343,8 @@ class _Fsyncs:
         self._flushing = False  # a submission of the closes put is due (let_go)
         self._awaited: set[asyncio.Future[int | None]] = set()  # what the loop watches for
         self._watching = False
+        self._broken = False  # an enter failed: nothing more goes in (_fail)
+        self._threads: set[asyncio.Future[None]] = set()  # closes let go to threads
         self.users = 0  # spares whose fsyncs go through this ring
 
     @classmethod
@@ -363,23 +365,62 @@ class _Fsyncs:
         return fsyncs
 
     def room(self) -> bool:
-        """Whether another fsync can go in (each in flight holds a completion slot)."""
-        return len(self._jobs) + len(self._closes) + len(self._to_close) < self._ring.entries
+        """Whether another fsync can go in (each in flight holds a completion slot; none once
+        the ring failed)."""
+        used = len(self._jobs) + len(self._closes) + len(self._to_close)
+        return not self._broken and used < self._ring.entries
 
-    def let_go(self, fd: int) -> bool:
+    def let_go(self, fd: int) -> None:
         """Close fd in the kernel's worker (never inline at the submission, so whatever its
         close frees is freed there, off the loop): after the next fsync, linked to it (a
         repair makes its next spare right after: the worker that runs that fsync closes fd
         next, no other one woken for it), else on its own once the loop has run what is
         ready. Its completion is read with the fsyncs' (it wakes the loop only while a
-        repair waits for one). False if the ring is full: fd still open."""
+        repair waits for one). If the ring cannot take it (full, or it failed), fd is
+        closed in a worker thread: off the loop too."""
         if not self.room():
-            return False
+            self._close_in_thread(fd)
+            return
         self._to_close.append(fd)
         if not self._flushing:
             self._flushing = True
             self._loop.call_soon(self._flush)
-        return True
+
+    def _close_in_thread(self, fd: int) -> None:
+        """Close fd in a worker thread (the ring's end waits for it); here if the executor is
+        shut down (the process ends)."""
+        job = _in_thread(self._loop, functools.partial(_close, fd))
+        if job is None:
+            _close(fd)
+            return
+        self._threads.add(job)
+        job.add_done_callback(self._threads.discard)
+
+    def _fail(self, err: OSError) -> None:
+        """The ring's io_uring_enter failed: nothing more goes in it, and the process makes
+        no other ring (said once; spares are made in threads from now on, and what is let go
+        is closed in threads, off the loop). What the kernel has not taken is taken back
+        (none of it will run): its closes let go are done in threads, and so are the files
+        of its fsyncs' jobs, which end with None (the repair writes). What it took runs, and
+        the ring's end waits for its closes."""
+        log.debug("spares without io_uring from now on: %s", err)
+        self._broken = True
+        _Fsyncs._failed = True
+        self._flushing = False
+        fds, self._to_close = self._to_close, []
+        for _opcode, fd, token in self._ring.withdraw():
+            if token in self._closes:
+                self._closes.discard(token)
+                fds.append(fd)
+            elif (made := self._jobs.pop(token, None)) is not None:
+                job, file = made
+                fds.append(file)
+                if not job.done():
+                    job.set_result(None)
+            # (else start's own fsync: its caller closes its file)
+        for fd in fds:
+            self._close_in_thread(fd)
+        self.reap()  # (what the loop watched the ring for may be over)
 
     def _put_closes(self) -> None:
         """Put the closes let go (let_go), each hard-linked to the next (run one after the
@@ -400,8 +441,8 @@ class _Fsyncs:
             try:
                 self._put_closes()
                 self._ring.enter(0)
-            except OSError as err:  # (the descriptors stay open: as a failed close's)
-                log.debug("letting go of descriptors failed: %s", err)
+            except OSError as err:
+                self._fail(err)
 
     def start(self, fd: int) -> asyncio.Future[int | None] | None:
         """fsync the complete unnamed file fd in the ring: a future of fd once it is durable
@@ -417,8 +458,7 @@ class _Fsyncs:
                 self._put_closes()
             self._ring.enter(0)
         except OSError as err:
-            log.debug("spares without io_uring from now on: %s", err)
-            _Fsyncs._failed = True
+            self._fail(err)
             return None
         job: asyncio.Future[int | None] = self._loop.create_future()
         self._jobs[token] = (job, fd)
@@ -473,15 +513,15 @@ class _Fsyncs:
             self._loop.remove_reader(self._ring.fd)
             self._watching = False
 
-    def close(self) -> asyncio.Future[None] | None:
+    def close(self) -> asyncio.Future[list[None]] | None:
         """Close the ring: what is still in it keeps its file until done (the kernel's own
         reference), ours are closed now. The closes let go that the kernel has not run yet
         (each may be hard-linked behind an fsync that waits for the disk, and may itself wait
         for a discard) are waited for in a worker thread, which then closes the ring: not by
         the loop, and not left to the ring's end, which cancels what has not started (their
         descriptors never closed). Until the kernel's worker closes one, its number stays
-        ours: the loop cannot reuse it meanwhile. That thread's job (None: the ring is closed
-        already)."""
+        ours: the loop cannot reuse it meanwhile. What to await: that thread's job and the
+        closes let go to threads (_close_in_thread); None if all is done."""
         if _Fsyncs._loops.get(self._loop) is self:
             del _Fsyncs._loops[self._loop]
         self.reap()
@@ -494,7 +534,7 @@ class _Fsyncs:
                 self._put_closes()
                 self._ring.enter(0)
         except OSError as err:
-            log.debug("letting go of descriptors failed: %s", err)
+            self._fail(err)
         for job, fd in self._jobs.values():
             os.close(fd)
             if not job.done():
@@ -506,7 +546,8 @@ class _Fsyncs:
         ending = _in_thread(self._loop, drain) if closes else None
         if ending is None:  # nothing to wait for (the ring's close does not block), or the
             drain()  # executor is shut down (the process ends): here, as before
-        return ending
+        waits = [*self._threads, *([] if ending is None else [ending])]
+        return asyncio.gather(*waits) if waits else None
 
 
 def _drain(ring: uring.Ring, closes: set[int]) -> None:
@@ -522,6 +563,11 @@ def _drain(ring: uring.Ring, closes: set[int]) -> None:
         log.debug("letting go of descriptors failed: %s", err)
     finally:
         ring.close()
+
+
+def _close(fd: int) -> None:
+    with contextlib.suppress(OSError):  # (a failed close frees fd too)
+        os.close(fd)
 
 
 def _in_thread(
@@ -542,10 +588,13 @@ def let_go(fd: int) -> None:
     are freed then, and ext4 waits for their discard (mounted `discard`) and for their
     writeback, in D state: 2-13 ms beside two busy loops, each wake-up waiting for a core
     (docs/benchmarks.md, "A repair's waits"). Through the loop's ring, closed by the kernel's
-    worker, off the loop and off the repair; without io_uring, here."""
+    worker, off the loop and off the repair (a ring that cannot take it, full or failed: in a
+    worker thread); without io_uring, here."""
     fsyncs = _Fsyncs._loops.get(asyncio.get_running_loop())  # (the spares' ring: one made)
-    if fsyncs is None or not fsyncs.let_go(fd):
+    if fsyncs is None:
         os.close(fd)
+    else:
+        fsyncs.let_go(fd)
 
 
 async def _result(job: asyncio.Future[int | None]) -> int | None:

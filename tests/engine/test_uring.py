@@ -177,3 +177,30 @@ def test_what_an_enter_left_in_the_queue_goes_with_the_next() -> None:
         assert ring.free() == ring.entries
     finally:
         ring.close()
+
+
+def test_what_a_failed_enter_left_in_the_queue_is_taken_back() -> None:
+    """After an enter that failed (here its descriptor was another file's for a while: a real
+    io_uring_enter failing), withdraw gives back what the kernel did not take, and none of it
+    runs: an enter after submits only what was put since."""
+    ring = uring.Ring(8)
+    saved = os.dup(ring.fd)
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        ring.put(0, -1, 1)  # IORING_OP_NOP
+        ring.put(uring.OP_CLOSE, null, 2)
+        os.dup2(null, ring.fd)
+        with pytest.raises(OSError) as failed:
+            ring.enter(0)
+        assert failed.value.errno == errno.EOPNOTSUPP
+        os.dup2(saved, ring.fd)  # the ring again
+        assert ring.withdraw() == [(0, -1, 1), (uring.OP_CLOSE, null, 2)]
+        assert (ring.withdraw(), ring.free()) == ([], ring.entries)
+        ring.put(0, -1, 3)
+        ring.enter(1)
+        assert [token for token, _ in ring.reap()] == [3]
+        os.fstat(null)  # not closed
+    finally:
+        ring.close()
+        os.close(saved)
+        os.close(null)

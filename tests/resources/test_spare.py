@@ -581,3 +581,52 @@ async def test_the_rings_end_waits_for_the_closes_let_go_off_the_loop(tmp_path: 
         timer.cancel()
         os.close(r)
         os.close(w)
+
+
+class ClosesCounted(ThreadPoolExecutor):
+    """A real executor that notes the descriptors it is given to close (spare._close)."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=2)
+        self.closed: list[int] = []
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        if getattr(fn, "func", None) is spare_mod._close:
+            self.closed.append(fn.args[0])
+        return super().submit(fn, *args, **kwargs)
+
+
+async def test_a_failed_ring_closes_what_it_was_let_go_in_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the ring's io_uring_enter fails (here: its descriptor made another file's, a real
+    failure of a real ring), nothing more goes in it: the closes let go that the kernel had
+    not taken are taken back, and they and the later ones are closed in worker threads (off
+    the loop); spares are made in threads from then on. Before, they stayed in the failed
+    ring, and some were never closed."""
+    if uring.unavailable() is not None:
+        pytest.skip(f"no io_uring here: {uring.unavailable()}")
+    monkeypatch.setattr(spare_mod._Fsyncs, "_failed", False)  # (restored after)
+    executor = ClosesCounted()
+    asyncio.get_running_loop().set_default_executor(executor)
+    fsyncs = spare_mod._Fsyncs.of(asyncio.get_running_loop())
+    assert fsyncs is not None
+    first, first_inode = unlinked_file(tmp_path / "a")
+    later, later_inode = unlinked_file(tmp_path / "b")
+    synced = os.open(tmp_path / "c", os.O_CREAT | os.O_WRONLY, 0o600)
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        spare_mod.let_go(first)  # (goes in with the next fsync)
+        os.dup2(null, fsyncs._ring.fd)
+        assert fsyncs.start(synced) is None  # its enter failed: EOPNOTSUPP
+        assert spare_mod._Fsyncs._failed and not fsyncs.room()
+        spare_mod.let_go(later)
+        assert executor.closed == [first, later]
+    finally:
+        ending = fsyncs.close()
+        if ending is not None:
+            async with asyncio.timeout(60):
+                await ending
+        os.close(synced)
+        os.close(null)
+    assert fds_of(first_inode) == fds_of(later_inode) == []
