@@ -327,8 +327,13 @@ async def flight_room() -> None:
 
 
 class _Fsyncs:
-    """The spares' fsyncs of one event loop, through an io_uring (see module docstring); made
-    by the first spare of the loop, closed when its last user is closed."""
+    """One event loop's io_uring (see the module doc), made by the loop's first spare and
+    ended when the last spare using it is closed. In it: the spares' fsyncs (`start`; their
+    completions read from the ring's memory by `reap`, the loop watching the ring's
+    descriptor only while a repair waits for one: `wait_for`), and the closes let go
+    (`let_go`: run by the kernel's worker, hard-linked behind the next fsync, else submitted
+    on their own by `_flush`). A failed io_uring_enter ends its use (`_fail`: threads from
+    then on); its end (`close`) waits in a worker thread for the closes still in it."""
 
     _loops: dict[asyncio.AbstractEventLoop, _Fsyncs] = {}
     _failed = False  # a ring could not be made or one failed: no more are made
@@ -340,7 +345,7 @@ class _Fsyncs:
         self._mine: set[asyncio.Future[int | None]] = set()  # jobs not resolved yet
         self._closes: set[int] = set()  # the tokens of the closes in the ring (let_go)
         self._to_close: list[int] = []  # the descriptors let go, not in the ring yet
-        self._flushing = False  # a submission of the closes put is due (let_go)
+        self._flushing = False  # a _flush of the closes let go is due (call_soon)
         self._awaited: set[asyncio.Future[int | None]] = set()  # what the loop watches for
         self._watching = False
         self._broken = False  # an enter failed: nothing more goes in (_fail)
@@ -433,8 +438,9 @@ class _Fsyncs:
             self._closes.add(self._next)
 
     def _flush(self) -> None:
-        """Submit the closes let go (let_go) if no fsync took them since."""
-        if not self._flushing:  # taken by an fsync, or the ring was closed meanwhile
+        """Put the closes let go (let_go) in the ring and submit them, on their own: the loop
+        has run what was ready, and no fsync took them behind it (start) meanwhile."""
+        if not self._flushing:  # an fsync took them, or the ring failed or ended meanwhile
             return
         self._flushing = False
         if self._to_close:
@@ -446,8 +452,9 @@ class _Fsyncs:
 
     def start(self, fd: int) -> asyncio.Future[int | None] | None:
         """fsync the complete unnamed file fd in the ring: a future of fd once it is durable
-        (None if the fsync failed: fd is closed then); None if the ring failed. The closes
-        let go meanwhile follow it (let_go)."""
+        (None if the fsync failed: fd is closed then); None if the ring failed (_fail: fd is
+        still the caller's). The closes let go since the last submission go in hard-linked
+        behind it (let_go)."""
         self._next += 1
         token = self._next
         try:
@@ -489,10 +496,11 @@ class _Fsyncs:
         if job.done():
             _close_result(job)
         else:
-            job.cancel()  # _reap closes its descriptor
+            job.cancel()  # reap closes its descriptor
 
     def reap(self) -> None:
-        """Resolve the jobs whose fsyncs the ring completed (its memory: no system call)."""
+        """Resolve the jobs whose fsyncs the ring completed, and forget the closes let go it
+        ran (its memory: no system call); stop watching the ring once nothing is waited for."""
         for token, res in self._ring.reap():
             if token in self._closes:  # a descriptor let go: closed (failed: gone anyway)
                 self._closes.discard(token)
