@@ -145,7 +145,7 @@ class Spare:
             self._made.remove(one)
             self._abandon(one[1], one[2])
         if fd is not None and made != want:
-            os.close(fd)
+            let_go(fd)  # (its close frees its inode)
             return None
         return fd
 
@@ -247,8 +247,9 @@ class Spare:
             job.add_done_callback(_close_result)
 
     async def close(self) -> None:
-        """Drop the spares (waiting for those being made in a thread; one whose fsync is in
-        the ring is let go at once: the ring's request holds the file until it is done)."""
+        """Drop the spares: each complete one let go (let_go: its close frees its inode), one
+        whose fsync is in the ring once reaped (the ring's request holds the file until it is
+        done), one being made in a thread once made, waited for."""
         made, self._made = self._made, []
         fsyncs, self._fsyncs = self._fsyncs, None
         threads = []
@@ -256,6 +257,8 @@ class Spare:
             _release(size)
             if fsyncs is not None and job in fsyncs:
                 fsyncs.abandon(job)
+            elif job.done():
+                _close_result(job)
             else:
                 threads.append(job)
         ending = None
@@ -267,7 +270,7 @@ class Spare:
             with contextlib.suppress(Exception):
                 fd = await _result(job)
                 if fd is not None:
-                    os.close(fd)
+                    let_go(fd)
         if ending is not None:
             await asyncio.shield(ending)  # cancelled, the thread still ends the ring
 
@@ -492,11 +495,12 @@ class _Fsyncs:
             self._watching = True
 
     def abandon(self, job: asyncio.Future[int | None]) -> None:
-        """Its spare is dropped: its file is closed now, or once reaped if still in the ring."""
+        """Its spare is dropped: its file is let go now (let_go: its close frees its inode),
+        or once reaped if still in the ring."""
         if job.done():
             _close_result(job)
         else:
-            job.cancel()  # reap closes its descriptor
+            job.cancel()  # reap lets its file go
 
     def reap(self) -> None:
         """Resolve the jobs whose fsyncs the ring completed, and forget the closes let go it
@@ -509,7 +513,7 @@ class _Fsyncs:
             if job is None:
                 continue
             if res < 0 or job.done():  # the fsync failed (the repair writes), or abandoned
-                os.close(fd)
+                self.let_go(fd)
                 if not job.done():
                     job.set_result(None)
             else:
@@ -618,5 +622,6 @@ async def _result(job: asyncio.Future[int | None]) -> int | None:
 
 
 def _close_result(job: asyncio.Future[int | None]) -> None:
+    """The file of a spare made and not wanted is let go (let_go: its close frees its inode)."""
     if not job.cancelled() and job.exception() is None and (fd := job.result()) is not None:
-        os.close(fd)
+        let_go(fd)

@@ -630,3 +630,25 @@ async def test_a_failed_ring_closes_what_it_was_let_go_in_threads(
         os.close(synced)
         os.close(null)
     assert fds_of(first_inode) == fds_of(later_inode) == []
+
+
+async def test_a_dropped_spare_is_let_go_through_the_ring(tmp_path: Path) -> None:
+    """A spare dropped (its resource's cleanup: the stop, a swap) is let go like the inodes a
+    repair replaces: its close, which frees its unnamed inode (its blocks' discard), is the
+    kernel's worker's, not the loop's; the ring's end waits for it."""
+    if uring.unavailable() is not None:
+        pytest.skip(f"no io_uring here: {uring.unavailable()}")
+    dir_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    kept, dropped = Spare(), Spare()
+    try:
+        kept.prepare(dir_fd, Spare.want(dir_fd, b"kept", 0o644, -1, -1))  # (the ring's user)
+        dropped.prepare(dir_fd, Spare.want(dir_fd, b"dropped", 0o644, -1, -1))
+        fd = await dropped.ready()
+        assert fd is not None
+        inode = os.fstat(fd).st_ino
+        await dropped.close()
+        assert fds_of(inode) == [fd]  # let go, not closed here
+    finally:
+        await kept.close()  # the ring's end: what was let go is closed first
+        os.close(dir_fd)
+    assert fds_of(inode) == []
