@@ -564,13 +564,15 @@ class _Fsyncs:
 
 def _drain(ring: uring.Ring, closes: set[int]) -> None:
     """Wait until the kernel has run the closes of `closes` (their tokens), then close the
-    ring (_Fsyncs.close: in a worker thread, the ring no longer the loop's)."""
+    ring (_Fsyncs.close: in a worker thread, the ring no longer the loop's). Each wait is for
+    as many completions as closes are left (each of them ends with one; an fsync's may come
+    first): the thread wakes once for them all, not once each (each wake-up takes the GIL)."""
     try:
         while True:
             closes.difference_update(token for token, _res in ring.reap())
             if not closes:
                 break
-            ring.enter(1)
+            ring.enter(len(closes))
     except OSError as err:  # (what is left is cancelled by the ring's end: left open)
         log.debug("letting go of descriptors failed: %s", err)
     finally:
