@@ -48,7 +48,8 @@ else:
 # status socket's first client), pathlib's Windows paths (ntpath), urllib.parse (pathlib's
 # as_uri, the cluster's and the status page's URLs, reversal records' names); shutil (with the
 # zlib extension it loads: a tree's removal; a temporary prefix holding files only is removed
-# without it, mgmt.tmpprefix._remove_tree). Source modules only,
+# without it, mgmt.tmpprefix._remove_tree); subprocess (a child's start: asyncio reads its
+# constants at import, PRESET; the holders start theirs by posix_spawn). Source modules only,
 # and no packages: a thread importing a package's submodule (`import json.decoder`) while
 # another's first use runs the package took the import system's lock for the submodule and
 # this module's lock in the opposite order (a deadlock, seen by a tester in 8 of 12 runs).
@@ -74,6 +75,7 @@ LAZY = frozenset(
         "ntpath",
         "opcode",
         "shutil",
+        "subprocess",
         "textwrap",
         "tokenize",
         "traceback",
@@ -87,6 +89,12 @@ LAZY = frozenset(
 CALLED_LATER: dict[str, tuple[str, ...]] = {
     "urllib.parse": ("quote_from_bytes",),
     "traceback": ("extract_stack",),
+}
+# Constants a module's importers read at their own import, set in the deferred module as its
+# code sets them (the same values, checked by a test): reading one does not run the module.
+# asyncio reads subprocess's in its methods' defaults and asyncio.subprocess's names.
+PRESET: dict[str, dict[str, Any]] = {
+    "subprocess": {"PIPE": -1, "STDOUT": -2, "DEVNULL": -3},
 }
 _LOCK = RLock()  # one thread runs a module's code; a read from another waits for it
 _RUNNING: set[str] = set()  # modules whose code runs now (a read from their own code: missing)
@@ -113,6 +121,8 @@ class _Loader(_LoaderBase):
 
     def exec_module(self, module: types.ModuleType) -> None:
         _become(module, _Lazy)
+        for name, value in PRESET.get(module.__name__, {}).items():
+            setattr(module, name, value)
         for name in CALLED_LATER.get(module.__name__, ()):
             setattr(module, name, _stand_in(module, name))
 

@@ -109,6 +109,9 @@ UNUSED += ("resources.file.extras", "resources._lib.spare")
 # A tree's removal (with the zlib extension it loads): a temporary prefix holding files only is
 # removed without it (mgmt.tmpprefix._remove_tree).
 UNUSED += ("shutil", "zlib")
+# Processes: asyncio reads only subprocess's constants at import (lazyimport.PRESET); the
+# temporary prefix's and inotify's holders start by posix_spawn (engine.holder).
+UNUSED += ("subprocess", "_posixsubprocess")
 
 
 def test_a_cron_runs_first_and_no_op_runs_leave_the_unused_modules_deferred(
@@ -234,6 +237,42 @@ print("return binascii.a2b_base64(s, strict_mode=validate)" in text,
     out = "True 80 True True b'YQ==' True x True module (a, b=1) module c:\\a"
     out += " TransportSocket asyncio.staggered file:///a%20b/%25 file:///c module"
     assert _python(script) == out
+
+
+def test_subprocess_deferred_past_asyncios_import_runs_at_first_use() -> None:
+    """asyncio's import reads subprocess's PIPE, STDOUT and DEVNULL only (its methods'
+    defaults, asyncio.subprocess's names): set beforehand with the real module's values
+    (lazyimport.PRESET), they leave it deferred; a child started by asyncio, or by
+    subprocess.run from another thread, runs it then, and it is the real module."""
+    script = """
+import sys
+import mgmt; mgmt.full_site()
+from mgmt import lazyimport
+lazyimport.install()
+import asyncio, subprocess, threading
+before = type(subprocess).__name__
+async def main():
+    child = await asyncio.create_subprocess_exec(
+        "echo", "a", stdout=asyncio.subprocess.PIPE, stderr=subprocess.DEVNULL)
+    out, _ = await child.communicate()
+    return out.decode().strip(), child.returncode
+got = asyncio.run(main())
+done = []
+thread = threading.Thread(target=lambda: done.append(subprocess.run(["true"]).returncode))
+thread.start()
+thread.join()
+preset = {name: getattr(subprocess, name) for name in lazyimport.PRESET["subprocess"]}
+print(before, got, done, type(subprocess).__name__, preset == lazyimport.PRESET["subprocess"],
+      subprocess.Popen.__module__, asyncio.subprocess.PIPE is subprocess.PIPE)
+"""
+    out = "_Lazy ('a', 0) [0] module True subprocess True"
+    assert _python(script) == out
+    # The real module's values, imported as usual (no install)
+    real = _python(
+        "import subprocess; from mgmt import lazyimport\n"
+        "print(all(getattr(subprocess, n) == v for n, v in lazyimport.PRESET['subprocess'].items()))"
+    )
+    assert real == "True"
 
 
 def test_traceback_deferred_runs_for_asyncios_debug_stacks_and_loggings_exceptions() -> None:
