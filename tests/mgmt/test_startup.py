@@ -112,6 +112,8 @@ UNUSED += ("shutil", "zlib")
 # Processes: asyncio reads only subprocess's constants at import (lazyimport.PRESET); the
 # temporary prefix's and inotify's holders start by posix_spawn (engine.holder).
 UNUSED += ("subprocess", "_posixsubprocess")
+# The status socket's server (its HTTP, the page): imported at the socket's first client.
+UNUSED += ("mgmt.status.server",)
 
 
 def test_a_cron_runs_first_and_no_op_runs_leave_the_unused_modules_deferred(
@@ -135,6 +137,58 @@ def test_a_cron_run_with_its_prefix_leaves_the_unused_modules_deferred(tmp_path:
     assert _python(script, str(graph), str(tmp_path / "prefix")) == "[]"  # the first run
     assert (tmp_path / "a").read_text() == "a\n"
     assert _python(script, str(graph), str(tmp_path / "prefix")) == "[]"  # the no-op run
+
+
+def test_the_status_sockets_server_is_imported_at_its_first_client(tmp_path: Path) -> None:
+    """A --tmp-prefix agent listens on its status socket from the start without its server's
+    code (mgmt.status.server); `mgmt status --prefix P`, its first client, is answered (the
+    server imported then, the client waiting in the backlog meanwhile), and so is a second."""
+    graph = _one_file_graph(tmp_path, "a")
+    script = (
+        "import sys\n"
+        "import mgmt; mgmt.full_site()\n"
+        "from mgmt import agent\n"
+        "from mgmt.__main__ import main\n"
+        "first = agent.Agent._serve_status\n"
+        "def serve(self, sock):\n"
+        "    print('at the first client:', 'mgmt.status.server' in sys.modules, flush=True)\n"
+        "    first(self, sock)\n"
+        "agent.Agent._serve_status = serve\n"
+        "sys.argv[1:] = ['run', '--tmp-prefix', 'yaml', sys.argv[1]]\n"
+        "main()\n"
+    )
+    daemon = subprocess.Popen(
+        [sys.executable, "-S", "-c", script, str(graph)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert daemon.stderr is not None
+        prefix = ""
+        for line in daemon.stderr:  # the agent's log: the prefix, then its convergence
+            if found := re.search(r"mgmt status --prefix (\S+)", line):
+                prefix = found[1]
+            if "converged:" in line:
+                break
+        assert prefix, "no temporary prefix said"
+        for _ in range(2):
+            status = subprocess.run(
+                [sys.executable, "-m", "mgmt", "status", "--prefix", prefix],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=ROOT,
+                check=False,
+            )
+            assert status.returncode == 0 and "file[a]" in status.stdout, status
+    finally:
+        daemon.terminate()
+        out, _ = daemon.communicate(timeout=60)
+    assert out.splitlines() == ["at the first client: False"]
+    assert daemon.returncode == 0
+    assert not Path(prefix).exists()
 
 
 def test_a_graph_files_check_imports_no_language_nor_unused_modules(tmp_path: Path) -> None:
