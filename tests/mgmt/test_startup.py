@@ -114,6 +114,10 @@ UNUSED += ("shutil", "zlib")
 UNUSED += ("subprocess", "_posixsubprocess")
 # The status socket's server (its HTTP, the page): imported at the socket's first client.
 UNUSED += ("mgmt.status.server",)
+# PyYAML's own code (its package's __init__) and its modules a parse with libyaml never runs:
+# a graph file's parse imports its parts (mgmt.yamlgraph), the rest waits for `yaml.X`.
+UNUSED += ("yaml", "yaml.cyaml", "yaml.dumper", "yaml.emitter", "yaml.loader", "yaml.parser")
+UNUSED += ("yaml.representer", "yaml.scanner", "yaml.serializer")
 
 
 def test_a_cron_runs_first_and_no_op_runs_leave_the_unused_modules_deferred(
@@ -327,6 +331,82 @@ print(before, got, done, type(subprocess).__name__, preset == lazyimport.PRESET[
         "print(all(getattr(subprocess, n) == v for n, v in lazyimport.PRESET['subprocess'].items()))"
     )
     assert real == "True"
+
+
+def test_pyyamls_error_classes_made_beforehand_are_as_its_own() -> None:
+    """Each error class lazyimport makes for a deferred PyYAML module (ERRORS) has the name,
+    qualified name, module, bases, doc and attributes of the one the module's code makes."""
+    show = (
+        "print([(c.__name__, c.__qualname__, c.__module__, [b.__module__ + '.' + b.__name__ "
+        "for b in c.__bases__], c.__doc__, sorted(vars(c))) for c in classes])"
+    )
+    names = [(module, name) for module, (name, _, _) in sorted(lazyimport.ERRORS.items())]
+    real = _python(
+        f"import mgmt; mgmt.full_site()\nimport yaml, importlib\n"
+        f"classes = [getattr(importlib.import_module(m), n) for m, n in {names!r}]\n{show}"
+    )
+    made = _python(
+        "import mgmt; mgmt.full_site()\nfrom mgmt import lazyimport\nlazyimport.install()\n"
+        f"import yaml, importlib\nclasses = [getattr(importlib.import_module(m), n) for m, n "
+        f"in {names!r}]\nassert all(type(importlib.import_module(m)).__name__ == '_Lazy' for "
+        f"m, _ in {names!r})\n{show}"
+    )
+    assert made == real
+    assert "ScannerError" in real and "SerializerError" in real
+
+
+def test_pyyaml_deferred_parses_graphs_and_runs_at_first_use() -> None:
+    """With PyYAML's package code deferred, mgmt.yamlgraph parses through libyaml and says
+    each kind of YAML error as it does with PyYAML imported as usual, the classes raised being
+    those `yaml.scanner...` name; the first read of a package name (`yaml.safe_load`, from two
+    threads at once) runs it: load, dump, the C loaders and dumpers, YAMLObject, and the same
+    error classes."""
+    said = r"""
+said = []
+for text in (b"a: 'x\n", b"a: [\n", b"a: b\n- c\n", b"a: \x01\n", b"a: *b\n"):
+    try:
+        yamlgraph._compose(text)
+    except yaml.YAMLError as err:
+        said.append((type(err).__name__, yamlgraph._yaml_problem(err, text)))
+print(said)
+"""
+    script = r"""
+import sys, threading
+import mgmt; mgmt.full_site()
+from mgmt import lazyimport
+lazyimport.install()
+from mgmt import yamlgraph
+import yaml
+import yaml.error
+yaml.YAMLError = yaml.error.YAMLError  # read without running the package code
+print(sorted(m for m in sys.modules if type(sys.modules[m]).__name__ != "module"
+             and m.startswith("yaml")))
+SAID
+del yaml.YAMLError
+scanner, parser = yaml.scanner.ScannerError, yaml.parser.ParserError
+got = []
+def load():
+    got.append(yaml.safe_load("a: [1, 2]"))
+threads = [threading.Thread(target=load) for _ in range(2)]
+for t in threads: t.start()
+for t in threads: t.join()
+try:
+    yaml.load("a: 'x", Loader=yaml.CSafeLoader)
+except yaml.scanner.ScannerError as err:
+    same = type(err) is scanner and yaml.scanner.ScannerError is scanner
+print(got, same, yaml.parser.ParserError is parser, type(yaml).__name__,
+      repr(yaml.dump({"b": [1]}, Dumper=yaml.CSafeDumper)), repr(yaml.safe_dump("x")),
+      issubclass(yaml.YAMLObject.yaml_dumper, yaml.emitter.Emitter), yaml.__with_libyaml__)
+""".replace("SAID", said)
+    out = _python(script).splitlines()
+    lazy = ["yaml", "yaml.emitter", "yaml.parser", "yaml.representer", "yaml.scanner"]
+    assert out[0] == repr([*lazy, "yaml.serializer"])
+    real = _python(
+        "import mgmt; mgmt.full_site()\nimport yaml\nfrom mgmt import yamlgraph\n" + said
+    )
+    assert out[1] == real and "ScannerError" in real and "ParserError" in real
+    dumped = repr("b:\n- 1\n") + " " + repr("x\n...\n")
+    assert out[2] == f"[{{'a': [1, 2]}}, {{'a': [1, 2]}}] True True module {dumped} True True"
 
 
 def test_traceback_deferred_runs_for_asyncios_debug_stacks_and_loggings_exceptions() -> None:
