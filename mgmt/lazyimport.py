@@ -153,7 +153,7 @@ class _LazyPackage(_Lazy):
                 found = sys.modules[fullname]
             if found is not None:
                 return found
-        return super().__getattr__(name)
+        return _Lazy.__getattr__(self, name)  # (not super(): its class may change meanwhile)
 
 
 class _Loader(_LoaderBase):
