@@ -114,6 +114,8 @@ UNUSED += ("shutil", "zlib")
 UNUSED += ("subprocess", "_posixsubprocess")
 # The status socket's server (its HTTP, the page): imported at the socket's first client.
 UNUSED += ("mgmt.status.server",)
+# The journal's encoding: for a run whose stderr is the journal (under systemd).
+UNUSED += ("resources._lib.journal",)
 # PyYAML's own code (its package's __init__) and its modules a parse with libyaml never runs:
 # a graph file's parse imports its parts (mgmt.yamlgraph), the rest waits for `yaml.X`.
 UNUSED += ("yaml", "yaml.cyaml", "yaml.dumper", "yaml.emitter", "yaml.loader", "yaml.parser")
