@@ -20,6 +20,10 @@ from their own modules (mgmt.yamlgraph), and libyaml's extension, which imports 
 classes of five of those modules at its import, gets them made beforehand (`ERRORS`), the
 modules' code deferred.
 
+asyncio's package code, which imports all of asyncio to give every name, runs at the first
+read of a name of its streams, subprocess or taskgroups (or of `asyncio.__all__`): the names of
+its other parts are given beforehand (`PARTS`), the same objects.
+
 `patterns_on_use(*packages)` defers the regular expressions packages compile at import
 (PyYAML's reader and resolver: ~7 ms of every start, for patterns a graph file mostly never
 uses; logging's str.format and string.Template styles, which the agent's lines do not use) to
@@ -99,7 +103,28 @@ LAZY = frozenset(
 # instructions) for `yaml.dump`, `yaml.safe_load`...; a graph file's parse imports the
 # modules it uses itself (mgmt.yamlgraph). None of its submodules reads the package's names
 # at import (a thread importing one while another runs the package would wait on both locks).
-LAZY_PACKAGES = frozenset({"yaml"})
+LAZY_PACKAGES = frozenset({"yaml", "asyncio"})
+# The parts a deferred package gives the names of beforehand (their `__all__`, in its own
+# code's order), as its code would: asyncio's, but for streams, subprocess and taskgroups
+# (~1.7 M instructions), which a graph file's run does not use.
+PARTS: dict[str, tuple[str, ...]] = {
+    "asyncio": (
+        "base_events",
+        "coroutines",
+        "events",
+        "exceptions",
+        "futures",
+        "locks",
+        "protocols",
+        "runners",
+        "queues",
+        "tasks",
+        "timeouts",
+        "threads",
+        "transports",
+        "unix_events",
+    ),
+}
 # Functions that a module imports by name from a deferred one at its own import (`from M import
 # f`, which reads the attribute and would run M): M gets a stand-in for each, which runs M at
 # its first call, then calls M's own. pathlib reads urllib.parse's quote_from_bytes (its as_uri);
@@ -177,6 +202,10 @@ class _Loader(_LoaderBase):
             setattr(module, name, value)
         for name in CALLED_LATER.get(module.__name__, ()):
             setattr(module, name, _stand_in(module, name))
+        for part in PARTS.get(module.__name__, ()):
+            given = _imported(f"{module.__name__}.{part}")
+            for name in given.__all__:
+                setattr(module, name, getattr(given, name))
 
 
 def _stand_in(module: types.ModuleType, name: str) -> Any:

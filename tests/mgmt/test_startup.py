@@ -116,6 +116,9 @@ UNUSED += ("subprocess", "_posixsubprocess")
 UNUSED += ("mgmt.status.server",)
 # The journal's encoding: for a run whose stderr is the journal (under systemd).
 UNUSED += ("resources._lib.journal",)
+# asyncio's package code (its streams, subprocess and taskgroups: lazyimport.PARTS gives the
+# names of its other parts beforehand).
+UNUSED += ("asyncio", "asyncio.streams", "asyncio.subprocess", "asyncio.taskgroups")
 # PyYAML's own code (its package's __init__) and its modules a parse with libyaml never runs:
 # a graph file's parse imports its parts (mgmt.yamlgraph), the rest waits for `yaml.X`.
 UNUSED += ("yaml", "yaml.cyaml", "yaml.dumper", "yaml.emitter", "yaml.loader", "yaml.parser")
@@ -409,6 +412,37 @@ print(got, same, yaml.parser.ParserError is parser, type(yaml).__name__,
     assert out[1] == real and "ScannerError" in real and "ParserError" in real
     dumped = repr("b:\n- 1\n") + " " + repr("x\n...\n")
     assert out[2] == f"[{{'a': [1, 2]}}, {{'a': [1, 2]}}] True True module {dumped} True True"
+
+
+def test_asyncio_deferred_gives_the_same_names_and_runs_at_first_use() -> None:
+    """Before asyncio's package code runs, it gives the names of its parts in PARTS, each the
+    object its code gives; the first read of another name (a stream's, a subprocess's,
+    TaskGroup, `__all__`) runs it: then every name and `__all__` are as asyncio imported as
+    usual gives them."""
+    show = "print(sorted(asyncio.__all__), sorted(n for n in vars(asyncio) if n[0] != '_'))"
+    real = _python(f"import asyncio\n{show}")
+    script = f"""
+import sys
+import mgmt; mgmt.full_site()
+from mgmt import lazyimport
+lazyimport.install()
+import asyncio
+before = dict(vars(asyncio))
+parts = sorted(m for m in sys.modules if m.startswith("asyncio."))
+deferred = [m for m in ("asyncio.streams", "asyncio.subprocess", "asyncio.taskgroups")
+            if m in sys.modules]
+async def main():
+    async with asyncio.TaskGroup() as group:
+        task = group.create_task(asyncio.sleep(0, "slept"))
+    return task.result()
+print(type(asyncio).__name__, deferred, asyncio.run(main()), type(asyncio).__name__,
+      all(getattr(asyncio, n) is v for n, v in before.items() if n[0] != "_"),
+      asyncio.StreamReader.__module__, asyncio.create_subprocess_exec.__module__)
+{show}
+"""
+    out = _python(script).splitlines()
+    assert out[0] == "_LazyPackage [] slept module True asyncio.streams asyncio.subprocess"
+    assert out[1] == real
 
 
 def test_traceback_deferred_runs_for_asyncios_debug_stacks_and_loggings_exceptions() -> None:
