@@ -44,7 +44,6 @@ from mgmt.cluster import NotAdmitted, needs_cluster
 from mgmt.config import Config, ExitCode, set_max_program_size
 from mgmt.converger import Converger
 from mgmt.listing import first_of, named, resource_count
-from mgmt.sdnotify import Notifier, last_words
 from mgmt.signals import Signals
 from mgmt.status.model import StatusModel
 from mgmt.status.unixsock import SOCKET, FirstClient, remove_stale
@@ -66,6 +65,7 @@ if TYPE_CHECKING:
     from mgmt.deploy.source import DeploySource
     from mgmt.deploy.status import HostStatus
     from mgmt.metrics import Metrics
+    from mgmt.sdnotify import Notifier
     from mgmt.status.cluster import ClusterStatus
     from mgmt.status.server import StatusServer
 
@@ -206,6 +206,8 @@ async def run(config: Config, given: Loaded | None = None) -> int:
     finally:
         logging.getLogger().removeHandler(first)
     if code in (ExitCode.USAGE, ExitCode.UNAVAILABLE) and first.message:
+        from mgmt.sdnotify import last_words
+
         await asyncio.to_thread(last_words, first.message)
     return code
 
@@ -306,6 +308,20 @@ def warn_untrusted(path: str) -> None:
             why,
             os.geteuid(),
         )
+
+
+# What systemd sets for a Type=notify unit (mgmt.sdnotify.VARIABLES): its module only then.
+_SYSTEMD = frozenset({"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"})
+
+
+def _notifier() -> Notifier | None:
+    """`Notifier.from_environment()`, which takes systemd's variables from the environment;
+    mgmt.sdnotify imported only if one is there (not a cron run's start)."""
+    if os.environ.keys().isdisjoint(_SYSTEMD):
+        return None
+    from mgmt.sdnotify import Notifier
+
+    return Notifier.from_environment()
 
 
 def _socket_dir(prefix: Path) -> None:
@@ -452,7 +468,7 @@ class Agent:
         self.status = StatusModel(self.engine, config.hostname)  # mgmt status, the status page
         self.server: StatusServer | None = None  # made at the status socket's first client
         self.cluster_status: ClusterStatus | None = None  # with the cluster: hosts on the page
-        self.notifier = Notifier.from_environment()  # under systemd, Type=notify
+        self.notifier = _notifier()  # under systemd, Type=notify
         if (notifier := self.notifier) is not None:  # STATUS= follows progress (else: no cost)
             self.converger.on_progress = lambda: notifier.status_soon(self._status)
         self._problem = ""  # the front-end's (the program's, the graph file's)

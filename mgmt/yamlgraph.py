@@ -57,7 +57,6 @@ from engine.resource import (
 from mgmt.config import DEFAULT_MAX_GRAPH_SIZE
 from mgmt.lazyimport import pattern_source, patterns_on_use
 from mgmt.listing import capped
-from mgmt.spans import common_ends
 
 # PyYAML's parts a parse uses, each from its own module: the `mgmt` command defers the package's
 # own code (its dumpers, emitter, pure-Python scanner and parser: mgmt.lazyimport) to the first
@@ -1403,6 +1402,8 @@ class Reuse:
         old = self.data
         if data == old or not self.hold():
             return None
+        from mgmt.spans import common_ends  # an edit's: not a cron run's
+
         head, tail = common_ends(old, data)
         last = len(old) - tail
         edges = self.edge_list

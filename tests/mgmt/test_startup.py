@@ -116,6 +116,8 @@ UNUSED += ("subprocess", "_posixsubprocess")
 UNUSED += ("mgmt.status.server",)
 # The journal's encoding: for a run whose stderr is the journal (under systemd).
 UNUSED += ("resources._lib.journal",)
+# systemd's notifications (a Type=notify unit's variables) and an edit's re-parse.
+UNUSED += ("mgmt.sdnotify", "mgmt.spans")
 # asyncio's package code (its streams, subprocess and taskgroups: lazyimport.PARTS gives the
 # names of its other parts beforehand).
 UNUSED += ("asyncio", "asyncio.streams", "asyncio.subprocess", "asyncio.taskgroups")
@@ -443,6 +445,14 @@ print(type(asyncio).__name__, deferred, asyncio.run(main()), type(asyncio).__nam
     out = _python(script).splitlines()
     assert out[0] == "_LazyPackage [] slept module True asyncio.streams asyncio.subprocess"
     assert out[1] == real
+
+
+def test_the_agent_knows_every_variable_of_systemds_notifier() -> None:
+    """The agent imports mgmt.sdnotify when one of its variables is set (agent._SYSTEMD):
+    the same names (a watchdog's alone is taken from the environment too)."""
+    from mgmt import agent, sdnotify
+
+    assert agent._SYSTEMD == frozenset(sdnotify.VARIABLES)
 
 
 def test_traceback_deferred_runs_for_asyncios_debug_stacks_and_loggings_exceptions() -> None:
