@@ -21,8 +21,8 @@ classes of five of those modules at its import, gets them made beforehand (`ERRO
 modules' code deferred.
 
 asyncio's package code, which imports all of asyncio to give every name, runs at the first
-read of a name of its streams, subprocess or taskgroups (or of `asyncio.__all__`): the names of
-its other parts are given beforehand (`PARTS`), the same objects.
+read of a name of its streams, subprocess, taskgroups or timeouts (or of `asyncio.__all__`):
+the names of its other parts are given beforehand (`PARTS`), the same objects.
 
 `patterns_on_use(*packages)` defers the regular expressions packages compile at import
 (PyYAML's reader and resolver: ~7 ms of every start, for patterns a graph file mostly never
@@ -105,8 +105,8 @@ LAZY = frozenset(
 # at import (a thread importing one while another runs the package would wait on both locks).
 LAZY_PACKAGES = frozenset({"yaml", "asyncio"})
 # The parts a deferred package gives the names of beforehand (their `__all__`, in its own
-# code's order), as its code would: asyncio's, but for streams, subprocess and taskgroups
-# (~1.7 M instructions), which a graph file's run does not use.
+# code's order), as its code would: asyncio's, but for streams, subprocess, taskgroups and
+# timeouts (~2.5 M instructions), which a graph file's run does not use.
 PARTS: dict[str, tuple[str, ...]] = {
     "asyncio": (
         "base_events",
@@ -119,7 +119,6 @@ PARTS: dict[str, tuple[str, ...]] = {
         "runners",
         "queues",
         "tasks",
-        "timeouts",
         "threads",
         "transports",
         "unix_events",

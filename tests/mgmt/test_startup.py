@@ -118,9 +118,10 @@ UNUSED += ("mgmt.status.server",)
 UNUSED += ("resources._lib.journal",)
 # systemd's notifications (a Type=notify unit's variables) and an edit's re-parse.
 UNUSED += ("mgmt.sdnotify", "mgmt.spans")
-# asyncio's package code (its streams, subprocess and taskgroups: lazyimport.PARTS gives the
-# names of its other parts beforehand).
+# asyncio's package code (its streams, subprocess, taskgroups and timeouts: lazyimport.PARTS
+# gives the names of its other parts beforehand).
 UNUSED += ("asyncio", "asyncio.streams", "asyncio.subprocess", "asyncio.taskgroups")
+UNUSED += ("asyncio.timeouts",)
 # PyYAML's own code (its package's __init__) and its modules a parse with libyaml never runs:
 # a graph file's parse imports its parts (mgmt.yamlgraph), the rest waits for `yaml.X`.
 UNUSED += ("yaml", "yaml.cyaml", "yaml.dumper", "yaml.emitter", "yaml.loader", "yaml.parser")
@@ -418,32 +419,35 @@ print(got, same, yaml.parser.ParserError is parser, type(yaml).__name__,
 
 def test_asyncio_deferred_gives_the_same_names_and_runs_at_first_use() -> None:
     """Before asyncio's package code runs, it gives the names of its parts in PARTS, each the
-    object its code gives; the first read of another name (a stream's, a subprocess's,
-    TaskGroup, `__all__`) runs it: then every name and `__all__` are as asyncio imported as
-    usual gives them."""
+    object its code gives; the first read of another name (`timeout`, a stream's, a
+    subprocess's, TaskGroup, `__all__`) runs it: then every name and `__all__` are as asyncio
+    imported as usual gives them, and asyncio.timeouts has engine.timeoutfix's fix."""
     show = "print(sorted(asyncio.__all__), sorted(n for n in vars(asyncio) if n[0] != '_'))"
     real = _python(f"import asyncio\n{show}")
     script = f"""
 import sys
 import mgmt; mgmt.full_site()
+import engine  # as the command: its fix of asyncio.timeouts on 3.11.0-3.11.2 (engine.timeoutfix)
 from mgmt import lazyimport
 lazyimport.install()
 import asyncio
 before = dict(vars(asyncio))
-parts = sorted(m for m in sys.modules if m.startswith("asyncio."))
-deferred = [m for m in ("asyncio.streams", "asyncio.subprocess", "asyncio.taskgroups")
-            if m in sys.modules]
+deferred = [m for m in ("asyncio.streams", "asyncio.subprocess", "asyncio.taskgroups",
+                        "asyncio.timeouts") if m in sys.modules]
 async def main():
-    async with asyncio.TaskGroup() as group:
+    async with asyncio.timeout(60), asyncio.TaskGroup() as group:
         task = group.create_task(asyncio.sleep(0, "slept"))
     return task.result()
 print(type(asyncio).__name__, deferred, asyncio.run(main()), type(asyncio).__name__,
       all(getattr(asyncio, n) is v for n, v in before.items() if n[0] != "_"),
-      asyncio.StreamReader.__module__, asyncio.create_subprocess_exec.__module__)
+      asyncio.StreamReader.__module__, asyncio.create_subprocess_exec.__module__,
+      sys.version_info >= (3, 11, 3) or
+      asyncio.timeouts.Timeout.__aenter__.__module__ == "engine.timeoutfix")
 {show}
 """
     out = _python(script).splitlines()
-    assert out[0] == "_LazyPackage [] slept module True asyncio.streams asyncio.subprocess"
+    out0 = "_LazyPackage [] slept module True asyncio.streams asyncio.subprocess True"
+    assert out[0] == out0
     assert out[1] == real
 
 
@@ -452,7 +456,7 @@ def test_the_agent_knows_every_variable_of_systemds_notifier() -> None:
     the same names (a watchdog's alone is taken from the environment too)."""
     from mgmt import agent, sdnotify
 
-    assert agent._SYSTEMD == frozenset(sdnotify.VARIABLES)
+    assert frozenset(sdnotify.VARIABLES) == agent._SYSTEMD
 
 
 def test_traceback_deferred_runs_for_asyncios_debug_stacks_and_loggings_exceptions() -> None:
