@@ -17,7 +17,7 @@ PyYAML's package code (its `__init__`: the dumpers, emitter, representer, serial
 pure-Python loaders, scanner and parser, ~5 M instructions) runs at the first read of one of
 its names (`yaml.safe_load`, `yaml.dump`...): a graph file's parse imports the parts it uses
 from their own modules (mgmt.yamlgraph), and libyaml's extension, which imports the error
-classes of five of those modules at its import, gets them made beforehand (`ERRORS`), the
+classes of six of those modules at its import, gets them made beforehand (`ERRORS`), the
 modules' code deferred.
 
 asyncio's package code, which imports all of asyncio to give every name, runs at the first
@@ -91,6 +91,7 @@ LAZY = frozenset(
         "tokenize",
         "traceback",
         "urllib.parse",
+        "yaml.composer",
         "yaml.emitter",
         "yaml.parser",
         "yaml.representer",
@@ -143,6 +144,7 @@ PRESET: dict[str, dict[str, Any]] = {
 # imports these at its own import, and raises them; `except yaml.scanner.ScannerError` must
 # name the same class. module: (class, the base's module, the base).
 ERRORS: dict[str, tuple[str, str, str]] = {
+    "yaml.composer": ("ComposerError", "yaml.error", "MarkedYAMLError"),
     "yaml.emitter": ("EmitterError", "yaml.error", "YAMLError"),
     "yaml.parser": ("ParserError", "yaml.error", "MarkedYAMLError"),
     "yaml.representer": ("RepresenterError", "yaml.error", "YAMLError"),
