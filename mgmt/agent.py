@@ -12,6 +12,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import stat
 import sys
 import time
@@ -43,10 +44,9 @@ from mgmt.cluster import NotAdmitted, needs_cluster
 from mgmt.config import Config, ExitCode, set_max_program_size
 from mgmt.converger import Converger
 from mgmt.listing import first_of, named, resource_count
-from mgmt.sdnotify import Notifier, last_words
 from mgmt.signals import Signals
 from mgmt.status.model import StatusModel
-from mgmt.status.server import SOCKET, StatusServer, listen, remove_stale
+from mgmt.status.unixsock import SOCKET, FirstClient, remove_stale
 from mgmt.tmpprefix import PrefixBusy, TmpPrefix, hold_prefix
 from mgmt.yamlgraph import (
     GraphFileError,
@@ -65,7 +65,9 @@ if TYPE_CHECKING:
     from mgmt.deploy.source import DeploySource
     from mgmt.deploy.status import HostStatus
     from mgmt.metrics import Metrics
+    from mgmt.sdnotify import Notifier
     from mgmt.status.cluster import ClusterStatus
+    from mgmt.status.server import StatusServer
 
 log = logging.getLogger("main")
 PROGRESS_EVERY = 2.0  # seconds between progress lines on a terminal, before the first convergence
@@ -204,6 +206,8 @@ async def run(config: Config, given: Loaded | None = None) -> int:
     finally:
         logging.getLogger().removeHandler(first)
     if code in (ExitCode.USAGE, ExitCode.UNAVAILABLE) and first.message:
+        from mgmt.sdnotify import last_words
+
         await asyncio.to_thread(last_words, first.message)
     return code
 
@@ -306,6 +310,20 @@ def warn_untrusted(path: str) -> None:
         )
 
 
+# What systemd sets for a Type=notify unit (mgmt.sdnotify.VARIABLES): its module only then.
+_SYSTEMD = frozenset({"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"})
+
+
+def _notifier() -> Notifier | None:
+    """`Notifier.from_environment()`, which takes systemd's variables from the environment;
+    mgmt.sdnotify imported only if one is there (not a cron run's start)."""
+    if os.environ.keys().isdisjoint(_SYSTEMD):
+        return None
+    from mgmt.sdnotify import Notifier
+
+    return Notifier.from_environment()
+
+
 def _socket_dir(prefix: Path) -> None:
     """The prefix private (safefs.private_dir), without the status socket a killed agent may
     have left in it: what the status socket needs, in one hop to a thread before the apply."""
@@ -385,6 +403,7 @@ class Agent:
     refused: Loaded | None = None  # the first graph, if the engine refused it
     # The graph file's rereads, in a thread of their own (made at the first): see _reload.
     _reader: ThreadPoolExecutor | None = None
+    _first_client: FirstClient | None = None  # the status socket until its first client
 
     def __init__(
         self,
@@ -447,9 +466,9 @@ class Agent:
             self.metrics = Metrics(self.engine)
         self.exit = exit_request(self.engine.shared)  # kept: the engine's Shared ends at stop
         self.status = StatusModel(self.engine, config.hostname)  # mgmt status, the status page
-        self.server: StatusServer | None = None
+        self.server: StatusServer | None = None  # made at the status socket's first client
         self.cluster_status: ClusterStatus | None = None  # with the cluster: hosts on the page
-        self.notifier = Notifier.from_environment()  # under systemd, Type=notify
+        self.notifier = _notifier()  # under systemd, Type=notify
         if (notifier := self.notifier) is not None:  # STATUS= follows progress (else: no cost)
             self.converger.on_progress = lambda: notifier.status_soon(self._status)
         self._problem = ""  # the front-end's (the program's, the graph file's)
@@ -533,7 +552,10 @@ class Agent:
             log.warning("%s", unused)
         if self.metrics is not None:
             self.metrics.start(self.status)
-        self.server = StatusServer(self.status, self.metrics.render if self.metrics else None)
+        if self.config.status or self.metrics is not None:  # served over TCP from the start
+            from mgmt.status.server import StatusServer
+
+            self.server = StatusServer(self.status, self.metrics.render if self.metrics else None)
         private = True
         try:  # the prefix first: a listener beyond loopback may keep its certificate there
             # (a prefix this run made is private and holds no socket: no hop to a thread, which
@@ -543,7 +565,9 @@ class Agent:
         except (OSError, MgmtError) as err:  # mgmt status cannot reach this agent, nothing else
             log.warning("no status socket in %s: %s", self.engine.prefix, err)
             private = False
-        if self.config.status or self.metrics is not None:
+        if self.server is not None:
+            from mgmt.status.server import listen
+
             try:
                 self._listening(await listen(self.server, self.config, self.engine.prefix))
             except OSError as err:  # EADDRINUSE (listen): another process holds the port
@@ -558,10 +582,26 @@ class Agent:
                 )
                 self._spawn(self._listen_later())
         if private:
+            path = self.engine.prefix / SOCKET
             try:
-                await self.server.listen_unix(self.engine.prefix / SOCKET)
+                if self.server is not None:
+                    await self.server.listen_unix(path)
+                else:  # the server's code at the first client (`mgmt status`): mgmt.status.unixsock
+                    self._first_client = FirstClient(path, self._serve_status)
             except OSError as err:
                 log.warning("no status socket in %s: %s", self.engine.prefix, err)
+
+    def _serve_status(self, sock: socket.socket) -> None:
+        """The status socket's first client is there (in its backlog): its server made, which
+        serves it from now on."""
+        try:
+            from mgmt.status.server import StatusServer
+
+            self.server = StatusServer(self.status)
+        except BaseException:
+            sock.close()
+            raise
+        self.server.adopt_unix(sock)
 
     def _listening(self, url: str) -> None:
         if self.config.status:
@@ -578,6 +618,8 @@ class Agent:
             await asyncio.sleep(delay)
             delay = min(delay * 2, LISTEN_RETRY_MAX)
             try:
+                from mgmt.status.server import listen
+
                 url = await listen(server, self.config, self.engine.prefix)
             except OSError:
                 continue  # still held
@@ -950,8 +992,12 @@ class Agent:
             self._reader.shutdown(wait=False)
         if self.metrics is not None:
             self.metrics.stop()
+        first, self._first_client = self._first_client, None
+        if first is not None:
+            first.close()  # before the server's: no server made from here on
         if self.server is not None:
             await self.server.close()
+        if first is not None or self.server is not None:
             with contextlib.suppress(OSError):
                 (self.engine.prefix / SOCKET).unlink()
         self.status.close()

@@ -13,6 +13,17 @@ whichever thread reads first (the others wait for it). Nothing else changes: the
 implementation 3.11's `datetime.py` defines first and then replaces by them (PyYAML imports it
 for its timestamps: ~4 M instructions of every start, for ~2,500 lines that end up unused).
 
+PyYAML's package code (its `__init__`: the dumpers, emitter, representer, serializer and the
+pure-Python loaders, scanner and parser, ~5 M instructions) runs at the first read of one of
+its names (`yaml.safe_load`, `yaml.dump`...): a graph file's parse imports the parts it uses
+from their own modules (mgmt.yamlgraph), and libyaml's extension, which imports the error
+classes of six of those modules at its import, gets them made beforehand (`ERRORS`), the
+modules' code deferred.
+
+asyncio's package code, which imports all of asyncio to give every name, runs at the first
+read of a name of its streams, subprocess, taskgroups or timeouts (or of `asyncio.__all__`):
+the names of its other parts are given beforehand (`PARTS`), the same objects.
+
 `patterns_on_use(*packages)` defers the regular expressions packages compile at import
 (PyYAML's reader and resolver: ~7 ms of every start, for patterns a graph file mostly never
 uses; logging's str.format and string.Template styles, which the agent's lines do not use) to
@@ -48,7 +59,8 @@ else:
 # status socket's first client), pathlib's Windows paths (ntpath), urllib.parse (pathlib's
 # as_uri, the cluster's and the status page's URLs, reversal records' names); shutil (with the
 # zlib extension it loads: a tree's removal; a temporary prefix holding files only is removed
-# without it, mgmt.tmpprefix._remove_tree). Source modules only,
+# without it, mgmt.tmpprefix._remove_tree); subprocess (a child's start: asyncio reads its
+# constants at import, PRESET; the holders start theirs by posix_spawn). Source modules only,
 # and no packages: a thread importing a package's submodule (`import json.decoder`) while
 # another's first use runs the package took the import system's lock for the submodule and
 # this module's lock in the opposite order (a deadlock, seen by a tester in 8 of 12 runs).
@@ -74,12 +86,45 @@ LAZY = frozenset(
         "ntpath",
         "opcode",
         "shutil",
+        "subprocess",
         "textwrap",
         "tokenize",
         "traceback",
         "urllib.parse",
+        "yaml.composer",
+        "yaml.emitter",
+        "yaml.parser",
+        "yaml.representer",
+        "yaml.scanner",
+        "yaml.serializer",
     }
 )
+# Packages whose own code (their __init__) runs on first use, their submodules imported as
+# usual meanwhile: PyYAML's, whose __init__ makes its dumpers and pure-Python loaders (~6 M
+# instructions) for `yaml.dump`, `yaml.safe_load`...; a graph file's parse imports the
+# modules it uses itself (mgmt.yamlgraph). None of its submodules reads the package's names
+# at import (a thread importing one while another runs the package would wait on both locks).
+LAZY_PACKAGES = frozenset({"yaml", "asyncio"})
+# The parts a deferred package gives the names of beforehand (their `__all__`, in its own
+# code's order), as its code would: asyncio's, but for streams, subprocess, taskgroups and
+# timeouts (~2.5 M instructions), which a graph file's run does not use.
+PARTS: dict[str, tuple[str, ...]] = {
+    "asyncio": (
+        "base_events",
+        "coroutines",
+        "events",
+        "exceptions",
+        "futures",
+        "locks",
+        "protocols",
+        "runners",
+        "queues",
+        "tasks",
+        "threads",
+        "transports",
+        "unix_events",
+    ),
+}
 # Functions that a module imports by name from a deferred one at its own import (`from M import
 # f`, which reads the attribute and would run M): M gets a stand-in for each, which runs M at
 # its first call, then calls M's own. pathlib reads urllib.parse's quote_from_bytes (its as_uri);
@@ -87,6 +132,24 @@ LAZY = frozenset(
 CALLED_LATER: dict[str, tuple[str, ...]] = {
     "urllib.parse": ("quote_from_bytes",),
     "traceback": ("extract_stack",),
+}
+# Constants a module's importers read at their own import, set in the deferred module as its
+# code sets them (the same values, checked by a test): reading one does not run the module.
+# asyncio reads subprocess's in its methods' defaults and asyncio.subprocess's names.
+PRESET: dict[str, dict[str, Any]] = {
+    "subprocess": {"PIPE": -1, "STDOUT": -2, "DEVNULL": -3},
+}
+# Error classes made beforehand, as their module's `class E(Base): pass` makes them, and kept
+# once its code has run (the class it made replaced by this one): PyYAML's `_yaml` extension
+# imports these at its own import, and raises them; `except yaml.scanner.ScannerError` must
+# name the same class. module: (class, the base's module, the base).
+ERRORS: dict[str, tuple[str, str, str]] = {
+    "yaml.composer": ("ComposerError", "yaml.error", "MarkedYAMLError"),
+    "yaml.emitter": ("EmitterError", "yaml.error", "YAMLError"),
+    "yaml.parser": ("ParserError", "yaml.error", "MarkedYAMLError"),
+    "yaml.representer": ("RepresenterError", "yaml.error", "YAMLError"),
+    "yaml.scanner": ("ScannerError", "yaml.error", "MarkedYAMLError"),
+    "yaml.serializer": ("SerializerError", "yaml.error", "YAMLError"),
 }
 _LOCK = RLock()  # one thread runs a module's code; a read from another waits for it
 _RUNNING: set[str] = set()  # modules whose code runs now (a read from their own code: missing)
@@ -102,19 +165,48 @@ class _Lazy(types.ModuleType):
         return types.ModuleType.__getattribute__(self, name)
 
 
+class _LazyPackage(_Lazy):
+    """A package whose own code has not run yet: reading one of its submodules imports that
+    submodule alone (as the package's code would have imported it; libyaml's extension reads
+    `yaml.composer`... at its import), reading any other name it lacks runs its code."""
+
+    def __getattr__(self, name: str) -> Any:
+        if type(self) is _LazyPackage and not name.startswith("__"):
+            fullname = f"{self.__name__}.{name}"
+            found = sys.modules.get(fullname)
+            if found is None and PathFinder.find_spec(fullname, self.__path__) is not None:
+                __import__(fullname)
+                found = sys.modules[fullname]
+            if found is not None:
+                return found
+        return _Lazy.__getattr__(self, name)  # (not super(): its class may change meanwhile)
+
+
 class _Loader(_LoaderBase):
     """Creates the module as the import system does, and defers its code (`_run`)."""
 
     def __init__(self, real: Any) -> None:
         self.real = real
+        self.preset: dict[str, Any] = {}  # set in the module now, and again after its code
 
     def create_module(self, spec: ModuleSpec) -> types.ModuleType | None:
         return None  # the import system's default module
 
     def exec_module(self, module: types.ModuleType) -> None:
-        _become(module, _Lazy)
+        _become(module, _Lazy if module.__name__ not in LAZY_PACKAGES else _LazyPackage)
+        self.preset = dict(PRESET.get(module.__name__, {}))
+        if module.__name__ in ERRORS:
+            name, where, base = ERRORS[module.__name__]
+            bases = (getattr(_imported(where), base),)
+            self.preset[name] = type(name, bases, {"__module__": module.__name__})
+        for name, value in self.preset.items():
+            setattr(module, name, value)
         for name in CALLED_LATER.get(module.__name__, ()):
             setattr(module, name, _stand_in(module, name))
+        for part in PARTS.get(module.__name__, ()):
+            given = _imported(f"{module.__name__}.{part}")
+            for name in given.__all__:
+                setattr(module, name, getattr(given, name))
 
 
 def _stand_in(module: types.ModuleType, name: str) -> Any:
@@ -133,17 +225,20 @@ def _run(module: types.ModuleType) -> None:
     """Run the real module's code in `module` (once; a concurrent reader waits for it)."""
     with _LOCK:
         name = module.__name__
-        if type(module) is not _Lazy or name in _RUNNING:
+        if type(module) not in (_Lazy, _LazyPackage) or name in _RUNNING:
             return  # ran already, or its own code reads a name it has not set yet
         spec = module.__spec__
         assert spec is not None and isinstance(spec.loader, _Loader)
-        real = spec.loader.real
+        real, preset = spec.loader.real, spec.loader.preset
         _RUNNING.add(name)
         try:
             spec.loader = module.__loader__ = real
             real.exec_module(module)
+            for key, value in preset.items():
+                setattr(module, key, value)
         except BaseException:
             spec.loader = module.__loader__ = _Loader(real)  # the next read tries again
+            spec.loader.preset = preset
             raise
         finally:
             _RUNNING.discard(name)
@@ -152,6 +247,11 @@ def _run(module: types.ModuleType) -> None:
 
 def _become(module: types.ModuleType, cls: type[types.ModuleType]) -> None:
     module.__class__ = cls
+
+
+def _imported(name: str) -> types.ModuleType:
+    __import__(name)
+    return sys.modules[name]
 
 
 _DATETIME = (
@@ -206,13 +306,13 @@ class _Finder:
     ) -> ModuleSpec | None:
         if fullname == "datetime":
             return _c_datetime(path)
-        if fullname not in LAZY:
+        if fullname not in LAZY and fullname not in LAZY_PACKAGES:
             return None
         spec = PathFinder.find_spec(fullname, path)
         if spec is None or not isinstance(spec.loader, SourceFileLoader | SourcelessFileLoader):
             return spec  # an extension module's code cannot run in a module made beforehand
-        if spec.submodule_search_locations is not None:
-            return spec  # a package: imported as usual (see LAZY)
+        if (spec.submodule_search_locations is not None) != (fullname in LAZY_PACKAGES):
+            return spec  # a package not in LAZY_PACKAGES: imported as usual (see LAZY)
         spec.loader = _Loader(spec.loader)
         return spec
 

@@ -45,7 +45,6 @@ from types import TracebackType
 from typing import Any, Generic, TextIO, TypeVar
 
 from engine.params import knows_secrets, redact_known
-from resources._lib import journal
 
 # Control characters of a message, escaped in a text line (the tab kept): a newline in a name
 # (a file a local user made in a purged directory) forged whole log lines, and a terminal
@@ -588,9 +587,12 @@ class JournalHandler(WriterHandler[bytes]):
     blocked = "sends to the journal blocked (journald read nothing)"
 
     def __init__(self, path: str, limit: int = BUFFER_LIMIT) -> None:
+        from resources._lib import journal  # under systemd only: not a cron run's start
+
         super().__init__(limit)
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self._encode, self._max = journal.encode, journal.MAX_DATAGRAM
 
     def render(self, record: logging.LogRecord) -> bytes:
         message = record.getMessage()
@@ -616,7 +618,7 @@ class JournalHandler(WriterHandler[bytes]):
         if kind is not None:
             fields["MGMT_KIND"] = kind
             fields["MGMT_NAME"] = name
-        return journal.encode(fields)[: journal.MAX_DATAGRAM]
+        return self._encode(fields)[: self._max]
 
     def takes_lines(self) -> bool:
         """engine.handle.LineSink: emit_line is handle()'s work with this class."""
@@ -650,6 +652,12 @@ class JournalHandler(WriterHandler[bytes]):
 
     def release(self) -> None:
         self.sock.close()
+
+
+def _journal_socket() -> str:
+    from resources._lib import journal  # stderr is the journal: under systemd
+
+    return journal.socket_path()
 
 
 def journal_stream() -> bool:
@@ -726,8 +734,8 @@ def setup(
     handler: logging.Handler = BatchingStreamHandler(sys.stderr)
     if sys.stderr is None:  # started with fd 2 closed (`2>&-`): nowhere to say anything
         handler = logging.NullHandler()
-    elif journal_stream() and os.path.exists(journal.socket_path()):
-        handler = JournalHandler(journal.socket_path())
+    elif journal_stream() and os.path.exists(path := _journal_socket()):
+        handler = JournalHandler(path)
     elif fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

@@ -57,10 +57,19 @@ from engine.resource import (
 from mgmt.config import DEFAULT_MAX_GRAPH_SIZE
 from mgmt.lazyimport import pattern_source, patterns_on_use
 from mgmt.listing import capped
-from mgmt.spans import common_ends
 
+# PyYAML's parts a parse uses, each from its own module: the `mgmt` command defers the package's
+# own code (its dumpers, emitter, pure-Python scanner and parser: mgmt.lazyimport) to the first
+# read of one of its names (`yaml.safe_load`...), which a graph file's run never makes.
 with patterns_on_use("yaml"):  # its reader's and resolver's, mostly unused: ~7 ms of a start
-    import yaml
+    from yaml.constructor import SafeConstructor
+    from yaml.error import Mark, MarkedYAMLError, YAMLError
+    from yaml.events import AliasEvent
+    from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+    from yaml.parser import ParserError
+    from yaml.reader import ReaderError
+    from yaml.resolver import Resolver
+    from yaml.scanner import ScannerError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -100,7 +109,29 @@ MAX_SIZE = DEFAULT_MAX_GRAPH_SIZE  # bytes in the file; --max-graph-size overrid
 MAX_ALIAS_VALUES = 100_000  # values aliases add, an aliased value counted at each use
 MAX_DEPTH = 64  # lists and mappings nested in each other
 MAX_INT_DIGITS = 4_300  # characters of an integer (Python's own int() limit, for every base)
-_BASE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _base_loader() -> Any:
+    """PyYAML's CSafeLoader (libyaml's parser, the safe constructor, the resolver), made of the
+    same three parts as yaml.cyaml makes it (that module also makes the dumpers); without
+    libyaml, its pure-Python SafeLoader."""
+    try:
+        from yaml._yaml import CParser
+    except ImportError:
+        import yaml
+
+        return yaml.SafeLoader
+
+    class CSafeLoader(CParser, SafeConstructor, Resolver):
+        def __init__(self, stream: bytes | str) -> None:
+            CParser.__init__(self, stream)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+
+    return CSafeLoader
+
+
+_BASE_LOADER: Any = _base_loader()
 _STR_TAG = "tag:yaml.org,2002:str"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MAP_TAG = "tag:yaml.org,2002:map"
@@ -154,8 +185,8 @@ class _Loader(_BASE_LOADER):  # type: ignore[misc]
     calls for a 10,000-resource graph, most of them plain scalars that no implicit resolver
     matches by their first character (`name`, `/etc/motd`)."""
 
-    def resolve(self, kind: type[yaml.Node], value: Any, implicit: tuple[bool, bool]) -> str:
-        if kind is yaml.ScalarNode:
+    def resolve(self, kind: type[Node], value: Any, implicit: tuple[bool, bool]) -> str:
+        if kind is ScalarNode:
             if implicit[0]:  # a plain scalar: 1, true, null... by the implicit resolvers
                 first = value[:1]
                 found = _MATCHERS.get(first)
@@ -163,7 +194,7 @@ class _Loader(_BASE_LOADER):  # type: ignore[misc]
                     if match(value):
                         return tag
             return _STR_TAG
-        return _MAP_TAG if kind is yaml.MappingNode else _SEQ_TAG
+        return _MAP_TAG if kind is MappingNode else _SEQ_TAG
 
     # No path resolvers: the composer's two calls per node do nothing, in C (a builtin is
     # not bound as a method: called with the composer's arguments alone).
@@ -360,7 +391,7 @@ class _NodeProblem(Exception):
         self.message = message
         self.where = where
 
-    def text(self, root: yaml.Node | None, where: str | None = None) -> str:
+    def text(self, root: Node | None, where: str | None = None) -> str:
         """The problem as reported: the value named as other problems name it (`_by_name`;
         `where`: so named already), a path of more than _MAX_WHERE characters (a deep
         nesting's) cut short."""
@@ -379,15 +410,20 @@ _INT_TAG = "tag:yaml.org,2002:int"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-def _compose(data: bytes) -> yaml.Node | None:
+def _compose(data: bytes) -> Node | None:
     """The YAML node tree of `data` (aliases are shared nodes, not copies, at this point)."""
-    return yaml.compose(data, Loader=_LOADER)
+    loader = _LOADER(data)  # as yaml.compose(data, Loader=_LOADER)
+    try:
+        node: Node | None = loader.get_single_node()
+        return node
+    finally:
+        loader.dispose()
 
 
-def _yaml_problem(err: yaml.YAMLError, data: bytes, offset: int = 0) -> tuple[int, str]:
+def _yaml_problem(err: YAMLError, data: bytes, offset: int = 0) -> tuple[int, str]:
     """(line, one-line message) for any error PyYAML (or libyaml) raises; `offset`: lines of
     the file before `data` (a part of it read alone: Reuse)."""
-    if isinstance(err, yaml.MarkedYAMLError):
+    if isinstance(err, MarkedYAMLError):
         mark = err.problem_mark or err.context_mark
         line = mark.line + 1 + offset if mark else 1
         what = err.problem or "invalid YAML"
@@ -396,7 +432,7 @@ def _yaml_problem(err: yaml.YAMLError, data: bytes, offset: int = 0) -> tuple[in
         elif err.context:
             what += f" ({err.context})"
         return line, f"YAML syntax error: {what}"
-    if isinstance(err, yaml.reader.ReaderError):  # a control character, or bad bytes
+    if isinstance(err, ReaderError):  # a control character, or bad bytes
         line = _line_at(data, err.position)
         if "control" in str(err.reason) and isinstance(err.character, int):
             return line, f"YAML: control character U+{err.character:04X} is not allowed"
@@ -415,11 +451,16 @@ def _line_at(data: bytes, position: int) -> int:
 def _alias_line(data: bytes, index: int) -> int:
     """The line of the index-th alias (1-based, in document order) of `data`."""
     seen = 0
-    for event in yaml.parse(data, Loader=_LOADER):
-        if isinstance(event, yaml.AliasEvent) and event.start_mark is not None:
-            seen += 1
-            if seen == index:
-                return int(event.start_mark.line) + 1
+    loader = _LOADER(data)  # as yaml.parse(data, Loader=_LOADER)
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, AliasEvent) and event.start_mark is not None:
+                seen += 1
+                if seen == index:
+                    return int(event.start_mark.line) + 1
+    finally:
+        loader.dispose()
     return 1
 
 
@@ -427,7 +468,7 @@ def _alias_line(data: bytes, index: int) -> int:
 _ANCHOR = b"&"
 
 
-def _check_shape(root: yaml.Node, data: bytes, depth: int = 0) -> int:
+def _check_shape(root: Node, data: bytes, depth: int = 0) -> int:
     """Bound nesting depth and alias expansion before anything is expanded; _NodeProblem.
     Returns how many aliases there are; `depth` is the nesting around `root`.
 
@@ -439,7 +480,7 @@ def _check_shape(root: yaml.Node, data: bytes, depth: int = 0) -> int:
     heights: dict[int, int] = {}  # id(node) -> levels of lists/mappings it expands to
     aliases = aliased = 0  # alias uses seen so far, and the values they added
 
-    def alias(node: yaml.Node, level: int, frame: list[Any]) -> None:
+    def alias(node: Node, level: int, frame: list[Any]) -> None:
         nonlocal aliases, aliased
         aliases += 1
         if id(node) not in sizes:  # still open: an alias inside its own anchor
@@ -485,7 +526,7 @@ def _check_shape(root: yaml.Node, data: bytes, depth: int = 0) -> int:
             alias(child, level, frame)
             continue
         seen.add(id(child))
-        if isinstance(child, yaml.ScalarNode):
+        if isinstance(child, ScalarNode):
             sizes[id(child)], heights[id(child)] = 1, 0
             frame[2] += 1
             continue
@@ -495,7 +536,7 @@ def _check_shape(root: yaml.Node, data: bytes, depth: int = 0) -> int:
                 f"YAML: nests deeper than {MAX_DEPTH} levels",
                 _where_in(stack),
             )
-        pairs = isinstance(child, yaml.MappingNode)
+        pairs = isinstance(child, MappingNode)
         items = itertools.chain.from_iterable(child.value) if pairs else iter(child.value)
         stack.append([child, items, 0, 0, 0])
     return aliases
@@ -508,11 +549,11 @@ def _where_in(stack: list[list[Any]]) -> str:
     where, merged = "", False
     for frame in stack[1:]:
         node, taken = frame[0], frame[4] - 1
-        if isinstance(node, yaml.MappingNode):
+        if isinstance(node, MappingNode):
             key = node.value[taken // 2][0]
             merged = key.tag == _MERGE_TAG
             if taken % 2 and not merged:  # a value (a key is named by its mapping)
-                name = key.value if isinstance(key, yaml.ScalarNode) else "?"
+                name = key.value if isinstance(key, ScalarNode) else "?"
                 where = _path(where, str(name))
         elif merged:  # the list of mappings of a merge
             merged = False
@@ -521,17 +562,17 @@ def _where_in(stack: list[list[Any]]) -> str:
     return where
 
 
-def _by_name(root: yaml.Node | None, where: str) -> str:
+def _by_name(root: Node | None, where: str) -> str:
     """`where` with a resource's `resources.KIND[N]` said `KIND[NAME]` when it has a name (as
     the problems of its parameters name it), else as it is."""
-    if not where.startswith("resources.") or not isinstance(root, yaml.MappingNode):
+    if not where.startswith("resources.") or not isinstance(root, MappingNode):
         return where
     for key, value in root.value:
-        if key.value != "resources" or not isinstance(value, yaml.MappingNode):
+        if key.value != "resources" or not isinstance(value, MappingNode):
             continue
         for kind, items in value.value:
             head = _path("resources", str(kind.value)) + "["
-            if not isinstance(items, yaml.SequenceNode) or not where.startswith(head):
+            if not isinstance(items, SequenceNode) or not where.startswith(head):
                 continue
             index, found, rest = where[len(head) :].partition("]")
             if not found or not index.isdigit() or int(index) >= len(items.value):
@@ -542,19 +583,17 @@ def _by_name(root: yaml.Node | None, where: str) -> str:
     return where
 
 
-def _name_of(item: yaml.Node) -> str:
+def _name_of(item: Node) -> str:
     """The name a composed resource gives itself (its first `name` key's string), or ""."""
     names = [
         v.value
-        for k, v in (item.value if isinstance(item, yaml.MappingNode) else [])
-        if k.value == "name" and isinstance(v, yaml.ScalarNode) and v.tag == _STR_TAG
+        for k, v in (item.value if isinstance(item, MappingNode) else [])
+        if k.value == "name" and isinstance(v, ScalarNode) and v.tag == _STR_TAG
     ]
     return str(names[0]) if names else ""
 
 
-def _plain(
-    node: yaml.Node, constructor: yaml.constructor.SafeConstructor, where: str, depth: int = 0
-) -> Any:
+def _plain(node: Node, constructor: SafeConstructor, where: str, depth: int = 0) -> Any:
     """A composed YAML node as Python data, with line numbers kept (1-based); _NodeProblem.
 
     `where` names the value in problems (`resources.file[0].mode`); `depth`: how many lists
@@ -566,11 +605,11 @@ def _plain(
         raise _NodeProblem(
             node.start_mark.line + 1, f"YAML: nests deeper than {MAX_DEPTH} levels", where
         )
-    if isinstance(node, yaml.MappingNode):
+    if isinstance(node, MappingNode):
         out = LocDict()
         out.line, out.lines, out.raw = node.start_mark.line + 1, {}, {}
         lines, raw = out.lines, out.raw
-        merge: tuple[yaml.Node, yaml.Node] | None = None
+        merge: tuple[Node, Node] | None = None
         for key_node, value_node in node.value:
             if key_node.__class__ is _SCALAR and key_node.tag == _STR_TAG:
                 key = key_node.value  # the common case, at no call
@@ -597,7 +636,7 @@ def _plain(
         if merge is not None:
             _merge(out, merge[0].start_mark.line + 1, merge[1], constructor, where, depth=depth)
         return out
-    if isinstance(node, yaml.SequenceNode):
+    if isinstance(node, SequenceNode):
         seq = LocList(
             _plain(item, constructor, f"{where}[{i}]", depth + 1)
             for i, item in enumerate(node.value)
@@ -608,7 +647,7 @@ def _plain(
     return _scalar(node, constructor, where)
 
 
-_SCALAR = yaml.ScalarNode
+_SCALAR = ScalarNode
 
 
 def _path(where: str, key: str) -> str:
@@ -617,7 +656,7 @@ def _path(where: str, key: str) -> str:
     return f"{where}.{shown}" if where else shown
 
 
-def _scalar(node: yaml.Node, constructor: yaml.constructor.SafeConstructor, where: str) -> Any:
+def _scalar(node: Node, constructor: SafeConstructor, where: str) -> Any:
     """A scalar node (or one of an unknown tag) as Python data; _NodeProblem."""
     if node.__class__ is _SCALAR and node.tag == _STR_TAG:
         return node.value
@@ -630,7 +669,7 @@ def _scalar(node: yaml.Node, constructor: yaml.constructor.SafeConstructor, wher
         )
     try:
         return constructor.construct_object(node, deep=True)
-    except yaml.MarkedYAMLError as err:
+    except MarkedYAMLError as err:
         raise _NodeProblem(line, str(err.problem or err.context), where) from err
     except (ValueError, OverflowError, TypeError) as err:  # e.g. a date like 2001-13-45
         raise _NodeProblem(line, f"cannot read {show(node.value)}: {err}", where) from err
@@ -639,8 +678,8 @@ def _scalar(node: yaml.Node, constructor: yaml.constructor.SafeConstructor, wher
 def _merge(
     out: LocDict,
     line: int,
-    value: yaml.Node,
-    constructor: yaml.constructor.SafeConstructor,
+    value: Node,
+    constructor: SafeConstructor,
     where: str,
     *,
     depth: int,
@@ -648,14 +687,14 @@ def _merge(
     """Add to `out` the keys it lacks of the mapping(s) of a merge key (`<<: *base` or
     `<<: [*a, *b]`, the first mapping listed winning, as in go-yaml) at `line`, which is the
     line of each key it adds. Aliases were bounded by _check_shape like any others."""
-    sources = value.value if isinstance(value, yaml.SequenceNode) else [value]
-    if not sources or not all(isinstance(source, yaml.MappingNode) for source in sources):
+    sources = value.value if isinstance(value, SequenceNode) else [value]
+    if not sources or not all(isinstance(source, MappingNode) for source in sources):
         raise _NodeProblem(
             line, "<< takes a mapping or a list of mappings, e.g. <<: *base", where or "<<"
         )
     # Each mapping is nested in the `<<` value, and in its list too when it is in one (as
     # _check_shape counts it).
-    inner = depth + 1 + isinstance(value, yaml.SequenceNode)
+    inner = depth + 1 + isinstance(value, SequenceNode)
     for source in sources:
         mapping = _plain(source, constructor, where, inner)
         for key, item in mapping.items():
@@ -703,8 +742,8 @@ class _Parser:
             if node is None:
                 raise self.fail(1, "the graph file must be a mapping")
             aliases = _check_shape(node, data) if _ANCHOR in data else 0
-            doc = _plain(node, yaml.constructor.SafeConstructor(), "")
-        except yaml.YAMLError as err:
+            doc = _plain(node, SafeConstructor(), "")
+        except YAMLError as err:
             line, message = _yaml_problem(err, data)
             raise self.fail(line, message) from err
         except _NodeProblem as err:
@@ -721,9 +760,7 @@ class _Parser:
             loaded.reuse = Reuse.of(data, node, self.parsed, loaded, self.edges)
         return loaded
 
-    def items(
-        self, fragment: bytes, found: _List, more: bool
-    ) -> list[tuple[yaml.Node, Any]] | None:
+    def items(self, fragment: bytes, found: _List, more: bool) -> list[tuple[Node, Any]] | None:
         """The items of `fragment`, whole lines of the block list `found` (of resources or
         edges) from an item's dash line (`more`: followed by another item's in the file), with
         their nodes (lines and marks counted from the fragment's start); _Told for a problem a
@@ -732,12 +769,12 @@ class _Parser:
         node = None
         try:
             node = _compose(fragment)
-            if not isinstance(node, yaml.SequenceNode) or (
+            if not isinstance(node, SequenceNode) or (
                 _ANCHOR in fragment and _check_shape(node, fragment, _RESOURCES_DEPTH - 1)
             ):
                 return None
-            seq = _plain(node, yaml.constructor.SafeConstructor(), "", _RESOURCES_DEPTH - 1)
-        except yaml.YAMLError as err:
+            seq = _plain(node, SafeConstructor(), "", _RESOURCES_DEPTH - 1)
+        except YAMLError as err:
             if _alone(err, fragment, found, more):
                 raise _Told(err, None) from err
             return None
@@ -1082,14 +1119,14 @@ class _Told(Exception):
     node, whose items name it); `at`: the byte of the file where those items start, `first`:
     where the list's first item does."""
 
-    def __init__(self, err: yaml.YAMLError | _NodeProblem, node: yaml.Node | None) -> None:
+    def __init__(self, err: YAMLError | _NodeProblem, node: Node | None) -> None:
         super().__init__(str(err))
         self.err = err
         self.node = node
         self.at = self.first = 0
 
 
-def _alone(err: yaml.YAMLError, fragment: bytes, found: _List, more: bool) -> bool:
+def _alone(err: YAMLError, fragment: bytes, found: _List, more: bool) -> bool:
     """Whether the YAML error of `fragment`, whole items of the block list `found` read alone
     (`more`: the next line of the file is another item's dash line), is the one a full parse of
     the file stops at, at the same place: the text before them has none, and they read as they
@@ -1103,7 +1140,7 @@ def _alone(err: yaml.YAMLError, fragment: bytes, found: _List, more: bool) -> bo
       than an item's, ends the list there, and the mapping of its key tells);
     - in a fragment without a character YAML refuses: the reader tells one before a syntax
       error up to a buffer earlier, and the buffers' bounds differ."""
-    if not isinstance(err, (yaml.scanner.ScannerError, yaml.parser.ParserError)):
+    if not isinstance(err, (ScannerError, ParserError)):
         return False
     mark, context, problem = err.problem_mark, err.context_mark, str(err.problem)
     if mark is None or mark.line > (lines := fragment.count(b"\n")):
@@ -1111,9 +1148,7 @@ def _alone(err: yaml.YAMLError, fragment: bytes, found: _List, more: bool) -> bo
     if mark.line == lines and (not more or "end of stream" in problem or "<" in problem):
         return False
     listed = context is not None and (context.line, context.column) == (0, found.dash)
-    if isinstance(err, yaml.parser.ParserError) and (
-        context is None or (listed and not found.nested)
-    ):
+    if isinstance(err, ParserError) and (context is None or (listed and not found.nested)):
         return False
     return _refused_char().search(fragment.decode("utf-8", errors="replace")) is None
 
@@ -1289,7 +1324,7 @@ class Reuse:
     def of(
         cls,
         data: bytes,
-        root: yaml.Node,
+        root: Node,
         parsed: list[tuple[str, int, str, Resource]],
         loaded: Loaded,
         edges: list[EdgeItem | None],
@@ -1299,7 +1334,7 @@ class Reuse:
             return None  # marks count characters after a BOM, or in UTF-16
         if data[:1] == b"%" or b"\n%" in data:
             return None  # a directive (%TAG !! ...): a part read alone would read tags otherwise
-        if any(b in data for b in _BYTE_BREAKS) or not isinstance(root, yaml.MappingNode):
+        if any(b in data for b in _BYTE_BREAKS) or not isinstance(root, MappingNode):
             return None  # another line break: lines are found by "\n" alone
         if len({(kind, name.removeprefix(EXPORT_PREFIX)) for kind, _, name, _ in parsed}) != len(
             parsed
@@ -1311,10 +1346,10 @@ class Reuse:
         for key, value in root.value:
             if key.value != "resources":
                 continue
-            if not isinstance(value, yaml.MappingNode):
+            if not isinstance(value, MappingNode):
                 return None
             for kind_node, seq in value.value:
-                if not isinstance(seq, yaml.SequenceNode):
+                if not isinstance(seq, SequenceNode):
                     return None
                 items = parsed[taken : taken + len(seq.value)]
                 taken += len(seq.value)
@@ -1367,6 +1402,8 @@ class Reuse:
         old = self.data
         if data == old or not self.hold():
             return None
+        from mgmt.spans import common_ends  # an edit's: not a cron run's
+
         head, tail = common_ends(old, data)
         last = len(old) - tail
         edges = self.edge_list
@@ -1380,7 +1417,7 @@ class Reuse:
 
     def _fragment(
         self, found: _List, data: bytes, changed: tuple[int, int], parser: _Parser
-    ) -> tuple[_List, list[bytes], dict[bytes, Any], list[tuple[yaml.Node, Any]], int] | None:
+    ) -> tuple[_List, list[bytes], dict[bytes, Any], list[tuple[Node, Any]], int] | None:
         """Where the items of `found` an edit changed (bytes head..last of the old text) lie:
         the list after the edit, the chunks of the new text of those items (whole lines from
         a dash line, checked to read alike on their own), what each old chunk declared, the
@@ -1425,7 +1462,7 @@ class Reuse:
 
     def _parsed(
         self, found: _List, parser: _Parser, fragment: bytes, chunks: list[bytes], more: bool
-    ) -> list[tuple[yaml.Node, Any]] | None:
+    ) -> list[tuple[Node, Any]] | None:
         """The items of `fragment` (chunks: `chunks`; `more`: another item follows), each
         checked to start on its chunk's dash line; None on any problem but those items()
         tells (_Told)."""
@@ -1591,7 +1628,7 @@ class Reuse:
 
     def _cut(
         self, found: _List, data: bytes, changed: tuple[int, int], parser: _Parser
-    ) -> tuple[_List, list[bytes], dict[bytes, Any], list[tuple[yaml.Node, Any]], int] | None:
+    ) -> tuple[_List, list[bytes], dict[bytes, Any], list[tuple[Node, Any]], int] | None:
         """_fragment(), or the GraphFileError of a full parse for a problem it tells."""
         try:
             return self._fragment(found, data, changed, parser)
@@ -1622,11 +1659,11 @@ class Reuse:
         offset = data.count(b"\n", 0, told.at)
         err = told.err
         if not isinstance(err, _NodeProblem):
-            mark = err.context_mark if isinstance(err, yaml.MarkedYAMLError) else None
+            mark = err.context_mark if isinstance(err, MarkedYAMLError) else None
             if mark is not None and (mark.line, mark.column) == (0, found.dash):  # the list's
                 moved: Any = copy.copy(err)  # at its first "-", in the file
                 line = data.count(b"\n", 0, told.first) - offset
-                moved.context_mark = yaml.Mark(mark.name, 0, line, found.dash, "", 0)
+                moved.context_mark = Mark(mark.name, 0, line, found.dash, "", 0)
                 err = moved
             line, message = _yaml_problem(err, b"", offset)
             return GraphFileError([f"{filename}:{line}: {message}"])
@@ -1692,19 +1729,19 @@ class _Offsets:
 
 
 def _list_of(
-    data: bytes, at: _Offsets, seq: yaml.Node, declared: list[Any], key_column: int
+    data: bytes, at: _Offsets, seq: Node, declared: list[Any], key_column: int
 ) -> _List | None:
     """The _List of a block list `seq` of `data` (the value of a key at `key_column`) whose items
     declared `declared` (in order), if its dash lines are its items' first lines, one per
     item, and each item's text is its own; else None."""
-    if not isinstance(seq, yaml.SequenceNode) or seq.flow_style:
+    if not isinstance(seq, SequenceNode) or seq.flow_style:
         return None
     if not seq.value or len(declared) != len(seq.value):
         return None
     starts: list[int] = []
     dash = -1
     for node in seq.value:
-        if not isinstance(node, yaml.MappingNode):
+        if not isinstance(node, MappingNode):
             return None
         first = at(node.start_mark.index)
         line = data.rfind(b"\n", 0, first) + 1
@@ -1750,12 +1787,12 @@ def reparse(data: bytes, filename: str, previous: Loaded | None) -> Loaded:
     return loaded
 
 
-def _edges_node(root: yaml.Node) -> tuple[yaml.Node, yaml.Node] | None:
+def _edges_node(root: Node) -> tuple[Node, Node] | None:
     """The top-level `edges` key of a composed file and its list, if it is a list."""
-    if not isinstance(root, yaml.MappingNode):
+    if not isinstance(root, MappingNode):
         return None
     lists = [(key, value) for key, value in root.value if key.value == "edges"]
-    if len(lists) != 1 or not isinstance(lists[0][1], yaml.SequenceNode):
+    if len(lists) != 1 or not isinstance(lists[0][1], SequenceNode):
         return None
     return lists[0]
 

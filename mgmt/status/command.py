@@ -45,7 +45,7 @@ from mgmt import warn_misspelled_env
 from mgmt.config import ExitCode
 from mgmt.listing import resource_count
 from mgmt.status.model import FAILING
-from mgmt.status.server import SOCKET
+from mgmt.status.unixsock import SOCKET
 from mgmt.usage import Parser
 
 TIMEOUT = 10.0

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from engine.errors import ResourceError, ValidationError, WorldError
 from engine.params import show
 from mgmt.status.model import StatusModel
+from mgmt.status.unixsock import bound
 
 if TYPE_CHECKING:
     from mgmt.config import Config
@@ -71,7 +72,6 @@ DOT_TIMEOUT = 60.0  # seconds Graphviz may take to lay out a graph
 # over DOT_TIMEOUT (a core and 350 MB) for 100,000, after each swap (docs/operations.md).
 MAX_DRAWN = 2000
 CLOSE_WAIT = 3.0  # seconds close() waits for the requests it cancelled (a `dot` stopped)
-SOCKET = "status.sock"
 COLORS = {
     "pending": "#d0d0d0",
     "applying": "#6fa8dc",
@@ -97,13 +97,28 @@ class StatusServer:
         self._events = 0  # open /api/events streams
         self._listeners: list[socket.socket] = []
         self._accepting: set[asyncio.Task[None]] = set()
+        self._adopting: list[socket.socket] = []  # adopt_unix's, until their server is made
 
     async def listen_unix(self, path: Path) -> None:
         """Serve on a socket at `path`, in the private prefix (0700): the agent's user alone
-        can connect; the socket itself is 0600 from its creation (`_bound`). One a killed agent
-        left there is removed first, by the caller (`remove_stale`, in its hop to a thread)."""
-        server = await asyncio.start_unix_server(self._serve, sock=_bound(path))
+        can connect; the socket itself is 0600 from its creation (`unixsock.bound`). One a killed agent
+        left there is removed first, by the caller (`unixsock.remove_stale`, in its hop to a thread)."""
+        server = await asyncio.start_unix_server(self._serve, sock=bound(path))
         self.servers.append(server)
+
+    def adopt_unix(self, sock: socket.socket) -> None:
+        """Serve on `sock`, a Unix socket bound and listening already, its first client waiting
+        in the backlog (mgmt.status.unixsock.FirstClient): from now on as `listen_unix`'s.
+        Until its server is made (a task), close() closes the socket."""
+        self._adopting.append(sock)
+        self._accepting.add(asyncio.create_task(self._adopt(sock)))
+
+    async def _adopt(self, sock: socket.socket) -> None:
+        # Not serving yet: no suspension before the server is in self.servers (close()'s)
+        server = await asyncio.start_unix_server(self._serve, sock=sock, start_serving=False)
+        self._adopting.remove(sock)
+        self.servers.append(server)
+        await server.start_serving()
 
     async def listen_tcp(
         self, host: str, port: int, page: bool = True, tls: ssl.SSLContext | None = None
@@ -177,9 +192,9 @@ class StatusServer:
     async def close(self) -> None:
         for accepting in self._accepting:
             accepting.cancel()
-        for sock in self._listeners:
+        for sock in self._listeners + self._adopting:
             sock.close()
-        self._accepting, self._listeners = set(), []
+        self._accepting, self._listeners, self._adopting = set(), [], []
         for server in self.servers:
             server.close()
         for task in list(self._streams):
@@ -468,26 +483,6 @@ def _local_host(host: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _bound(path: Path) -> socket.socket:
-    """A Unix stream socket bound at `path`, its file made 0600 by the bind: Linux gives the
-    file the mode of the socket's own inode, less the umask, and fchmod sets that mode before.
-    No instant at another mode, and no chmod after it (a hop to a thread, before the apply)."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        os.fchmod(sock.fileno(), 0o600)
-        sock.bind(str(path))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def remove_stale(path: Path) -> None:
-    """The socket a killed agent left at `path`, if any, removed (bind would fail on it)."""
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
 
 
 def to_dot(snapshot: dict[str, Any]) -> str:

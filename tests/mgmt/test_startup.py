@@ -109,6 +109,24 @@ UNUSED += ("resources.file.extras", "resources._lib.spare")
 # A tree's removal (with the zlib extension it loads): a temporary prefix holding files only is
 # removed without it (mgmt.tmpprefix._remove_tree).
 UNUSED += ("shutil", "zlib")
+# Processes: asyncio reads only subprocess's constants at import (lazyimport.PRESET); the
+# temporary prefix's and inotify's holders start by posix_spawn (engine.holder).
+UNUSED += ("subprocess", "_posixsubprocess")
+# The status socket's server (its HTTP, the page): imported at the socket's first client.
+UNUSED += ("mgmt.status.server",)
+# The journal's encoding: for a run whose stderr is the journal (under systemd).
+UNUSED += ("resources._lib.journal",)
+# systemd's notifications (a Type=notify unit's variables) and an edit's re-parse.
+UNUSED += ("mgmt.sdnotify", "mgmt.spans")
+# asyncio's package code (its streams, subprocess, taskgroups and timeouts: lazyimport.PARTS
+# gives the names of its other parts beforehand).
+UNUSED += ("asyncio", "asyncio.streams", "asyncio.subprocess", "asyncio.taskgroups")
+UNUSED += ("asyncio.timeouts",)
+# PyYAML's own code (its package's __init__) and its modules a parse with libyaml never runs:
+# a graph file's parse imports its parts (mgmt.yamlgraph), the rest waits for `yaml.X`.
+UNUSED += ("yaml", "yaml.composer", "yaml.cyaml", "yaml.dumper", "yaml.emitter", "yaml.loader")
+UNUSED += ("yaml.parser",)
+UNUSED += ("yaml.representer", "yaml.scanner", "yaml.serializer")
 
 
 def test_a_cron_runs_first_and_no_op_runs_leave_the_unused_modules_deferred(
@@ -132,6 +150,58 @@ def test_a_cron_run_with_its_prefix_leaves_the_unused_modules_deferred(tmp_path:
     assert _python(script, str(graph), str(tmp_path / "prefix")) == "[]"  # the first run
     assert (tmp_path / "a").read_text() == "a\n"
     assert _python(script, str(graph), str(tmp_path / "prefix")) == "[]"  # the no-op run
+
+
+def test_the_status_sockets_server_is_imported_at_its_first_client(tmp_path: Path) -> None:
+    """A --tmp-prefix agent listens on its status socket from the start without its server's
+    code (mgmt.status.server); `mgmt status --prefix P`, its first client, is answered (the
+    server imported then, the client waiting in the backlog meanwhile), and so is a second."""
+    graph = _one_file_graph(tmp_path, "a")
+    script = (
+        "import sys\n"
+        "import mgmt; mgmt.full_site()\n"
+        "from mgmt import agent\n"
+        "from mgmt.__main__ import main\n"
+        "first = agent.Agent._serve_status\n"
+        "def serve(self, sock):\n"
+        "    print('at the first client:', 'mgmt.status.server' in sys.modules, flush=True)\n"
+        "    first(self, sock)\n"
+        "agent.Agent._serve_status = serve\n"
+        "sys.argv[1:] = ['run', '--tmp-prefix', 'yaml', sys.argv[1]]\n"
+        "main()\n"
+    )
+    daemon = subprocess.Popen(
+        [sys.executable, "-S", "-c", script, str(graph)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert daemon.stderr is not None
+        prefix = ""
+        for line in daemon.stderr:  # the agent's log: the prefix, then its convergence
+            if found := re.search(r"mgmt status --prefix (\S+)", line):
+                prefix = found[1]
+            if "converged:" in line:
+                break
+        assert prefix, "no temporary prefix said"
+        for _ in range(2):
+            status = subprocess.run(
+                [sys.executable, "-m", "mgmt", "status", "--prefix", prefix],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=ROOT,
+                check=False,
+            )
+            assert status.returncode == 0 and "file[a]" in status.stdout, status
+    finally:
+        daemon.terminate()
+        out, _ = daemon.communicate(timeout=60)
+    assert out.splitlines() == ["at the first client: False"]
+    assert daemon.returncode == 0
+    assert not Path(prefix).exists()
 
 
 def test_a_graph_files_check_imports_no_language_nor_unused_modules(tmp_path: Path) -> None:
@@ -234,6 +304,160 @@ print("return binascii.a2b_base64(s, strict_mode=validate)" in text,
     out = "True 80 True True b'YQ==' True x True module (a, b=1) module c:\\a"
     out += " TransportSocket asyncio.staggered file:///a%20b/%25 file:///c module"
     assert _python(script) == out
+
+
+def test_subprocess_deferred_past_asyncios_import_runs_at_first_use() -> None:
+    """asyncio's import reads subprocess's PIPE, STDOUT and DEVNULL only (its methods'
+    defaults, asyncio.subprocess's names): set beforehand with the real module's values
+    (lazyimport.PRESET), they leave it deferred; a child started by asyncio, or by
+    subprocess.run from another thread, runs it then, and it is the real module."""
+    script = """
+import sys
+import mgmt; mgmt.full_site()
+from mgmt import lazyimport
+lazyimport.install()
+import asyncio, subprocess, threading
+before = type(subprocess).__name__
+async def main():
+    child = await asyncio.create_subprocess_exec(
+        "echo", "a", stdout=asyncio.subprocess.PIPE, stderr=subprocess.DEVNULL)
+    out, _ = await child.communicate()
+    return out.decode().strip(), child.returncode
+got = asyncio.run(main())
+done = []
+thread = threading.Thread(target=lambda: done.append(subprocess.run(["true"]).returncode))
+thread.start()
+thread.join()
+preset = {name: getattr(subprocess, name) for name in lazyimport.PRESET["subprocess"]}
+print(before, got, done, type(subprocess).__name__, preset == lazyimport.PRESET["subprocess"],
+      subprocess.Popen.__module__, asyncio.subprocess.PIPE is subprocess.PIPE)
+"""
+    out = "_Lazy ('a', 0) [0] module True subprocess True"
+    assert _python(script) == out
+    # The real module's values, imported as usual (no install)
+    real = _python(
+        "import subprocess; from mgmt import lazyimport\n"
+        "print(all(getattr(subprocess, n) == v for n, v in lazyimport.PRESET['subprocess'].items()))"
+    )
+    assert real == "True"
+
+
+def test_pyyamls_error_classes_made_beforehand_are_as_its_own() -> None:
+    """Each error class lazyimport makes for a deferred PyYAML module (ERRORS) has the name,
+    qualified name, module, bases, doc and attributes of the one the module's code makes."""
+    show = (
+        "print([(c.__name__, c.__qualname__, c.__module__, [b.__module__ + '.' + b.__name__ "
+        "for b in c.__bases__], c.__doc__, sorted(vars(c))) for c in classes])"
+    )
+    names = [(module, name) for module, (name, _, _) in sorted(lazyimport.ERRORS.items())]
+    real = _python(
+        f"import mgmt; mgmt.full_site()\nimport yaml, importlib\n"
+        f"classes = [getattr(importlib.import_module(m), n) for m, n in {names!r}]\n{show}"
+    )
+    made = _python(
+        "import mgmt; mgmt.full_site()\nfrom mgmt import lazyimport\nlazyimport.install()\n"
+        f"import yaml, importlib\nclasses = [getattr(importlib.import_module(m), n) for m, n "
+        f"in {names!r}]\nassert all(type(importlib.import_module(m)).__name__ == '_Lazy' for "
+        f"m, _ in {names!r})\n{show}"
+    )
+    assert made == real
+    assert "ScannerError" in real and "SerializerError" in real
+
+
+def test_pyyaml_deferred_parses_graphs_and_runs_at_first_use() -> None:
+    """With PyYAML's package code deferred, mgmt.yamlgraph parses through libyaml and says
+    each kind of YAML error as it does with PyYAML imported as usual, the classes raised being
+    those `yaml.scanner...` name; the first read of a package name (`yaml.safe_load`, from two
+    threads at once) runs it: load, dump, the C loaders and dumpers, YAMLObject, and the same
+    error classes."""
+    said = r"""
+said = []
+for text in (b"a: 'x\n", b"a: [\n", b"a: b\n- c\n", b"a: \x01\n", b"a: *b\n"):
+    try:
+        yamlgraph._compose(text)
+    except yaml.YAMLError as err:
+        said.append((type(err).__name__, yamlgraph._yaml_problem(err, text)))
+print(said)
+"""
+    script = r"""
+import sys, threading
+import mgmt; mgmt.full_site()
+from mgmt import lazyimport
+lazyimport.install()
+from mgmt import yamlgraph
+import yaml
+import yaml.error
+yaml.YAMLError = yaml.error.YAMLError  # read without running the package code
+print(sorted(m for m in sys.modules if type(sys.modules[m]).__name__ != "module"
+             and m.startswith("yaml")))
+SAID
+del yaml.YAMLError
+scanner, parser = yaml.scanner.ScannerError, yaml.parser.ParserError
+got = []
+def load():
+    got.append(yaml.safe_load("a: [1, 2]"))
+threads = [threading.Thread(target=load) for _ in range(2)]
+for t in threads: t.start()
+for t in threads: t.join()
+try:
+    yaml.load("a: 'x", Loader=yaml.CSafeLoader)
+except yaml.scanner.ScannerError as err:
+    same = type(err) is scanner and yaml.scanner.ScannerError is scanner
+print(got, same, yaml.parser.ParserError is parser, type(yaml).__name__,
+      repr(yaml.dump({"b": [1]}, Dumper=yaml.CSafeDumper)), repr(yaml.safe_dump("x")),
+      issubclass(yaml.YAMLObject.yaml_dumper, yaml.emitter.Emitter), yaml.__with_libyaml__)
+""".replace("SAID", said)
+    out = _python(script).splitlines()
+    lazy = ["yaml", "yaml.composer", "yaml.emitter", "yaml.parser", "yaml.representer"]
+    assert out[0] == repr([*lazy, "yaml.scanner", "yaml.serializer"])
+    real = _python(
+        "import mgmt; mgmt.full_site()\nimport yaml\nfrom mgmt import yamlgraph\n" + said
+    )
+    assert out[1] == real and "ScannerError" in real and "ParserError" in real
+    dumped = repr("b:\n- 1\n") + " " + repr("x\n...\n")
+    assert out[2] == f"[{{'a': [1, 2]}}, {{'a': [1, 2]}}] True True module {dumped} True True"
+
+
+def test_asyncio_deferred_gives_the_same_names_and_runs_at_first_use() -> None:
+    """Before asyncio's package code runs, it gives the names of its parts in PARTS, each the
+    object its code gives; the first read of another name (`timeout`, a stream's, a
+    subprocess's, TaskGroup, `__all__`) runs it: then every name and `__all__` are as asyncio
+    imported as usual gives them, and asyncio.timeouts has engine.timeoutfix's fix."""
+    show = "print(sorted(asyncio.__all__), sorted(n for n in vars(asyncio) if n[0] != '_'))"
+    real = _python(f"import asyncio\n{show}")
+    script = f"""
+import sys
+import mgmt; mgmt.full_site()
+import engine  # as the command: its fix of asyncio.timeouts on 3.11.0-3.11.2 (engine.timeoutfix)
+from mgmt import lazyimport
+lazyimport.install()
+import asyncio
+before = dict(vars(asyncio))
+deferred = [m for m in ("asyncio.streams", "asyncio.subprocess", "asyncio.taskgroups",
+                        "asyncio.timeouts") if m in sys.modules]
+async def main():
+    async with asyncio.timeout(60), asyncio.TaskGroup() as group:
+        task = group.create_task(asyncio.sleep(0, "slept"))
+    return task.result()
+print(type(asyncio).__name__, deferred, asyncio.run(main()), type(asyncio).__name__,
+      all(getattr(asyncio, n) is v for n, v in before.items() if n[0] != "_"),
+      asyncio.StreamReader.__module__, asyncio.create_subprocess_exec.__module__,
+      sys.version_info >= (3, 11, 3) or
+      asyncio.timeouts.Timeout.__aenter__.__module__ == "engine.timeoutfix")
+{show}
+"""
+    out = _python(script).splitlines()
+    out0 = "_LazyPackage [] slept module True asyncio.streams asyncio.subprocess True"
+    assert out[0] == out0
+    assert out[1] == real
+
+
+def test_the_agent_knows_every_variable_of_systemds_notifier() -> None:
+    """The agent imports mgmt.sdnotify when one of its variables is set (agent._SYSTEMD):
+    the same names (a watchdog's alone is taken from the environment too)."""
+    from mgmt import agent, sdnotify
+
+    assert frozenset(sdnotify.VARIABLES) == agent._SYSTEMD
 
 
 def test_traceback_deferred_runs_for_asyncios_debug_stacks_and_loggings_exceptions() -> None:

@@ -17,7 +17,8 @@ import pytest
 
 from engine.engine import Engine
 from mgmt.status.model import StatusModel
-from mgmt.status.server import MAX_REQUEST, StatusServer, remove_stale, to_dot
+from mgmt.status.server import MAX_REQUEST, StatusServer, to_dot
+from mgmt.status.unixsock import FirstClient, remove_stale
 
 
 def _port() -> int:
@@ -261,3 +262,54 @@ async def test_a_dot_that_does_not_finish_is_killed_and_not_run_again(
         status, body = await _get_svg(port)
         assert status == b"503" and b"Graphviz did not lay out 2 resources within" in body
         assert len((tmp_path / "dot.pids").read_text().split()) == 1
+
+
+async def test_the_status_socket_before_its_first_client(tmp_path: Path) -> None:
+    """FirstClient listens (0600) without a server; its first client, waiting in the backlog,
+    hands the socket to `serve` once: a StatusServer adopting it answers that client and the
+    next. Closed before any client, the socket is closed (a connection is refused) and
+    `serve` never runs; a server's close() closes a socket it adopted."""
+    engine = Engine(hostname="h", prefix=tmp_path / "prefix")
+    model = StatusModel(engine, "h")
+    served: list[StatusServer] = []
+
+    def serve(sock: socket.socket) -> None:
+        server = StatusServer(model)
+        served.append(server)
+        server.adopt_unix(sock)
+
+    async def get(path: Path) -> bytes:
+        reader, writer = await asyncio.open_unix_connection(str(path))
+        writer.write(b"GET /api/status HTTP/1.1\r\n\r\n")
+        async with asyncio.timeout(10):
+            answer = await reader.read()
+        writer.close()
+        return answer
+
+    path = tmp_path / "status.sock"
+    first = FirstClient(path, serve)
+    try:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600 and first.waiting
+        assert not served
+        # Two clients at once: both wait in the backlog for the server made at the first
+        answers = await asyncio.gather(get(path), get(path))
+        assert [a.split(b" ", 2)[1] for a in answers] == [b"200", b"200"], answers
+        assert b'\r\n\r\n{"host": "h", ' in answers[0], answers[0][:300]
+        assert len(served) == 1 and not first.waiting
+        assert (await get(path)).split(b" ", 2)[1] == b"200"
+    finally:
+        first.close()
+        for server in served:
+            await server.close()
+    with pytest.raises(ConnectionRefusedError):
+        await get(path)
+    remove_stale(path)
+
+    unused = FirstClient(path, serve)
+    unused.close()
+    assert not unused.waiting
+    with pytest.raises(ConnectionRefusedError):
+        await get(path)
+    assert len(served) == 1
+    model.close()
+    await engine.stop(graceful=False)
