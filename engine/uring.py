@@ -7,8 +7,10 @@ waits for the disk alone. Through a ring, each file's fsync -> linkat is one cha
 (IOSQE_IO_LINK: the link runs only if the fsync succeeded, so a file is durable before it is
 named; a failed or cancelled step is that file's own error), the group's chains submitted with
 one io_uring_enter, which then waits for all their completions (ctypes releases the GIL there);
-the kernel runs the fsyncs on its io-wq workers side by side. The link is made as the
-sequential path makes it: /proc/self/fd/N (AT_SYMLINK_FOLLOW: the file's own descriptor)
+the kernel runs the fsyncs on its io-wq workers side by side. Before them, the write-out of
+all the group's data is begun (sync_file_range, `Ring.write_out`): ext4 allocates the blocks
+then, and the fsyncs no longer dirty again each other's inode table blocks. The link is made
+as the sequential path makes it: /proc/self/fd/N (AT_SYMLINK_FOLLOW: the file's own descriptor)
 linked at `name` in the directory's descriptor (no other path followed).
 
 No SQPOLL: the submitting thread's own io_uring_enter makes the kernel read the ring, so the
@@ -17,7 +19,7 @@ barriers needed from Python); the CQ tail is read after io_uring_enter returned.
 
 `Rings`: a ring per thread of an executor, made on the thread's first group and closed when the
 executor shuts down. A ring is made only if `available()`: probed once per process (the ring's
-setup, and the kernel's support of FSYNC and LINKAT: Linux 5.15 or later); otherwise, or with
+setup, and the kernel's support of FSYNC, SYNC_FILE_RANGE and LINKAT: Linux 5.15 or later); otherwise, or with
 `MGMT_IO_URING=0` in the environment, the sequential path runs and one debug line says why.
 x86-64 and arm64 only (the system call numbers). bench/uring_floor.py uses the same Ring, and
 so do a repaired file's spares (resources/_lib/spare.py: their fsyncs, submitted from the event
@@ -59,7 +61,9 @@ _FEAT_SINGLE_MMAP = 1
 _OFF_SQ_RING, _OFF_SQES = 0, 0x10000000
 _REGISTER_PROBE = 8
 REGISTER_IOWQ_MAX_WORKERS = 19
-OP_FSYNC, OP_OPENAT, OP_CLOSE, OP_WRITE, OP_LINKAT = 3, 18, 19, 23, 39
+OP_FSYNC, OP_SYNC_FILE_RANGE, OP_OPENAT, OP_CLOSE, OP_WRITE, OP_LINKAT = 3, 8, 18, 19, 23, 39
+SYNC_FILE_RANGE_WRITE = 2  # start the write-out of the dirty pages, do not wait for it
+_WRITE_OUT = 1 << 62  # a write-out's user_data (fsync_link): never an fsync's or a link's
 SQE_IO_LINK = 1 << 2
 SQE_IO_HARDLINK = 1 << 3  # IOSQE_IO_HARDLINK: the next runs after it, whatever its outcome
 SQE_ASYNC = 1 << 4  # IOSQE_ASYNC: run by the kernel's worker, never inline at submission
@@ -267,16 +271,47 @@ class Ring:
 
     def fsync_link(self, files: Sequence[tuple[int, int, str | None]]) -> list[tuple[str, int]]:
         """Make each new unnamed file (fd, dir_fd, name) durable, then link it at `name` in
-        dir_fd: one fsync -> linkat chain each, all in flight together (see the module doc); a
-        file whose name is None is only fsynced (its caller names it: a replaced file's temp
-        name and rename). Each file's outcome, in order: ("", 0) once done, else the step that
-        failed ("fsync" or "link") and its errno (a link not run after a failed fsync: the
-        fsync's). A failure of the ring itself raises OSError."""
+        dir_fd: one fsync -> linkat chain each, all in flight together (see the module doc),
+        after the write-out of all their data has begun (`write_out`); a file whose name is
+        None is only fsynced (its caller names it: a replaced file's temp name and rename).
+        Each file's outcome, in order: ("", 0) once done, else the step that failed ("fsync"
+        or "link") and its errno (a link not run after a failed fsync: the fsync's). A failure
+        of the ring itself raises OSError."""
         outcomes: list[tuple[str, int]] = [("", 0)] * len(files)
         most = self.entries // 2
         for start in range(0, len(files), most):
-            self._fsync_link(start, files[start : start + most], outcomes)
+            part = files[start : start + most]
+            self.write_out(part)
+            self._fsync_link(start, part, outcomes)
         return outcomes
+
+    def write_out(self, part: Sequence[tuple[int, int, str | None]]) -> None:
+        """Begin the write-out of every file's data (sync_file_range(SYNC_FILE_RANGE_WRITE),
+        one chain run by one io-wq worker: IOSQE_IO_HARDLINK, each runs whatever the outcome
+        of the one before), and wait until each has begun, before any fsync. ext4 gives a
+        new file's data its blocks at its write-out (delayed allocation), which changes the
+        inode: a group's fsyncs, each beginning its own file's write-out, each dirtied again
+        the inode table block that its neighbours' fsyncs had just written (16 inodes a
+        block), and each wrote its data in an I/O of its own beside the others' fsyncs. With
+        every allocation done first, an fsync waits for its data already under way, and
+        its inode's block written by a neighbour's fsync is clean: fewer writes and fewer
+        sleeps of the io-wq workers (docs/benchmarks.md, "A first run's write-out").
+        Durability is each file's fsync's, as before: this only starts earlier what that
+        fsync would write; a failure here is ignored (the fsync does the write-out again and
+        reports its own)."""
+        last = len(part) - 1
+        for i, (fd, _dir_fd, _name) in enumerate(part):
+            self.put(
+                OP_SYNC_FILE_RANGE, fd, _WRITE_OUT | i, flags=SQE_IO_HARDLINK if i < last else 0,
+                op_flags=SYNC_FILE_RANGE_WRITE,
+            )  # fmt: skip
+        left = len(part)
+        self.enter(left)
+        while True:
+            left -= sum(1 for user_data, _res in self.reap() if user_data & _WRITE_OUT)
+            if left <= 0:
+                return
+            self.enter(left)
 
     def _fsync_link(
         self,
@@ -305,7 +340,8 @@ class Ring:
         self.enter(wanted)
         wanted += len(results)  # (the links not asked for, done already)
         while True:
-            results.update(self.reap())
+            # (a write-out's completion left by a failed enter is not one of these)
+            results.update(done for done in self.reap() if not done[0] & _WRITE_OUT)
             if len(results) >= wanted:
                 break
             self.enter(wanted - len(results))
@@ -349,8 +385,8 @@ def _probe() -> str | None:
     except OSError as err:  # ENOSYS, EPERM (kernel.io_uring_disabled, seccomp), ENOMEM...
         return f"io_uring_setup failed: {os.strerror(err.errno) if err.errno else err}"
     try:
-        if not ring.supports(OP_FSYNC, OP_LINKAT):
-            return "the kernel's io_uring runs no FSYNC or LINKAT (Linux < 5.15)"
+        if not ring.supports(OP_FSYNC, OP_SYNC_FILE_RANGE, OP_LINKAT):
+            return "the kernel's io_uring runs no FSYNC, SYNC_FILE_RANGE or LINKAT (Linux < 5.15)"
     except OSError as err:
         return f"io_uring's probe failed: {err}"
     finally:
