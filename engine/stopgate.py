@@ -346,9 +346,9 @@ class Later:
     the job's outcome. `durable`: (fd, dir_fd, name) of a new unnamed file that `fn` fsyncs
     and links at `name` (safefs.named_new; name None: that `fn` puts in place over an
     existing file): where the worker has an io_uring (the executor's `rings`), those of the
-    group are fsynced (and linked) first, their fsyncs in flight together
-    (safefs.named_together), and `fn` finds its file's outcome there; else each `fn` fsyncs
-    its own, one after another."""
+    group are fsynced first, their fsyncs in flight together (safefs.named_together), and
+    `fn` finds its file's fsync's outcome there (then names it); else each `fn` fsyncs its
+    own, one after another."""
 
     __slots__ = ("durable", "fn")
 

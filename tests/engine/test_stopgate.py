@@ -803,11 +803,11 @@ def writes_seen(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     a group's through its ring) and renames (each still made)."""
     order: list[str] = []
     real_filled, real_fsync, real_rename = safefs.unnamed_filled, os.fsync, safefs._RELEASING
-    real_together = uring.fsync_link
+    real_together = uring.fsync_all
 
-    def fsync_link(ring: uring.Ring, files: list[tuple[int, int, str | None]]) -> Any:
-        order.extend("fsync" if name is None else "fsync, link" for _fd, _dir, name in files)
-        return real_together(ring, files)
+    def fsync_all(ring: uring.Ring, fds: list[int]) -> Any:
+        order.extend("fsync" for _fd in fds)
+        return real_together(ring, fds)
 
     def unnamed_filled(*args: Any, **kwargs: Any) -> int | None:
         order.append("write")
@@ -823,7 +823,7 @@ def writes_seen(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(safefs, "unnamed_filled", unnamed_filled)
     monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(uring, "fsync_link", fsync_link)
+    monkeypatch.setattr(uring, "fsync_all", fsync_all)
     for calls in ("_RELEASING", "_HOLDING"):
         monkeypatch.setattr(safefs, calls, getattr(safefs, calls)._replace(rename=rename))
     return order
