@@ -688,20 +688,60 @@ _named_group = threading.local()
 
 @contextlib.contextmanager
 def named_together(ring: object, files: list[tuple[int, int, str | None]]) -> Iterator[None]:
-    """Fsync the complete unnamed files (fd, dir_fd, name) (see unnamed_filled) through `ring`
-    (an engine.uring.Ring): the write-out of all their data begun first, then their fsyncs in
-    flight together (uring.fsync_all). Inside, each file's `named_new` takes its fsync's
-    outcome there in place of its own fsync, and names it (or raises its failure); it still
-    closes fd."""
-    from engine import uring  # only where a ring was made: not at every start-up
-
-    assert isinstance(ring, uring.Ring)
+    """Fsync the complete unnamed files (fd, dir_fd, name) (see unnamed_filled), the write-out
+    of all their data begun first, then every fsync, before any is named: through `ring` (an
+    engine.uring.Ring: their fsyncs in flight together, uring.fsync_all), or, `ring` None,
+    here one after another (`write_out`, then `os.fsync` each). Inside, each file's
+    `named_new` takes its fsync's outcome in place of its own fsync, and names it (or raises
+    its failure); it still closes fd. A group fsynced and named file by file, each link
+    dirtying again the inode table block (16 inodes) that the next file's fsync then wrote:
+    a 100-file first run made ~100 synchronous metadata writes, ~14 this way
+    (docs/benchmarks.md, "A first run's write-out")."""
     fds = [fd for fd, _dir, _name in files]
-    _named_group.outcomes = dict(zip(fds, uring.fsync_all(ring, fds), strict=True))
+    if ring is None:
+        write_out(fds)
+        done = []
+        for fd in fds:
+            try:
+                os.fsync(fd)
+            except OSError as err:
+                done.append(err.errno or errno.EIO)
+            else:
+                done.append(0)
+    else:
+        from engine import uring  # only where a ring was made: not at every start-up
+
+        assert isinstance(ring, uring.Ring)
+        done = uring.fsync_all(ring, fds)
+    _named_group.outcomes = dict(zip(fds, done, strict=True))
     try:
         yield
     finally:
         _named_group.outcomes = None
+
+
+_SYNC_FILE_RANGE_WRITE = 2
+_released: list[
+    Callable[..., int]
+] = []  # libc through ctypes.CDLL: the GIL released around each call
+
+
+def write_out(fds: list[int]) -> None:
+    """Begin the write-out of each file's dirty data (sync_file_range(SYNC_FILE_RANGE_WRITE):
+    not waited for), in this thread, the GIL released around each call (it may wait for the
+    disk: an allocation's metadata, a full request queue). Before a group's fsyncs: ext4
+    allocates the files' blocks now (delayed allocation), not in each fsync (see
+    uring.Ring.write_out). A failure is ignored: the fsync that follows writes the data
+    itself, and reports its own."""
+    if not _released:
+        libc_released = ctypes.CDLL(None, use_errno=True)
+        call = libc_released.sync_file_range
+        call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+        call.restype = ctypes.c_int
+        _released.append(call)
+    sync_file_range = _released[0]
+    for fd in fds:
+        sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
 
 
 def _fsynced_already(fd: int) -> int | None:

@@ -838,8 +838,8 @@ async def test_a_groups_updates_make_every_new_inode_before_renaming_any(
 ) -> None:
     """A first run's updates (the files there with other content) taken together by a worker:
     every new inode written before the first is renamed over its old file (whose inode that
-    frees), each fsynced before its rename (with a ring: the group's fsyncs together, then
-    the renames); each file's mode and content as wanted, its line
+    frees), each fsynced before its rename (the group's fsyncs, together through the ring or
+    one after another without, then the renames); each file's mode and content as wanted, its line
     logged; one already right is left alone, one whose mode differs is planned on the loop
     (its chmod too); no temp file left."""
     monkeypatch.setattr(file_module, "_writing", [1])  # another file's write is in flight
@@ -869,10 +869,8 @@ async def test_a_groups_updates_make_every_new_inode_before_renaming_any(
     await busy
     assert outcomes == [False, False, False, True, False]
     # f0-f2 together (f3 is right); f4 alone after, planned on the loop (its mode differs)
-    if one_worker_rings.thread_rings() is not None:
-        assert order == ["write"] * 3 + ["fsync"] * 3 + ["rename"] * 3 + ["fsync", "rename"]
-    else:
-        assert order == ["write"] * 3 + ["fsync", "rename"] * 4
+    # with a ring or without, the group's fsyncs all go before its first rename
+    assert order == ["write"] * 3 + ["fsync"] * 3 + ["rename"] * 3 + ["fsync", "rename"]
     for i, (content, mode) in enumerate(
         [("0\n", 0o600), ("1\n", 0o640), ("2\n", 0o600), ("right\n", 0o600), ("4\n", 0o644)]
     ):
