@@ -721,9 +721,8 @@ def named_together(ring: object, files: list[tuple[int, int, str | None]]) -> It
 
 
 _SYNC_FILE_RANGE_WRITE = 2
-_released: list[
-    Callable[..., int]
-] = []  # libc through ctypes.CDLL: the GIL released around each call
+# libc's sync_file_range through ctypes.CDLL (the GIL released around each call), made once
+_released: list[Callable[..., int]] = []
 
 
 def write_out(fds: list[int]) -> None:
