@@ -602,26 +602,18 @@ def named_new(
 ) -> None:
     """The second part (see unnamed_filled): fsync fd, then give it `name` (just found free;
     `new` False: an existing file there, replaced, its old inode held until `take_kept`:
-    see _kept); fd is closed. Inside its group's `named_together`, both were done there:
-    their outcome is taken (a failed fsync or link raised as OSError, as here; a name taken
-    meanwhile replaced, as here)."""
+    see _kept); fd is closed. Inside its group's `named_together`, its fsync was done there:
+    its outcome is taken (a failed fsync raised as OSError, as here), then it is named here."""
     calls = _calls(data, local)
     try:
-        done = _named_already(fd)
+        done = _fsynced_already(fd)
         if done is None:  # alone
             os.fsync(fd)
-            if not new:
-                _keep(dir_fd, name, local)
-            _name(calls, fd, dir_fd, name, new)
-            return
-        step, code = done  # fsynced (and a new one linked) with its group's (named_together)
-        if step == "link" and code == errno.EEXIST:  # the name appeared meanwhile: replaced
-            _name(calls, fd, dir_fd, name, False)
-        elif step:
-            raise OSError(code, os.strerror(code))  # as os.fsync's, os.link's
-        elif not new:  # fsynced only: put in place here, as alone
+        elif done:
+            raise OSError(done, os.strerror(done))  # as os.fsync's
+        if not new:
             _keep(dir_fd, name, local)
-            _name(calls, fd, dir_fd, name, False)
+        _name(calls, fd, dir_fd, name, new)
     finally:
         calls.close(fd)
 
@@ -690,33 +682,71 @@ def close_all(fds: list[int]) -> None:
         os.close(fd)
 
 
-# The outcomes of this thread's group (named_together), for named_new: fd -> (step, errno).
+# The outcomes of this thread's group (named_together), for named_new: fd -> its fsync's errno.
 _named_group = threading.local()
 
 
 @contextlib.contextmanager
 def named_together(ring: object, files: list[tuple[int, int, str | None]]) -> Iterator[None]:
-    """Fsync the complete unnamed files (fd, dir_fd, name) (see unnamed_filled) and link each
-    at its name, through `ring` (an engine.uring.Ring): their fsyncs in flight together, each
-    linked only if its fsync succeeded (uring.fsync_link); one whose name is None (a file
-    replaced: `named_new(new=False)`) is only fsynced there. Inside, each file's `named_new`
-    takes its outcome there in place of its own fsync (and link); it still closes fd."""
-    from engine import uring  # only where a ring was made: not at every start-up
+    """Fsync the complete unnamed files (fd, dir_fd, name) (see unnamed_filled), the write-out
+    of all their data begun first, then every fsync, before any is named: through `ring` (an
+    engine.uring.Ring: their fsyncs in flight together, uring.fsync_all), or, `ring` None,
+    here one after another (`write_out`, then `os.fsync` each). Inside, each file's
+    `named_new` takes its fsync's outcome in place of its own fsync, and names it (or raises
+    its failure); it still closes fd. A group fsynced and named file by file, each link
+    dirtying again the inode table block (16 inodes) that the next file's fsync then wrote:
+    a 100-file first run made ~100 synchronous metadata writes, ~14 this way
+    (docs/benchmarks.md, "A first run's write-out")."""
+    fds = [fd for fd, _dir, _name in files]
+    if ring is None:
+        write_out(fds)
+        done = []
+        for fd in fds:
+            try:
+                os.fsync(fd)
+            except OSError as err:
+                done.append(err.errno or errno.EIO)
+            else:
+                done.append(0)
+    else:
+        from engine import uring  # only where a ring was made: not at every start-up
 
-    assert isinstance(ring, uring.Ring)
-    outcomes = uring.fsync_link(ring, files)
-    _named_group.outcomes = {
-        fd: done for (fd, _dir, _name), done in zip(files, outcomes, strict=True)
-    }
+        assert isinstance(ring, uring.Ring)
+        done = uring.fsync_all(ring, fds)
+    _named_group.outcomes = dict(zip(fds, done, strict=True))
     try:
         yield
     finally:
         _named_group.outcomes = None
 
 
-def _named_already(fd: int) -> tuple[str, int] | None:
-    """Inside named_together: how fd's fsync and link went (taken: asked once); else None."""
-    outcomes: dict[int, tuple[str, int]] | None = getattr(_named_group, "outcomes", None)
+_SYNC_FILE_RANGE_WRITE = 2
+# libc's sync_file_range through ctypes.CDLL (the GIL released around each call), made once
+_released: list[Callable[..., int]] = []
+
+
+def write_out(fds: list[int]) -> None:
+    """Begin the write-out of each file's dirty data (sync_file_range(SYNC_FILE_RANGE_WRITE):
+    not waited for), in this thread, the GIL released around each call (it may wait for the
+    disk: an allocation's metadata, a full request queue). Before a group's fsyncs: ext4
+    allocates the files' blocks now (delayed allocation), not in each fsync (see
+    uring.Ring.write_out). A failure is ignored: the fsync that follows writes the data
+    itself, and reports its own."""
+    if not _released:
+        libc_released = ctypes.CDLL(None, use_errno=True)
+        call = libc_released.sync_file_range
+        call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+        call.restype = ctypes.c_int
+        _released.append(call)
+    sync_file_range = _released[0]
+    for fd in fds:
+        sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+
+
+def _fsynced_already(fd: int) -> int | None:
+    """Inside named_together: fd's fsync's errno there (0: done; taken: asked once); else
+    None."""
+    outcomes: dict[int, int] | None = getattr(_named_group, "outcomes", None)
     if not outcomes:
         return None
     return outcomes.pop(fd, None)

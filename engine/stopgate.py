@@ -346,9 +346,9 @@ class Later:
     the job's outcome. `durable`: (fd, dir_fd, name) of a new unnamed file that `fn` fsyncs
     and links at `name` (safefs.named_new; name None: that `fn` puts in place over an
     existing file): where the worker has an io_uring (the executor's `rings`), those of the
-    group are fsynced (and linked) first, their fsyncs in flight together
-    (safefs.named_together), and `fn` finds its file's outcome there; else each `fn` fsyncs
-    its own, one after another."""
+    group are fsynced first, their fsyncs in flight together, else one after another, all
+    before the first is named (safefs.named_together), and `fn` finds its file's fsync's
+    outcome there (then names it)."""
 
     __slots__ = ("durable", "fn")
 
@@ -635,18 +635,18 @@ class Replies:
 
     def _second_parts(self, taken: list[tuple[Job, Reply[Any]]]) -> None:
         """In the worker thread: the group's second parts (Later), in order; their new files
-        fsynced and named together first where this worker has a ring (Later's doc)."""
+        fsynced together first (through this worker's ring where it has one: Later's doc),
+        then each named by its own."""
         durable = [
             reply.value.durable
             for _job, reply in taken
             if isinstance(reply.value, Later) and reply.value.durable is not None
         ]
         with contextlib.ExitStack() as stack:
-            rings = self._executor.thread_rings() if len(durable) > 1 else None
-            if rings is not None:
-                ring = stack.enter_context(rings.mine())
-                if ring is not None:
-                    stack.enter_context(safefs.named_together(ring, durable))
+            if len(durable) > 1:
+                rings = self._executor.thread_rings()
+                ring = None if rings is None else stack.enter_context(rings.mine())
+                stack.enter_context(safefs.named_together(ring, durable))  # (None: no ring)
             for _job, reply in taken:
                 later = reply.value
                 if isinstance(later, Later):

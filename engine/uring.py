@@ -1,15 +1,19 @@
-"""io_uring through ctypes: a writing thread's group of new files fsynced and named with their
-fsyncs in flight together (docs/benchmarks.md, "A first run's fsyncs through io_uring").
+"""io_uring through ctypes: a writing thread's group of new files fsynced with their fsyncs in
+flight together (docs/benchmarks.md, "A first run's fsyncs through io_uring").
 
 A first run's writing thread takes up to stopgate.GROUP_MOST new files of a directory at once
-(stopgate.Replies): it writes every file's inode, then fsyncs and links each in turn; each fsync
-waits for the disk alone. Through a ring, each file's fsync -> linkat is one chain
-(IOSQE_IO_LINK: the link runs only if the fsync succeeded, so a file is durable before it is
-named; a failed or cancelled step is that file's own error), the group's chains submitted with
-one io_uring_enter, which then waits for all their completions (ctypes releases the GIL there);
-the kernel runs the fsyncs on its io-wq workers side by side. The link is made as the
-sequential path makes it: /proc/self/fd/N (AT_SYMLINK_FOLLOW: the file's own descriptor)
-linked at `name` in the directory's descriptor (no other path followed).
+(stopgate.Replies): it writes every file's inode, then fsyncs and names each in turn; each
+fsync waits for the disk alone. Through a ring (`Ring.fsync_all`), the write-out of all the
+group's data is begun first (sync_file_range, one chain: `Ring.write_out`; ext4 allocates the
+blocks then, so the fsyncs no longer dirty again each other's inode table blocks), then the
+group's fsyncs are submitted with one io_uring_enter, which waits for all their completions
+(ctypes releases the GIL there); the kernel runs them on its io-wq workers side by side. Each
+file is then named by its own thread's call (safefs.named_new: linked, or an update renamed
+over its file), only if its fsync succeeded: a file is durable before it is named, and a
+failed fsync is that file's own error. Until 2026-12-06 (third session) the ring linked each
+file too (an fsync -> linkat chain a file): each link was one more request for io-wq, whose
+end woke the waiting thread; the thread's own link takes the GIL for microseconds instead
+(docs/benchmarks.md, "A first run's write-out").
 
 No SQPOLL: the submitting thread's own io_uring_enter makes the kernel read the ring, so the
 stores made here to the SQEs and the SQ tail are ordered by that system call (no memory
@@ -17,7 +21,7 @@ barriers needed from Python); the CQ tail is read after io_uring_enter returned.
 
 `Rings`: a ring per thread of an executor, made on the thread's first group and closed when the
 executor shuts down. A ring is made only if `available()`: probed once per process (the ring's
-setup, and the kernel's support of FSYNC and LINKAT: Linux 5.15 or later); otherwise, or with
+setup, and the kernel's support of FSYNC and SYNC_FILE_RANGE); otherwise, or with
 `MGMT_IO_URING=0` in the environment, the sequential path runs and one debug line says why.
 x86-64 and arm64 only (the system call numbers). bench/uring_floor.py uses the same Ring, and
 so do a repaired file's spares (resources/_lib/spare.py: their fsyncs, submitted from the event
@@ -59,7 +63,9 @@ _FEAT_SINGLE_MMAP = 1
 _OFF_SQ_RING, _OFF_SQES = 0, 0x10000000
 _REGISTER_PROBE = 8
 REGISTER_IOWQ_MAX_WORKERS = 19
-OP_FSYNC, OP_OPENAT, OP_CLOSE, OP_WRITE, OP_LINKAT = 3, 18, 19, 23, 39
+OP_FSYNC, OP_SYNC_FILE_RANGE, OP_OPENAT, OP_CLOSE, OP_WRITE, OP_LINKAT = 3, 8, 18, 19, 23, 39
+SYNC_FILE_RANGE_WRITE = 2  # start the write-out of the dirty pages, do not wait for it
+_WRITE_OUT = 1 << 62  # a write-out's user_data (fsync_all): never an fsync's
 SQE_IO_LINK = 1 << 2
 SQE_IO_HARDLINK = 1 << 3  # IOSQE_IO_HARDLINK: the next runs after it, whatever its outcome
 SQE_ASYNC = 1 << 4  # IOSQE_ASYNC: run by the kernel's worker, never inline at submission
@@ -67,7 +73,8 @@ AT_FDCWD, AT_SYMLINK_FOLLOW = -100, 0x400
 _OP_SUPPORTED = 1
 # The knob: MGMT_IO_URING=0 makes no ring (the sequential path).
 ENV = "MGMT_IO_URING"
-# Submission slots of a thread's ring: two a file (fsync, link), stopgate.GROUP_MOST files.
+# Submission slots of a thread's ring: one a file (a write-out, then an fsync), at least
+# stopgate.GROUP_MOST files.
 ENTRIES = 64
 
 
@@ -281,57 +288,58 @@ class Ring:
         self._cq_head.value = head
         return out
 
-    def fsync_link(self, files: Sequence[tuple[int, int, str | None]]) -> list[tuple[str, int]]:
-        """Make each new unnamed file (fd, dir_fd, name) durable, then link it at `name` in
-        dir_fd: one fsync -> linkat chain each, all in flight together (see the module doc); a
-        file whose name is None is only fsynced (its caller names it: a replaced file's temp
-        name and rename). Each file's outcome, in order: ("", 0) once done, else the step that
-        failed ("fsync" or "link") and its errno (a link not run after a failed fsync: the
-        fsync's). A failure of the ring itself raises OSError."""
-        outcomes: list[tuple[str, int]] = [("", 0)] * len(files)
-        most = self.entries // 2
-        for start in range(0, len(files), most):
-            self._fsync_link(start, files[start : start + most], outcomes)
+    def fsync_all(self, fds: Sequence[int]) -> list[int]:
+        """Make the complete files open as `fds` durable: the write-out of all their data begun
+        first (`write_out`), then their fsyncs, all in flight together (see the module doc).
+        Each file's outcome, in order: 0 once fsynced, else its fsync's errno. Naming them is
+        the caller's, after (safefs.named_new: each file named only once durable). A failure
+        of the ring itself raises OSError."""
+        outcomes: list[int] = []
+        for start in range(0, len(fds), self.entries):
+            part = fds[start : start + self.entries]
+            self.write_out(part)
+            outcomes += self._fsyncs(part)
         return outcomes
 
-    def _fsync_link(
-        self,
-        start: int,
-        part: Sequence[tuple[int, int, str | None]],
-        outcomes: list[tuple[str, int]],
-    ) -> None:
-        keep: list[ctypes.c_char_p] = []  # the strings' buffers, alive until their completions
-        wanted = 0
-        results: dict[int, int] = {}
-        for i, (fd, dir_fd, name) in enumerate(part, start):
-            if name is None:  # fsynced only
-                self.put(OP_FSYNC, fd, i << 1)
-                results[i << 1 | 1] = 0
-                wanted += 1
-                continue
-            source = ctypes.c_char_p(b"/proc/self/fd/%d" % fd)
-            target = ctypes.c_char_p(os.fsencode(name))
-            keep += (source, target)
-            self.put(OP_FSYNC, fd, i << 1, flags=SQE_IO_LINK)
+    def write_out(self, fds: Sequence[int]) -> None:
+        """Begin the write-out of every file's data (sync_file_range(SYNC_FILE_RANGE_WRITE),
+        one chain run by one io-wq worker: IOSQE_IO_HARDLINK, each runs whatever the outcome
+        of the one before), and wait until each has begun, before any fsync. ext4 gives a
+        new file's data its blocks at its write-out (delayed allocation), which changes the
+        inode: a group's fsyncs, each beginning its own file's write-out, dirtied again the
+        inode table block that a neighbour's fsync had just written (16 inodes a block).
+        With every allocation done first, an fsync waits for its data already under way, and
+        finds its inode's block clean where a neighbour's fsync wrote it (docs/benchmarks.md,
+        "A first run's write-out"). Durability is each file's fsync's, as before: this only
+        starts earlier what that fsync would write; a failure here is ignored (the fsync
+        writes the data itself, and reports its own failure)."""
+        last = len(fds) - 1
+        for i, fd in enumerate(fds):
             self.put(
-                OP_LINKAT, AT_FDCWD, i << 1 | 1, addr=address(source), length=dir_fd,
-                off=address(target), op_flags=AT_SYMLINK_FOLLOW,
+                OP_SYNC_FILE_RANGE, fd, _WRITE_OUT | i, flags=SQE_IO_HARDLINK if i < last else 0,
+                op_flags=SYNC_FILE_RANGE_WRITE,
             )  # fmt: skip
-            wanted += 2
-        self.enter(wanted)
-        wanted += len(results)  # (the links not asked for, done already)
+        left = len(fds)
+        self.enter(left)
         while True:
-            results.update(self.reap())
-            if len(results) >= wanted:
+            left -= sum(1 for user_data, _res in self.reap() if user_data & _WRITE_OUT)
+            if left <= 0:
+                return
+            self.enter(left)
+
+    def _fsyncs(self, fds: Sequence[int]) -> list[int]:
+        """Every file's fsync, all in flight together; each one's errno (0: done)."""
+        for i, fd in enumerate(fds):
+            self.put(OP_FSYNC, fd, i)
+        results: dict[int, int] = {}
+        self.enter(len(fds))
+        while True:
+            # (a write-out's completion left by a failed enter is not one of these)
+            results.update(done for done in self.reap() if not done[0] & _WRITE_OUT)
+            if len(results) >= len(fds):
                 break
-            self.enter(wanted - len(results))
-        for i in range(start, start + len(part)):
-            fsynced, link = results[i << 1], results[i << 1 | 1]
-            if fsynced < 0:  # the link was cancelled (-ECANCELED): the file stays unnamed
-                outcomes[i] = ("fsync", -fsynced)
-            elif link < 0:
-                outcomes[i] = ("link", -link)
-        del keep
+            self.enter(len(fds) - len(results))
+        return [-min(results[i], 0) for i in range(len(fds))]
 
     def close(self) -> None:
         """Unmap and close the ring (no view of it is used after)."""
@@ -365,8 +373,8 @@ def _probe() -> str | None:
     except OSError as err:  # ENOSYS, EPERM (kernel.io_uring_disabled, seccomp), ENOMEM...
         return f"io_uring_setup failed: {os.strerror(err.errno) if err.errno else err}"
     try:
-        if not ring.supports(OP_FSYNC, OP_LINKAT):
-            return "the kernel's io_uring runs no FSYNC or LINKAT (Linux < 5.15)"
+        if not ring.supports(OP_FSYNC, OP_SYNC_FILE_RANGE):
+            return "the kernel's io_uring runs no FSYNC or SYNC_FILE_RANGE"
     except OSError as err:
         return f"io_uring's probe failed: {err}"
     finally:
@@ -432,11 +440,11 @@ class Rings:
             return len(self._rings)
 
 
-def fsync_link(ring: Ring, files: Sequence[tuple[int, int, str | None]]) -> list[tuple[str, int]]:
-    """`ring.fsync_link(files)`; a failure of the ring itself (some links may be made) is each
-    file's error ("io_uring", its errno)."""
+def fsync_all(ring: Ring, fds: Sequence[int]) -> list[int]:
+    """`ring.fsync_all(fds)`; a failure of the ring itself (some may be fsynced) is each file's
+    error (its errno)."""
     try:
-        return ring.fsync_link(files)
+        return ring.fsync_all(fds)
     except OSError as err:
-        log.debug("io_uring failed a group of %d files: %s", len(files), err)
-        return [("io_uring", err.errno or errno.EIO)] * len(files)
+        log.debug("io_uring failed a group of %d files: %s", len(fds), err)
+        return [err.errno or errno.EIO] * len(fds)

@@ -1119,11 +1119,15 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         """The permission bits path must end with: `mode`, else the source's, else kept. The
         set-ID bits of the source, or of the current inode, are kept only for the same owner
         (setid_kept): unless `mode` sets them, root never gets a user's set-ID file."""
-        want = owner_after(*ids, cur, new_gid)
+        # (asked only where a set-ID bit may be kept: a new file's check makes no geteuid and
+        # getegid calls)
+        want = None if src is None and cur is None else owner_after(*ids, cur, new_gid)
         src_bits = None
         if src is not None:
+            assert want is not None
             src_bits = setid_kept(stat.S_IMODE(src.st_mode), (src.st_uid, src.st_gid), want)
         if cur is not None:
+            assert want is not None
             start = setid_kept(stat.S_IMODE(cur.st_mode), (cur.st_uid, cur.st_gid), want)
         elif src_bits is not None:
             start = src_bits

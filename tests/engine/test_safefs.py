@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 import pytest
 
-from engine import libc, safefs
+from engine import libc, safefs, uring
 from engine.errors import Interfered, ResourceError
 
 NOBODY = 65534
@@ -647,6 +647,51 @@ def test_a_write_in_two_parts_is_named_only_once_fsynced_and_complete(tmp_path: 
     assert sorted(os.listdir(tmp_path)) == ["f0", "f1"]
     for i in range(2):
         assert (tmp_path / f"f{i}").read_text() == f"{i}\n" and bits(tmp_path / f"f{i}") == 0o640
+
+
+@pytest.mark.parametrize("through", ["ring", "thread"])
+def test_a_group_fsynced_together_is_named_only_where_its_fsync_succeeded(
+    tmp_path: Path, through: str
+) -> None:
+    """A group's second parts inside named_together (its fsyncs through a real ring, or one
+    after another in the thread: all before any name): each file is named by its own
+    named_new, only if its fsync there succeeded; a failed fsync (a pipe's: EINVAL; its
+    write-out fails before it, ignored) is that file's OSError and gives no name; a name
+    taken meanwhile (a symlink to a file outside) is replaced atomically, not followed."""
+    if through == "ring" and uring.unavailable() is not None:
+        pytest.skip(f"no io_uring here: {uring.unavailable()}")
+    victim = tmp_path.parent / f"{tmp_path.name}-victim"
+    victim.write_text("victim\n")
+    (tmp_path / "f2").symlink_to(victim)
+    dir_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    read, write = os.pipe()
+    ring = uring.Ring(uring.ENTRIES) if through == "ring" else None
+    try:
+        fds: list[int] = []
+        for i in (0, 2):
+            fd = safefs.unnamed_filled(dir_fd, b"%d\n" % i, mode=0o640, uid=-1, gid=-1, local=True)
+            assert fd is not None
+            fds.append(fd)
+        fds.insert(1, write)
+        errors: list[int | None] = []
+        with safefs.named_together(ring, [(fd, dir_fd, f"f{i}") for i, fd in enumerate(fds)]):
+            for i, fd in enumerate(fds):
+                try:
+                    safefs.named_new(dir_fd, f"f{i}", fd, data=b"%d\n" % i, local=True)
+                    errors.append(None)
+                except OSError as err:
+                    errors.append(err.errno)
+    finally:
+        for fd in (read, dir_fd):
+            os.close(fd)
+        if ring is not None:
+            ring.close()
+    assert errors == [None, errno.EINVAL, None]
+    assert sorted(os.listdir(tmp_path)) == ["f0", "f2"]
+    for i in (0, 2):
+        assert (tmp_path / f"f{i}").read_text() == f"{i}\n" and bits(tmp_path / f"f{i}") == 0o640
+    assert victim.read_text() == "victim\n"
+    victim.unlink()
 
 
 def test_read_limited_reads_up_to_the_limit_and_no_further(tmp_path: Path) -> None:

@@ -803,11 +803,11 @@ def writes_seen(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     a group's through its ring) and renames (each still made)."""
     order: list[str] = []
     real_filled, real_fsync, real_rename = safefs.unnamed_filled, os.fsync, safefs._RELEASING
-    real_together = uring.fsync_link
+    real_together = uring.fsync_all
 
-    def fsync_link(ring: uring.Ring, files: list[tuple[int, int, str | None]]) -> Any:
-        order.extend("fsync" if name is None else "fsync, link" for _fd, _dir, name in files)
-        return real_together(ring, files)
+    def fsync_all(ring: uring.Ring, fds: list[int]) -> Any:
+        order.extend("fsync" for _fd in fds)
+        return real_together(ring, fds)
 
     def unnamed_filled(*args: Any, **kwargs: Any) -> int | None:
         order.append("write")
@@ -823,7 +823,7 @@ def writes_seen(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(safefs, "unnamed_filled", unnamed_filled)
     monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(uring, "fsync_link", fsync_link)
+    monkeypatch.setattr(uring, "fsync_all", fsync_all)
     for calls in ("_RELEASING", "_HOLDING"):
         monkeypatch.setattr(safefs, calls, getattr(safefs, calls)._replace(rename=rename))
     return order
@@ -838,8 +838,8 @@ async def test_a_groups_updates_make_every_new_inode_before_renaming_any(
 ) -> None:
     """A first run's updates (the files there with other content) taken together by a worker:
     every new inode written before the first is renamed over its old file (whose inode that
-    frees), each fsynced before its rename (with a ring: the group's fsyncs together, then
-    the renames); each file's mode and content as wanted, its line
+    frees), each fsynced before its rename (the group's fsyncs, together through the ring or
+    one after another without, then the renames); each file's mode and content as wanted, its line
     logged; one already right is left alone, one whose mode differs is planned on the loop
     (its chmod too); no temp file left."""
     monkeypatch.setattr(file_module, "_writing", [1])  # another file's write is in flight
@@ -869,10 +869,8 @@ async def test_a_groups_updates_make_every_new_inode_before_renaming_any(
     await busy
     assert outcomes == [False, False, False, True, False]
     # f0-f2 together (f3 is right); f4 alone after, planned on the loop (its mode differs)
-    if one_worker_rings.thread_rings() is not None:
-        assert order == ["write"] * 3 + ["fsync"] * 3 + ["rename"] * 3 + ["fsync", "rename"]
-    else:
-        assert order == ["write"] * 3 + ["fsync", "rename"] * 4
+    # with a ring or without, the group's fsyncs all go before its first rename
+    assert order == ["write"] * 3 + ["fsync"] * 3 + ["rename"] * 3 + ["fsync", "rename"]
     for i, (content, mode) in enumerate(
         [("0\n", 0o600), ("1\n", 0o640), ("2\n", 0o600), ("right\n", 0o600), ("4\n", 0o644)]
     ):
