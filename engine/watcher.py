@@ -1044,11 +1044,28 @@ class Hub:
             below.remove(top)
         self.moved.update(below)
         self.moved.update(path for path in self.guarded if path.startswith(prefix))
+        self._suspect_above(top)
         targets: set[PathWatcher] = set()
         for path in below:
             targets.update(self.masks[path])
         for watcher in targets:
             watcher.deliver(True, mask)
+
+    def _suspect_above(self, top: str) -> None:
+        """`top` went: the guards above it (watches no watcher registered) may be going with
+        it, unseen (an `rm -rf` of one of them). A guard's removal is told by its own
+        DELETE_SELF only, which waits until nothing holds it, and a directory below it held
+        (a shell's cwd, a spare's O_TMPFILE file) holds it too; its parent, a guard too, does
+        not report its entries' deletion. Taken as moved, each is watched again (its current
+        inode) when a directory below is (_guard_above). Before, one removed and made again
+        while held kept its watch on the removed inode: the next `rm -rf` of the new tree
+        went unseen, and the file below was not repaired until the holder let go (found
+        2026-12-06: tests/e2e/test_cli.py, a shell in the file's directory)."""
+        child, parent = top, os.path.dirname(top)
+        while parent not in (child, "/"):
+            if parent in self.path_wd and parent not in self.masks:
+                self.moved.add(parent)
+            child, parent = parent, os.path.dirname(parent)
 
     def _add_watch(self, path: str, mask: int) -> int:
         try:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 from engine import libc, safefs
-from engine.errors import MgmtError, ResourceError
+from engine.errors import Interfered, MgmtError, ResourceError
 from resources._lib.plan import Step, describe
 from resources._lib.plan import in_thread as _in_thread
 
@@ -307,16 +307,29 @@ class Where:
         """A change's failure as the user reads it (plan.describe), or that the directory the
         change was made in was removed meanwhile (an rm -rf racing with a repair: the kernel
         then answers EPERM or ENOENT about names of ours)."""
-        try:
-            gone = os.fstat(self.fd).st_nlink == 0
-        except OSError:
-            gone = False
-        if not gone:
+        if not self.vanished():
             return describe(err)
         here = os.path.dirname(self.path)
         for _ in self.missing:
             here = os.path.dirname(here)
         return f"directory {here} vanished while writing"
+
+    def vanished(self) -> bool:
+        """Whether the directory open as `fd` was removed (by another: an `rm -rf`)."""
+        try:
+            return os.fstat(self.fd).st_nlink == 0
+        except OSError:
+            return False
+
+    def _cut_short(self, err: OSError) -> None:
+        """Raise errors.Interfered from `err`, a change's failure, if the directory it was made
+        in was removed meanwhile: an `rm -rf` racing with the repair (the kernel answers EPERM
+        to an O_TMPFILE open there, ENOENT to a name made there). No event may say so (the
+        removal may have been read before: docs/engine.md, "A write cut short by another's
+        removal"): the engine checks the resource again at once, as after an event. Else
+        nothing: the caller raises `err`."""
+        if not isinstance(err, Interfered) and self.vanished():
+            raise Interfered(err.errno, err.strerror, err.filename, None, err.filename2) from err
 
     def parent_steps(self) -> list[Step]:
         """Creating the missing parent directories, outermost first."""
@@ -333,7 +346,11 @@ class Where:
 
     def make_parent(self) -> None:
         """Create the next missing parent directory (mode 0755, whatever the umask)."""
-        fd = safefs.make_dirs(self.fd, self.missing[:1], DIR_BASE)
+        try:
+            fd = safefs.make_dirs(self.fd, self.missing[:1], DIR_BASE)
+        except OSError as err:
+            self._cut_short(err)
+            raise
         os.close(self.fd)
         self.fd, self.missing, self._ident = fd, self.missing[1:], None
 
@@ -365,14 +382,18 @@ class Where:
         self, entry: Entry, fill: safefs.Fill, mode: int, uid: int, gid: int, *, new: bool = False
     ) -> None:
         """Atomically replace entry (safefs.write_at; `new`: it was just found absent)."""
-        if not entry and not self.missing:  # the usual case, without the context manager's
-            local = self.local() if isinstance(fill, bytes) else None
-            safefs.write_at(
-                self.fd, self.name, fill, mode=mode, uid=uid, gid=gid, new=new, local=local
-            )
-            return
-        with self._at(entry) as (fd, name):
-            safefs.write_at(fd, name, fill, mode=mode, uid=uid, gid=gid, new=new)
+        try:
+            if not entry and not self.missing:  # the usual case, without the context manager's
+                local = self.local() if isinstance(fill, bytes) else None
+                safefs.write_at(
+                    self.fd, self.name, fill, mode=mode, uid=uid, gid=gid, new=new, local=local
+                )
+                return
+            with self._at(entry) as (fd, name):
+                safefs.write_at(fd, name, fill, mode=mode, uid=uid, gid=gid, new=new)
+        except OSError as err:
+            self._cut_short(err)
+            raise
 
     def hold(self, entry: Entry) -> int | None:
         """An O_PATH descriptor of entry's inode, not followed (a link is held as itself), or
@@ -388,8 +409,12 @@ class Where:
     def link(self, entry: Entry, fd: int, *, new: bool = False) -> None:
         """Put the complete unnamed file fd in place (safefs.link_at; `new`: the name was
         found absent)."""
-        with self._at(entry) as (dir_fd, name):
-            safefs.link_at(dir_fd, name, fd, new=new, local=self.local())
+        try:
+            with self._at(entry) as (dir_fd, name):
+                safefs.link_at(dir_fd, name, fd, new=new, local=self.local())
+        except OSError as err:
+            self._cut_short(err)
+            raise
 
     def copy(
         self, entry: Entry, src: Src, mode: int, uid: int, gid: int, *, seen: os.stat_result

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import shutil
 import stat
 import threading
 from collections.abc import AsyncIterator
@@ -876,6 +877,39 @@ async def test_a_directory_removed_while_something_holds_it_is_seen(
             holder.kill()
             await holder.wait()
         if fd >= 0:
+            os.close(fd)
+
+
+async def test_a_tree_removed_and_made_again_while_held_is_seen_removed_again(
+    tmp_path: Path, watch: object
+) -> None:
+    """`rm -rf top` while something holds top/a (a shell in it, the file resource's spare),
+    and the tree made again before the loop reads the removal: the watch of top, above the
+    watched top/a, stayed on the removed top (held through top/a, its DELETE_SELF never
+    came), and the next removal of the new tree went unseen (found 2026-12-06: a repair of
+    tests/e2e/test_cli.py's file waited ~10 s, until the test let its shell go)."""
+    top = tmp_path / "top"
+    path = top / "a" / "f"
+    path.parent.mkdir(parents=True)
+    path.write_text("x")
+    counter = await watch(path)  # type: ignore[operator]
+    held = [os.open(path.parent, os.O_RDONLY)]
+    try:
+        shutil.rmtree(top)  # removed and made again in one step of the loop: read after
+        path.parent.mkdir(parents=True)
+        path.write_text("y")
+        await counter.changed()
+        held.append(os.open(path.parent, os.O_RDONLY))  # the new top/a is held too
+        path.unlink()
+        await counter.changed()
+        path.parent.rmdir()
+        top.rmdir()
+        await counter.changed()  # before: never (top/a's deletion, told by top's watch)
+        path.parent.mkdir(parents=True)
+        path.write_text("z")
+        await counter.changed()
+    finally:
+        for fd in held:
             os.close(fd)
 
 

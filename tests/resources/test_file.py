@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import resource
+import shutil
 import signal
 import stat
 import sys
@@ -1510,6 +1511,49 @@ async def test_a_drift_in_a_managed_directory_checks_that_file_alone(tmp_path: P
         await settle(engine)
         assert stat.S_IMODE(out.stat().st_mode) == 0o755
     finally:
+        await engine.stop(graceful=False)
+
+
+async def test_a_file_is_repaired_after_rm_rf_of_its_tree_made_again_while_held(
+    tmp_path: Path,
+) -> None:
+    """`rm -rf top` while something holds top/out (a shell in it, the file's spare), the tree
+    made again before the agent reads the removal, then removed again, and again: each time
+    the file is repaired, and so is a drift afterwards. Before, the watch above top/out stayed
+    on the removed top (held through top/out): the second removal went unseen, and nothing
+    was repaired until the holders let go (tests/e2e/test_cli.py's rm -rf test waited ~10 s
+    for a repair once, its shell holding the directory)."""
+    from engine.engine import Engine
+    from engine.graph import Graph
+    from tests.engine.conftest import settle
+
+    top = tmp_path / "top"
+    path = top / "out" / "hello"
+    graph = Graph("files")
+    graph.add(FileRes(name="hello", path=str(path), content="hello world\n"))
+    engine = Engine(hostname="test", prefix=tmp_path / "prefix")
+
+    def repaired() -> bool:
+        try:
+            return path.read_text() == "hello world\n"
+        except OSError:
+            return False
+
+    held: list[int] = []
+    try:
+        await engine.apply(graph)
+        await settle(engine, repaired)
+        for attempt in range(3):
+            held.append(os.open(path.parent, os.O_RDONLY))  # as a shell's cwd would
+            shutil.rmtree(top)
+            if attempt == 0:  # made again in the same step of the loop: read after
+                path.parent.mkdir(parents=True)
+            await settle(engine, repaired)
+        path.unlink()
+        await settle(engine, repaired)
+    finally:
+        for fd in held:
+            os.close(fd)
         await engine.stop(graceful=False)
 
 

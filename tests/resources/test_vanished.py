@@ -1,6 +1,7 @@
 """A repair racing with an `rm -rf` of its directory: the error names the managed path and what
-happened, not the agent's internals (a descriptor's /proc/self/fd/N, a temp name). Real
-directories, removed under an open descriptor as `rm -rf` does."""
+happened, not the agent's internals (a descriptor's /proc/self/fd/N, a temp name), and says it
+was cut short by another (errors.Interfered: the engine checks the resource again at once).
+Real directories, removed under an open descriptor as `rm -rf` does."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.errors import interfered
 from resources._lib.plan import describe
 from resources.file.where import TOP, Where
 
@@ -21,6 +23,7 @@ def test_a_write_into_a_removed_directory_says_it_vanished(tmp_path: Path) -> No
         with pytest.raises(OSError) as caught:  # the kernel's EPERM (O_TMPFILE) or ENOENT
             where.write(TOP, b"x\n", 0o644, -1, -1, new=True)
         assert where.explain(caught.value) == f"directory {managed.parent} vanished while writing"
+        assert interfered(caught.value)  # before: a plain EPERM, checked again at an event only
 
 
 def test_a_missing_parent_whose_directory_was_removed_names_that_directory(
@@ -33,6 +36,17 @@ def test_a_missing_parent_whose_directory_was_removed_names_that_directory(
         with pytest.raises(OSError) as caught:
             where.make_parent()
         assert where.explain(caught.value) == f"directory {tmp_path / 'd'} vanished while writing"
+        assert interfered(caught.value)
+
+
+def test_a_write_that_fails_in_a_directory_still_there_is_not_interfered(tmp_path: Path) -> None:
+    """Only another's removal makes a failure count as an event: a directory in place that
+    refuses the write (here a name that is a directory) fails as before."""
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "x").touch()
+    with Where(str(tmp_path / "f")) as where, pytest.raises(OSError) as caught:
+        where.write(TOP, b"x\n", 0o644, -1, -1)
+    assert not interfered(caught.value)
 
 
 @pytest.mark.parametrize(
