@@ -628,7 +628,8 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
                 fd = safefs.unnamed_filled(where.fd, data, mode=mode, uid=uid, gid=gid, local=local)
             except OSError as err:
                 what = how[0].format(path=where.path)
-                raise ResourceError(f"could not {what}: {where.explain(err)}") from err
+                cause = where.cut_short(err)  # rm -rf of the directory: checked again at once
+                raise ResourceError(f"could not {what}: {where.explain(err)}") from cause
             if fd is not None:
                 name = functools.partial(
                     safefs.named_new, where.fd, where.name, fd, data=data, local=local, new=is_new
@@ -653,7 +654,8 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             rename.run(write, local)
         except OSError as err:
             what = how[0].format(path=where.path)
-            raise ResourceError(f"could not {what}: {where.explain(err)}") from err
+            cause = where.cut_short(err)  # rm -rf of the directory: checked again at once
+            raise ResourceError(f"could not {what}: {where.explain(err)}") from cause
         done.append(how[1].format(path=where.path))
         return None if how[2] else UPDATED
 

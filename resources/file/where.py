@@ -331,6 +331,17 @@ class Where:
         if not isinstance(err, Interfered) and self.vanished():
             raise Interfered(err.errno, err.strerror, err.filename, None, err.filename2) from err
 
+    def cut_short(self, err: OSError) -> OSError:
+        """`err`, or the errors.Interfered `_cut_short` raises from it: what a caller that
+        reports the failure as its own error chains it to (`raise ResourceError(...) from
+        where.cut_short(err)`), so that the engine still sees another's removal in it (the
+        first writes of a group: FileRes._fill_in, _placed)."""
+        try:
+            self._cut_short(err)
+        except Interfered as cut:
+            return cut
+        return err
+
     def parent_steps(self) -> list[Step]:
         """Creating the missing parent directories, outermost first."""
         if not self.missing:

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import errno
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
-from engine.errors import interfered
+from engine.errors import ResourceError, interfered
+from engine.stopgate import Later
+from engine.watcher import Rename
 from resources._lib.plan import describe
-from resources.file.where import TOP, Where
+from resources.file import CREATE, FileRes
+from resources.file.where import TOP, SharedDir, Where
 
 
 def test_a_write_into_a_removed_directory_says_it_vanished(tmp_path: Path) -> None:
@@ -66,3 +70,66 @@ def test_a_write_that_fails_in_a_directory_still_there_is_not_interfered(tmp_pat
 )
 def test_describe_shows_no_name_of_ours(err: BaseException, shown: str) -> None:
     assert describe(err) == shown
+
+
+def _first_write(managed: Path) -> tuple[FileRes, SharedDir, Where]:
+    """A first write of a group (FileRes._create_in_thread's, stopgate.Replies): the file's
+    directory open once for the group, as a worker opens it."""
+    res = FileRes(name="f", path=str(managed), content="x\n")
+    shared = SharedDir()
+    where = shared.at(str(managed))
+    assert where is not None
+    return res, shared, where
+
+
+def _told(managed: Path) -> tuple[Rename, list[str]]:
+    return Rename(cast(Any, None), str(managed)), []  # (its watcher is told only on success)
+
+
+def test_a_group_s_first_write_into_a_removed_directory_is_interfered(tmp_path: Path) -> None:
+    """The first writes of a group report their failure as a ResourceError: it is chained to
+    the Interfered, so the engine checks the file again at once (before: a plain EPERM, left
+    FAILED until the next event, which the removal's may have been already)."""
+    managed = tmp_path / "d" / "f"
+    managed.parent.mkdir()
+    res, shared, where = _first_write(managed)
+    with shared:
+        managed.parent.rmdir()  # rm -rf, between the group's opening and this write
+        with pytest.raises(ResourceError) as caught:
+            res._fill_in(where, _told(managed), (b"x\n", 0o644, -1, -1), shared=shared, how=CREATE)
+    assert f"directory {managed.parent} vanished while writing" in str(caught.value)
+    assert interfered(caught.value)
+
+
+def test_a_group_s_file_named_in_a_removed_directory_is_interfered(tmp_path: Path) -> None:
+    """The same when the directory goes between the group's write and its naming (the
+    second part, after the fsyncs)."""
+    managed = tmp_path / "d" / "f"
+    managed.parent.mkdir()
+    res, shared, where = _first_write(managed)
+    with shared:
+        later = res._fill_in(
+            where, _told(managed), (b"x\n", 0o644, -1, -1), shared=shared, how=CREATE
+        )
+        assert isinstance(later, Later)
+        managed.parent.rmdir()  # its file has no name yet: the directory is empty
+        with pytest.raises(ResourceError) as caught:
+            later.fn()
+    assert interfered(caught.value)
+    assert not managed.exists()
+
+
+def test_a_group_s_write_refused_in_place_is_not_interfered(tmp_path: Path) -> None:
+    """A directory still in place that refuses the name (a directory there) fails as before."""
+    managed = tmp_path / "d" / "f"
+    managed.mkdir(parents=True)
+    (managed / "x").touch()
+    res, shared, where = _first_write(managed)
+    with shared:
+        later = res._fill_in(
+            where, _told(managed), (b"x\n", 0o644, -1, -1), shared=shared, how=CREATE
+        )
+        assert isinstance(later, Later)
+        with pytest.raises(ResourceError) as caught:
+            later.fn()
+    assert not interfered(caught.value)
