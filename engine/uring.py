@@ -456,11 +456,11 @@ class Rings:
             return len(self._rings)
 
 
-def fsync_all(ring: Ring, fds: Sequence[int]) -> list[int]:
-    """`ring.fsync_all(fds)`; a failure of the ring itself (some may be fsynced) is each file's
-    error (its errno)."""
+def fsync_all(ring: Ring, fds: Sequence[int]) -> list[int] | None:
+    """`ring.fsync_all(fds)`; None if the ring itself failed (some may be fsynced): its caller
+    fsyncs them without it (safefs.named_together), none of the files failed by it."""
     try:
         return ring.fsync_all(fds)
     except OSError as err:
-        log.debug("io_uring failed a group of %d files: %s", len(fds), err)
-        return [err.errno or errno.EIO] * len(fds)
+        log.debug("io_uring failed a group of %d files (fsynced without it): %s", len(fds), err)
+        return None
