@@ -690,15 +690,21 @@ _named_group = threading.local()
 def named_together(ring: object, files: list[tuple[int, int, str | None]]) -> Iterator[None]:
     """Fsync the complete unnamed files (fd, dir_fd, name) (see unnamed_filled), the write-out
     of all their data begun first, then every fsync, before any is named: through `ring` (an
-    engine.uring.Ring: their fsyncs in flight together, uring.fsync_all), or, `ring` None,
-    here one after another (`write_out`, then `os.fsync` each). Inside, each file's
-    `named_new` takes its fsync's outcome in place of its own fsync, and names it (or raises
-    its failure); it still closes fd. A group fsynced and named file by file, each link
+    engine.uring.Ring: their fsyncs in flight together, uring.fsync_all), or, `ring` None (or
+    failing: that is no file's error), here one after another (`write_out`, then `os.fsync`
+    each). Inside, each file's `named_new` takes its fsync's outcome in place of its own
+    fsync, and names it (or raises its failure); it still closes fd. A group fsynced and named file by file, each link
     dirtying again the inode table block (16 inodes) that the next file's fsync then wrote:
     a 100-file first run made ~100 synchronous metadata writes, ~14 this way
     (docs/benchmarks.md, "A first run's write-out")."""
     fds = [fd for fd, _dir, _name in files]
-    if ring is None:
+    done: list[int] | None = None
+    if ring is not None:
+        from engine import uring  # only where a ring was made: not at every start-up
+
+        assert isinstance(ring, uring.Ring)
+        done = uring.fsync_all(ring, fds)  # None: the ring failed (a transient EAGAIN...)
+    if done is None:  # no ring, or it failed: here, one after another
         write_out(fds)
         done = []
         for fd in fds:
@@ -708,11 +714,6 @@ def named_together(ring: object, files: list[tuple[int, int, str | None]]) -> It
                 done.append(err.errno or errno.EIO)
             else:
                 done.append(0)
-    else:
-        from engine import uring  # only where a ring was made: not at every start-up
-
-        assert isinstance(ring, uring.Ring)
-        done = uring.fsync_all(ring, fds)
     _named_group.outcomes = dict(zip(fds, done, strict=True))
     try:
         yield

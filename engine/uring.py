@@ -192,6 +192,7 @@ class Ring:
         self._cqes = memoryview((ctypes.c_char * cqes_size).from_address(base + cq.cqes)).cast("B")
         self.entries = int(params.sq_entries)
         self._pending = 0  # SQEs filled, not submitted
+        self._tokens = 0  # user_data given so far by fsync_all (each request its own)
 
     def _mmap(self, size: int, offset: int) -> int:
         prot, flags = _PROT_READ | _PROT_WRITE, _MAP_SHARED | _MAP_POPULATE
@@ -293,13 +294,26 @@ class Ring:
         first (`write_out`), then their fsyncs, all in flight together (see the module doc).
         Each file's outcome, in order: 0 once fsynced, else its fsync's errno. Naming them is
         the caller's, after (safefs.named_new: each file named only once durable). A failure
-        of the ring itself raises OSError."""
+        of the ring itself raises OSError: what the kernel has not taken is taken back first
+        (`withdraw`), none of it run later on a descriptor its caller closes meanwhile (a
+        number then another file's); what it took ends in the ring, under user_data no later
+        call waits for (`_taken`), not as a later group's outcomes."""
         outcomes: list[int] = []
-        for start in range(0, len(fds), self.entries):
-            part = fds[start : start + self.entries]
-            self.write_out(part)
-            outcomes += self._fsyncs(part)
+        try:
+            for start in range(0, len(fds), self.entries):
+                part = fds[start : start + self.entries]
+                self.write_out(part)
+                outcomes += self._fsyncs(part)
+        except OSError:
+            self.withdraw()
+            raise
         return outcomes
+
+    def _taken(self, count: int) -> int:
+        """The first of `count` new user_data (fsync_all's: never given again, below
+        _WRITE_OUT)."""
+        first, self._tokens = self._tokens, self._tokens + count
+        return first
 
     def write_out(self, fds: Sequence[int]) -> None:
         """Begin the write-out of every file's data (sync_file_range(SYNC_FILE_RANGE_WRITE),
@@ -313,33 +327,35 @@ class Ring:
         "A first run's write-out"). Durability is each file's fsync's, as before: this only
         starts earlier what that fsync would write; a failure here is ignored (the fsync
         writes the data itself, and reports its own failure)."""
-        last = len(fds) - 1
+        last, first = len(fds) - 1, _WRITE_OUT | self._taken(len(fds))
         for i, fd in enumerate(fds):
             self.put(
-                OP_SYNC_FILE_RANGE, fd, _WRITE_OUT | i, flags=SQE_IO_HARDLINK if i < last else 0,
+                OP_SYNC_FILE_RANGE, fd, first + i, flags=SQE_IO_HARDLINK if i < last else 0,
                 op_flags=SYNC_FILE_RANGE_WRITE,
             )  # fmt: skip
-        left = len(fds)
+        left, ours = len(fds), range(first, first + len(fds))
         self.enter(left)
         while True:
-            left -= sum(1 for user_data, _res in self.reap() if user_data & _WRITE_OUT)
+            left -= sum(1 for user_data, _res in self.reap() if user_data in ours)
             if left <= 0:
                 return
             self.enter(left)
 
     def _fsyncs(self, fds: Sequence[int]) -> list[int]:
         """Every file's fsync, all in flight together; each one's errno (0: done)."""
+        first = self._taken(len(fds))
         for i, fd in enumerate(fds):
-            self.put(OP_FSYNC, fd, i)
+            self.put(OP_FSYNC, fd, first + i)
         results: dict[int, int] = {}
+        ours = range(first, first + len(fds))
         self.enter(len(fds))
         while True:
-            # (a write-out's completion left by a failed enter is not one of these)
-            results.update(done for done in self.reap() if not done[0] & _WRITE_OUT)
+            # (a completion of an earlier call that failed, or a write-out's, is not one of these)
+            results.update(done for done in self.reap() if done[0] in ours)
             if len(results) >= len(fds):
                 break
             self.enter(len(fds) - len(results))
-        return [-min(results[i], 0) for i in range(len(fds))]
+        return [-min(results[first + i], 0) for i in range(len(fds))]
 
     def close(self) -> None:
         """Unmap and close the ring (no view of it is used after)."""
@@ -440,11 +456,11 @@ class Rings:
             return len(self._rings)
 
 
-def fsync_all(ring: Ring, fds: Sequence[int]) -> list[int]:
-    """`ring.fsync_all(fds)`; a failure of the ring itself (some may be fsynced) is each file's
-    error (its errno)."""
+def fsync_all(ring: Ring, fds: Sequence[int]) -> list[int] | None:
+    """`ring.fsync_all(fds)`; None if the ring itself failed (some may be fsynced): its caller
+    fsyncs them without it (safefs.named_together), none of the files failed by it."""
     try:
         return ring.fsync_all(fds)
     except OSError as err:
-        log.debug("io_uring failed a group of %d files: %s", len(fds), err)
-        return [err.errno or errno.EIO] * len(fds)
+        log.debug("io_uring failed a group of %d files (fsynced without it): %s", len(fds), err)
+        return None

@@ -694,6 +694,35 @@ def test_a_group_fsynced_together_is_named_only_where_its_fsync_succeeded(
     victim.unlink()
 
 
+def test_a_group_whose_ring_fails_is_fsynced_and_named_without_it(tmp_path: Path) -> None:
+    """The ring's io_uring_enter failing for a group (here its descriptor another file's for
+    a while: a real io_uring_enter failing, as a transient EAGAIN would) is none of its files'
+    error: they are fsynced one after another in the thread instead, then each named."""
+    if uring.unavailable() is not None:
+        pytest.skip(f"no io_uring here: {uring.unavailable()}")
+    dir_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    ring = uring.Ring(uring.ENTRIES)
+    saved, null = os.dup(ring.fd), os.open(os.devnull, os.O_RDONLY)
+    try:
+        fds = []
+        for i in range(3):
+            fd = safefs.unnamed_filled(dir_fd, b"%d\n" % i, mode=0o640, uid=-1, gid=-1, local=True)
+            assert fd is not None
+            fds.append(fd)
+        os.dup2(null, ring.fd)
+        with safefs.named_together(ring, [(fd, dir_fd, f"f{i}") for i, fd in enumerate(fds)]):
+            os.dup2(saved, ring.fd)  # (the ring again, for its close)
+            for i, fd in enumerate(fds):
+                safefs.named_new(dir_fd, f"f{i}", fd, data=b"%d\n" % i, local=True)
+    finally:
+        os.dup2(saved, ring.fd)
+        ring.close()
+        for fd in (saved, null, dir_fd):
+            os.close(fd)
+    assert sorted(os.listdir(tmp_path)) == ["f0", "f1", "f2"]
+    assert [(tmp_path / f"f{i}").read_text() for i in range(3)] == ["0\n", "1\n", "2\n"]
+
+
 def test_read_limited_reads_up_to_the_limit_and_no_further(tmp_path: Path) -> None:
     path = tmp_path / "f"
     path.write_bytes(b"x" * 10)

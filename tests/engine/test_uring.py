@@ -12,7 +12,7 @@ import fcntl
 import logging
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -217,3 +217,90 @@ def test_what_a_failed_enter_left_in_the_queue_is_taken_back() -> None:
         ring.close()
         os.close(saved)
         os.close(null)
+
+
+class _FsyncsRefused(uring.Ring):
+    """A ring whose descriptor is another file's right after its write-out: its fsyncs'
+    io_uring_enter fails for real (EOPNOTSUPP), their entries left in the queue, until
+    `restore`."""
+
+    def __init__(self, entries: int) -> None:
+        super().__init__(entries)
+        self.saved = os.dup(self.fd)
+        self.null = os.open(os.devnull, os.O_RDONLY)
+        self.refuse = True
+
+    def write_out(self, fds: Sequence[int]) -> None:
+        super().write_out(fds)
+        if self.refuse:
+            os.dup2(self.null, self.fd)
+
+    def restore(self) -> None:
+        self.refuse = False
+        os.dup2(self.saved, self.fd)
+
+    def close(self) -> None:
+        super().close()
+        os.close(self.saved)
+        os.close(self.null)
+
+
+def test_a_group_after_a_failed_one_takes_its_own_fsyncs_outcomes(directory: int) -> None:
+    """A group whose fsyncs' io_uring_enter failed (fsynced then without the ring, each closed
+    by its named_new) leaves nothing to run in the thread's ring: the next group's outcomes
+    are its own fsyncs', not those of the failed group's entries (submitted then on numbers
+    closed meanwhile, or another file's: EBADF, or a success for a file not fsynced)."""
+    ring = _FsyncsRefused(8)
+    try:
+        failed = [unnamed(directory, b"one\n"), unnamed(directory, b"two\n")]
+        assert uring.fsync_all(ring, failed) is None  # (named_together: fsynced without it)
+        ring.restore()
+        assert ring.free() == ring.entries  # none of it left to run on the numbers closed next
+        later = [unnamed(directory, b"three\n")]
+        for fd in failed:
+            os.close(fd)
+        pipes = os.pipe()  # the failed ones' numbers now: their fsyncs would fail (EINVAL)
+        try:
+            assert uring.fsync_all(ring, later) == [0]
+        finally:
+            for fd in (*later, *pipes):
+                os.close(fd)
+        assert ring.free() == ring.entries
+    finally:
+        ring.close()
+
+
+class _Stale(uring.Ring):
+    """A ring in which a request of an earlier call is still in flight: a read of an empty
+    pipe (user_data 0, into no buffer: it ends with EFAULT), which a byte written right after
+    the write-out ends, its completion then among the fsyncs'."""
+
+    def __init__(self, entries: int) -> None:
+        super().__init__(entries)
+        self.read, self.write = os.pipe()
+
+    def write_out(self, fds: Sequence[int]) -> None:
+        super().write_out(fds)
+        os.write(self.write, b"x")
+
+    def close(self) -> None:
+        super().close()
+        os.close(self.read)
+        os.close(self.write)
+
+
+def test_a_completion_left_by_an_earlier_call_is_not_a_files_outcome(directory: int) -> None:
+    """An fsync's outcome is its own request's: a completion of a request an earlier call left
+    in flight (its enter failed after the kernel took it) is none of this call's files'."""
+    ring = _Stale(8)
+    try:
+        ring.put(22, ring.read, 0, addr=0, length=1)  # IORING_OP_READ, not done: an empty pipe
+        ring.enter(0)
+        assert ring.ready() == 0
+        fd = unnamed(directory, b"data\n" * 4096)
+        try:
+            assert ring.fsync_all([fd]) == [0]
+        finally:
+            os.close(fd)
+    finally:
+        ring.close()
