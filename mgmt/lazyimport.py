@@ -151,7 +151,12 @@ ERRORS: dict[str, tuple[str, str, str]] = {
     "yaml.scanner": ("ScannerError", "yaml.error", "MarkedYAMLError"),
     "yaml.serializer": ("SerializerError", "yaml.error", "YAMLError"),
 }
-_LOCK = RLock()  # one thread runs a module's code; a read from another waits for it
+# One lock per deferred module: one thread runs its code, a read from another waits for it.
+# Not one lock for all: a thread running PyYAML's package code waits for yaml.dumper's import
+# lock while the thread importing yaml.dumper reads yaml.emitter (deferred) and would wait for
+# the first's (a deadlock, found by the review, 2026-12-06, third session). Each is held only
+# while that module's code runs, as the import system's own lock of a module is.
+_LOCKS: dict[str, RLock] = {}
 _RUNNING: set[str] = set()  # modules whose code runs now (a read from their own code: missing)
 
 
@@ -223,8 +228,9 @@ def _stand_in(module: types.ModuleType, name: str) -> Any:
 
 def _run(module: types.ModuleType) -> None:
     """Run the real module's code in `module` (once; a concurrent reader waits for it)."""
-    with _LOCK:
-        name = module.__name__
+    name = module.__name__
+    lock = _LOCKS.get(name) or _LOCKS.setdefault(name, RLock())  # (setdefault: one wins)
+    with lock:
         if type(module) not in (_Lazy, _LazyPackage) or name in _RUNNING:
             return  # ran already, or its own code reads a name it has not set yet
         spec = module.__spec__

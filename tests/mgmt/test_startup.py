@@ -1176,3 +1176,33 @@ print(typing.get_type_hints(Box))
     out += "{'pair': <class '__main__.Pair'>, 'inner': <class 'bytes'>, "
     out += "'many': list[__main__.Pair] | None}"
     assert _python(script) == out
+
+
+def test_a_deferred_package_run_beside_an_import_of_its_submodule_does_not_deadlock() -> None:
+    """One thread's first `yaml.safe_load` runs PyYAML's package code, which imports
+    yaml.dumper, while another thread imports yaml.dumper, whose code reads yaml.emitter (a
+    deferred module): with one lock for every deferred module's run, the first held it and
+    waited for yaml.dumper's import lock, the second held that and waited for it (the review's
+    probe: 6 of 6 runs hung). Each module's run has its own lock now."""
+    script = r"""
+import os, sys, threading
+import mgmt; mgmt.full_site()
+from mgmt import lazyimport
+lazyimport.install()
+import yaml
+start = threading.Barrier(2)
+def load():
+    start.wait()
+    yaml.safe_load("a: 1")
+def dumper():
+    start.wait()
+    import yaml.dumper
+threads = [threading.Thread(target=load, daemon=True), threading.Thread(target=dumper, daemon=True)]
+for t in threads: t.start()
+for t in threads: t.join(20)
+print([t.is_alive() for t in threads], yaml.safe_load("a: 1"))
+sys.stdout.flush()
+os._exit(0)
+"""
+    for _ in range(3):
+        assert _python(script) == "[False, False] {'a': 1}"
