@@ -12,8 +12,11 @@ from mgmt.lang.values import go_float, go_str, int64
 # and float() also take other scripts' digits, "١٢٣", and "1_000"). Floats may have spaces
 # around them, as before.
 _INT_TEXT = re.compile(r"[+-]?[0-9]+")
+# (Each text has one way to match: `[0-9]+\.?[0-9]*` had n ways to split n digits, and a text
+# that fails at its end was tried each way: quadratic, minutes for a long string of digits.)
 _FLOAT_TEXT = re.compile(
-    r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)", re.IGNORECASE
+    r"[+-]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)",
+    re.IGNORECASE,
 )
 
 

@@ -358,3 +358,18 @@ def test_a_printf_past_the_limit_fails_mgmt_run_at_once(tmp_path: Path) -> None:
     assert code == 2, out
     (line,) = out.strip().splitlines()
     assert f"{program}:3:20: fmt.printf: %999999999d: the width 999,999,999 is over" in line
+
+
+@pytest.mark.timeout(120)  # a bound against the hang only: before, ~10 minutes of backtracking
+def test_a_long_string_that_is_not_a_float_is_refused_at_once() -> None:
+    """convert.parse_float's pattern matched a string of digits in as many ways as it had
+    digits: one that failed at its end (a long string built by a program) was tried each way,
+    quadratic (found by the mcl fuzz test's random search, a run stuck for minutes)."""
+    from mgmt.lang.funcs.convert import _parse_float
+
+    digits = "1" * 200_000
+    with pytest.raises(LangError, match="cannot parse"):
+        _parse_float(digits + "x")
+    assert _parse_float(digits[:300] + ".5e-300") == float(digits[:300] + ".5e-300")
+    for text, value in (("1.", 1.0), (".5", 0.5), ("-1.5E2", -150.0), (" 2 ", 2.0)):
+        assert _parse_float(text) == value
