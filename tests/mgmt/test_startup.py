@@ -435,9 +435,11 @@ import asyncio
 before = dict(vars(asyncio))
 deferred = [m for m in ("asyncio.streams", "asyncio.subprocess", "asyncio.taskgroups",
                         "asyncio.timeouts") if m in sys.modules]
+async def ran():
+    return "slept"
 async def main():
     async with asyncio.timeout(60), asyncio.TaskGroup() as group:
-        task = group.create_task(asyncio.sleep(0, "slept"))
+        task = group.create_task(ran())
     return task.result()
 print(type(asyncio).__name__, deferred, asyncio.run(main()), type(asyncio).__name__,
       all(getattr(asyncio, n) is v for n, v in before.items() if n[0] != "_"),
