@@ -433,7 +433,10 @@ class Inference:
         assert isinstance(target, funcs.Builtin)
         if target.typing is not None:
             return target.typing(self, e, args)
-        return self._builtin(target, e, args)
+        result = self._builtin(target, e, args)
+        if target.check is not None:
+            target.check(self, e)
+        return result
 
     def _builtin(self, target: funcs.Builtin, e: ast.Call, args: list[Type]) -> Type:
         """A builtin typed by its signatures: the one of its arity, or an overload."""

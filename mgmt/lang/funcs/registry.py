@@ -51,6 +51,9 @@ class Typer(Protocol):
 
 # A typing rule: the call's result type, from the call and the types of its arguments.
 Rule = Callable[[Typer, ast.Call, list[Type]], Type]
+# A check of a call typed by its signature: its constant arguments (regexp.match's pattern),
+# each problem recorded through the Typer (problem, or abort).
+Check = Callable[[Typer, ast.Call], None]
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,8 @@ class Builtin:
     # variable, the working directory, the command line), not only its arguments: not
     # callable from a template (template_funcs). define() derives it (PURE_MODULES).
     host: bool = True
+    # Checks a call once typed by `sigs` (not with a typing rule of its own).
+    check: Check | None = None
 
 
 MODULES: dict[str, dict[str, Builtin]] = {}
@@ -139,17 +144,18 @@ def define(
     ctx: bool = False,
     doc: str = "",
     host: bool | None = None,
+    check: Check | None = None,
 ) -> None:
     """Register a builtin: "module.name" (the module's import path: "golang/strings.join"),
     or a bare name for a core function that needs no import. `host`: whether it reads the
     agent's files, environment or process (Builtin.host); by default, unless its module is
-    one of PURE_MODULES."""
+    one of PURE_MODULES. `check`: Builtin.check."""
     module, _, short = name.rpartition(".")
     table = MODULES.setdefault(module, {})
     if short in table:
         raise ValueError(f"builtin {name} is defined twice")
     reads = module not in PURE_MODULES if host is None else host
-    table[short] = Builtin(name, sigs, impl, stream, typing, ctx, doc, reads)
+    table[short] = Builtin(name, sigs, impl, stream, typing, ctx, doc, reads, check)
 
 
 def lookup(module: str, name: str) -> Builtin | None:
