@@ -78,7 +78,7 @@ def _problem(err: Exception) -> str:
     return _shown(message)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=128)  # as google-re2's own cache: RE2 bounds each at 8 MiB
 def compiled(pattern: str) -> Any:
     """`pattern` compiled by RE2 to answer whether it matches (no groups kept: RE2's fastest
     engine); ValueError saying what is wrong, of a pattern Go's regexp would refuse."""
