@@ -261,7 +261,10 @@ class HTTPServerFileRes(Edgeable, Resource):
         self._version = float(math.floor(time.time()))  # Last-Modified of data (and long polls)
         self._changed = asyncio.Event()  # set and replaced on each change: wakes long polls
         self._refused = Refusals(handle.logger)  # requests refused for a link on the way
-        handle.on_cleanup(routes(handle).answer_at(self))
+        # Offered until the engine drops it (not at its cleanup): a swap that replaces it
+        # stops it before its successor's init() offers the same URL path (404s in between,
+        # seen by clients); the successor is asked first from then on (Routes.answerer_for).
+        handle.on_detach(routes(handle).answer_at(self))
 
     async def watch(self) -> None:
         if not (self.longpoll and self.path is not None):

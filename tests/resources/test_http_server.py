@@ -734,3 +734,35 @@ async def test_a_long_poll_reply_that_comes_in_as_check_apply_begins_is_not_take
         watch.cancel()
         await asyncio.gather(watch, return_exceptions=True)
         await listener.aclose()
+
+
+async def test_a_file_replaced_by_a_swap_is_served_throughout(
+    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A swap that replaces an http:server:file (its data edited in the graph) stops it before
+    its successor's init(): a request in between is answered by it, not 404 (before: 404, a
+    managed file gone for a moment; 128 of 608 requests during swaps of a 3,000-vertex graph).
+    From the successor's init on, the successor answers; a file removed by a swap is 404
+    once the swap is over. Here a real request is made as the successor's init() begins."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = HTTPServerRes(name=f":{port}")
+    await engine.apply(graph_of(server, HTTPServerFileRes(name="/f", data="old\n")))
+    await settle(engine)
+    assert (await fetch(f"{base}/f"))[:2] == (200, b"old\n")
+    between: list[tuple[int, bytes]] = []
+    real_init = HTTPServerFileRes.init
+
+    async def init(self: HTTPServerFileRes, handle: Any) -> None:
+        if self.data == "new\n":  # the successor: its predecessor has been stopped
+            between.append((await fetch(f"{base}/f"))[:2])
+        await real_init(self, handle)
+
+    monkeypatch.setattr(HTTPServerFileRes, "init", init)
+    await engine.apply(graph_of(server, HTTPServerFileRes(name="/f", data="new\n")))
+    await settle(engine)
+    assert between == [(200, b"old\n")]  # (before: 404)
+    assert (await fetch(f"{base}/f"))[:2] == (200, b"new\n")
+    await engine.apply(graph_of(server))
+    await settle(engine)
+    assert (await fetch(f"{base}/f"))[0] == 404
