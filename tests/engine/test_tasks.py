@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import threading
+import weakref
 
 import pytest
 
@@ -101,3 +103,18 @@ async def test_a_forked_child_does_not_take_its_parents_running_loop() -> None:
         os._exit(0 if running_loop_or_none() is None else 1)
     _pid, status = await asyncio.to_thread(os.waitpid, pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_running_loop_does_not_keep_a_closed_loop_alive() -> None:
+    """The loop it found last is held weakly: one closed is freed (as stopgate's registry)."""
+    loop = asyncio.new_event_loop()
+
+    async def found() -> object:
+        return running_loop()
+
+    assert loop.run_until_complete(found()) is loop
+    loop.close()
+    freed = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert freed() is None
