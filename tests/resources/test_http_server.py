@@ -766,3 +766,29 @@ async def test_a_file_replaced_by_a_swap_is_served_throughout(
     await engine.apply(graph_of(server))
     await settle(engine)
     assert (await fetch(f"{base}/f"))[0] == 404
+
+
+async def test_a_long_poll_across_a_swap_that_replaces_its_file_gets_the_new_data(
+    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long poll held by a file that a swap replaces (its data edited) is answered once the
+    swap is over (before: only at its wait's end, 304), and the new file's Last-Modified is
+    after the old one's even in the same second (before: the same, so a client that had
+    the old one was held for ever, never given the new data). The clock stands still here."""
+    monkeypatch.setattr(http_server.time, "time", lambda: 1_700_000_000.5)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = HTTPServerRes(name=f":{port}")
+    await engine.apply(graph_of(server, HTTPServerFileRes(name="/f", data="old\n", longpoll=True)))
+    await settle(engine)
+    status, body, headers = await fetch(f"{base}/f")
+    assert (status, body) == (200, b"old\n")
+    since = {"If-Modified-Since": headers["Last-Modified"]}
+    held = asyncio.ensure_future(fetch(f"{base}/f", headers={**since, "Prefer": "wait=60"}))
+    assert (await fetch(f"{base}/f", headers=since))[0] == 304  # (the held one is held)
+    await engine.apply(graph_of(server, HTTPServerFileRes(name="/f", data="new\n", longpoll=True)))
+    await settle(engine)
+    async with asyncio.timeout(30):  # (before: 60 s, then 304)
+        assert (await held)[0] == 200
+    status, body, headers = await fetch(f"{base}/f", headers=since)
+    assert (status, body) == (200, b"new\n")  # (before: 304, the same Last-Modified)
