@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 
+from engine.tasks import running_loop
+
 
 class Flag:
     __slots__ = ("_set", "_waiters")
@@ -41,7 +43,7 @@ class Flag:
         """Until the flag is set (at once if it is); True, as Event.wait()."""
         if self._set:
             return True
-        waiter = asyncio.get_running_loop().create_future()
+        waiter = running_loop().create_future()  # (no getpid: engine.tasks)
         if self._waiters is None:
             self._waiters = [waiter]
         else:

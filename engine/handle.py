@@ -314,6 +314,7 @@ class Handle:
         self._cleanups: list[Cleanup] = []
         self.stopping = False  # the engine stops this resource (request_stop)
         self._on_stop: list[Callable[[], None]] | None = None
+        self._on_detach: list[Callable[[], None]] | None = None
         self._started = False  # event() was called: the startup event was reported
         self._peers = peers or (lambda: ())
         self.logger = ResourceLogger(log, {"res_kind": kind, "res_name": name})
@@ -383,15 +384,32 @@ class Handle:
 
         return unregister
 
+    def on_detach(self, fn: Callable[[], None]) -> None:
+        """Call `fn()` once the engine has dropped this resource (`detach`): at the end of the
+        swap that removed or replaced it, once the resources that replace it have run init()
+        (its cleanup() ran before they did). Not at the engine's own stop. What a member of
+        a shared service withdraws there is offered on across the swap, until its successor
+        offers it: an http:server:file's URL path is never 404 in between."""
+        if self._on_detach is None:
+            self._on_detach = []
+        self._on_detach.append(fn)
+
     def detach(self) -> None:
-        """The engine has dropped this resource's vertex: the callbacks into it do nothing
-        from now on (they pointed back at the vertex, which holds this handle: a reference
-        cycle only a full collection freed, Vertex.release)."""
+        """The engine has dropped this resource's vertex: what on_detach() registered is
+        called, and the callbacks into it do nothing from now on (they pointed back at the
+        vertex, which holds this handle: a reference cycle only a full collection freed,
+        Vertex.release)."""
         self._on_event = _nothing
         self._get_refresh = _false
         self._on_send = _nothing
         self._get_received = dict
         self._peers = tuple
+        callbacks, self._on_detach = self._on_detach, None
+        for fn in callbacks or ():
+            try:
+                fn()
+            except Exception:
+                self.logger.exception("detaching failed")
 
     def request_stop(self) -> None:
         """The engine stops this resource: call what on_stop() registered (once)."""

@@ -45,6 +45,7 @@ from types import TracebackType
 from typing import Any, Generic, TextIO, TypeVar
 
 from engine.params import knows_secrets, redact_known
+from engine.tasks import running_loop_or_none
 
 # Control characters of a message, escaped in a text line (the tab kept): a newline in a name
 # (a file a local user made in a purged directory) forged whole log lines, and a terminal
@@ -442,10 +443,7 @@ class WriterHandler(logging.Handler, Generic[Item]):
             self._put(self.render(note))
 
     def _put(self, line: Item) -> None:
-        try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
+        loop = running_loop_or_none()
         with self._locked():
             self._pending.append(line)
             if loop is not None:

@@ -106,7 +106,9 @@ class HTTPClientRes(Refreshable, Resource):
         await super().init(handle)
         named = self._named_file()
         self._dst = named if named is not None else str(handle.var_dir / "content")
-        self._pending: Reply | None = None  # a long poll reply, for check_apply to take
+        # A long poll reply for check_apply to take, and how many requests check_apply had
+        # made itself when the long poll's request went out.
+        self._pending: tuple[Reply, int] | None = None
         self._taken = asyncio.Event()  # check_apply took it: the next long poll may start
         self._seen: float | None = None  # Last-Modified of the newest reply (even under --noop)
         self._fetches = 0  # requests check_apply made itself (the long poll's replies: stale?)
@@ -135,9 +137,7 @@ class HTTPClientRes(Refreshable, Resource):
         await asyncio.to_thread(local.set, response_key(self.name), response)
 
     async def _check_apply(self, apply: bool) -> bool:
-        reply, self._pending = self._pending, None
-        if reply is not None:
-            self._taken.set()
+        reply = self._long_polled()
         refresh = self.handle.refresh()
         old = await asyncio.to_thread(_read, self._dst)
         known = reply is None and old is not None and self.sha256 and not refresh
@@ -173,6 +173,22 @@ class HTTPClientRes(Refreshable, Resource):
         await apply_steps(self.handle, [step], apply, errors=(OSError,))
         self.handle.send(content=reply.body.decode("utf-8", "replace"))
         return old == reply.body  # a new mtime alone (the cursor) is not a change
+
+    def _long_polled(self) -> Reply | None:
+        """The long poll's reply handed over, if check_apply is to take it as the server's
+        answer: a 200 whose request went out after check_apply's own last one. Else None:
+        check_apply asks for itself. An older one may be older than what check_apply has
+        (a reply that came in while a check_apply began, before its own request went out:
+        the 404 from before the file was made, taken after that check_apply's 200, failed
+        the resource: examples/http-server.yaml, 4 runs in 20 on a loaded host). A failure
+        is only ever a fresh request's: a 404 handed over before the resources that make the
+        file had run (the long poll starts with the watch, before them) is not."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return None
+        self._taken.set()
+        reply, fetches = pending
+        return reply if reply.status == 200 and fetches == self._fetches else None
 
     @property
     def _shown(self) -> str:
@@ -234,7 +250,7 @@ class HTTPClientRes(Refreshable, Resource):
             backoff = RETRY_MIN
             self._seen = parse_http_date(reply.headers.get("last-modified", "")) or self._seen
             self._taken.clear()
-            self._pending = reply
+            self._pending = (reply, fetches)
             await self.handle.event()
             await self._taken.wait()  # backpressure: one reply at a time
 

@@ -258,10 +258,23 @@ class HTTPServerFileRes(Edgeable, Resource):
     async def init(self, handle: Handle) -> None:
         await super().init(handle)
         self._data = self.data
-        self._version = float(math.floor(time.time()))  # Last-Modified of data (and long polls)
+        # Last-Modified of data (and long polls): after the one it replaces in a swap (still
+        # offered at its URL path), which its clients hold (the same second: held for ever).
+        before = routes(handle).answerer_for(self.server or "", self.url)
+        last = before._version if isinstance(before, HTTPServerFileRes) else 0.0
+        self._version: float = max(float(math.floor(time.time())), last + 1)
         self._changed = asyncio.Event()  # set and replaced on each change: wakes long polls
         self._refused = Refusals(handle.logger)  # requests refused for a link on the way
-        handle.on_cleanup(routes(handle).answer_at(self))
+        # Offered until the engine drops it (not at its cleanup): a swap that replaces it
+        # stops it before its successor's init() offers the same URL path (404s in between,
+        # seen by clients); the successor is asked first from then on (Routes.answerer_for).
+        withdraw = routes(handle).answer_at(self)
+
+        def withdrawn() -> None:  # its long polls are answered: they ask the successor next
+            withdraw()
+            self._changed.set()
+
+        handle.on_detach(withdrawn)
 
     async def watch(self) -> None:
         if not (self.longpoll and self.path is not None):

@@ -76,8 +76,9 @@ class Routes:
         return self.flags.add(flag)
 
     def answerer_for(self, server: str, path: str) -> Answerer | None:
-        """What answers `path` on `server`: an exact one, else the longest directory."""
-        found = [a for a in self.answerers.to(server) if a.accepts(path)]
+        """What answers `path` on `server`: an exact one, else the longest directory; the
+        newest of two at one URL path (one replacing the other in a swap: HTTPServerFileRes)."""
+        found = [a for a in reversed(self.answerers.to(server)) if a.accepts(path)]
         found.sort(key=lambda a: (a.url != path, -len(a.url)))
         return found[0] if found else None
 

@@ -20,6 +20,7 @@ from engine import stopgate
 from engine.errors import ResourceError
 from engine.handle import Handle
 from engine.stopgate import awaited
+from engine.tasks import running_loop
 
 T = TypeVar("T")
 
@@ -124,7 +125,7 @@ async def in_thread(fn: Callable[..., T], group: stopgate.Group | None = None) -
     of what they share (engine.stopgate.Replies); it is called with what that opening
     yields, or with None (no Replies on this loop, or it ran alone), and then does its work
     alone."""
-    loop = asyncio.get_running_loop()
+    loop = running_loop()
     replies = stopgate.replies(loop)
     if replies is None:
         alone = fn if group is None else functools.partial(fn, None)

@@ -336,7 +336,8 @@ class _Fsyncs:
     descriptor only while a repair waits for one: `wait_for`), and the closes let go
     (`let_go`: run by the kernel's worker, hard-linked behind the next fsync, else submitted
     on their own by `_flush`). A failed io_uring_enter ends its use (`_fail`: threads from
-    then on); its end (`close`) waits in a worker thread for the closes still in it."""
+    then on); its end (`close`, or `_fail` where no spare uses it) waits in a worker thread
+    for the closes still in it."""
 
     _loops: dict[asyncio.AbstractEventLoop, _Fsyncs] = {}
     _failed = False  # a ring could not be made or one failed: no more are made
@@ -351,7 +352,8 @@ class _Fsyncs:
         self._flushing = False  # a _flush of the closes let go is due (call_soon)
         self._awaited: set[asyncio.Future[int | None]] = set()  # what the loop watches for
         self._watching = False
-        self._broken = False  # an enter failed: nothing more goes in (_fail)
+        self._broken = False  # an enter failed, or the ring ended: nothing more goes in
+        self._ended = False  # the ring is closed, or a thread closes it (_end)
         self._threads: set[asyncio.Future[None]] = set()  # closes let go to threads
         self.users = 0  # spares whose fsyncs go through this ring
 
@@ -410,7 +412,10 @@ class _Fsyncs:
         is closed in threads, off the loop). What the kernel has not taken is taken back
         (none of it will run): its closes let go are done in threads, and so are the files
         of its fsyncs' jobs, which end with None (the repair writes). What it took runs, and
-        the ring's end waits for its closes."""
+        the ring's end waits for its closes. A ring no spare uses (the failure was its
+        first fsync's, or a close's let go before any) is ended now (`_end`): none will use
+        it, and no spare's close would end it. It stays the loop's, ended: what is let go
+        later is closed in threads too."""
         log.debug("spares without io_uring from now on: %s", err)
         self._broken = True
         _Fsyncs._failed = True
@@ -429,6 +434,11 @@ class _Fsyncs:
         for fd in fds:
             self._close_in_thread(fd)
         self.reap()  # (what the loop watched the ring for may be over)
+        if not self.users:
+            ending = self._end()
+            if ending is not None:  # (awaited by a close, if any; else by the executor's end)
+                self._threads.add(ending)
+                ending.add_done_callback(self._threads.discard)
 
     def _put_closes(self) -> None:
         """Put the closes let go (let_go), each hard-linked to the next (run one after the
@@ -505,6 +515,8 @@ class _Fsyncs:
     def reap(self) -> None:
         """Resolve the jobs whose fsyncs the ring completed, and forget the closes let go it
         ran (its memory: no system call); stop watching the ring once nothing is waited for."""
+        if self._ended:  # (its memory unmapped, or a thread's)
+            return
         for token, res in self._ring.reap():
             if token in self._closes:  # a descriptor let go: closed (failed: gone anyway)
                 self._closes.discard(token)
@@ -526,27 +538,38 @@ class _Fsyncs:
             self._watching = False
 
     def close(self) -> asyncio.Future[list[None]] | None:
-        """Close the ring: what is still in it keeps its file until done (the kernel's own
-        reference), ours are closed now. The closes let go that the kernel has not run yet
-        (each may be hard-linked behind an fsync that waits for the disk, and may itself wait
-        for a discard) are waited for in a worker thread, which then closes the ring: not by
-        the loop, and not left to the ring's end, which cancels what has not started (their
-        descriptors never closed). Until the kernel's worker closes one, its number stays
-        ours: the loop cannot reuse it meanwhile. What to await: that thread's job and the
-        closes let go to threads (_close_in_thread); None if all is done."""
+        """Close the ring (`_end`), no longer the loop's. What to await: the thread's job that
+        ends it and the closes let go to threads (_close_in_thread); None if all is done."""
         if _Fsyncs._loops.get(self._loop) is self:
             del _Fsyncs._loops[self._loop]
+        ending = self._end()
+        waits = [*self._threads, *([] if ending is None else [ending])]
+        return asyncio.gather(*waits) if waits else None
+
+    def _end(self) -> asyncio.Future[None] | None:
+        """End the ring, once: what is still in it keeps its file until done (the kernel's
+        own reference), ours are closed now. The closes let go that the kernel has not run
+        yet (each may be hard-linked behind an fsync that waits for the disk, and may itself
+        wait for a discard) are waited for in a worker thread, which then closes the ring: not
+        by the loop, and not left to the ring's end, which cancels what has not started (their
+        descriptors never closed). Until the kernel's worker closes one, its number stays
+        ours: the loop cannot reuse it meanwhile. Nothing goes in it after. That thread's job;
+        None if the ring is closed here (or was before)."""
+        if self._ended:
+            return None
         self.reap()
         if self._watching:
             self._loop.remove_reader(self._ring.fd)
             self._watching = False
-        self._flushing = False  # (a _flush due finds the ring closed)
+        self._flushing = False  # (a _flush due finds the ring ended)
+        self._ended = True  # (reap reads it no more)
         try:
             if self._to_close:
                 self._put_closes()
                 self._ring.enter(0)
         except OSError as err:
             self._fail(err)
+        self._broken = True
         for job, fd in self._jobs.values():
             os.close(fd)
             if not job.done():
@@ -558,8 +581,7 @@ class _Fsyncs:
         ending = _in_thread(self._loop, drain) if closes else None
         if ending is None:  # nothing to wait for (the ring's close does not block), or the
             drain()  # executor is shut down (the process ends): here, as before
-        waits = [*self._threads, *([] if ending is None else [ending])]
-        return asyncio.gather(*waits) if waits else None
+        return ending
 
 
 def _drain(ring: uring.Ring, closes: set[int]) -> None:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import os
+import threading
+import weakref
 
 import pytest
 
-from engine.tasks import TaskSet
+from engine.tasks import TaskSet, running_loop, running_loop_or_none
 
 
 async def after_done_callbacks(task: asyncio.Task[None]) -> None:
@@ -63,3 +67,54 @@ async def test_a_task_that_ends_leaves_the_set() -> None:
     task = tasks.spawn(short(), "short")
     await after_done_callbacks(task)
     assert len(tasks) == 0
+
+
+def test_running_loop_is_the_loop_running_in_this_thread_or_none() -> None:
+    """running_loop() is asyncio.get_running_loop() (kept between calls, without its getpid):
+    each loop while it runs, none outside one (RuntimeError, or None), one per thread."""
+
+    async def both() -> tuple[object, object, object]:
+        return running_loop(), running_loop(), asyncio.get_running_loop()
+
+    for _ in range(2):  # a new loop in the same thread, the last one closed
+        first, again, real = asyncio.run(both())
+        assert first is again is real
+    with pytest.raises(RuntimeError):
+        running_loop()  # (the last loop, kept, no longer runs)
+    assert running_loop_or_none() is None
+    seen: dict[str, tuple[object, object]] = {}
+
+    def in_thread(name: str) -> None:
+        seen[name] = asyncio.run(both())[::2]
+
+    threads = [threading.Thread(target=in_thread, args=(str(i),)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert all(found is real for found, real in seen.values()) and len(seen) == 2
+
+
+async def test_a_forked_child_does_not_take_its_parents_running_loop() -> None:
+    """asyncio's own lookup asks getpid for this; running_loop() forgets its loop in a child."""
+    assert running_loop() is asyncio.get_running_loop()
+    pid = os.fork()
+    if pid == 0:  # the child: no loop runs here
+        os._exit(0 if running_loop_or_none() is None else 1)
+    _pid, status = await asyncio.to_thread(os.waitpid, pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_running_loop_does_not_keep_a_closed_loop_alive() -> None:
+    """The loop it found last is held weakly: one closed is freed (as stopgate's registry)."""
+    loop = asyncio.new_event_loop()
+
+    async def found() -> object:
+        return running_loop()
+
+    assert loop.run_until_complete(found()) is loop
+    loop.close()
+    freed = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert freed() is None

@@ -652,3 +652,50 @@ async def test_a_dropped_spare_is_let_go_through_the_ring(tmp_path: Path) -> Non
         await kept.close()  # the ring's end: what was let go is closed first
         os.close(dir_fd)
     assert fds_of(inode) == []
+
+
+def io_uring_maps() -> set[int]:
+    """The start addresses of this process's io_uring mappings (a ring's memory, which holds
+    the ring open until unmapped)."""
+    with open("/proc/self/maps") as maps:
+        return {int(line.split("-", 1)[0], 16) for line in maps if "io_uring" in line}
+
+
+async def test_a_ring_whose_first_fsync_fails_is_ended_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ring made by a spare whose fsync, its first, fails to go in (a failed io_uring_enter:
+    here its descriptor made another file's) serves no spare: it is ended there, its memory
+    unmapped (before, it stayed open, unused, until the process ended). The spare is made
+    in a thread, and what is let go later is closed in threads, as after any failure."""
+    if uring.unavailable() is not None:
+        pytest.skip(f"no io_uring here: {uring.unavailable()}")
+    monkeypatch.setattr(spare_mod._Fsyncs, "_failed", False)  # (restored after)
+    executor = ClosesCounted()
+    asyncio.get_running_loop().set_default_executor(executor)
+    fsyncs = spare_mod._Fsyncs.of(asyncio.get_running_loop())
+    assert fsyncs is not None
+    maps = {address for address, _size in fsyncs._ring._maps}
+    assert maps <= io_uring_maps()
+    dir_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    null = os.open(os.devnull, os.O_RDONLY)
+    spare = Spare()
+    try:
+        os.dup2(null, fsyncs._ring.fd)
+        spare.prepare(dir_fd, Spare.want(dir_fd, b"data", 0o644, -1, -1))
+        assert spare_mod._Fsyncs._failed and not fsyncs.room()
+        assert maps & io_uring_maps() == set()  # ended: nothing of it mapped
+        fd = await spare.ready()  # made in a thread
+        assert fd is not None and os.fstat(fd).st_size == 4
+        later, later_inode = unlinked_file(tmp_path / "b")
+        spare_mod.let_go(later)
+        assert executor.closed[-1] == later
+    finally:
+        await spare.close()
+        os.close(dir_fd)
+        os.close(null)
+    ending = fsyncs.close()  # (nothing left: a ring closed once)
+    if ending is not None:
+        async with asyncio.timeout(60):
+            await ending
+    assert fds_of(later_inode) == []
