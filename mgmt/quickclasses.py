@@ -18,6 +18,17 @@ a namedtuple's `__new__` is bytecode written as the evaluated lambda's (`_namedt
 dataclasses' check of a string annotation for ClassVar, InitVar or KW_ONLY matches its
 pattern once per text (`_is_type`).
 
+`enum`'s `_convert_` (the int enums and flags socket and signal make of their constants at
+import: AddressFamily, SocketKind, MsgFlag, AddressInfo, Signals, Handlers, Sigmasks; ~7.4 M
+instructions, 4% of an empty run) makes each member with `_simple_enum`'s Python calls: an
+`Enum.__init__` that does nothing, an `enum.property` through its `__init__` (which formats
+and drops an AttributeError asking None for `__isabstractmethod__`) and `__set_name__`, and
+the class's `__setattr__`: ~25 K instructions a member. `_convert_` here makes the same class
+(the same attributes in the same order, members with the same attributes in the same order;
+tests/mgmt/test_startup.py compares all seven with enum's own) with those objects filled
+directly: -1.4 M instructions of a run (docs/benchmarks.md). An int enum or flag of int values
+only; any other `_convert_` is enum's own.
+
 Python 3.11 only (the private builders replaced are those of its `dataclasses`): on another
 version `install()` does nothing.
 """
@@ -26,6 +37,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import enum
 import functools
 import operator
 import sys
@@ -463,11 +475,152 @@ def _forward_code(source: str, filename: str, mode: str) -> str:
     return source
 
 
+_CONVERT = enum.EnumType._convert_  # type: ignore[attr-defined]
+_BY_VALUE, _BY_NAME = operator.itemgetter(1, 0), operator.itemgetter(0)
+# An enum.property's attributes as its __init__ (fget... None) and __set_name__ set them.
+_PROPERTY = {
+    "fget": None,
+    "fset": None,
+    "fdel": None,
+    "__doc__": None,
+    "overwrite_doc": True,
+    "__isabstractmethod__": False,
+    "name": "",
+    "clsname": "",
+}
+
+
+def _convert_(
+    cls: Any,
+    name: str,
+    module: str,
+    filter: Callable[[str], bool],
+    source: Any = None,
+    *,
+    boundary: Any = None,
+    as_global: bool = False,
+) -> Any:
+    """enum's `EnumType._convert_` (3.11), its class made by `_int_enum` (an IntEnum or an
+    IntFlag of ints: socket's and signal's); any other by enum's own."""
+    if cls is not enum.IntEnum and cls is not enum.IntFlag:
+        return _CONVERT(cls, name, module, filter, source, boundary=boundary, as_global=as_global)
+    module_globals = sys.modules[module].__dict__
+    found = source.__dict__ if source else module_globals
+    members = [(key, value) for key, value in found.items() if filter(key)]
+    try:
+        members.sort(key=_BY_VALUE)  # (value, name), as enum's lambdas
+    except TypeError:
+        members.sort(key=_BY_NAME)
+    body = dict(members)
+    body["__module__"] = module
+    made = type(name, (object,), body)
+    if all(type(value) is int for _, value in members):
+        made = _int_enum(cls, boundary or enum.KEEP, made)
+    else:
+        made = enum._simple_enum(etype=cls, boundary=boundary or enum.KEEP)(made)  # type: ignore[attr-defined]
+    made.__reduce_ex__ = enum._reduce_ex_by_global_name  # type: ignore[attr-defined]
+    if as_global:
+        enum.global_enum(made)
+    else:
+        sys.modules[made.__module__].__dict__.update(made.__members__)
+    module_globals[name] = made
+    return made
+
+
+def _int_enum(etype: Any, boundary: Any, cls: type) -> Any:
+    """enum's `_simple_enum(etype, boundary=boundary)(cls)` (3.11) for `_convert_`'s class of
+    int constants: the same steps, each member and its `enum.property` filled directly."""
+    body, attrs = _int_enum_body(etype, boundary, cls)
+    cls_name, member_type = cls.__name__, etype._member_type_
+    made: Any = type(cls_name, (etype,), body, boundary=boundary, _simple=True)
+    for key in ("__repr__", "__str__", "__format__", "__reduce_ex__"):
+        if key not in body:
+            found = getattr(made, key)
+            if found in (getattr(member_type, key), getattr(object, key)):
+                setattr(made, key, getattr(etype, key))
+    new_member, flag = body["_new_member_"], "_boundary_" in body
+    member_names, member_map = body["_member_names_"], body["_member_map_"]
+    value2member_map = body["_value2member_map_"]
+    single_bits = multi_bits = 0
+    for key, value in attrs.items():
+        redirect = object.__new__(enum.property)
+        redirect.__dict__ = {**_PROPERTY, "name": key, "clsname": cls_name}
+        type.__setattr__(made, key, redirect)
+        if value in value2member_map:  # an alias
+            member_map[key] = value2member_map[value]
+            continue
+        member = new_member(made, value)
+        member._value_ = value
+        member._name_ = key
+        member.__objclass__ = made
+        member._sort_order_ = len(member_names)  # (Enum.__init__ does nothing: not called)
+        member_map[key] = member
+        value2member_map[value] = member
+        if not flag:
+            member_names.append(key)
+        elif enum._is_single_bit(value):  # type: ignore[attr-defined]
+            member_names.append(key)
+            single_bits |= value
+        else:
+            multi_bits |= value
+    if flag:
+        made._flag_mask_ = single_bits
+        made._all_bits_ = 2 ** ((single_bits | multi_bits).bit_length()) - 1
+        values = [m._value_ for m in made]
+        if values != sorted(values):
+            made._iter_member_ = made._iter_member_by_def_
+    made.__new__ = enum.Enum.__new__
+    return made
+
+
+def _int_enum_body(etype: Any, boundary: Any, cls: type) -> tuple[dict[str, Any], dict[str, int]]:
+    """`_simple_enum`'s class body for `etype` (its attributes in its order), and the members'
+    names and values from `cls`."""
+    cls_name = cls.__name__
+    body: dict[str, Any] = {
+        "_new_member_": etype._member_type_.__new__,
+        "_use_args_": etype._use_args_,
+        "_generate_next_value_": etype._generate_next_value_,
+        "_member_names_": [],
+        "_member_map_": {},
+        "_value2member_map_": {},
+        "_unhashable_values_": [],
+        "_member_type_": etype._member_type_,
+        "_value_repr_": etype._value_repr_,
+    }
+    if issubclass(etype, enum.Flag):
+        body["_boundary_"] = boundary or etype._boundary_
+        body["_flag_mask_"] = body["_all_bits_"] = body["_inverted_"] = None
+        for method in ("__or__", "__xor__", "__and__", "__ror__", "__rxor__", "__rand__"):
+            body[method] = getattr(enum.Flag, method)
+        body["__invert__"] = enum.Flag.__invert__
+    attrs: dict[str, int] = {}
+    for key, obj in cls.__dict__.items():
+        if key in ("__dict__", "__weakref__"):
+            continue
+        if key[0] != "_":  # an int: not a dunder, sunder, private name or descriptor
+            attrs[key] = obj
+        elif (
+            enum._is_dunder(key)  # type: ignore[attr-defined]
+            or enum._is_private(cls_name, key)  # type: ignore[attr-defined]
+            or enum._is_sunder(key)  # type: ignore[attr-defined]
+            or enum._is_descriptor(obj)  # type: ignore[attr-defined]
+        ):
+            body[key] = obj
+        else:
+            attrs[key] = obj
+    if cls.__dict__.get("__doc__") is None:
+        body["__doc__"] = "An enumeration."
+    return body, attrs
+
+
 def install() -> None:
     """Make the dataclasses defined from now on with the closures above (see the module doc),
-    and typing's forward references with `_forward_code`."""
+    typing's forward references with `_forward_code`, and enum's `_convert_` with ours."""
     if sys.version_info[:2] != (3, 11):
         return
+    if enum.IntEnum.__init__ is enum.Enum.__init__ is enum.IntFlag.__init__:  # (does nothing)
+        enum.EnumType._convert_ = _convert_  # type: ignore[attr-defined]
     for builder in (_cmp_fn, _hash_fn, _repr_fn, _frozen_get_del_attr, _init_fn, _is_type):
         setattr(dataclasses, builder.__name__, builder)
     typing.compile = _forward_code  # type: ignore[attr-defined]  # its ForwardRef's only use

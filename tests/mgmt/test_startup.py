@@ -902,6 +902,91 @@ print(sorted({m.__code__.co_filename.rsplit("/", 1)[-1] for m in methods}))
     assert _python(script) == "['<string>', 'quickclasses.py']"
 
 
+def test_int_enums_converted_by_quickclasses_are_enums_own() -> None:
+    """socket's and signal's seven int enums and flags made by `quickclasses._convert_` (their
+    modules run again after `install()`) are the classes enum's own `_convert_` makes: the
+    same attributes in the same order, the same members (attributes, order, repr, str,
+    format, hash, pickling), aliases, iteration, lookups and flag combinations; another kind
+    of `_convert_` (values not all ints, an Enum) is enum's own."""
+    script = """
+import sys, enum, importlib.util
+
+def fresh(name):
+    spec = importlib.util.find_spec(name)
+    module = importlib.util.module_from_spec(spec)
+    real = sys.modules[name]
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.modules[name] = real
+    return module
+
+import socket, signal
+NAMES = {'socket': ['AddressFamily', 'SocketKind', 'MsgFlag', 'AddressInfo'], 'signal': ['Signals', 'Handlers', 'Sigmasks']}
+before = {m: fresh(m) for m in NAMES}
+from mgmt import quickclasses
+quickclasses.install()
+assert enum.EnumType._convert_ is quickclasses._convert_
+after = {m: fresh(m) for m in NAMES}
+
+def same(a, b, ma, mb):
+    # a from before, b from after: equal, with the classes mapped
+    if isinstance(a, enum.Enum) and type(a) is not ma:
+        return a is b
+    if isinstance(a, enum.Enum):
+        return type(a) is ma and type(b) is mb and int(a) == int(b) and a._name_ == b._name_
+    if isinstance(a, enum.property):
+        return type(b) is enum.property and vars(a) == vars(b)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y, ma, mb) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(same(a[k], b[k], ma, mb) for k in a)
+    if a is ma:
+        return b is mb
+    return a == b
+
+out = []
+for m, names in NAMES.items():
+    for n in names:
+        A, B = getattr(before[m], n), getattr(after[m], n)
+        assert A is not B and type(A) is type(B) and A.__bases__ == B.__bases__ and A.__mro__[1:] == B.__mro__[1:]
+        assert list(vars(A)) == list(vars(B)), (n, list(vars(A)), list(vars(B)))
+        for k in vars(A):
+            assert same(vars(A)[k], vars(B)[k], A, B), (n, k, vars(A)[k], vars(B)[k])
+        for k, ma in A._member_map_.items():
+            mb = B._member_map_[k]
+            assert list(vars(ma)) == list(vars(mb)), (n, k)
+            assert all(same(vars(ma)[x], vars(mb)[x], A, B) for x in vars(ma)), (n, k, vars(ma), vars(mb))
+            assert (repr(ma), str(ma), format(ma), f'{ma:x}', hash(ma)) == (repr(mb), str(mb), format(mb), f'{mb:x}', hash(mb))
+            assert ma.__reduce_ex__(2) == mb.__reduce_ex__(2)
+            assert getattr(before[m], k) is ma and getattr(after[m], k) is mb
+        assert [x.name for x in A] == [x.name for x in B] and [x.name for x in reversed(A)] == [x.name for x in reversed(B)]
+        assert [repr(A(int(v))) for v in A] == [repr(B(int(v))) for v in B]
+        if issubclass(A, enum.Flag):
+            vs = [int(v) for v in A]
+            combos = [repr(A(x | y)) for x in vs for y in vs] + [repr(~v) for v in A]
+            combosb = [repr(B(x | y)) for x in vs for y in vs] + [repr(~v) for v in B]
+            assert combos == combosb
+        assert repr(A(99999)) == repr(B(99999)) if issubclass(A, enum.Flag) else True
+        assert dir(A) == dir(B) and repr(A) == repr(B)
+        out.append((n, len(A._member_map_)))
+print(out)
+
+class Source:
+    A_X, A_Y, A_Z, B_X, B_Y, B_Z = 1, "two", 3, 3, True, 1
+E = enum.Enum._convert_("E", "socket", lambda n: n.startswith("A_"), source=Source)
+I = enum.IntEnum._convert_("I", "socket", lambda n: n.startswith("B_"), source=Source)
+print([(m.name, m.value) for m in E], [(m.name, m.value) for m in I], list(I.__members__))
+"""
+    assert _python(script).splitlines() == [
+        "[('AddressFamily', 33), ('SocketKind', 7), ('MsgFlag', 14), ('AddressInfo', 7), "
+        "('Signals', 36), ('Handlers', 2), ('Sigmasks', 3)]",
+        "[('A_X', 1), ('A_Y', 'two'), ('A_Z', 3)] [('B_Y', True), ('B_X', 3)] "
+        "['B_Y', 'B_Z', 'B_X']",
+    ]
+
+
 def test_dataclass_init_written_as_bytecode_does_what_the_compiled_one_does() -> None:
     """`__init__` written as bytecode (quickclasses._init_code) against dataclasses' compiled
     one: default factories (frozen or not, in __init__ or not), InitVars and __post_init__, a
