@@ -987,6 +987,65 @@ print([(m.name, m.value) for m in E], [(m.name, m.value) for m in I], list(I.__m
     ]
 
 
+def test_dataclass_fields_got_by_quickclasses_are_dataclasses_own() -> None:
+    """`quickclasses._get_field` gives the field dataclasses' own `_get_field` gives (every
+    attribute, or the same error) for string annotations that name a ClassVar or an InitVar
+    (plainly, subscripted, through an alias or a module), that name neither, or none, for
+    types, and for every kind of default (none, a value, a field, a factory, a mutable one, a
+    slot, kw_only either way); a class whose module is gone fails as before."""
+    script = """
+import dataclasses, sys, typing
+import typing as t
+from typing import ClassVar
+from dataclasses import InitVar, field
+CV, IV = ClassVar, InitVar[int]
+from mgmt import quickclasses
+own = dataclasses._get_field
+quickclasses.install()
+ours = dataclasses._get_field
+assert ours is quickclasses._get_field and own is not ours
+ANNOTATIONS = ["int", "int | None", "ClassVar", "ClassVar[int]", "t.ClassVar[int]", "typing.ClassVar",
+    "InitVar[int]", "dataclasses.InitVar[int]", "IV", "CV[int]", "'quoted'", " ClassVar", "Missing",
+    "", "list[int]", int, ClassVar[int], InitVar[int]]
+DEFAULTS = [lambda: None, lambda: 1, lambda: field(default=2), lambda: field(default_factory=list),
+    lambda: [], lambda: field(kw_only=True), lambda: field(default_factory=list, kw_only=True),
+    lambda: field(default=3, kw_only=False), "slots"]
+
+def made(default):
+    if default == "slots":
+        return type("C", (), {"__slots__": ("a",), "__module__": __name__})
+    value = default()
+    return type("C", (), {"__module__": __name__} if value is None else {"a": value, "__module__": __name__})
+
+def said(get, annotation, default, kw_only):
+    try:
+        f = get(made(default), "a", annotation, kw_only)
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+    return repr((f.name, f.type, f._field_type, f.default, f.default_factory, f.kw_only, f.init, f.repr,
+                 f.hash, f.compare, dict(f.metadata)))
+
+count = 0
+for annotation in ANNOTATIONS:
+    for default in DEFAULTS:
+        for kw_only in (False, True):
+            a, b = said(own, annotation, default, kw_only), said(ours, annotation, default, kw_only)
+            assert a == b, (annotation, a, b)
+            count += 1
+gone = [type("G", (), {"a": 1, "__module__": "no.such.module"}) for _ in range(2)]
+try:
+    own(gone[0], "a", "int", False)
+except AttributeError as e:
+    said_own = str(e)
+try:
+    ours(gone[1], "a", "int", False)
+except AttributeError as e:
+    assert str(e) == said_own, e
+print(count)
+"""
+    assert _python(script) == "324"
+
+
 def test_dataclass_init_written_as_bytecode_does_what_the_compiled_one_does() -> None:
     """`__init__` written as bytecode (quickclasses._init_code) against dataclasses' compiled
     one: default factories (frozen or not, in __init__ or not), InitVars and __post_init__, a
