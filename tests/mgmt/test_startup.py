@@ -118,10 +118,10 @@ UNUSED += ("mgmt.status.server",)
 UNUSED += ("resources._lib.journal",)
 # systemd's notifications (a Type=notify unit's variables) and an edit's re-parse.
 UNUSED += ("mgmt.sdnotify", "mgmt.spans")
-# asyncio's package code (its streams, subprocess, taskgroups and timeouts: lazyimport.PARTS
-# gives the names of its other parts beforehand).
+# asyncio's package code (its streams, subprocess, taskgroups, timeouts and queues:
+# lazyimport.PARTS gives the names of its other parts beforehand).
 UNUSED += ("asyncio", "asyncio.streams", "asyncio.subprocess", "asyncio.taskgroups")
-UNUSED += ("asyncio.timeouts",)
+UNUSED += ("asyncio.timeouts", "asyncio.queues")
 # PyYAML's own code (its package's __init__) and its modules a parse with libyaml never runs:
 # a graph file's parse imports its parts (mgmt.yamlgraph), the rest waits for `yaml.X`.
 UNUSED += ("yaml", "yaml.composer", "yaml.cyaml", "yaml.dumper", "yaml.emitter", "yaml.loader")
@@ -421,7 +421,7 @@ print(got, same, yaml.parser.ParserError is parser, type(yaml).__name__,
 def test_asyncio_deferred_gives_the_same_names_and_runs_at_first_use() -> None:
     """Before asyncio's package code runs, it gives the names of its parts in PARTS, each the
     object its code gives; the first read of another name (`timeout`, a stream's, a
-    subprocess's, TaskGroup, `__all__`) runs it: then every name and `__all__` are as asyncio
+    subprocess's, TaskGroup, Queue, `__all__`) runs it: then every name and `__all__` are as asyncio
     imported as usual gives them, and asyncio.timeouts has engine.timeoutfix's fix."""
     show = "print(sorted(asyncio.__all__), sorted(n for n in vars(asyncio) if n[0] != '_'))"
     real = _python(f"import asyncio\n{show}")
@@ -434,7 +434,7 @@ lazyimport.install()
 import asyncio
 before = dict(vars(asyncio))
 deferred = [m for m in ("asyncio.streams", "asyncio.subprocess", "asyncio.taskgroups",
-                        "asyncio.timeouts") if m in sys.modules]
+                        "asyncio.timeouts", "asyncio.queues") if m in sys.modules]
 async def ran():
     return "slept"
 async def main():
@@ -452,6 +452,30 @@ print(type(asyncio).__name__, deferred, asyncio.run(main()), type(asyncio).__nam
     out0 = "_LazyPackage [] slept module True asyncio.streams asyncio.subprocess True"
     assert out[0] == out0
     assert out[1] == real
+
+
+def test_asyncio_queue_deferred_runs_asyncio_at_its_first_read() -> None:
+    """asyncio.queues is not among the parts given beforehand (a graph file's run uses no
+    queue): the first read of asyncio.Queue (the status page's stream, dhcp, tftp, puppet's
+    source) runs asyncio's package code, and the queue and its errors are asyncio's own."""
+    script = """
+import sys
+import mgmt; mgmt.full_site()
+import engine
+from mgmt import lazyimport
+lazyimport.install()
+import asyncio
+before = type(asyncio).__name__, "asyncio.queues" in sys.modules
+async def main():
+    queue = asyncio.Queue(1)
+    queue.put_nowait("a")
+    try:
+        queue.put_nowait("b")
+    except asyncio.QueueFull:
+        return await queue.get(), queue.__module__
+print(before, asyncio.run(main()), type(asyncio).__name__, asyncio.Queue.__module__)
+"""
+    assert _python(script) == "('_LazyPackage', False) ('a', 'asyncio.queues') module asyncio.queues"
 
 
 def test_the_agent_knows_every_variable_of_systemds_notifier() -> None:
