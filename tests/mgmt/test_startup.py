@@ -122,6 +122,8 @@ UNUSED += ("mgmt.sdnotify", "mgmt.spans")
 # lazyimport.PARTS gives the names of its other parts beforehand).
 UNUSED += ("asyncio", "asyncio.streams", "asyncio.subprocess", "asyncio.taskgroups")
 UNUSED += ("asyncio.timeouts", "asyncio.queues")
+# queue's own Queue classes: the thread pools take the `_queue` extension's (lazyimport.TAKEN).
+UNUSED += ("queue",)
 # PyYAML's own code (its package's __init__) and its modules a parse with libyaml never runs:
 # a graph file's parse imports its parts (mgmt.yamlgraph), the rest waits for `yaml.X`.
 UNUSED += ("yaml", "yaml.composer", "yaml.cyaml", "yaml.dumper", "yaml.emitter", "yaml.loader")
@@ -475,7 +477,35 @@ async def main():
         return await queue.get(), queue.__module__
 print(before, asyncio.run(main()), type(asyncio).__name__, asyncio.Queue.__module__)
 """
-    assert _python(script) == "('_LazyPackage', False) ('a', 'asyncio.queues') module asyncio.queues"
+    assert (
+        _python(script) == "('_LazyPackage', False) ('a', 'asyncio.queues') module asyncio.queues"
+    )
+
+
+def test_queue_deferred_gives_the_extensions_names_and_runs_at_another() -> None:
+    """`queue` deferred gives `_queue`'s SimpleQueue and Empty beforehand (lazyimport.TAKEN):
+    a thread pool runs (its work queue, its shutdown's `except queue.Empty`) without running
+    queue's code; the first read of another name (Queue) runs it, and then every name is the
+    one queue imported as usual gives (SimpleQueue and Empty still `_queue`'s)."""
+    show = "print(sorted(vars(queue)), queue.SimpleQueue is _queue.SimpleQueue is not None)"
+    real = _python(f"import queue, _queue\n{show}")
+    script = f"""
+from mgmt import lazyimport
+lazyimport.install()
+import queue, _queue
+from concurrent.futures import ThreadPoolExecutor
+taken = queue.SimpleQueue is _queue.SimpleQueue, queue.Empty is _queue.Empty
+with ThreadPoolExecutor(2) as pool:
+    done = sorted(pool.map(abs, [-2, 1]))
+ran = type(queue).__name__
+made = queue.Queue(1)
+made.put(1)
+print(taken, done, ran, type(queue).__name__, made.get(), queue.Empty is _queue.Empty)
+{show}
+"""
+    out = _python(script).splitlines()
+    assert out[0] == "(True, True) [1, 2] _Lazy module 1 True"
+    assert out[1] == real
 
 
 def test_the_agent_knows_every_variable_of_systemds_notifier() -> None:
