@@ -15,6 +15,9 @@ an InitVar outside `__init__`, is still compiled). Nothing else changes: the lib
 typing's forward references (each string annotation of a NamedTuple, each type hint resolved)
 keep their text, `eval`ed when resolved, not a code object of `compile`'s (`_forward_code`);
 a namedtuple's `__new__` is bytecode written as the evaluated lambda's (`_namedtuple_eval`);
+typing's NamedTuple class does not set its new class's `__bases__` again to the `(tuple,)`
+it has (`_named_tuple_new`: the interpreter would compute its MRO and slots again, -0.7 M
+instructions of a run's 5 NamedTuples);
 dataclasses' check of a string annotation for ClassVar, InitVar or KW_ONLY matches its
 pattern once per text (`_is_type`), and a field of a plain-name annotation is made with one
 lookup of that name for both its ClassVar and InitVar checks (`_get_field`: -1.1 M
@@ -28,11 +31,11 @@ and drops an AttributeError asking None for `__isabstractmethod__`) and `__set_n
 the class's `__setattr__`: ~25 K instructions a member. `_convert_` here makes the same class
 (the same attributes in the same order, members with the same attributes in the same order;
 tests/mgmt/test_startup.py compares all seven with enum's own) with those objects filled
-directly: -1.4 M instructions of a run (docs/benchmarks.md). An int enum or flag of int values
+directly: -1.2 M instructions of a run (docs/benchmarks.md). An int enum or flag of int values
 only; any other `_convert_` is enum's own.
 
-Python 3.11 only (the private builders replaced are those of its `dataclasses`): on another
-version `install()` does nothing.
+Python 3.11 only (the private builders replaced are those of its `dataclasses`, `typing` and
+`enum`): on another version `install()` does nothing.
 """
 
 from __future__ import annotations
@@ -682,6 +685,48 @@ def _int_enum_body(etype: Any, boundary: Any, cls: type) -> tuple[dict[str, Any]
     return body, attrs
 
 
+def _named_tuple_new(cls: type, typename: str, bases: tuple[type, ...], ns: dict[str, Any]) -> Any:
+    """typing's `NamedTupleMeta.__new__` (3.11), the same steps, but for setting the new class's
+    `__bases__` to the `(tuple,)` it has already: that assignment makes the interpreter compute
+    the class's MRO and every slot again, ~160 K instructions a class (5 NamedTuples in a run),
+    for the same class. A generic NamedTuple's bases (with Generic) are set as before."""
+    named_tuple: Any = typing._NamedTuple  # type: ignore[attr-defined]
+    assert named_tuple in bases
+    for base in bases:
+        if base is not named_tuple and base is not typing.Generic:
+            raise TypeError("can only inherit from a NamedTuple type and Generic")
+    bases = tuple(tuple if base is named_tuple else base for base in bases)
+    types = ns.get("__annotations__", {})
+    default_names: list[str] = []
+    for field_name in types:
+        if field_name in ns:
+            default_names.append(field_name)
+        elif default_names:
+            raise TypeError(
+                f"Non-default namedtuple field {field_name} "
+                f"cannot follow default field"
+                f"{'s' if len(default_names) > 1 else ''} "
+                f"{', '.join(default_names)}"
+            )
+    nm_tpl = typing._make_nmtuple(  # type: ignore[attr-defined]
+        typename, types.items(), defaults=[ns[n] for n in default_names], module=ns["__module__"]
+    )
+    if nm_tpl.__bases__ != bases:
+        nm_tpl.__bases__ = bases
+    if typing.Generic in bases:
+        class_getitem = typing.Generic.__class_getitem__.__func__  # type: ignore[attr-defined]
+        nm_tpl.__class_getitem__ = classmethod(class_getitem)
+    # update from user namespace without overriding special namedtuple attributes
+    for key, value in ns.items():
+        if key in typing._prohibited:  # type: ignore[attr-defined]
+            raise AttributeError("Cannot overwrite NamedTuple attribute " + key)
+        if key not in typing._special and key not in nm_tpl._fields:  # type: ignore[attr-defined]
+            setattr(nm_tpl, key, value)
+    if typing.Generic in bases:
+        nm_tpl.__init_subclass__()
+    return nm_tpl
+
+
 def install() -> None:
     """Make the dataclasses defined from now on with the closures above (see the module doc),
     typing's forward references with `_forward_code`, and enum's `_convert_` with ours."""
@@ -701,3 +746,4 @@ def install() -> None:
         setattr(dataclasses, builder.__name__, builder)
     typing.compile = _forward_code  # type: ignore[attr-defined]  # its ForwardRef's only use
     collections.eval = _namedtuple_eval  # type: ignore[attr-defined]  # namedtuple's only use
+    typing.NamedTupleMeta.__new__ = staticmethod(_named_tuple_new)  # type: ignore[attr-defined]

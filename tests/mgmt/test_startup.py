@@ -1100,6 +1100,72 @@ print(count)
     assert _python(script) == "324"
 
 
+def test_named_tuples_made_by_quickclasses_are_typings_own() -> None:
+    """typing's NamedTuple classes made after `quickclasses.install()` (which does not set a
+    class's `__bases__` again to the `(tuple,)` it has) are those typing makes: bases, MRO,
+    fields, defaults, annotations, doc, names, attributes in order, methods, properties, a
+    generic one's subscription, the place among tuple's subclasses, and the same errors."""
+    script = """
+from __future__ import annotations
+import typing
+from typing import Generic, NamedTuple, TypeVar
+T = TypeVar("T")
+
+def made():
+    class Plain(NamedTuple):
+        __doc__ = "A plain one."
+        a: int
+        b: str = "x"
+        c: list[int] | None = None
+        def total(self) -> int:
+            return self.a + 1
+        @property
+        def twice(self) -> int:
+            return self.a * 2
+    class Bare(NamedTuple):
+        a: bytes | None
+    class Gen(NamedTuple, Generic[T]):
+        value: T
+        n: int = 0
+    last = tuple.__subclasses__()[-1] is Gen
+    return Plain, Bare, Gen, last
+
+def said(f):
+    try:
+        return repr(f())
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+
+def shape(classes):
+    Plain, Bare, Gen, last = classes
+    out = [last]
+    for c in (Plain, Bare, Gen):
+        out += [c.__bases__, [k.__name__ for k in c.__mro__], c._fields, c._field_defaults,
+                c.__annotations__, c.__new__.__annotations__, c.__doc__, c.__module__,
+                c.__qualname__, getattr(c, "__orig_bases__", None), list(vars(c)),
+                c.__new__.__defaults__, type(c).__name__]
+    p = Plain(1)
+    out += [repr(p), p.total(), p.twice, p._replace(a=3), p._asdict(), p.__reduce__(),
+            Plain._make([4, "y", [1]]), repr(Bare(b"z")), repr(Gen("v")), repr(Gen[int]),
+            Gen[int](3, 4), hash(Plain(1)) == hash((1, "x", None))]
+    out += [said(lambda: type("Bad", (NamedTuple,), {"__annotations__": {"a": "int", "b": "int"},
+                                                     "a": 1, "__module__": "m"}))]
+    out += [said(lambda: typing.NamedTupleMeta("Bad", (typing._NamedTuple,),
+                                               {"__module__": "m", "_make": 1}))]
+    out += [said(lambda: typing.NamedTupleMeta("Bad", (typing._NamedTuple, int),
+                                               {"__module__": "m"}))]
+    return [repr(x) for x in out]
+
+before = shape(made())
+from mgmt import quickclasses
+quickclasses.install()
+after = shape(made())
+assert before == after, [(b, a) for b, a in zip(before, after) if b != a]
+print(len(after), typing.NamedTupleMeta.__new__ is quickclasses._named_tuple_new)
+"""
+    assert _python(script) == "55 True"
+
+
 def test_dataclass_init_written_as_bytecode_does_what_the_compiled_one_does() -> None:
     """`__init__` written as bytecode (quickclasses._init_code) against dataclasses' compiled
     one: default factories (frozen or not, in __init__ or not), InitVars and __post_init__, a
