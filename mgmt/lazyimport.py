@@ -21,7 +21,7 @@ classes of six of those modules at its import, gets them made beforehand (`ERROR
 modules' code deferred.
 
 asyncio's package code, which imports all of asyncio to give every name, runs at the first
-read of a name of its streams, subprocess, taskgroups or timeouts (or of `asyncio.__all__`):
+read of a name of its streams, subprocess, taskgroups, timeouts or queues (or of `asyncio.__all__`):
 the names of its other parts are given beforehand (`PARTS`), the same objects.
 
 `patterns_on_use(*packages)` defers the regular expressions packages compile at import
@@ -37,7 +37,7 @@ import sys
 import types
 from _thread import RLock
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib.machinery import ModuleSpec, PathFinder, SourceFileLoader, SourcelessFileLoader
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +59,8 @@ else:
 # status socket's first client), pathlib's Windows paths (ntpath), urllib.parse (pathlib's
 # as_uri, the cluster's and the status page's URLs, reversal records' names); shutil (with the
 # zlib extension it loads: a tree's removal; a temporary prefix holding files only is removed
-# without it, mgmt.tmpprefix._remove_tree); subprocess (a child's start: asyncio reads its
+# without it, mgmt.tmpprefix._remove_tree); queue (its Queue classes: the thread pool takes
+# the `_queue` extension's, TAKEN); subprocess (a child's start: asyncio reads its
 # constants at import, PRESET; the holders start theirs by posix_spawn). Source modules only,
 # and no packages: a thread importing a package's submodule (`import json.decoder`) while
 # another's first use runs the package took the import system's lock for the submodule and
@@ -85,6 +86,7 @@ LAZY = frozenset(
         "lzma",
         "ntpath",
         "opcode",
+        "queue",
         "shutil",
         "subprocess",
         "textwrap",
@@ -107,7 +109,9 @@ LAZY = frozenset(
 LAZY_PACKAGES = frozenset({"yaml", "asyncio"})
 # The parts a deferred package gives the names of beforehand (their `__all__`, in its own
 # code's order), as its code would: asyncio's, but for streams, subprocess, taskgroups and
-# timeouts (~2.5 M instructions), which a graph file's run does not use.
+# timeouts (~2.5 M instructions), and queues (~0.8 M; the status page's stream, puppet's
+# source, dhcp and tftp use asyncio.Queue: its first read runs the package), which a graph
+# file's run does not use.
 PARTS: dict[str, tuple[str, ...]] = {
     "asyncio": (
         "base_events",
@@ -118,7 +122,6 @@ PARTS: dict[str, tuple[str, ...]] = {
         "locks",
         "protocols",
         "runners",
-        "queues",
         "tasks",
         "threads",
         "transports",
@@ -138,6 +141,14 @@ CALLED_LATER: dict[str, tuple[str, ...]] = {
 # asyncio reads subprocess's in its methods' defaults and asyncio.subprocess's names.
 PRESET: dict[str, dict[str, Any]] = {
     "subprocess": {"PIPE": -1, "STDOUT": -2, "DEVNULL": -3},
+}
+# Names a deferred module takes from an extension module at its import (`from _queue import
+# SimpleQueue`), given beforehand from there: the same objects, so reading one does not run
+# the module. concurrent.futures' thread pool reads only queue.SimpleQueue and queue.Empty;
+# queue's own Queue classes (~0.8 M instructions) are other users'. Without the extension,
+# none is given (the module's code makes its own at its first use).
+TAKEN: dict[str, dict[str, tuple[str, str]]] = {
+    "queue": {"SimpleQueue": ("_queue", "SimpleQueue"), "Empty": ("_queue", "Empty")},
 }
 # Error classes made beforehand, as their module's `class E(Base): pass` makes them, and kept
 # once its code has run (the class it made replaced by this one): PyYAML's `_yaml` extension
@@ -200,6 +211,9 @@ class _Loader(_LoaderBase):
     def exec_module(self, module: types.ModuleType) -> None:
         _become(module, _Lazy if module.__name__ not in LAZY_PACKAGES else _LazyPackage)
         self.preset = dict(PRESET.get(module.__name__, {}))
+        taken = TAKEN.get(module.__name__, {})
+        with suppress(ImportError, AttributeError):  # else the module's own, at its first use
+            self.preset.update({n: getattr(_imported(w), a) for n, (w, a) in taken.items()})
         if module.__name__ in ERRORS:
             name, where, base = ERRORS[module.__name__]
             bases = (getattr(_imported(where), base),)

@@ -9,23 +9,41 @@ generated ones do (the same results, exceptions and messages, field by field in 
 order); `__init__` is the generated one's bytecode, written by `_init_code` (the same
 statements on the same lines, for the same arguments; its defaults and annotations set on the
 function after), which spares the last ~21 M of compiling (a class with over 255 fields, or
-an InitVar outside `__init__`, is still compiled). Nothing else changes: the library API
+an InitVar outside `__init__`, is still compiled); a plain field's `self.name = name` is
+written at once (`_Body.assign`: -0.75 M instructions of a run). Nothing else changes: the library API
 (`mgmt.agent.run`, the tests) makes its dataclasses as usual.
 
 typing's forward references (each string annotation of a NamedTuple, each type hint resolved)
 keep their text, `eval`ed when resolved, not a code object of `compile`'s (`_forward_code`);
 a namedtuple's `__new__` is bytecode written as the evaluated lambda's (`_namedtuple_eval`);
+typing's NamedTuple class does not set its new class's `__bases__` again to the `(tuple,)`
+it has (`_named_tuple_new`: the interpreter would compute its MRO and slots again, -0.7 M
+instructions of a run's 5 NamedTuples);
 dataclasses' check of a string annotation for ClassVar, InitVar or KW_ONLY matches its
-pattern once per text (`_is_type`).
+pattern once per text (`_is_type`), and a field of a plain-name annotation is made with one
+lookup of that name for both its ClassVar and InitVar checks (`_get_field`: -1.1 M
+instructions of a run's 200 fields).
 
-Python 3.11 only (the private builders replaced are those of its `dataclasses`): on another
-version `install()` does nothing.
+`enum`'s `_convert_` (the int enums and flags socket and signal make of their constants at
+import: AddressFamily, SocketKind, MsgFlag, AddressInfo, Signals, Handlers, Sigmasks; ~7.4 M
+instructions, 4% of an empty run) makes each member with `_simple_enum`'s Python calls: an
+`Enum.__init__` that does nothing, an `enum.property` through its `__init__` (which formats
+and drops an AttributeError asking None for `__isabstractmethod__`) and `__set_name__`, and
+the class's `__setattr__`: ~25 K instructions a member. `_convert_` here makes the same class
+(the same attributes in the same order, members with the same attributes in the same order;
+tests/mgmt/test_startup.py compares all seven with enum's own) with those objects filled
+directly: -1.2 M instructions of a run (docs/benchmarks.md). An int enum or flag of int values
+only; any other `_convert_` is enum's own.
+
+Python 3.11 only (the private builders replaced are those of its `dataclasses`, `typing` and
+`enum`): on another version `install()` does nothing.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import enum
 import functools
 import operator
 import sys
@@ -179,6 +197,18 @@ class _Body:
         self.lines += _lines(len(code) // 2)
         self.line += 1
 
+    def assign(self, this: int, name: str) -> None:
+        """The next line: `self.name = name`, a plain field's statement, as `statement` writes
+        it (LOAD_FAST name, LOAD_FAST self, STORE_ATTR name and its caches: 7 code units),
+        without `_code`'s loop (each field's is another tuple: its cache misses)."""
+        local, attr = self.local(name), self.names.setdefault(name, len(self.names))
+        if local > 255 or attr > 255 or this > 255:
+            raise _Compiled
+        self.code += bytes((_LOAD_FAST, local, _LOAD_FAST, this, _STORE_ATTR, attr))
+        self.code += _STORE_ATTR_CACHES
+        self.lines += _ASSIGN_LINE
+        self.line += 1
+
 
 class _Compiled(Exception):
     """What `_init_code` does not write (an argument beyond one byte, EXTENDED_ARG; a name
@@ -226,6 +256,10 @@ def _line_entry(units: int, delta: int) -> bytes:
     return bytes(out)
 
 
+_STORE_ATTR_CACHES = bytes(2 * _CACHES[_STORE_ATTR])
+_ASSIGN_LINE = _lines(7)  # `self.name = name`: 7 code units on the next line
+
+
 def _init_code(  # noqa: PLR0917 (dataclasses' _init_fn's own arguments)
     fields: Sequence[dataclasses.Field[Any]],
     std_fields: Sequence[dataclasses.Field[Any]],
@@ -248,6 +282,9 @@ def _init_code(  # noqa: PLR0917 (dataclasses' _init_fn's own arguments)
             and not (slots and f.default is not dataclasses.MISSING)
         ):
             continue  # no statement (an InitVar's factory is only called when assigned)
+        if not frozen and f.init and f.default_factory is dataclasses.MISSING:
+            body.assign(this, f.name)  # self.name = name
+            continue
         ops: tuple[int, ...] = ()
         if frozen:  # object.__setattr__(self, 'name', value)
             setattr_, named = body.constant(object.__setattr__), body.constant(f.name)
@@ -444,6 +481,72 @@ def _is_type(
     return bool(ns and is_type_predicate(ns.get(name), a_module))
 
 
+_GET_FIELD = dataclasses._get_field  # type: ignore[attr-defined]
+_FIELD = getattr(dataclasses, "_FIELD", None)
+_FIELD_CLASSVAR = getattr(dataclasses, "_FIELD_CLASSVAR", None)
+
+
+def _get_field(cls: type, a_name: str, a_type: Any, default_kw_only: bool) -> Any:
+    """dataclasses' `_get_field` (3.11) of a string annotation (each field of a module with
+    `from __future__ import annotations`) that is a plain name or none: its two `_is_type`
+    checks (a ClassVar? an InitVar?) made with one lookup of that name in the class's module,
+    as `_is_type` looks it up (~8 K instructions of a field's ~17 K). Any other annotation
+    (a type, a dotted name), or a class whose module is gone, is dataclasses' own."""
+    if type(a_type) is not str:
+        return _GET_FIELD(cls, a_name, a_type, default_kw_only)
+    try:
+        found = _IDENTIFIERS[a_type]
+    except KeyError:
+        match = dataclasses._MODULE_IDENTIFIER_RE.match(a_type)  # type: ignore[attr-defined]
+        found = _IDENTIFIERS[a_type] = match and (match.group(1), match.group(2))
+    module = sys.modules.get(cls.__module__)
+    if (found and found[0]) or module is None:
+        return _GET_FIELD(cls, a_name, a_type, default_kw_only)
+    default: Any = getattr(cls, a_name, dataclasses.MISSING)
+    f: Any
+    if isinstance(default, dataclasses.Field):
+        f = default
+    else:
+        if isinstance(default, types.MemberDescriptorType):
+            default = dataclasses.MISSING
+        f = dataclasses.field(default=default)
+    f.name = a_name
+    f.type = a_type
+    f._field_type = _FIELD
+    if found:  # the name the text starts with, in the class's module (as _is_type reads it)
+        named: Any = module.__dict__.get(found[1])
+        loaded: Any = sys.modules.get("typing")
+        if loaded and (
+            named is loaded.ClassVar
+            or (type(named) is loaded._GenericAlias and named.__origin__ is loaded.ClassVar)
+        ):
+            f._field_type = _FIELD_CLASSVAR
+        elif named is dataclasses.InitVar or type(named) is dataclasses.InitVar:
+            f._field_type = _FIELD_INITVAR
+    return _checked(f, default_kw_only)
+
+
+def _checked(f: Any, default_kw_only: bool) -> Any:
+    """The end of dataclasses' `_get_field` (3.11): its checks, and the field's kw_only."""
+    if (
+        f._field_type in (_FIELD_CLASSVAR, _FIELD_INITVAR)
+        and f.default_factory is not dataclasses.MISSING
+    ):
+        raise TypeError(f"field {f.name} cannot have a default factory")
+    if f._field_type in (_FIELD, _FIELD_INITVAR):
+        if f.kw_only is dataclasses.MISSING:
+            f.kw_only = default_kw_only
+    else:
+        assert f._field_type is _FIELD_CLASSVAR
+        if f.kw_only is not dataclasses.MISSING:
+            raise TypeError(f"field {f.name} is a ClassVar but specifies kw_only")
+    if f._field_type is _FIELD and f.default.__class__.__hash__ is None:
+        raise ValueError(
+            f"mutable default {type(f.default)} for field {f.name} is not allowed: use default_factory"
+        )
+    return f
+
+
 _CHECKED: set[str] = set()  # the forward references' texts checked: each is checked once
 
 
@@ -463,12 +566,204 @@ def _forward_code(source: str, filename: str, mode: str) -> str:
     return source
 
 
+_CONVERT = enum.EnumType._convert_  # type: ignore[attr-defined]
+_BY_VALUE, _BY_NAME = operator.itemgetter(1, 0), operator.itemgetter(0)
+# An enum.property's attributes as its __init__ (fget... None) and __set_name__ set them.
+_PROPERTY = {
+    "fget": None,
+    "fset": None,
+    "fdel": None,
+    "__doc__": None,
+    "overwrite_doc": True,
+    "__isabstractmethod__": False,
+    "name": "",
+    "clsname": "",
+}
+
+
+def _convert_(
+    cls: Any,
+    name: str,
+    module: str,
+    filter: Callable[[str], bool],
+    source: Any = None,
+    *,
+    boundary: Any = None,
+    as_global: bool = False,
+) -> Any:
+    """enum's `EnumType._convert_` (3.11), its class made by `_int_enum` (an IntEnum or an
+    IntFlag of ints: socket's and signal's); any other by enum's own."""
+    if cls is not enum.IntEnum and cls is not enum.IntFlag:
+        return _CONVERT(cls, name, module, filter, source, boundary=boundary, as_global=as_global)
+    module_globals = sys.modules[module].__dict__
+    found = source.__dict__ if source else module_globals
+    members = [(key, value) for key, value in found.items() if filter(key)]
+    try:
+        members.sort(key=_BY_VALUE)  # (value, name), as enum's lambdas
+    except TypeError:
+        members.sort(key=_BY_NAME)
+    body = dict(members)
+    body["__module__"] = module
+    made = type(name, (object,), body)
+    if all(type(value) is int for _, value in members):
+        made = _int_enum(cls, boundary or enum.KEEP, made)
+    else:
+        made = enum._simple_enum(etype=cls, boundary=boundary or enum.KEEP)(made)  # type: ignore[attr-defined]
+    made.__reduce_ex__ = enum._reduce_ex_by_global_name  # type: ignore[attr-defined]
+    if as_global:
+        enum.global_enum(made)
+    else:
+        sys.modules[made.__module__].__dict__.update(made.__members__)
+    module_globals[name] = made
+    return made
+
+
+def _int_enum(etype: Any, boundary: Any, cls: type) -> Any:
+    """enum's `_simple_enum(etype, boundary=boundary)(cls)` (3.11) for `_convert_`'s class of
+    int constants: the same steps, each member and its `enum.property` filled directly."""
+    body, attrs = _int_enum_body(etype, boundary, cls)
+    cls_name, member_type = cls.__name__, etype._member_type_
+    made: Any = type(cls_name, (etype,), body, boundary=boundary, _simple=True)
+    for key in ("__repr__", "__str__", "__format__", "__reduce_ex__"):
+        if key not in body:
+            found = getattr(made, key)
+            if found in (getattr(member_type, key), getattr(object, key)):
+                setattr(made, key, getattr(etype, key))
+    new_member, flag = body["_new_member_"], "_boundary_" in body
+    member_names, member_map = body["_member_names_"], body["_member_map_"]
+    value2member_map = body["_value2member_map_"]
+    single_bits = multi_bits = 0
+    for key, value in attrs.items():
+        redirect = object.__new__(enum.property)
+        redirect.__dict__ = {**_PROPERTY, "name": key, "clsname": cls_name}
+        type.__setattr__(made, key, redirect)
+        if value in value2member_map:  # an alias
+            member_map[key] = value2member_map[value]
+            continue
+        member = new_member(made, value)
+        member._value_ = value
+        member._name_ = key
+        member.__objclass__ = made
+        member._sort_order_ = len(member_names)  # (Enum.__init__ does nothing: not called)
+        member_map[key] = member
+        value2member_map[value] = member
+        if not flag:
+            member_names.append(key)
+        elif enum._is_single_bit(value):  # type: ignore[attr-defined]
+            member_names.append(key)
+            single_bits |= value
+        else:
+            multi_bits |= value
+    if flag:
+        made._flag_mask_ = single_bits
+        made._all_bits_ = 2 ** ((single_bits | multi_bits).bit_length()) - 1
+        values = [m._value_ for m in made]
+        if values != sorted(values):
+            made._iter_member_ = made._iter_member_by_def_
+    made.__new__ = enum.Enum.__new__
+    return made
+
+
+def _int_enum_body(etype: Any, boundary: Any, cls: type) -> tuple[dict[str, Any], dict[str, int]]:
+    """`_simple_enum`'s class body for `etype` (its attributes in its order), and the members'
+    names and values from `cls`."""
+    cls_name = cls.__name__
+    body: dict[str, Any] = {
+        "_new_member_": etype._member_type_.__new__,
+        "_use_args_": etype._use_args_,
+        "_generate_next_value_": etype._generate_next_value_,
+        "_member_names_": [],
+        "_member_map_": {},
+        "_value2member_map_": {},
+        "_unhashable_values_": [],
+        "_member_type_": etype._member_type_,
+        "_value_repr_": etype._value_repr_,
+    }
+    if issubclass(etype, enum.Flag):
+        body["_boundary_"] = boundary or etype._boundary_
+        body["_flag_mask_"] = body["_all_bits_"] = body["_inverted_"] = None
+        for method in ("__or__", "__xor__", "__and__", "__ror__", "__rxor__", "__rand__"):
+            body[method] = getattr(enum.Flag, method)
+        body["__invert__"] = enum.Flag.__invert__
+    attrs: dict[str, int] = {}
+    for key, obj in cls.__dict__.items():
+        if key in ("__dict__", "__weakref__"):
+            continue
+        if key[0] != "_":  # an int: not a dunder, sunder, private name or descriptor
+            attrs[key] = obj
+        elif (
+            enum._is_dunder(key)  # type: ignore[attr-defined]
+            or enum._is_private(cls_name, key)  # type: ignore[attr-defined]
+            or enum._is_sunder(key)  # type: ignore[attr-defined]
+            or enum._is_descriptor(obj)  # type: ignore[attr-defined]
+        ):
+            body[key] = obj
+        else:
+            attrs[key] = obj
+    if cls.__dict__.get("__doc__") is None:
+        body["__doc__"] = "An enumeration."
+    return body, attrs
+
+
+def _named_tuple_new(cls: type, typename: str, bases: tuple[type, ...], ns: dict[str, Any]) -> Any:
+    """typing's `NamedTupleMeta.__new__` (3.11), the same steps, but for setting the new class's
+    `__bases__` to the `(tuple,)` it has already: that assignment makes the interpreter compute
+    the class's MRO and every slot again, ~160 K instructions a class (5 NamedTuples in a run),
+    for the same class. A generic NamedTuple's bases (with Generic) are set as before."""
+    named_tuple: Any = typing._NamedTuple  # type: ignore[attr-defined]
+    assert named_tuple in bases
+    for base in bases:
+        if base is not named_tuple and base is not typing.Generic:
+            raise TypeError("can only inherit from a NamedTuple type and Generic")
+    bases = tuple(tuple if base is named_tuple else base for base in bases)
+    types = ns.get("__annotations__", {})
+    default_names: list[str] = []
+    for field_name in types:
+        if field_name in ns:
+            default_names.append(field_name)
+        elif default_names:
+            raise TypeError(
+                f"Non-default namedtuple field {field_name} "
+                f"cannot follow default field"
+                f"{'s' if len(default_names) > 1 else ''} "
+                f"{', '.join(default_names)}"
+            )
+    nm_tpl = typing._make_nmtuple(  # type: ignore[attr-defined]
+        typename, types.items(), defaults=[ns[n] for n in default_names], module=ns["__module__"]
+    )
+    if nm_tpl.__bases__ != bases:
+        nm_tpl.__bases__ = bases
+    if typing.Generic in bases:
+        class_getitem = typing.Generic.__class_getitem__.__func__  # type: ignore[attr-defined]
+        nm_tpl.__class_getitem__ = classmethod(class_getitem)
+    # update from user namespace without overriding special namedtuple attributes
+    for key, value in ns.items():
+        if key in typing._prohibited:  # type: ignore[attr-defined]
+            raise AttributeError("Cannot overwrite NamedTuple attribute " + key)
+        if key not in typing._special and key not in nm_tpl._fields:  # type: ignore[attr-defined]
+            setattr(nm_tpl, key, value)
+    if typing.Generic in bases:
+        nm_tpl.__init_subclass__()
+    return nm_tpl
+
+
 def install() -> None:
     """Make the dataclasses defined from now on with the closures above (see the module doc),
-    and typing's forward references with `_forward_code`."""
+    typing's forward references with `_forward_code`, and enum's `_convert_` with ours."""
     if sys.version_info[:2] != (3, 11):
         return
-    for builder in (_cmp_fn, _hash_fn, _repr_fn, _frozen_get_del_attr, _init_fn, _is_type):
+    if enum.IntEnum.__init__ is enum.Enum.__init__ is enum.IntFlag.__init__:  # (does nothing)
+        enum.EnumType._convert_ = _convert_  # type: ignore[attr-defined]
+    for builder in (
+        _cmp_fn,
+        _hash_fn,
+        _repr_fn,
+        _frozen_get_del_attr,
+        _init_fn,
+        _is_type,
+        _get_field,
+    ):
         setattr(dataclasses, builder.__name__, builder)
     typing.compile = _forward_code  # type: ignore[attr-defined]  # its ForwardRef's only use
     collections.eval = _namedtuple_eval  # type: ignore[attr-defined]  # namedtuple's only use
+    typing.NamedTupleMeta.__new__ = staticmethod(_named_tuple_new)  # type: ignore[attr-defined]

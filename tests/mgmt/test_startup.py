@@ -118,10 +118,12 @@ UNUSED += ("mgmt.status.server",)
 UNUSED += ("resources._lib.journal",)
 # systemd's notifications (a Type=notify unit's variables) and an edit's re-parse.
 UNUSED += ("mgmt.sdnotify", "mgmt.spans")
-# asyncio's package code (its streams, subprocess, taskgroups and timeouts: lazyimport.PARTS
-# gives the names of its other parts beforehand).
+# asyncio's package code (its streams, subprocess, taskgroups, timeouts and queues:
+# lazyimport.PARTS gives the names of its other parts beforehand).
 UNUSED += ("asyncio", "asyncio.streams", "asyncio.subprocess", "asyncio.taskgroups")
-UNUSED += ("asyncio.timeouts",)
+UNUSED += ("asyncio.timeouts", "asyncio.queues")
+# queue's own Queue classes: the thread pools take the `_queue` extension's (lazyimport.TAKEN).
+UNUSED += ("queue",)
 # PyYAML's own code (its package's __init__) and its modules a parse with libyaml never runs:
 # a graph file's parse imports its parts (mgmt.yamlgraph), the rest waits for `yaml.X`.
 UNUSED += ("yaml", "yaml.composer", "yaml.cyaml", "yaml.dumper", "yaml.emitter", "yaml.loader")
@@ -421,7 +423,7 @@ print(got, same, yaml.parser.ParserError is parser, type(yaml).__name__,
 def test_asyncio_deferred_gives_the_same_names_and_runs_at_first_use() -> None:
     """Before asyncio's package code runs, it gives the names of its parts in PARTS, each the
     object its code gives; the first read of another name (`timeout`, a stream's, a
-    subprocess's, TaskGroup, `__all__`) runs it: then every name and `__all__` are as asyncio
+    subprocess's, TaskGroup, Queue, `__all__`) runs it: then every name and `__all__` are as asyncio
     imported as usual gives them, and asyncio.timeouts has engine.timeoutfix's fix."""
     show = "print(sorted(asyncio.__all__), sorted(n for n in vars(asyncio) if n[0] != '_'))"
     real = _python(f"import asyncio\n{show}")
@@ -434,7 +436,7 @@ lazyimport.install()
 import asyncio
 before = dict(vars(asyncio))
 deferred = [m for m in ("asyncio.streams", "asyncio.subprocess", "asyncio.taskgroups",
-                        "asyncio.timeouts") if m in sys.modules]
+                        "asyncio.timeouts", "asyncio.queues") if m in sys.modules]
 async def ran():
     return "slept"
 async def main():
@@ -451,6 +453,58 @@ print(type(asyncio).__name__, deferred, asyncio.run(main()), type(asyncio).__nam
     out = _python(script).splitlines()
     out0 = "_LazyPackage [] slept module True asyncio.streams asyncio.subprocess True"
     assert out[0] == out0
+    assert out[1] == real
+
+
+def test_asyncio_queue_deferred_runs_asyncio_at_its_first_read() -> None:
+    """asyncio.queues is not among the parts given beforehand (a graph file's run uses no
+    queue): the first read of asyncio.Queue (the status page's stream, dhcp, tftp, puppet's
+    source) runs asyncio's package code, and the queue and its errors are asyncio's own."""
+    script = """
+import sys
+import mgmt; mgmt.full_site()
+import engine
+from mgmt import lazyimport
+lazyimport.install()
+import asyncio
+before = type(asyncio).__name__, "asyncio.queues" in sys.modules
+async def main():
+    queue = asyncio.Queue(1)
+    queue.put_nowait("a")
+    try:
+        queue.put_nowait("b")
+    except asyncio.QueueFull:
+        return await queue.get(), queue.__module__
+print(before, asyncio.run(main()), type(asyncio).__name__, asyncio.Queue.__module__)
+"""
+    assert (
+        _python(script) == "('_LazyPackage', False) ('a', 'asyncio.queues') module asyncio.queues"
+    )
+
+
+def test_queue_deferred_gives_the_extensions_names_and_runs_at_another() -> None:
+    """`queue` deferred gives `_queue`'s SimpleQueue and Empty beforehand (lazyimport.TAKEN):
+    a thread pool runs (its work queue, its shutdown's `except queue.Empty`) without running
+    queue's code; the first read of another name (Queue) runs it, and then every name is the
+    one queue imported as usual gives (SimpleQueue and Empty still `_queue`'s)."""
+    show = "print(sorted(vars(queue)), queue.SimpleQueue is _queue.SimpleQueue is not None)"
+    real = _python(f"import queue, _queue\n{show}")
+    script = f"""
+from mgmt import lazyimport
+lazyimport.install()
+import queue, _queue
+from concurrent.futures import ThreadPoolExecutor
+taken = queue.SimpleQueue is _queue.SimpleQueue, queue.Empty is _queue.Empty
+with ThreadPoolExecutor(2) as pool:
+    done = sorted(pool.map(abs, [-2, 1]))
+ran = type(queue).__name__
+made = queue.Queue(1)
+made.put(1)
+print(taken, done, ran, type(queue).__name__, made.get(), queue.Empty is _queue.Empty)
+{show}
+"""
+    out = _python(script).splitlines()
+    assert out[0] == "(True, True) [1, 2] _Lazy module 1 True"
     assert out[1] == real
 
 
@@ -900,6 +954,216 @@ methods += [c.__init__ for c in after_classes]
 print(sorted({m.__code__.co_filename.rsplit("/", 1)[-1] for m in methods}))
 """
     assert _python(script) == "['<string>', 'quickclasses.py']"
+
+
+def test_int_enums_converted_by_quickclasses_are_enums_own() -> None:
+    """socket's and signal's seven int enums and flags made by `quickclasses._convert_` (their
+    modules run again after `install()`) are the classes enum's own `_convert_` makes: the
+    same attributes in the same order, the same members (attributes, order, repr, str,
+    format, hash, pickling), aliases, iteration, lookups and flag combinations; another kind
+    of `_convert_` (values not all ints, an Enum) is enum's own."""
+    script = """
+import sys, enum, importlib.util
+
+def fresh(name):
+    spec = importlib.util.find_spec(name)
+    module = importlib.util.module_from_spec(spec)
+    real = sys.modules[name]
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.modules[name] = real
+    return module
+
+import socket, signal
+NAMES = {'socket': ['AddressFamily', 'SocketKind', 'MsgFlag', 'AddressInfo'], 'signal': ['Signals', 'Handlers', 'Sigmasks']}
+before = {m: fresh(m) for m in NAMES}
+from mgmt import quickclasses
+quickclasses.install()
+assert enum.EnumType._convert_ is quickclasses._convert_
+after = {m: fresh(m) for m in NAMES}
+
+def same(a, b, ma, mb):
+    # a from before, b from after: equal, with the classes mapped
+    if isinstance(a, enum.Enum) and type(a) is not ma:
+        return a is b
+    if isinstance(a, enum.Enum):
+        return type(a) is ma and type(b) is mb and int(a) == int(b) and a._name_ == b._name_
+    if isinstance(a, enum.property):
+        return type(b) is enum.property and vars(a) == vars(b)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y, ma, mb) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(same(a[k], b[k], ma, mb) for k in a)
+    if a is ma:
+        return b is mb
+    return a == b
+
+out = []
+for m, names in NAMES.items():
+    for n in names:
+        A, B = getattr(before[m], n), getattr(after[m], n)
+        assert A is not B and type(A) is type(B) and A.__bases__ == B.__bases__ and A.__mro__[1:] == B.__mro__[1:]
+        assert list(vars(A)) == list(vars(B)), (n, list(vars(A)), list(vars(B)))
+        for k in vars(A):
+            assert same(vars(A)[k], vars(B)[k], A, B), (n, k, vars(A)[k], vars(B)[k])
+        for k, ma in A._member_map_.items():
+            mb = B._member_map_[k]
+            assert list(vars(ma)) == list(vars(mb)), (n, k)
+            assert all(same(vars(ma)[x], vars(mb)[x], A, B) for x in vars(ma)), (n, k, vars(ma), vars(mb))
+            assert (repr(ma), str(ma), format(ma), f'{ma:x}', hash(ma)) == (repr(mb), str(mb), format(mb), f'{mb:x}', hash(mb))
+            assert ma.__reduce_ex__(2) == mb.__reduce_ex__(2)
+            assert getattr(before[m], k) is ma and getattr(after[m], k) is mb
+        assert [x.name for x in A] == [x.name for x in B] and [x.name for x in reversed(A)] == [x.name for x in reversed(B)]
+        assert [repr(A(int(v))) for v in A] == [repr(B(int(v))) for v in B]
+        if issubclass(A, enum.Flag):
+            vs = [int(v) for v in A]
+            combos = [repr(A(x | y)) for x in vs for y in vs] + [repr(~v) for v in A]
+            combosb = [repr(B(x | y)) for x in vs for y in vs] + [repr(~v) for v in B]
+            assert combos == combosb
+        assert repr(A(99999)) == repr(B(99999)) if issubclass(A, enum.Flag) else True
+        assert dir(A) == dir(B) and repr(A) == repr(B)
+        out.append((n, len(A._member_map_)))
+print(out)
+
+class Source:
+    A_X, A_Y, A_Z, B_X, B_Y, B_Z = 1, "two", 3, 3, True, 1
+E = enum.Enum._convert_("E", "socket", lambda n: n.startswith("A_"), source=Source)
+I = enum.IntEnum._convert_("I", "socket", lambda n: n.startswith("B_"), source=Source)
+print([(m.name, m.value) for m in E], [(m.name, m.value) for m in I], list(I.__members__))
+"""
+    assert _python(script).splitlines() == [
+        "[('AddressFamily', 33), ('SocketKind', 7), ('MsgFlag', 14), ('AddressInfo', 7), "
+        "('Signals', 36), ('Handlers', 2), ('Sigmasks', 3)]",
+        "[('A_X', 1), ('A_Y', 'two'), ('A_Z', 3)] [('B_Y', True), ('B_X', 3)] "
+        "['B_Y', 'B_Z', 'B_X']",
+    ]
+
+
+def test_dataclass_fields_got_by_quickclasses_are_dataclasses_own() -> None:
+    """`quickclasses._get_field` gives the field dataclasses' own `_get_field` gives (every
+    attribute, or the same error) for string annotations that name a ClassVar or an InitVar
+    (plainly, subscripted, through an alias or a module), that name neither, or none, for
+    types, and for every kind of default (none, a value, a field, a factory, a mutable one, a
+    slot, kw_only either way); a class whose module is gone fails as before."""
+    script = """
+import dataclasses, sys, typing
+import typing as t
+from typing import ClassVar
+from dataclasses import InitVar, field
+CV, IV = ClassVar, InitVar[int]
+from mgmt import quickclasses
+own = dataclasses._get_field
+quickclasses.install()
+ours = dataclasses._get_field
+assert ours is quickclasses._get_field and own is not ours
+ANNOTATIONS = ["int", "int | None", "ClassVar", "ClassVar[int]", "t.ClassVar[int]", "typing.ClassVar",
+    "InitVar[int]", "dataclasses.InitVar[int]", "IV", "CV[int]", "'quoted'", " ClassVar", "Missing",
+    "", "list[int]", int, ClassVar[int], InitVar[int]]
+DEFAULTS = [lambda: None, lambda: 1, lambda: field(default=2), lambda: field(default_factory=list),
+    lambda: [], lambda: field(kw_only=True), lambda: field(default_factory=list, kw_only=True),
+    lambda: field(default=3, kw_only=False), "slots"]
+
+def made(default):
+    if default == "slots":
+        return type("C", (), {"__slots__": ("a",), "__module__": __name__})
+    value = default()
+    return type("C", (), {"__module__": __name__} if value is None else {"a": value, "__module__": __name__})
+
+def said(get, annotation, default, kw_only):
+    try:
+        f = get(made(default), "a", annotation, kw_only)
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+    return repr((f.name, f.type, f._field_type, f.default, f.default_factory, f.kw_only, f.init, f.repr,
+                 f.hash, f.compare, dict(f.metadata)))
+
+count = 0
+for annotation in ANNOTATIONS:
+    for default in DEFAULTS:
+        for kw_only in (False, True):
+            a, b = said(own, annotation, default, kw_only), said(ours, annotation, default, kw_only)
+            assert a == b, (annotation, a, b)
+            count += 1
+gone = [type("G", (), {"a": 1, "__module__": "no.such.module"}) for _ in range(2)]
+try:
+    own(gone[0], "a", "int", False)
+except AttributeError as e:
+    said_own = str(e)
+try:
+    ours(gone[1], "a", "int", False)
+except AttributeError as e:
+    assert str(e) == said_own, e
+print(count)
+"""
+    assert _python(script) == "324"
+
+
+def test_named_tuples_made_by_quickclasses_are_typings_own() -> None:
+    """typing's NamedTuple classes made after `quickclasses.install()` (which does not set a
+    class's `__bases__` again to the `(tuple,)` it has) are those typing makes: bases, MRO,
+    fields, defaults, annotations, doc, names, attributes in order, methods, properties, a
+    generic one's subscription, the place among tuple's subclasses, and the same errors."""
+    script = """
+from __future__ import annotations
+import typing
+from typing import Generic, NamedTuple, TypeVar
+T = TypeVar("T")
+
+def made():
+    class Plain(NamedTuple):
+        __doc__ = "A plain one."
+        a: int
+        b: str = "x"
+        c: list[int] | None = None
+        def total(self) -> int:
+            return self.a + 1
+        @property
+        def twice(self) -> int:
+            return self.a * 2
+    class Bare(NamedTuple):
+        a: bytes | None
+    class Gen(NamedTuple, Generic[T]):
+        value: T
+        n: int = 0
+    last = tuple.__subclasses__()[-1] is Gen
+    return Plain, Bare, Gen, last
+
+def said(f):
+    try:
+        return repr(f())
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+
+def shape(classes):
+    Plain, Bare, Gen, last = classes
+    out = [last]
+    for c in (Plain, Bare, Gen):
+        out += [c.__bases__, [k.__name__ for k in c.__mro__], c._fields, c._field_defaults,
+                c.__annotations__, c.__new__.__annotations__, c.__doc__, c.__module__,
+                c.__qualname__, getattr(c, "__orig_bases__", None), list(vars(c)),
+                c.__new__.__defaults__, type(c).__name__]
+    p = Plain(1)
+    out += [repr(p), p.total(), p.twice, p._replace(a=3), p._asdict(), p.__reduce__(),
+            Plain._make([4, "y", [1]]), repr(Bare(b"z")), repr(Gen("v")), repr(Gen[int]),
+            Gen[int](3, 4), hash(Plain(1)) == hash((1, "x", None))]
+    out += [said(lambda: type("Bad", (NamedTuple,), {"__annotations__": {"a": "int", "b": "int"},
+                                                     "a": 1, "__module__": "m"}))]
+    out += [said(lambda: typing.NamedTupleMeta("Bad", (typing._NamedTuple,),
+                                               {"__module__": "m", "_make": 1}))]
+    out += [said(lambda: typing.NamedTupleMeta("Bad", (typing._NamedTuple, int),
+                                               {"__module__": "m"}))]
+    return [repr(x) for x in out]
+
+before = shape(made())
+from mgmt import quickclasses
+quickclasses.install()
+after = shape(made())
+assert before == after, [(b, a) for b, a in zip(before, after) if b != a]
+print(len(after), typing.NamedTupleMeta.__new__ is quickclasses._named_tuple_new)
+"""
+    assert _python(script) == "55 True"
 
 
 def test_dataclass_init_written_as_bytecode_does_what_the_compiled_one_does() -> None:
