@@ -79,7 +79,6 @@ from engine.slices import sliced, stepped
 from engine.slots import Slots
 from engine.steps import Steps, chunks, finish
 from engine.stopgate import Gate, Stopped, Work
-from engine.tasks import TaskSet
 
 if TYPE_CHECKING:
     from engine.program import ProgramRef
@@ -186,9 +185,9 @@ class Vertex:
         "_asked",
         "_idle",
         "_inited",
-        "_tasks",
         "_unlisten",
         "_watch_task",
+        "_work_task",
         "backpokers",
         "bucket",
         "busy",
@@ -268,7 +267,7 @@ class Vertex:
             peers=lambda: list(engine.graph.vertices.values()),  # the graph of the moment
             program=engine.program,
         )
-        self._tasks = TaskSet(f"{res.kind}[{res.name}]", log)  # its work and watch tasks
+        self._work_task: asyncio.Task[None] | None = None  # start()'s
         self._watch_task: asyncio.Task[None] | None = None  # once init() succeeded...
         self._unlisten: Callable[[], None] | None = None  # ...or this, without a task (_listen)
         self._inited = False  # init() succeeded: cleanup() is owed
@@ -328,21 +327,41 @@ class Vertex:
 
     # lifecycle -------------------------------------------------------------------------
 
+    @property
+    def _tasks(self) -> list[asyncio.Task[None]]:
+        """Its tasks still running: its worker's, its watch's (none once it has stopped)."""
+        return [t for t in (self._work_task, self._watch_task) if t is not None and not t.done()]
+
     def start(self) -> None:
         """Start the vertex's task: it init()s the resource, starts its watch task, then
         processes (`_work`). `ready` is set once init() has ended (or the vertex stopped)."""
-        self._tasks.spawn(self._run(), f"work {self.name}")
+        self._work_task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
-        if self.res.meta.hidden:  # ordered like any vertex, never applied
-            self.started = True
-            self.state_ok = True
-            self._set_status(PENDING)
-            self.ready.set()
-            self.poke()
-        elif not await self._init():
-            return
-        await self._work()
+        """The worker's task. An error that escapes it (a bug) is logged here, not by a done
+        callback: a callback per vertex (TaskSet's) was one more step of the loop each."""
+        try:
+            if self.res.meta.hidden:  # ordered like any vertex, never applied
+                self.started = True
+                self.state_ok = True
+                self._set_status(PENDING)
+                self.ready.set()
+                self.poke()
+            elif not await self._init():
+                return
+            await self._work()
+        except Exception as err:
+            log.error("%s: task work failed: %s", self.name, err, exc_info=err)
+
+    def _spawn_watch(self, failures: int = 0) -> None:
+        """Start its watch task (an error that escapes it is logged: `_watch_ended`)."""
+        task = asyncio.get_running_loop().create_task(self._watch(failures))
+        task.add_done_callback(self._watch_ended)
+        self._watch_task = task
+
+    def _watch_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (err := task.exception()) is not None:
+            log.error("%s: task watch failed: %s", self.name, err, exc_info=err)
 
     async def _init(self) -> bool:
         """init() the resource (a graceful stop waits for it as for a check_apply), then start
@@ -362,7 +381,7 @@ class Vertex:
                 return False
             self._set_status(PENDING)
             if not self._listen():
-                self._watch_task = self._tasks.spawn(self._watch(), f"watch {self.name}")
+                self._spawn_watch()
             return True
         finally:
             self.ready.set()
@@ -381,7 +400,7 @@ class Vertex:
             return
         self._set_status(PENDING)
         if not self._listen():
-            self._watch_task = self._tasks.spawn(self._watch(), f"watch {self.name}")
+            self._spawn_watch()
 
     def _listen(self) -> bool:
         """Watch without a task (a Listening kind, or one with nothing to watch), and send the
@@ -429,7 +448,7 @@ class Vertex:
         self._stop_listening()
         if self.stopping or not self._rewatch(err, 1):
             return
-        self._watch_task = self._tasks.spawn(self._watch(failures=1), f"watch {self.name}")
+        self._spawn_watch(failures=1)
 
     def _rewatch(self, err: Exception, failures: int) -> bool:
         """Whether a watch that failed (for the `failures`th time) starts again: meta retry
