@@ -385,7 +385,11 @@ class Vertex:
         self.busy = True
         try:
             try:
-                await self.res.init(self.handle)
+                res = self.res
+                if type(res).init is Resource.init:  # its whole work, without its coroutine
+                    res._handle = self.handle
+                else:
+                    await res.init(self.handle)
             except Exception as err:
                 self._fail_permanently(err, "init")
                 return False
@@ -652,9 +656,15 @@ class Vertex:
             self._on_event(tick=True)
 
     async def _work(self) -> None:
+        dirty = self.dirty
         while True:
-            await self.dirty.wait()
-            self.dirty.clear()
+            if not dirty.is_set():  # (dirty.wait() without its coroutine: twice a vertex a run)
+                waiter = dirty.park()
+                try:
+                    await waiter
+                finally:
+                    dirty.unpark(waiter)
+            dirty.clear()
             if self.status in _INERT:
                 if self.status is not DEAD:
                     return  # stopping
@@ -752,7 +762,7 @@ class Vertex:
                     return None  # stopping while we waited for a slot: run nothing new
                 # An event while we waited for the slot is older than the check: it sees it.
                 events_before = self.stats.events
-                with self.engine.gate.work(self.ts != 0) as self.work:  # its executor jobs: refused
+                with Work(self.engine.gate, self.ts != 0) as self.work:  # executor jobs: refused
                     if meta.timeout:  # once stopping
                         async with asyncio.timeout(meta.timeout / 1000):  # ms, as mgmt
                             result: Any = await self.res.check_apply(apply)
@@ -790,7 +800,7 @@ class Vertex:
     def _succeeded(self, changed: bool) -> None:
         if self.outcome is DEAD:
             return  # its watch failed for good: it stays failed, nothing downstream runs
-        self.ts = self.engine.tick()
+        self.ts = next(self.engine._clock)  # (Engine.tick())
         self.changed_last = changed
         if self.handle.logger.repeats is not None:  # its lines are said again (ResourceLogger)
             self.handle.logger.repeats = None
