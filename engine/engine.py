@@ -526,12 +526,14 @@ class Vertex:
         a cancellation thrown into it (an exception and its traceback through three frames,
         the task's cancelled error made) cost more, once per vertex at every stop. Any other
         task is cancelled: a watch, a worker in a retry's sleep or waiting for a slot."""
-        worker_parked = self.status is STOPPING and self.dirty.waited() and not self.dirty.is_set()
-        for task in self._tasks:
-            if worker_parked and task is not self._watch_task:
-                self.dirty.set()  # (once: the flag is set after the first)
+        work, watch = self._work_task, self._watch_task
+        if work is not None and not work.done():
+            if self.status is STOPPING and self.dirty.waited() and not self.dirty.is_set():
+                self.dirty.set()  # the worker is parked
             else:
-                task.cancel()
+                work.cancel()
+        if watch is not None and not watch.done():
+            watch.cancel()
 
     async def _stopped(self) -> None:
         """Stop's last step, once its tasks have ended: cleanup (if init() succeeded), once."""
@@ -905,7 +907,11 @@ class Vertex:
                     return  # a process that ends while stopping: recorded in `outcome` only
                 raise TransitionError(f"{self.name}: {old.value} -> {status.value} is not allowed")
             self.status = status
-        self.engine.changed(self)
+        listeners = self.engine._on_vertex  # (Engine.changed(self), without its call: 5 a run)
+        if listeners:
+            event = self.changed_event
+            for listener in list(listeners):
+                listener(event)
 
 
 def _unwatched() -> None:
@@ -1020,7 +1026,13 @@ async def stop_all(vertices: list[Vertex], graceful: bool = True) -> None:
         for vertex in vertices:
             if vertex.busy:
                 await vertex.wait_idle()
-    tasks = [task for vertex in vertices for task in vertex._tasks]
+    tasks = []
+    for vertex in vertices:  # (not vertex._tasks: a list made per vertex)
+        work, watch = vertex._work_task, vertex._watch_task
+        if work is not None and not work.done():
+            tasks.append(work)
+        if watch is not None and not watch.done():
+            tasks.append(watch)
     async for some_vertices in sliced(vertices):
         for vertex in some_vertices:
             vertex._end_tasks()
