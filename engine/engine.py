@@ -394,10 +394,14 @@ class Vertex:
                 self._fail_permanently(err, "init")
                 return False
             finally:
-                self._not_busy()
+                self.busy = False  # (_not_busy(), without its call when nobody waits)
+                if self._idle is not None:
+                    self._not_busy()
             self._inited = True
-            self.engine.progressed()
-            if self.stopping:
+            engine = self.engine
+            if engine._first_pass is not None:  # (engine.progressed(), without its call)
+                engine._first_progress = time.monotonic()
+            if self.status is STOPPING or self.status is STOPPED:
                 return False
             self._set_status(PENDING)
             if not self._listen():
@@ -784,20 +788,27 @@ class Vertex:
             self.engine.check_applied(self, apply, None, err)
             return self._failed(err)
         changed = not result
-        self.engine.check_applied(self, apply, changed, None)
+        if listeners := self.engine._on_check:  # (Engine.check_applied(), without its call)
+            applied = CheckApplied(self, apply, changed, None)
+            for listener in list(listeners):
+                listener(applied)
         if apply and meta.reverse:
             await self.engine.save_reversal(self)  # until it is stored (a failure retries)
         self.stats.refreshes_seen = refreshes_before  # one that came in meanwhile is pending
         # Known good, unless an event arrived meanwhile: then the next pass must check again.
         self.state_ok = (result or apply) and self.stats.events == events_before
         if changed and self.engine.graph.succ.get(self.key):  # no list built for none
-            for target, edge in self.engine.successors(self):
-                if edge.notify and isinstance(target.res, Refreshable):
-                    target.refresh()
+            self._notify()
         if log.isEnabledFor(logging.DEBUG):  # else not even its name is formatted
             log.debug("%s: check_apply(apply=%s) -> %s", self.name, apply, result)
         self._succeeded(changed)
         return None
+
+    def _notify(self) -> None:
+        """A change: the Refreshable targets of its `notify` edges are refreshed."""
+        for target, edge in self.engine.successors(self):
+            if edge.notify and isinstance(target.res, Refreshable):
+                target.refresh()
 
     def _succeeded(self, changed: bool) -> None:
         if self.outcome is DEAD:
