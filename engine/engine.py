@@ -353,21 +353,34 @@ class Vertex:
         processes (`_work`). `ready` is set once init() has ended (or the vertex stopped)."""
         self._work_task = asyncio.get_running_loop().create_task(self._run())
 
-    async def _run(self) -> None:
-        """The worker's task. An error that escapes it (a bug) is logged here, not by a done
-        callback: a callback per vertex (TaskSet's) was one more step of the loop each."""
+    async def _run(self, first: bool = True) -> None:
+        """The worker's task: the `first` inits the resource, then each processes what is
+        pending and ends (`_work`). An error that escapes it (a bug) is logged here, not by a
+        done callback: a callback per vertex (TaskSet's) was one more step of the loop each."""
         try:
-            if self.res.meta.hidden:  # ordered like any vertex, never applied
+            if first and self.res.meta.hidden:  # ordered like any vertex, never applied
                 self.started = True
                 self.state_ok = True
                 self._set_status(PENDING)
                 self.ready.set()
                 self.poke()
-            elif not await self._init():
+            elif first and not await self._init():
                 return
             await self._work()
         except Exception as err:
             log.error("%s: task work failed: %s", self.name, err, exc_info=err)
+
+    def _wake(self) -> None:
+        """Work is pending (`dirty` set): a worker's task runs it, if none runs now. Not before
+        the startup event (the worker has nothing to do until then: it pokes again)."""
+        task = self._work_task
+        if (task is None or task.done()) and self.started:
+            self._work_task = asyncio.get_running_loop().create_task(self._run(first=False))
+
+    def _working(self) -> bool:
+        """Its worker's task runs (init(), a process, a retry's wait, or it is about to)."""
+        task = self._work_task
+        return task is not None and not task.done()
 
     def _spawn_watch(self, failures: int = 0) -> None:
         """Start its watch task (an error that escapes it is logged: `_watch_ended`)."""
@@ -525,17 +538,12 @@ class Vertex:
             self._watch_task.cancel()
 
     def _end_tasks(self) -> None:
-        """Stop's second step: its tasks end. A worker parked until it is poked (the most of
-        a graph once converged) is woken, and returns as it finds the vertex stopping (`_work`):
-        a cancellation thrown into it (an exception and its traceback through three frames,
-        the task's cancelled error made) cost more, once per vertex at every stop. Any other
-        task is cancelled: a watch, a worker in a retry's sleep or waiting for a slot."""
+        """Stop's second step: its tasks end (cancelled): a watch, a worker in a retry's sleep
+        or waiting for a slot. A vertex with no work pending has no worker (`_work`): the most
+        of a graph once converged has nothing to end."""
         work, watch = self._work_task, self._watch_task
         if work is not None and not work.done():
-            if self.status is STOPPING and self.dirty.waited() and not self.dirty.is_set():
-                self.dirty.set()  # the worker is parked
-            else:
-                work.cancel()
+            work.cancel()
         if watch is not None and not watch.done():
             watch.cancel()
 
@@ -597,12 +605,14 @@ class Vertex:
             if not tick and self.poll_tick:
                 self.poll_tick = False
                 self.engine.changed(self)
+            self._wake()  # (poked before its startup event: its worker starts now)
             return
         if tick and not self.poll_tick and self.status is RUNNING:
             tick = False  # a real change is being processed: this tick does not relabel it
         relabelled = tick is not self.poll_tick
         self.poll_tick = tick
         self.dirty.set()
+        self._wake()
         # Pending work is news only to a vertex that is OK (it is no longer settled) or that
         # changed its label: any other status says all already (the startup event of each
         # vertex of a first run told nobody anything).
@@ -662,14 +672,12 @@ class Vertex:
             self._on_event(tick=True)
 
     async def _work(self) -> None:
+        """Process while work is pending, then end: the next poke starts a new task (`_wake`).
+        A worker parked between two pokes (the most of a graph once converged) was a task and
+        its coroutine kept per vertex (~2.6 KB), its park and wake-up a loop step and a future
+        each, and the stop woke each one only to end it."""
         dirty = self.dirty
-        while True:
-            if not dirty.is_set():  # (dirty.wait() without its coroutine: twice a vertex a run)
-                waiter = dirty.park()
-                try:
-                    await waiter
-                finally:
-                    dirty.unpark(waiter)
+        while dirty.is_set():
             dirty.clear()
             if self.status in _INERT:
                 if self.status is not DEAD:
@@ -1668,11 +1676,11 @@ class Engine:
 
     def _realized(self, vertex: Vertex) -> bool:
         """Nothing owed by `vertex` that a swap should wait for (meta realize): it ran since
-        its last event or poke and waits for the next (its worker parked), or it cannot run."""
+        its last event or poke and waits for the next (no worker runs), or it cannot run."""
         status = vertex.status
         if self.gate.closed or status in (FAILED, DEAD, STOPPING, STOPPED):
             return True
-        if status is OK and vertex.started and vertex.dirty.waited():
+        if status is OK and vertex.started and not vertex._working():
             return not vertex.dirty.is_set()
         return self.blocked(vertex)
 

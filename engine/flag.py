@@ -37,20 +37,6 @@ class Flag:
         """Someone waits for the flag (a vertex's worker, parked until it is poked)."""
         return bool(self._waiters)
 
-    def park(self) -> asyncio.Future[None]:
-        """wait() without its coroutine, for a hot loop (a vertex's worker): a future done once
-        the flag is set, to await, then to give to `unpark` (also when the await is cancelled).
-        Only while the flag is not set."""
-        waiter = asyncio.get_running_loop().create_future()
-        if self._waiters is None:
-            self._waiters = [waiter]
-        else:
-            self._waiters.append(waiter)
-        return waiter
-
-    def unpark(self, waiter: asyncio.Future[None]) -> None:
-        self._waiters.remove(waiter)  # type: ignore[union-attr]  # park() made the list
-
     async def wait(self) -> bool:
         """Until the flag is set (at once if it is); True, as Event.wait()."""
         if self._set:
