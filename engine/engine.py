@@ -1,4 +1,5 @@
-"""The executor: a work task and a watch task per vertex, graph swaps without restarts.
+"""The executor: a worker task per vertex while it has work, a watch task for a kind that
+watches with one, graph swaps without restarts.
 
 Semantics (mgmt's):
 - A vertex processes only after its watch sent the startup event, and only when every
@@ -186,8 +187,8 @@ def same_group(old: Resource, new: Resource) -> bool:
 
 
 class Vertex:
-    """A running resource: its handle, its tasks (work; watch, unless it listens: Listening)
-    and its scheduling state.
+    """A running resource: its handle, its tasks (a worker while work is pending; a watch,
+    unless it listens: Listening) and its scheduling state.
 
     Its state is `status` (moved only by `_set_status`, along TRANSITIONS; read-only elsewhere,
     a slot rather than a property: each listener reads it at each change), `outcome` (the
