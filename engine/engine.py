@@ -356,8 +356,9 @@ class Vertex:
 
     async def _run(self, first: bool = True) -> None:
         """The worker's task: the `first` inits the resource and waits for its startup
-        event; each processes what is pending, then ends (`_work`, `_wake`). An error that escapes it (a bug) is logged here, not by a
-        done callback: a callback per vertex (TaskSet's) was one more step of the loop each."""
+        event; each processes what is pending, then ends (`_work`, `_wake`). An error that
+        escapes it (a bug) is logged here, not by a done callback: a callback per vertex
+        (TaskSet's) was one more step of the loop each."""
         try:
             if first and self.res.meta.hidden:  # ordered like any vertex, never applied
                 self.started = True
