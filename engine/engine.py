@@ -1,4 +1,5 @@
-"""The executor: a work task and a watch task per vertex, graph swaps without restarts.
+"""The executor: a worker task per vertex while it has work, a watch task for a kind that
+watches with one, graph swaps without restarts.
 
 Semantics (mgmt's):
 - A vertex processes only after its watch sent the startup event, and only when every
@@ -79,7 +80,6 @@ from engine.slices import sliced, stepped
 from engine.slots import Slots
 from engine.steps import Steps, chunks, finish
 from engine.stopgate import Gate, Stopped, Work
-from engine.tasks import TaskSet
 
 if TYPE_CHECKING:
     from engine.program import ProgramRef
@@ -139,21 +139,37 @@ REPEAT_EVERY = 60.0
 REWATCH_MIN, REWATCH_MAX = 0.05, 10.0  # seconds between restarts of a failing watch (doubling)
 
 
-@dataclass
 class VertexStats:
-    """A vertex's counters (what happened so far, not what state it is in)."""
+    """A vertex's counters (what happened so far, not what state it is in). A class with
+    slots, not a dataclass: one per vertex, made in a third of the instructions."""
 
-    events: int = 0  # watch events (an event during check_apply voids its result)
-    refreshes: int = 0  # refreshes received along notify edges...
-    refreshes_seen: int = 0  # ... of which check_apply has seen this many
-    watch_starts: int = 0  # times watch() was entered (proves that swaps keep it running)
-    last_event: float = field(default_factory=time.monotonic)  # monotonic time of the last event
-    # Churn (engine.churn): `events` at the last check_apply, the times of the last repairs
-    # of drift, whether their burst was told, and the repairs counted since.
-    events_checked: int = 0
-    repairs: deque[float] | None = None
-    churn_told: bool = False
-    churn: int = 0
+    __slots__ = (
+        "churn",
+        "churn_told",
+        "events",
+        "events_checked",
+        "last_event",
+        "refreshes",
+        "refreshes_seen",
+        "repairs",
+        "watch_starts",
+    )
+
+    def __init__(self) -> None:
+        self.events = 0  # watch events (an event during check_apply voids its result)
+        self.refreshes = 0  # refreshes received along notify edges...
+        self.refreshes_seen = 0  # ... of which check_apply has seen this many
+        self.watch_starts = 0  # times watch() was entered (proves that swaps keep it running)
+        self.last_event = time.monotonic()  # monotonic time of the last event
+        # Churn (engine.churn): `events` at the last check_apply, the times of the last repairs
+        # of drift, whether their burst was told, and the repairs counted since.
+        self.events_checked = 0
+        self.repairs: deque[float] | None = None
+        self.churn_told = False
+        self.churn = 0
+
+    def __repr__(self) -> str:
+        return f"VertexStats(events={self.events}, watch_starts={self.watch_starts})"
 
 
 def same(old: Resource, new: Resource) -> bool:
@@ -171,8 +187,8 @@ def same_group(old: Resource, new: Resource) -> bool:
 
 
 class Vertex:
-    """A running resource: its handle, its tasks (work; watch, unless it listens: Listening)
-    and its scheduling state.
+    """A running resource: its handle, its tasks (a worker while work is pending; a watch,
+    unless it listens: Listening) and its scheduling state.
 
     Its state is `status` (moved only by `_set_status`, along TRANSITIONS; read-only elsewhere,
     a slot rather than a property: each listener reads it at each change), `outcome` (the
@@ -186,9 +202,9 @@ class Vertex:
         "_asked",
         "_idle",
         "_inited",
-        "_tasks",
         "_unlisten",
         "_watch_task",
+        "_work_task",
         "backpokers",
         "bucket",
         "busy",
@@ -268,7 +284,7 @@ class Vertex:
             peers=lambda: list(engine.graph.vertices.values()),  # the graph of the moment
             program=engine.program,
         )
-        self._tasks = TaskSet(f"{res.kind}[{res.name}]", log)  # its work and watch tasks
+        self._work_task: asyncio.Task[None] | None = None  # start()'s
         self._watch_task: asyncio.Task[None] | None = None  # once init() succeeded...
         self._unlisten: Callable[[], None] | None = None  # ...or this, without a task (_listen)
         self._inited = False  # init() succeeded: cleanup() is owed
@@ -328,21 +344,60 @@ class Vertex:
 
     # lifecycle -------------------------------------------------------------------------
 
+    @property
+    def _tasks(self) -> list[asyncio.Task[None]]:
+        """Its tasks still running: its worker's, its watch's (none once it has stopped)."""
+        return [t for t in (self._work_task, self._watch_task) if t is not None and not t.done()]
+
     def start(self) -> None:
         """Start the vertex's task: it init()s the resource, starts its watch task, then
         processes (`_work`). `ready` is set once init() has ended (or the vertex stopped)."""
-        self._tasks.spawn(self._run(), f"work {self.name}")
+        self._work_task = asyncio.get_running_loop().create_task(self._run())
 
-    async def _run(self) -> None:
-        if self.res.meta.hidden:  # ordered like any vertex, never applied
-            self.started = True
-            self.state_ok = True
-            self._set_status(PENDING)
-            self.ready.set()
-            self.poke()
-        elif not await self._init():
-            return
-        await self._work()
+    async def _run(self, first: bool = True) -> None:
+        """The worker's task: the `first` inits the resource and waits for its startup
+        event; each processes what is pending, then ends (`_work`, `_wake`). An error that
+        escapes it (a bug) is logged here, not by a done callback: a callback per vertex
+        (TaskSet's) was one more step of the loop each."""
+        try:
+            if first and self.res.meta.hidden:  # ordered like any vertex, never applied
+                self.started = True
+                self.state_ok = True
+                self._set_status(PENDING)
+                self.ready.set()
+                self.poke()
+            elif first:
+                if not await self._init():
+                    return
+                if not self.dirty.is_set():
+                    # Its first run waits in this task for the startup event (a task more per
+                    # vertex cost ~1/40 of a noop vertex's run); any later one starts its own.
+                    await self.dirty.wait()
+            await self._work()
+        except Exception as err:
+            log.error("%s: task work failed: %s", self.name, err, exc_info=err)
+
+    def _wake(self) -> None:
+        """Work is pending (`dirty` set): a worker's task runs it, if none runs now. Not before
+        the startup event (the worker has nothing to do until then: it pokes again)."""
+        task = self._work_task
+        if (task is None or task.done()) and self.started:
+            self._work_task = asyncio.get_running_loop().create_task(self._run(first=False))
+
+    def _working(self) -> bool:
+        """Its worker's task runs (init(), a process, a retry's wait, or it is about to)."""
+        task = self._work_task
+        return task is not None and not task.done()
+
+    def _spawn_watch(self, failures: int = 0) -> None:
+        """Start its watch task (an error that escapes it is logged: `_watch_ended`)."""
+        task = asyncio.get_running_loop().create_task(self._watch(failures))
+        task.add_done_callback(self._watch_ended)
+        self._watch_task = task
+
+    def _watch_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (err := task.exception()) is not None:
+            log.error("%s: task watch failed: %s", self.name, err, exc_info=err)
 
     async def _init(self) -> bool:
         """init() the resource (a graceful stop waits for it as for a check_apply), then start
@@ -350,19 +405,27 @@ class Vertex:
         self.busy = True
         try:
             try:
-                await self.res.init(self.handle)
+                res = self.res
+                if type(res).init is Resource.init:  # its whole work, without its coroutine
+                    res._handle = self.handle
+                else:
+                    await res.init(self.handle)
             except Exception as err:
                 self._fail_permanently(err, "init")
                 return False
             finally:
-                self._not_busy()
+                self.busy = False  # (_not_busy(), without its call when nobody waits)
+                if self._idle is not None:
+                    self._not_busy()
             self._inited = True
-            self.engine.progressed()
-            if self.stopping:
+            engine = self.engine
+            if engine._first_pass is not None:  # (engine.progressed(), without its call)
+                engine._first_progress = time.monotonic()
+            if self.status is STOPPING or self.status is STOPPED:
                 return False
             self._set_status(PENDING)
             if not self._listen():
-                self._watch_task = self._tasks.spawn(self._watch(), f"watch {self.name}")
+                self._spawn_watch()
             return True
         finally:
             self.ready.set()
@@ -381,7 +444,7 @@ class Vertex:
             return
         self._set_status(PENDING)
         if not self._listen():
-            self._watch_task = self._tasks.spawn(self._watch(), f"watch {self.name}")
+            self._spawn_watch()
 
     def _listen(self) -> bool:
         """Watch without a task (a Listening kind, or one with nothing to watch), and send the
@@ -429,7 +492,7 @@ class Vertex:
         self._stop_listening()
         if self.stopping or not self._rewatch(err, 1):
             return
-        self._watch_task = self._tasks.spawn(self._watch(failures=1), f"watch {self.name}")
+        self._spawn_watch(failures=1)
 
     def _rewatch(self, err: Exception, failures: int) -> bool:
         """Whether a watch that failed (for the `failures`th time) starts again: meta retry
@@ -481,18 +544,17 @@ class Vertex:
         if self._watch_task is not None:
             self._watch_task.cancel()
 
-    def _end_tasks(self) -> None:
-        """Stop's second step: its tasks end. A worker parked until it is poked (the most of
-        a graph once converged) is woken, and returns as it finds the vertex stopping (`_work`):
-        a cancellation thrown into it (an exception and its traceback through three frames,
-        the task's cancelled error made) cost more, once per vertex at every stop. Any other
-        task is cancelled: a watch, a worker in a retry's sleep or waiting for a slot."""
-        worker_parked = self.status is STOPPING and self.dirty.waited() and not self.dirty.is_set()
-        for task in self._tasks:
-            if worker_parked and task is not self._watch_task:
-                self.dirty.set()  # (once: the flag is set after the first)
-            else:
-                task.cancel()
+    def _end_tasks(self, ended: list[asyncio.Task[None]]) -> None:
+        """Stop's second step: its tasks end (cancelled, and added to `ended`): a watch, a
+        worker in a retry's sleep or waiting for a slot. A vertex with no work pending has no
+        worker (`_work`): the most of a graph once converged has nothing to end."""
+        work, watch = self._work_task, self._watch_task
+        if work is not None and not work.done():
+            work.cancel()
+            ended.append(work)
+        if watch is not None and not watch.done():
+            watch.cancel()
+            ended.append(watch)
 
     async def _stopped(self) -> None:
         """Stop's last step, once its tasks have ended: cleanup (if init() succeeded), once."""
@@ -552,12 +614,14 @@ class Vertex:
             if not tick and self.poll_tick:
                 self.poll_tick = False
                 self.engine.changed(self)
+            self._wake()  # (poked before its startup event: its worker starts now)
             return
         if tick and not self.poll_tick and self.status is RUNNING:
             tick = False  # a real change is being processed: this tick does not relabel it
         relabelled = tick is not self.poll_tick
         self.poll_tick = tick
         self.dirty.set()
+        self._wake()
         # Pending work is news only to a vertex that is OK (it is no longer settled) or that
         # changed its label: any other status says all already (the startup event of each
         # vertex of a first run told nobody anything).
@@ -617,9 +681,13 @@ class Vertex:
             self._on_event(tick=True)
 
     async def _work(self) -> None:
-        while True:
-            await self.dirty.wait()
-            self.dirty.clear()
+        """Process while work is pending, then end: the next poke starts a new task (`_wake`).
+        A worker parked between two pokes (the most of a graph once converged) was a task and
+        its coroutine kept per vertex (~2.6 KB), its park and wake-up a loop step and a future
+        each, and the stop woke each one only to end it."""
+        dirty = self.dirty
+        while dirty.is_set():
+            dirty.clear()
             if self.status in _INERT:
                 if self.status is not DEAD:
                     return  # stopping
@@ -717,7 +785,7 @@ class Vertex:
                     return None  # stopping while we waited for a slot: run nothing new
                 # An event while we waited for the slot is older than the check: it sees it.
                 events_before = self.stats.events
-                with self.engine.gate.work(self.ts != 0) as self.work:  # its executor jobs: refused
+                with Work(self.engine.gate, self.ts != 0) as self.work:  # executor jobs: refused
                     if meta.timeout:  # once stopping
                         async with asyncio.timeout(meta.timeout / 1000):  # ms, as mgmt
                             result: Any = await self.res.check_apply(apply)
@@ -737,25 +805,32 @@ class Vertex:
             self.engine.check_applied(self, apply, None, err)
             return self._failed(err)
         changed = not result
-        self.engine.check_applied(self, apply, changed, None)
+        if listeners := self.engine._on_check:  # (Engine.check_applied(), without its call)
+            applied = CheckApplied(self, apply, changed, None)
+            for listener in list(listeners):
+                listener(applied)
         if apply and meta.reverse:
             await self.engine.save_reversal(self)  # until it is stored (a failure retries)
         self.stats.refreshes_seen = refreshes_before  # one that came in meanwhile is pending
         # Known good, unless an event arrived meanwhile: then the next pass must check again.
         self.state_ok = (result or apply) and self.stats.events == events_before
         if changed and self.engine.graph.succ.get(self.key):  # no list built for none
-            for target, edge in self.engine.successors(self):
-                if edge.notify and isinstance(target.res, Refreshable):
-                    target.refresh()
+            self._notify()
         if log.isEnabledFor(logging.DEBUG):  # else not even its name is formatted
             log.debug("%s: check_apply(apply=%s) -> %s", self.name, apply, result)
         self._succeeded(changed)
         return None
 
+    def _notify(self) -> None:
+        """A change: the Refreshable targets of its `notify` edges are refreshed."""
+        for target, edge in self.engine.successors(self):
+            if edge.notify and isinstance(target.res, Refreshable):
+                target.refresh()
+
     def _succeeded(self, changed: bool) -> None:
         if self.outcome is DEAD:
             return  # its watch failed for good: it stays failed, nothing downstream runs
-        self.ts = self.engine.tick()
+        self.ts = next(self.engine._clock)  # (Engine.tick())
         self.changed_last = changed
         if self.handle.logger.repeats is not None:  # its lines are said again (ResourceLogger)
             self.handle.logger.repeats = None
@@ -860,7 +935,11 @@ class Vertex:
                     return  # a process that ends while stopping: recorded in `outcome` only
                 raise TransitionError(f"{self.name}: {old.value} -> {status.value} is not allowed")
             self.status = status
-        self.engine.changed(self)
+        listeners = self.engine._on_vertex  # (Engine.changed(self), without its call: 5 a run)
+        if listeners:
+            event = self.changed_event
+            for listener in list(listeners):
+                listener(event)
 
 
 def _unwatched() -> None:
@@ -975,10 +1054,10 @@ async def stop_all(vertices: list[Vertex], graceful: bool = True) -> None:
         for vertex in vertices:
             if vertex.busy:
                 await vertex.wait_idle()
-    tasks = [task for vertex in vertices for task in vertex._tasks]
+    tasks: list[asyncio.Task[None]] = []
     async for some_vertices in sliced(vertices):
         for vertex in some_vertices:
-            vertex._end_tasks()
+            vertex._end_tasks(tasks)
     if tasks:
         # Their cancellations run in the order they were asked: once the last has ended,
         # every other has taken its step, and most have ended too (a gather of them all
@@ -1014,7 +1093,7 @@ def _twin(res: Resource) -> Resource:
     """A shallow copy of `res` (copy.copy's result, without its generic __reduce_ex__ path:
     a resource is a plain dataclass instance; 10,000 vertices made 10,000 copies)."""
     twin = object.__new__(type(res))
-    twin.__dict__.update(res.__dict__)
+    twin.__dict__ = res.__dict__.copy()  # (a copy of the same size: no resize, as update's)
     return twin
 
 
@@ -1600,11 +1679,11 @@ class Engine:
 
     def _realized(self, vertex: Vertex) -> bool:
         """Nothing owed by `vertex` that a swap should wait for (meta realize): it ran since
-        its last event or poke and waits for the next (its worker parked), or it cannot run."""
+        its last event or poke and waits for the next (no worker runs), or it cannot run."""
         status = vertex.status
         if self.gate.closed or status in (FAILED, DEAD, STOPPING, STOPPED):
             return True
-        if status is OK and vertex.started and vertex.dirty.waited():
+        if status is OK and vertex.started and not vertex._working():
             return not vertex.dirty.is_set()
         return self.blocked(vertex)
 

@@ -35,10 +35,6 @@ class Flag:
     def clear(self) -> None:
         self._set = False
 
-    def waited(self) -> bool:
-        """Someone waits for the flag (a vertex's worker, parked until it is poked)."""
-        return bool(self._waiters)
-
     async def wait(self) -> bool:
         """Until the flag is set (at once if it is); True, as Event.wait()."""
         if self._set:

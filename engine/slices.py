@@ -20,6 +20,7 @@ machine, and a 40,000-file swap took twice as long.)
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator, Iterable
 from typing import TypeVar
@@ -44,17 +45,15 @@ async def sliced(items: Iterable[T]) -> AsyncIterator[list[T]]:
     instructions a file (five passes over its vertices), a step per slice costs nothing that
     shows."""
     size = LEAST
-    chunk: list[T] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            began = time.perf_counter()
-            yield chunk
-            size = next_size(size, time.perf_counter() - began)
-            chunk = []
-            await asyncio.sleep(0)
-    if chunk:
+    rest = iter(items)
+    while chunk := list(itertools.islice(rest, size)):  # (in C: no bytecode per item)
+        if len(chunk) < size:
+            yield chunk  # the last
+            return
+        began = time.perf_counter()
         yield chunk
+        size = next_size(size, time.perf_counter() - began)
+        await asyncio.sleep(0)
 
 
 def next_size(size: int, took: float) -> int:

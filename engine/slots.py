@@ -118,6 +118,8 @@ class Slots(_Lane):
     def _hand_on(self) -> None:
         """Hand the free slots to the waiters the lanes' rules let in."""
         urgent, ordinary = self._urgent, self._waiters
+        if not (urgent or ordinary):
+            return  # nobody waits (most releases: a check_apply that did not wait for one)
         while self._free > 0:
             admit = self._ordinary < self._open
             lanes = (ordinary, urgent) if self._run >= URGENT_RUN else (urgent, ordinary)

@@ -174,7 +174,15 @@ class Converger:
         # unsettled, _rearm() has already cancelled the timer and cleared the flags (each change
         # of the set is followed by a _rearm()). 2 of a vertex's 3 changes in a run.
         unsettled = self._unsettled
-        if failed or self._settled_alive(vertex):
+        if failed:
+            settled = True
+        elif status is OK:
+            settled = not vertex.dirty.is_set() or self._settled_alive(vertex)
+        elif vertex.poll_tick or (status is PENDING and self._failed):
+            settled = self._settled_alive(vertex)
+        else:  # (what _settled_alive() says of it, without its call: most of a first run)
+            settled = False
+        if settled:
             unsettled.discard(key)
             if unsettled:
                 return

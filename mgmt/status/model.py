@@ -80,7 +80,7 @@ def _instances_hint(err: OSError) -> str:
     return hint or str(err.strerror)
 
 
-@dataclass
+@dataclass(slots=True)
 class Info:
     """What the model knows of one resource beyond its vertex."""
 
@@ -170,8 +170,10 @@ class StatusModel:
             info.state, info.since = state, info.failing_since if failing else time.time()
             if self._subscribers:
                 self._publish({"type": "vertex", **self._vertex(vertex.key, info)})
-            else:  # nobody reads the update: not built (3 per resource in a first run)
+            elif self._watchers:  # nobody reads the update: not built (3 a resource a run)
                 self._touched()
+            else:  # (what _touched() does then, without its call)
+                self._changes += 1
 
     def _applied(self, event: CheckApplied) -> None:
         self._changes += 1

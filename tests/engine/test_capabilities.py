@@ -402,13 +402,14 @@ async def test_a_watch_without_a_task_reports_restarts_and_fails(engine: Engine)
     await settle(engine)
     listening = engine.vertices[("probe", "l")]
     assert len(state("l").calls) == 1 and state("l").watch_starts == 0  # no watch() task
-    assert len(listening._tasks) == 1 and listening.stats.watch_starts == 1
+    assert listening._watch_task is None and listening.stats.watch_starts == 1
     LISTENING["l"][0]()  # a change: checked again
     await settle(engine, lambda: len(state("l").calls) == 2)
     LISTENING["l"][1](RuntimeError("watch broke"))  # retry: a watch() task takes over...
     assert "l" not in LISTENING  # ...once the failed one is stopped
     await settle(engine, lambda: len(state("l").calls) == 3)  # its startup event: a catch-up
-    assert state("l").watch_starts == 1 and len(listening._tasks) == 2
+    watch_task = listening._watch_task
+    assert state("l").watch_starts == 1 and watch_task is not None and not watch_task.done()
     LISTENING["m"][1](RuntimeError("watch broke"))  # retry 0: failed for good
     await settle(engine)
     assert engine.vertices[("probe", "m")].status is Status.DEAD and "m" not in LISTENING
@@ -470,8 +471,10 @@ async def test_a_kind_with_nothing_to_watch_runs_without_a_watch_task(engine: En
     graph.connect(("probe", "p"), ("noop", "n"), Edge(notify=True))
     await engine.apply(graph)
     await settle(engine)
+    # Settled: no worker task (one runs only while work is pending); a watch task for "w"
+    # and the poll.
     tasks = {key[1]: len(v._tasks) for key, v in engine.vertices.items()}
-    assert tasks == {"w": 2, "p": 1, "once": 1, "n": 1, "ticks": 2}
+    assert tasks == {"w": 1, "p": 0, "once": 0, "n": 0, "ticks": 1}
     for name in ("p", "once", "n"):
         vertex = next(v for k, v in engine.vertices.items() if k[1] == name)
         assert vertex.stats.watch_starts == 1 and vertex.ts > 0 and vertex.status is Status.OK

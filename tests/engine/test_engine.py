@@ -409,8 +409,12 @@ async def test_reversal_error_fails_the_vertex_not_the_worker(tmp_path: Path) ->
         await settle(eng)
         vertex = eng.vertices[("file", "f")]
         assert vertex.status is Status.FAILED
-        # its worker is alive, and so is its watch (a file's, without a task: Listening)
-        assert len(vertex._tasks) == 1 and vertex._unlisten is not None
+        # its watch runs (a file's, without a task: Listening), and an event runs it again
+        assert vertex._watch_task is None and vertex._unlisten is not None
+        failures = eng.retries[("file", "f")]
+        vertex._on_event()
+        await settle(eng, lambda: eng.retries[("file", "f")] > failures)
+        assert vertex.status is Status.FAILED
     finally:
         await eng.stop()
 
@@ -477,10 +481,13 @@ async def test_stop_waits_for_every_task_also_one_whose_cancel_takes_steps(
         assert vertex.status is Status.STOPPED and len(vertex._tasks) == 0
 
 
-async def test_stop_ends_a_parked_worker_without_cancelling_it(engine: Engine) -> None:
-    """A worker parked until its next poke (a converged vertex) is woken at the stop and
-    returns (Vertex._end_tasks): its task ends, not cancelled; a worker sleeping before a
-    retry, and every watch task, are cancelled. Each vertex is stopped and cleaned up."""
+async def test_stop_cancels_a_retrys_wait_and_a_settled_vertex_has_no_worker(
+    engine: Engine,
+) -> None:
+    """A worker's task runs while work is pending, then ends (Vertex._work): a converged
+    vertex has none (it ended, not cancelled), and the stop has nothing of it to end; a worker
+    sleeping before a retry, and every watch task, are cancelled. Each vertex is stopped and
+    cleaned up."""
     state("b").failures_left = 1_000  # fails, and sleeps before each retry
     graph = make_graph("ab", b={"meta": Meta(retry=-1, delay=60_000)})
     await engine.apply(graph)
@@ -488,12 +495,12 @@ async def test_stop_ends_a_parked_worker_without_cancelling_it(engine: Engine) -
         engine, lambda: state("b").calls != [] and not engine.vertices[("probe", "b")].busy
     )
     a, b = engine.vertices[("probe", "a")], engine.vertices[("probe", "b")]
-    assert a.status is Status.OK and a.dirty.waited()  # parked
+    a_work, b_work = a._work_task, b._work_task
+    assert a.status is Status.OK and a_work is not None and a_work.done()
+    assert not a_work.cancelled() and a_work not in a._tasks
+    assert b_work is not None and b_work in b._tasks  # asleep until its retry
     a_watch, b_watch = a._watch_task, b._watch_task
-    (a_work,) = [t for t in a._tasks if t is not a_watch]
-    (b_work,) = [t for t in b._tasks if t is not b_watch]
     await engine.stop()
-    assert a_work.done() and not a_work.cancelled()
     assert b_work.cancelled()
     assert a_watch is not None and a_watch.cancelled()
     assert b_watch is not None and b_watch.cancelled()
