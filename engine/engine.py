@@ -80,6 +80,7 @@ from engine.slices import sliced, stepped
 from engine.slots import Slots
 from engine.steps import Steps, chunks, finish
 from engine.stopgate import Gate, Stopped, Work
+from engine.tasks import running_loop
 
 if TYPE_CHECKING:
     from engine.program import ProgramRef
@@ -352,7 +353,7 @@ class Vertex:
     def start(self) -> None:
         """Start the vertex's task: it init()s the resource, starts its watch task, then
         processes (`_work`). `ready` is set once init() has ended (or the vertex stopped)."""
-        self._work_task = asyncio.get_running_loop().create_task(self._run())
+        self._work_task = running_loop().create_task(self._run())
 
     async def _run(self, first: bool = True) -> None:
         """The worker's task: the `first` inits the resource and waits for its startup
@@ -382,7 +383,7 @@ class Vertex:
         the startup event (the worker has nothing to do until then: it pokes again)."""
         task = self._work_task
         if (task is None or task.done()) and self.started:
-            self._work_task = asyncio.get_running_loop().create_task(self._run(first=False))
+            self._work_task = running_loop().create_task(self._run(first=False))
 
     def _working(self) -> bool:
         """Its worker's task runs (init(), a process, a retry's wait, or it is about to)."""
@@ -391,7 +392,7 @@ class Vertex:
 
     def _spawn_watch(self, failures: int = 0) -> None:
         """Start its watch task (an error that escapes it is logged: `_watch_ended`)."""
-        task = asyncio.get_running_loop().create_task(self._watch(failures))
+        task = running_loop().create_task(self._watch(failures))
         task.add_done_callback(self._watch_ended)
         self._watch_task = task
 
@@ -462,7 +463,7 @@ class Vertex:
             # keeps the default watch() still listens: its watch() is only the fallback.)
             self._unlisten = _unwatched
             self.stats.watch_starts += 1
-            asyncio.get_running_loop().call_soon(self._startup)
+            running_loop().call_soon(self._startup)
             return True
         if not isinstance(res, Listening) or poll != 0:
             return False
