@@ -44,7 +44,7 @@ from engine.graph import (
 )
 from engine.limits import max_resources, too_many
 from engine.meta import Meta, check_name
-from engine.params import build, close_match, field_names, show
+from engine.params import build, close_match, field_names, plain_keys, show
 from engine.resource import (
     Resource,
     kinds,
@@ -100,6 +100,44 @@ def _legacy_keys(kind: str) -> frozenset[str]:
 
 # The meta of a resource given none (one object: a Meta is frozen).
 _NO_META = Meta()
+_ONLY_STR = {str}
+# The first characters of a name that _resource reads itself: none (an empty name), an
+# export's "@@", a "$" (check_name).
+_NOT_PLAIN_NAME = frozenset(["", EXPORT_PREFIX[0], "$"])
+
+
+@functools.cache
+def _plain_keys(cls: type, kind: str) -> tuple[frozenset[str], frozenset[str]]:
+    """The keys of a resource of `kind` that it builds from strings as they are, with its
+    name and without its old keys (LEGACY: a warning each), and the keys it requires: once
+    per kind, not per resource (params.plain_keys)."""
+    text, required = plain_keys(cls)
+    return (text | {"name"}) - _legacy_keys(kind), required
+
+
+def _built(
+    cls: type[Resource], item: Any, plain: frozenset[str], required: frozenset[str]
+) -> Resource | None:
+    """The resource `item` declares, valid, if it holds only strings of `plain` keys (and
+    `required`'s) and a plain name: as _Parser._resource would build it, at one call. None
+    for any other, or for a problem: _resource builds it, or tells each problem at its line."""
+    name = item.get("name") if item.__class__ is LocDict else None
+    if not (
+        name.__class__ is str
+        and name[:1] not in _NOT_PLAIN_NAME
+        and plain.issuperset(item)
+        and required.issubset(item)
+        and {*map(type, item.values())} == _ONLY_STR
+    ):
+        return None
+    try:
+        res = cls(meta=_NO_META, **item)
+        res.validate()
+    except ValidationError:
+        return None
+    return res
+
+
 # Keys _resource() builds itself.
 _GIVEN = frozenset({"name", "meta"})
 
@@ -870,8 +908,13 @@ class _Parser:
                 self.problem(line, f"resources.{kind}", "expected a list of resources")
                 continue
             checked_together = validates_together(cls)
+            plain, required = _plain_keys(cls, kind)  # type: ignore[arg-type]
             for index, item in enumerate(items):
-                res = self._resource(cls, kind, item, items.lines[index], index)
+                # Most resources are of string params only, written plainly: built at one
+                # call (_plain_keys); any other, or any problem, by _resource.
+                res = _built(cls, item, plain, required) or self._resource(
+                    cls, kind, item, items.lines[index], index
+                )
                 if res is None:
                     if isinstance(item, dict) and isinstance(item.get("name"), str):
                         self.refused.add((kind, item["name"].removeprefix(EXPORT_PREFIX)))

@@ -182,6 +182,22 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
     def validate(self) -> None:
         super().validate()
         self._validate_path()
+        if (  # a file of content (or none) alone, as most are: the one check left of the rest
+            self.source is None
+            and self.mode is None
+            and self.state is None
+            and self.owner is None
+            and self.group is None
+            and self.fragments is None
+            and self.selinux is None
+            and not (self.symlink or self.replace_link or self.recurse or self.purge)
+        ):
+            if self.content is not None and self._is_dir:
+                raise ValidationError(
+                    f"a directory path ({self._spec_path!r} ends with '/') has no content",
+                    "content",
+                )
+            return
         if self.content is not None and self.source is not None:
             raise ValidationError("cannot be combined with content: set one of them", "source")
         if self.fragments is not None:
