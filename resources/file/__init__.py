@@ -364,7 +364,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         with Held() as held:  # descriptors from the check through the changes
             try:
                 found: Found | None = None
-                if watcher is not None and apply and self._creates_in_thread():
+                if watcher is not None and apply and _writing[0] and self._creates_in_thread():
                     made = await self._create_in_thread(held, watcher)
                     if made is None or made == UPDATED:  # absent or stale: written now
                         if made == UPDATED:  # (a first write of a new name is no fight)
@@ -382,9 +382,10 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             finally:
                 if watcher is not None:
                     watcher.observed()  # the check failed before it looked: the watcher looks
-            self.handle.send(content=functools.partial(read_small, where.path))
+            handle = self.handle
+            handle.send(content=functools.partial(read_small, where.path))
             if not steps and not self._refused:
-                return nothing_to_do(self.handle, functools.partial(self._why, where.path))
+                return nothing_to_do(handle, functools.partial(self._why, where.path))
             if apply and self.meta.reverse and getattr(self, "_prior", None) is None:
                 self._prior = where.observe()
             if apply and watcher is not None:
@@ -756,12 +757,26 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             replace = self._replace_step(where, TOP, st, "file")
             (steps if replace.run else after).append(replace)
         cur = st if st is not None and stat.S_ISREG(st.st_mode) else None
-        source, src = self._source(held, want_dir=False)
-        uid, gid = self._ids()
-        # A new file's group (a set-group-ID directory's) matters to a source's set-ID bit only.
-        setgid = cur is None and src is not None and src.st_mode & stat.S_ISGID
-        mode = self._want_mode(cur, src, False, (uid, gid), where.new_group() if setgid else None)
-        changes = attr_steps(where, TOP, "", cur, mode=mode, uid=uid, gid=gid)
+        if (
+            self.content is not None
+            and self.mode is None
+            and self.owner is None
+            and self.group is None
+            and self.fragments is None
+        ):  # (no source: validate) Its attributes stay as they are: a write keeps them
+            source = src = None
+            uid = gid = -1
+            mode = FILE_BASE if cur is None else stat.S_IMODE(cur.st_mode)  # (_want_mode's)
+            changes: list[Step] = []
+        else:
+            source, src = self._source(held, want_dir=False)
+            uid, gid = self._ids()
+            # A new file's group (a set-group-ID directory's) matters to a source's set-ID bit
+            # only.
+            setgid = cur is None and src is not None and src.st_mode & stat.S_ISGID
+            new_gid = where.new_group() if setgid else None
+            mode = self._want_mode(cur, src, False, (uid, gid), new_gid)
+            changes = attr_steps(where, TOP, "", cur, mode=mode, uid=uid, gid=gid)
         data: bytes | int | None = self.content.encode() if self.content is not None else source
         if self.fragments is not None:
             from resources.file.extras import read_fragments
