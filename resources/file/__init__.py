@@ -76,6 +76,13 @@ _MANAGED = ("content", "source", "fragments", "owner", "group", "mode", "selinux
 _CONTEXT = re.compile(r"[A-Za-z0-9_.]+:[A-Za-z0-9_.]+:[A-Za-z0-9_.]+(:[A-Za-z0-9_.:,-]+)?")
 
 
+def _dirname(path: str) -> str:
+    """os.path.dirname of a normalized absolute path, without posixpath's three calls (one
+    a file, for its automatic edges)."""
+    head = path[: path.rfind("/") + 1]
+    return head.rstrip("/") if head.strip("/") else head
+
+
 @functools.lru_cache(maxsize=4096)
 def _parents(directory: str) -> list[UID]:
     """The UIDs of `directory` and of each directory above it, nearest first: one list shared
@@ -439,7 +446,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         user and group it is owned by (by name, or an id a `user`/`group` sets as its
         `uid`/`gid`): Puppet's autorequire; mgmt's file asks for neither (docs/resources/file.md)."""
         path = self._fs_path
-        wants = [_parents(os.path.dirname(path)) if path != "/" else []]
+        wants = [_parents(_dirname(path)) if path != "/" else []]
         if self.owner is not None:  # validate() refuses one with state absent
             wants.append([UID("user", self.owner)])
         if self.group is not None:
@@ -493,13 +500,17 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
     ) -> Callable[[], None] | None:
         """watch() without its task where the watched paths are fixed (then watch() reports
         each change, and never re-watches); None where they may move."""
-        if not self._settles():
+        if not (self.follow or self.source is not None or self.fragments or self.recurse):
+            # the usual case: _settles(), _watch_paths() and _entries_matter() at no call
+            paths, entries = [self._fs_path], not self._is_dir or self.state == "absent"
+        elif not self._settles():
             return None
-        paths = self._watch_paths()
+        else:
+            paths, entries = self._watch_paths(), self._entries_matter()
         watcher = PathWatcher(
             paths,
             checked=True,
-            entries=self._entries_matter(),
+            entries=entries,
             on_change=report,
             on_error=failed,
         )
