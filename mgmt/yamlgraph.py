@@ -759,6 +759,7 @@ class _NotBlock(Exception):
 _PRINTABLE = bytes(range(0x20, 0x7F)) + b"\n"  # a tab, a CR, a control, a non-ASCII: libyaml's
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,199}")
 _KEYS: dict[str, bool] = {}  # each key seen: whether it is a plain string key (_plain_key)
+_KEYS_KEPT = 4096
 # What a plain scalar may not start with (YAML's indicators; `-`, `?` and `:` too, though a
 # plain scalar may start with one before a non-space: `-1`).
 _NOT_FIRST = frozenset("-?:,[]{}#&*!|>'\"%@`")
@@ -790,6 +791,8 @@ def _plain_key(key: str) -> bool:
     """Whether `key` is a key read here: a plain word that YAML takes as a string."""
     known = _KEYS.get(key)
     if known is None:
+        if len(_KEYS) >= _KEYS_KEPT:  # a graph of many keys: bounded, whatever it holds
+            _KEYS.clear()
         known = _KEYS[key] = _KEY.fullmatch(key) is not None and _resolved(key) == _STR_TAG
     return known
 
