@@ -179,7 +179,7 @@ def _block_texts(draw: st.DrawFn) -> str:
     return text
 
 
-@settings(max_examples=3000, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(_block_texts())
 def test_the_block_reader_gives_what_libyaml_gives_or_nothing(text: str) -> None:
     """Whatever the text, the block reader's data is libyaml's (a text libyaml refuses, it
