@@ -219,6 +219,15 @@ def _plan(cls: type) -> _Plan:
     )
 
 
+def plain_keys(cls: type) -> tuple[frozenset[str], frozenset[str]]:
+    """The keys whose string values build() passes to `cls` as they are (str and `str | None`
+    fields, not renamed, "" not "unset"), and the keys `cls` requires: a mapping of only the
+    former, all strings, with the latter, builds as `cls(**mapping)` (given what else it
+    needs: a resource's meta)."""
+    plan = _plan(cls)
+    return plan.text, frozenset(plan.required)
+
+
 def close_match(key: str, names: list[str]) -> str:
     """A ' (did you mean 'x'?)' hint, or '': the one suggestion of every front-end (YAML, mcl,
     puppet). Of difflib's close names, the fewest edits away wins, a swap of two neighbours

@@ -44,7 +44,7 @@ from engine.graph import (
 )
 from engine.limits import max_resources, too_many
 from engine.meta import Meta, check_name
-from engine.params import build, close_match, field_names, show
+from engine.params import build, close_match, field_names, plain_keys, show
 from engine.resource import (
     Resource,
     kinds,
@@ -100,6 +100,44 @@ def _legacy_keys(kind: str) -> frozenset[str]:
 
 # The meta of a resource given none (one object: a Meta is frozen).
 _NO_META = Meta()
+_ONLY_STR = {str}
+# The first characters of a name that _resource reads itself: none (an empty name), an
+# export's "@@", a "$" (check_name).
+_NOT_PLAIN_NAME = frozenset(["", EXPORT_PREFIX[0], "$"])
+
+
+@functools.cache
+def _plain_keys(cls: type, kind: str) -> tuple[frozenset[str], frozenset[str]]:
+    """The keys of a resource of `kind` that it builds from strings as they are, with its
+    name and without its old keys (LEGACY: a warning each), and the keys it requires: once
+    per kind, not per resource (params.plain_keys)."""
+    text, required = plain_keys(cls)
+    return (text | {"name"}) - _legacy_keys(kind), required
+
+
+def _built(
+    cls: type[Resource], item: Any, plain: frozenset[str], required: frozenset[str]
+) -> Resource | None:
+    """The resource `item` declares, valid, if it holds only strings of `plain` keys (and
+    `required`'s) and a plain name: as _Parser._resource would build it, at one call. None
+    for any other, or for a problem: _resource builds it, or tells each problem at its line."""
+    name = item.get("name") if item.__class__ is LocDict else None
+    if not (
+        name.__class__ is str
+        and name[:1] not in _NOT_PLAIN_NAME
+        and plain.issuperset(item)
+        and required.issubset(item)
+        and {*map(type, item.values())} == _ONLY_STR
+    ):
+        return None
+    try:
+        res = cls(meta=_NO_META, **item)
+        res.validate()
+    except ValidationError:
+        return None
+    return res
+
+
 # Keys _resource() builds itself.
 _GIVEN = frozenset({"name", "meta"})
 
@@ -705,6 +743,209 @@ def _merge(
                     out.raw[key] = mapping.raw[key]
 
 
+# A graph file in plain block style (most are: `key: value` lines, `- ` items, plain or quoted
+# scalars on one line) is read here by lines, without libyaml's nodes: ~80 K instructions of a
+# resource's ~125 K went to composing its nodes (a node and two marks a scalar, their
+# resolve() and __init__ calls) and turning them into data. Any other text (a flow `{...}`, an
+# anchor, a tag, a block scalar, a scalar over lines, a tab, bytes outside printable ASCII, a
+# duplicate key, a bad indentation, a value libyaml's constructor refuses...) is composed by
+# libyaml as before: this reader makes the data _plain makes of libyaml's nodes (lines and raw
+# texts included), or none (tests/mgmt/test_yamlgraph_block.py compares them on random
+# texts), and every problem is told by the full parse.
+class _NotBlock(Exception):
+    """Not in the block style _block_doc reads: libyaml composes the text."""
+
+
+_PRINTABLE = bytes(range(0x20, 0x7F)) + b"\n"  # a tab, a CR, a control, a non-ASCII: libyaml's
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,199}")
+_KEYS: dict[str, bool] = {}  # each key seen: whether it is a plain string key (_plain_key)
+_KEYS_KEPT = 4096
+# What a plain scalar may not start with (YAML's indicators; `-`, `?` and `:` too, though a
+# plain scalar may start with one before a non-space: `-1`).
+_NOT_FIRST = frozenset("-?:,[]{}#&*!|>'\"%@`")
+_QUOTES = frozenset("\"'")
+_BLOCK_DEPTH = 16  # nested deeper: libyaml's (its bound, MAX_DEPTH, told there)
+Row = tuple[int, int, str]  # a line's number, its indentation and its text after it
+
+
+def _block_doc(data: bytes) -> LocDict | None:
+    """The data _plain makes of `data`'s nodes, if `data` is in the block style read here;
+    else None (libyaml composes it)."""
+    if data.translate(None, _PRINTABLE):
+        return None
+    rows = [
+        (number, len(line) - len(text), text)
+        for number, line in enumerate(data.decode("ascii").split("\n"), 1)
+        if (text := line.lstrip(" ")) and text[0] != "#"
+    ]
+    if not rows or rows[0][1]:
+        return None
+    try:
+        doc, at = _BlockReader(rows).mapping(0, 0, rows[0][2], 0)
+    except _NotBlock:
+        return None
+    return doc if at == len(rows) else None
+
+
+def _plain_key(key: str) -> bool:
+    """Whether `key` is a key read here: a plain word that YAML takes as a string."""
+    known = _KEYS.get(key)
+    if known is None:
+        if len(_KEYS) >= _KEYS_KEPT:  # a graph of many keys: bounded, whatever it holds
+            _KEYS.clear()
+        known = _KEYS[key] = _KEY.fullmatch(key) is not None and _resolved(key) == _STR_TAG
+    return known
+
+
+class _BlockReader:
+    def __init__(self, rows: list[Row]) -> None:
+        self.rows = rows
+        self.constructor: SafeConstructor | None = None
+
+    def mapping(self, at: int, column: int, text: str, depth: int) -> tuple[LocDict, int]:
+        """The mapping whose first key is rows[at] (its `text` at `column`: after an item's
+        dash, or the row's own); and the row after it."""
+        if depth > _BLOCK_DEPTH:
+            raise _NotBlock
+        rows, end = self.rows, len(self.rows)
+        out = LocDict()
+        number = out.line = rows[at][0]
+        lines: dict[str, int] = {}
+        raw: dict[str, str] = {}
+        out.lines, out.raw = lines, raw
+        while True:
+            key, colon, rest = text.partition(": ")
+            if not colon:
+                if text[-1:] != ":":
+                    raise _NotBlock  # a scalar among keys
+                key, rest = text[:-1], ""
+            if not _plain_key(key) or key in out:
+                raise _NotBlock  # a key YAML reads otherwise, or a duplicate
+            lines[key] = number
+            at += 1
+            rest = rest.strip(" ")
+            if rest and rest[0] != "#":
+                out[key], source = self.scalar(rest)
+                if source is not None:
+                    raw[key] = source
+            elif at < end and rows[at][1] > column:  # a block below the key
+                out[key], at = self.block(at, depth + 1)
+            elif at < end and rows[at][1] == column and rows[at][2][:2] == "- ":
+                out[key], at = self.sequence(at, column, depth + 1)  # `key:` then `- a`
+            else:
+                out[key], raw[key] = None, ""  # an empty value: null
+            if at == end:
+                return out, at
+            number, col, text = rows[at]
+            if col != column:
+                break
+            if text[:2] == "- " or text == "-":
+                raise _NotBlock  # an item among keys
+        if col > column:
+            raise _NotBlock  # a scalar over lines, or a bad indentation
+        return out, at
+
+    def sequence(self, at: int, column: int, depth: int) -> tuple[LocList, int]:
+        """The sequence whose first dash is rows[at] (at `column`); and the row after it."""
+        if depth > _BLOCK_DEPTH:
+            raise _NotBlock
+        rows, end = self.rows, len(self.rows)
+        out = LocList()
+        out.line, out.lines = rows[at][0], []
+        while True:
+            number, _, text = rows[at]
+            body = text[2:].lstrip(" ")
+            item = body.rstrip(" ")
+            if not item or item[0] == "#" or item[:2] == "- " or item == "-":
+                raise _NotBlock  # an item on its own line, or a list in a list
+            first = item[0]
+            if first not in _QUOTES and (": " in item or item[-1] == ":"):
+                value, at = self.mapping(at, column + len(text) - len(body), item, depth + 1)
+                out.append(value)
+            else:
+                out.append(self.scalar(item)[0])
+                at += 1
+                if at < end and rows[at][1] > column:
+                    raise _NotBlock  # a scalar over lines
+            out.lines.append(number)
+            if at == end:
+                return out, at
+            col, text = rows[at][1], rows[at][2]
+            if col != column or text[:2] != "- ":
+                break
+        if col > column:
+            raise _NotBlock
+        return out, at
+
+    def block(self, at: int, depth: int) -> tuple[Any, int]:
+        """The mapping or the sequence that starts at rows[at]."""
+        _, column, text = self.rows[at]
+        if text[:2] == "- ":
+            return self.sequence(at, column, depth)
+        return self.mapping(at, column, text, depth)
+
+    def scalar(self, text: str) -> tuple[Any, str | None]:
+        """The value of a scalar's `text` (stripped; no comment after a quoted one), and its
+        source for a plain one (LocDict.raw), None for a quoted one."""
+        first = text[0]
+        if first == '"':
+            inner = text[1:-1]
+            if text[-1] != '"' or len(text) < 2:
+                raise _NotBlock
+            if "\\" not in inner.replace("\\n", "").replace("\\t", ""):  # the usual escapes
+                if '"' in inner:
+                    raise _NotBlock
+                return inner.replace("\\n", "\n").replace("\\t", "\t"), None
+            # \\ and \" too (no other escape): \\ first, then each backslash starts a pair
+            bare = inner.replace("\\\\", "").replace("\\n", "").replace("\\t", "")
+            bare = bare.replace('\\"', "")
+            if "\\" in bare or '"' in bare:
+                raise _NotBlock
+            inner = "\\".join(
+                part.replace("\\n", "\n").replace("\\t", "\t").replace('\\"', '"')
+                for part in inner.split("\\\\")
+            )
+            return inner, None
+        if first == "'":
+            inner = text[1:-1]
+            if text[-1] != "'" or len(text) < 2 or "'" in inner.replace("''", ""):
+                raise _NotBlock
+            return inner.replace("''", "'"), None
+        if first in _NOT_FIRST:
+            raise _NotBlock
+        cut = text.find(" #")
+        if cut >= 0:
+            text = text[:cut].rstrip(" ")
+        if ": " in text or text[-1] == ":":
+            raise _NotBlock  # YAML's "mapping values are not allowed here"
+        if first in _IMPLICIT or _ANY_FIRST:
+            tag = _resolved(text)
+            if tag != _STR_TAG:
+                return self.typed(tag, text), text
+        return text, text
+
+    def typed(self, tag: str, value: str) -> Any:
+        """A plain scalar of another type than a string (1, true, null...), constructed as
+        _scalar constructs it; a problem: libyaml's parse tells it."""
+        if self.constructor is None:
+            self.constructor = SafeConstructor()
+        mark = Mark("", 0, 0, 0, None, 0)  # (only a problem reads it: then libyaml's)
+        try:
+            return _scalar(ScalarNode(tag, value, mark, mark), self.constructor, "")
+        except _NodeProblem:
+            raise _NotBlock from None
+
+
+def _resolved(value: str) -> str:
+    """The tag of a plain scalar `value`, as _Loader.resolve gives it."""
+    first = value[:1]
+    found = _MATCHERS.get(first)
+    for tag, match in _matchers(first) if found is None else found:
+        if match(value):
+            return tag
+    return _STR_TAG
+
+
 class _Parser:
     def __init__(self, filename: str, incremental: bool = False, duplicates: bool = False) -> None:
         self.filename = filename
@@ -737,17 +978,23 @@ class _Parser:
             data = text.encode() if isinstance(text, str) else text
         except UnicodeEncodeError as err:  # a lone surrogate
             raise self.fail(str(text)[: err.start].count("\n") + 1, "not valid Unicode") from err
-        try:
-            node = _compose(data)
-            if node is None:
-                raise self.fail(1, "the graph file must be a mapping")
-            aliases = _check_shape(node, data) if _ANCHOR in data else 0
-            doc = _plain(node, SafeConstructor(), "")
-        except YAMLError as err:
-            line, message = _yaml_problem(err, data)
-            raise self.fail(line, message) from err
-        except _NodeProblem as err:
-            raise self.fail(err.line, err.text(node)) from err
+        # A plain block-style file is read by lines (_block_doc); else, or for a parse whose
+        # nodes the next one reuses (`incremental`), libyaml composes it.
+        doc: Any = _block_doc(data) if self.parsed is None else None
+        node: Node | None = None
+        aliases = 0
+        if doc is None:
+            try:
+                node = _compose(data)
+                if node is None:
+                    raise self.fail(1, "the graph file must be a mapping")
+                aliases = _check_shape(node, data) if _ANCHOR in data else 0
+                doc = _plain(node, SafeConstructor(), "")
+            except YAMLError as err:
+                line, message = _yaml_problem(err, data)
+                raise self.fail(line, message) from err
+            except _NodeProblem as err:
+                raise self.fail(err.line, err.text(node)) from err
         if not isinstance(doc, LocDict):
             raise self.fail(1, "the graph file must be a mapping")
         loaded = self._document(doc)
@@ -757,6 +1004,7 @@ class _Parser:
             raise GraphFileError([self.problems[i] for i in order])
         loaded.warnings = self.warnings
         if self.parsed is not None and not aliases and not self.warnings:
+            assert node is not None  # (composed: an incremental parse reads no block)
             loaded.reuse = Reuse.of(data, node, self.parsed, loaded, self.edges)
         return loaded
 
@@ -870,8 +1118,13 @@ class _Parser:
                 self.problem(line, f"resources.{kind}", "expected a list of resources")
                 continue
             checked_together = validates_together(cls)
+            plain, required = _plain_keys(cls, kind)  # type: ignore[arg-type]
             for index, item in enumerate(items):
-                res = self._resource(cls, kind, item, items.lines[index], index)
+                # Most resources are of string params only, written plainly: built at one
+                # call (_plain_keys); any other, or any problem, by _resource.
+                res = _built(cls, item, plain, required) or self._resource(
+                    cls, kind, item, items.lines[index], index
+                )
                 if res is None:
                     if isinstance(item, dict) and isinstance(item.get("name"), str):
                         self.refused.add((kind, item["name"].removeprefix(EXPORT_PREFIX)))

@@ -76,6 +76,13 @@ _MANAGED = ("content", "source", "fragments", "owner", "group", "mode", "selinux
 _CONTEXT = re.compile(r"[A-Za-z0-9_.]+:[A-Za-z0-9_.]+:[A-Za-z0-9_.]+(:[A-Za-z0-9_.:,-]+)?")
 
 
+def _dirname(path: str) -> str:
+    """os.path.dirname of a normalized absolute path, without posixpath's three calls (one
+    a file, for its automatic edges)."""
+    head = path[: path.rfind("/") + 1]
+    return head.rstrip("/") if head.strip("/") else head
+
+
 @functools.lru_cache(maxsize=4096)
 def _parents(directory: str) -> list[UID]:
     """The UIDs of `directory` and of each directory above it, nearest first: one list shared
@@ -182,6 +189,22 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
     def validate(self) -> None:
         super().validate()
         self._validate_path()
+        if (  # a file of content (or none) alone, as most are: the one check left of the rest
+            self.source is None
+            and self.mode is None
+            and self.state is None
+            and self.owner is None
+            and self.group is None
+            and self.fragments is None
+            and self.selinux is None
+            and not (self.symlink or self.replace_link or self.recurse or self.purge)
+        ):
+            if self.content is not None and self._is_dir:
+                raise ValidationError(
+                    f"a directory path ({self._spec_path!r} ends with '/') has no content",
+                    "content",
+                )
+            return
         if self.content is not None and self.source is not None:
             raise ValidationError("cannot be combined with content: set one of them", "source")
         if self.fragments is not None:
@@ -348,7 +371,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         with Held() as held:  # descriptors from the check through the changes
             try:
                 found: Found | None = None
-                if watcher is not None and apply and self._creates_in_thread():
+                if watcher is not None and apply and _writing[0] and self._creates_in_thread():
                     made = await self._create_in_thread(held, watcher)
                     if made is None or made == UPDATED:  # absent or stale: written now
                         if made == UPDATED:  # (a first write of a new name is no fight)
@@ -366,9 +389,10 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             finally:
                 if watcher is not None:
                     watcher.observed()  # the check failed before it looked: the watcher looks
-            self.handle.send(content=functools.partial(read_small, where.path))
+            handle = self.handle
+            handle.send(content=functools.partial(read_small, where.path))
             if not steps and not self._refused:
-                return nothing_to_do(self.handle, functools.partial(self._why, where.path))
+                return nothing_to_do(handle, functools.partial(self._why, where.path))
             if apply and self.meta.reverse and getattr(self, "_prior", None) is None:
                 self._prior = where.observe()
             if apply and watcher is not None:
@@ -422,7 +446,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         user and group it is owned by (by name, or an id a `user`/`group` sets as its
         `uid`/`gid`): Puppet's autorequire; mgmt's file asks for neither (docs/resources/file.md)."""
         path = self._fs_path
-        wants = [_parents(os.path.dirname(path)) if path != "/" else []]
+        wants = [_parents(_dirname(path)) if path != "/" else []]
         if self.owner is not None:  # validate() refuses one with state absent
             wants.append([UID("user", self.owner)])
         if self.group is not None:
@@ -476,13 +500,17 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
     ) -> Callable[[], None] | None:
         """watch() without its task where the watched paths are fixed (then watch() reports
         each change, and never re-watches); None where they may move."""
-        if not self._settles():
+        if not (self.follow or self.source is not None or self.fragments or self.recurse):
+            # the usual case: _settles(), _watch_paths() and _entries_matter() at no call
+            paths, entries = [self._fs_path], not self._is_dir or self.state == "absent"
+        elif not self._settles():
             return None
-        paths = self._watch_paths()
+        else:
+            paths, entries = self._watch_paths(), self._entries_matter()
         watcher = PathWatcher(
             paths,
             checked=True,
-            entries=self._entries_matter(),
+            entries=entries,
             on_change=report,
             on_error=failed,
         )
@@ -740,12 +768,26 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             replace = self._replace_step(where, TOP, st, "file")
             (steps if replace.run else after).append(replace)
         cur = st if st is not None and stat.S_ISREG(st.st_mode) else None
-        source, src = self._source(held, want_dir=False)
-        uid, gid = self._ids()
-        # A new file's group (a set-group-ID directory's) matters to a source's set-ID bit only.
-        setgid = cur is None and src is not None and src.st_mode & stat.S_ISGID
-        mode = self._want_mode(cur, src, False, (uid, gid), where.new_group() if setgid else None)
-        changes = attr_steps(where, TOP, "", cur, mode=mode, uid=uid, gid=gid)
+        if (
+            self.content is not None
+            and self.mode is None
+            and self.owner is None
+            and self.group is None
+            and self.fragments is None
+        ):  # (no source: validate) Its attributes stay as they are: a write keeps them
+            source = src = None
+            uid = gid = -1
+            mode = FILE_BASE if cur is None else stat.S_IMODE(cur.st_mode)  # (_want_mode's)
+            changes: list[Step] = []
+        else:
+            source, src = self._source(held, want_dir=False)
+            uid, gid = self._ids()
+            # A new file's group (a set-group-ID directory's) matters to a source's set-ID bit
+            # only.
+            setgid = cur is None and src is not None and src.st_mode & stat.S_ISGID
+            new_gid = where.new_group() if setgid else None
+            mode = self._want_mode(cur, src, False, (uid, gid), new_gid)
+            changes = attr_steps(where, TOP, "", cur, mode=mode, uid=uid, gid=gid)
         data: bytes | int | None = self.content.encode() if self.content is not None else source
         if self.fragments is not None:
             from resources.file.extras import read_fragments

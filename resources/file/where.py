@@ -163,7 +163,12 @@ class Where:
     def __init__(
         self, path: str, *, start: tuple[int, str] | None = None, shown: str | None = None
     ) -> None:
-        parent, self.name = os.path.split(path)
+        # os.path.split's (its three calls a check, here none): the head without its
+        # trailing slashes, unless it is only slashes
+        cut = path.rfind("/") + 1
+        parent, self.name = path[:cut], path[cut:]
+        if parent and parent.strip("/"):
+            parent = parent.rstrip("/")
         self.path = shown or path  # for messages
         self.fd, self.missing = safefs.walk(parent or ".", start=start)
         self._ident: tuple[int, int, int] | None = None  # libc.file_id(fd), once asked

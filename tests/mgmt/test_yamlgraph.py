@@ -677,3 +677,73 @@ def test_a_refusal_is_located_from_the_parse_as_a_second_parse_locates_it(tmp_pa
     ]
     assert located(loaded, str(graph)) == want
     assert located(parse(graph.read_bytes(), str(graph)), str(graph)) == []  # no reuse kept
+
+
+PLAIN_KINDS = """\
+graph: g
+resources:
+  file:
+    - name: /tmp/mgmt/a
+      content: "a\\n"
+    - name: b
+      path: /tmp/mgmt/b/
+    - name: c
+      path: /tmp/mgmt/c
+      mode: "0600"
+      owner: root
+    - name: d
+      path: /tmp/mgmt/d
+      content: "x"
+      state: exists
+  exec:
+    - name: e
+      cmd: echo hi
+      shell: /bin/sh
+  noop:
+    - name: n
+  print:
+    - name: p
+      msg: hello
+"""
+
+
+def test_a_resource_of_plain_strings_is_built_as_its_params_say() -> None:
+    """The resources built at one call (yamlgraph._built: only string params, a plain name)
+    equal those built key by key (params.build), meta included."""
+    from engine.params import build, to_plain
+    from engine.resource import lookup
+    from mgmt.yamlgraph import _GIVEN, _NO_META
+
+    loaded = parse(PLAIN_KINDS, "g.yaml")
+    assert len(loaded.graph.vertices) == 7
+    for (kind, name), res in loaded.graph.vertices.items():
+        cls = lookup(kind)
+        assert cls is not None
+        item = {"name": name, **{k: v for k, v in to_plain(res).items() if k != "meta"}}
+        plain = {k: v for k, v in item.items() if v is not None and v is not False}
+        expected = build(cls, plain, skip=_GIVEN, given={"name": name, "meta": _NO_META})
+        assert to_plain(res) == to_plain(expected)
+        assert res.meta is _NO_META
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("      path: relative\n", "g.yaml:6: file[/tmp/a]: path: expected an absolute path, got 'relative'"),
+        ("      path: /tmp/d/\n", "g.yaml:5: file[/tmp/a]: content: a directory path ('/tmp/d/' ends with '/') has no content"),
+        ("      mode: bad\n", "g.yaml:6: file[/tmp/a]: mode: expected octal like '0644' or symbolic like 'u=rw,go=r', got 'bad'"),
+        ("      pollint: '1'\n", None),
+    ],
+)  # fmt: skip
+def test_a_plain_resources_problem_is_told_at_its_line(extra: str, expected: str | None) -> None:
+    """A resource of strings only that is invalid (or holds an old key) is told as before:
+    each problem at its key's line, an old key a warning."""
+    text = f'graph: g\nresources:\n  file:\n    - name: /tmp/a\n      content: "x"\n{extra}'
+    if expected is None:
+        assert parse(text, "g.yaml").warnings == [
+            "g.yaml:6: file[/tmp/a]: 'pollint' is an old mgmt key with no effect"
+        ]
+        return
+    with pytest.raises(GraphFileError) as err:
+        parse(text, "g.yaml")
+    assert err.value.problems == [expected]
