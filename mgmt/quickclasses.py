@@ -33,7 +33,8 @@ the class's `__setattr__`: ~25 K instructions a member. `_convert_` here makes t
 (the same attributes in the same order, members with the same attributes in the same order;
 tests/mgmt/test_startup.py compares all seven with enum's own) with those objects filled
 directly: -1.2 M instructions of a run (docs/benchmarks.md). An int enum or flag of int values
-only; any other `_convert_` is enum's own.
+only; any other `_convert_` is enum's own, and so is every one where enum's code is not the
+3.11.2 code this follows (`_enum_followed`: 3.11.7's makes other classes).
 
 Python 3.11 only (the private builders replaced are those of its `dataclasses`, `typing` and
 `enum`): on another version `install()` does nothing.
@@ -618,6 +619,42 @@ def _convert_(
     return made
 
 
+# The code of enum's `_convert_` and of `_simple_enum`'s class maker that ours follows (3.11.2's,
+# Debian 12's python3): the names each reads and its bytecode's length. Later 3.11 releases
+# changed them (3.11.7: `_convert_` sets no `__reduce_ex__`, a flag has a `_singles_mask_` and
+# a `_flag_mask_` of all its values, multi-bit ones too): there ours would make another class.
+_ENUM_CODE = (
+    (
+        "sys modules __dict__ items sort TypeError type object _simple_enum KEEP "
+        "_reduce_ex_by_global_name __reduce_ex__ global_enum __module__ update __members__",
+        590,
+    ),
+    (
+        "__name__ _use_args_ __dict__ get __func__ _member_type_ __new__ _generate_next_value_ "
+        "_value_repr_ issubclass Flag _boundary_ __or__ __xor__ __and__ __ror__ __rxor__ "
+        "__rand__ __invert__ items _is_dunder _is_private _is_sunder _is_descriptor type "
+        "getattr object setattr isinstance auto value _auto_null len property __set_name__ "
+        "tuple _value_ _name_ __objclass__ __init__ _sort_order_ _is_single_bit append "
+        "_flag_mask_ bit_length _all_bits_ sorted _iter_member_by_def_ _iter_member_ "
+        "__new_member__ Enum",
+        3038,
+    ),
+)
+
+
+def _enum_followed() -> bool:
+    """Whether this Python's enum is the one `_convert_` here follows (`_ENUM_CODE`); else
+    `install()` leaves enum's own."""
+    makers = [c for c in enum._simple_enum.__code__.co_consts if isinstance(c, types.CodeType)]  # type: ignore[attr-defined]
+    if len(makers) != 1:
+        return False
+    codes = (_CONVERT.__code__, makers[0])
+    return all(
+        " ".join(code.co_names) == names and len(code.co_code) == size
+        for code, (names, size) in zip(codes, _ENUM_CODE, strict=True)
+    )
+
+
 def _int_enum(etype: Any, boundary: Any, cls: type) -> Any:
     """enum's `_simple_enum(etype, boundary=boundary)(cls)` (3.11) for `_convert_`'s class of
     int constants: the same steps, each member and its `enum.property` filled directly."""
@@ -752,7 +789,7 @@ def install() -> None:
     typing's forward references with `_forward_code`, and enum's `_convert_` with ours."""
     if sys.version_info[:2] != (3, 11):
         return
-    if enum.IntEnum.__init__ is enum.Enum.__init__ is enum.IntFlag.__init__:  # (does nothing)
+    if enum.IntEnum.__init__ is enum.Enum.__init__ is enum.IntFlag.__init__ and _enum_followed():
         enum.EnumType._convert_ = _convert_  # type: ignore[attr-defined]
     for builder in (
         _cmp_fn,
