@@ -224,14 +224,8 @@ class _Loader(_BASE_LOADER):  # type: ignore[misc]
     matches by their first character (`name`, `/etc/motd`)."""
 
     def resolve(self, kind: type[Node], value: Any, implicit: tuple[bool, bool]) -> str:
-        if kind is ScalarNode:
-            if implicit[0]:  # a plain scalar: 1, true, null... by the implicit resolvers
-                first = value[:1]
-                found = _MATCHERS.get(first)
-                for tag, match in _matchers(first) if found is None else found:
-                    if match(value):
-                        return tag
-            return _STR_TAG
+        if kind is ScalarNode:  # a plain scalar: 1, true, null... by the implicit resolvers
+            return _resolved(value) if implicit[0] else _STR_TAG
         return _MAP_TAG if kind is MappingNode else _SEQ_TAG
 
     # No path resolvers: the composer's two calls per node do nothing, in C (a builtin is
