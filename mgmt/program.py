@@ -5,13 +5,15 @@
   (`mgmt.deploy.bundle.program_files`: the program, the modules it imports, `files/`).
   A read is kept while none of the files it read and none of their directories changed
   (size, mtime): the agent asks again after every graph the program produces, which must
-  not compile the program again each time (a timer's graph every second).
+  not compile the program again each time (a timer's graph every second). A read is not
+  kept while a file's mtime is within RACY_NS of the read's start (`_settled`).
 - Anything else (puppet, a graph given by the caller): no program.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +26,13 @@ if TYPE_CHECKING:
     from mgmt.deploy.source import DeploySource
 
 _Stamp = tuple[tuple[str, int, int], ...]
+# A file written this close to a read's start (or after it) may have changed during the read:
+# its stamp, taken after, would then hold the new size and mtime and the read the old or a
+# partial content, kept until the file changed again (deploy:tar archived a half-written
+# main.mcl and never the edit: CI of 2026-12-06). File times come from the kernel's coarse
+# clock (a tick, up to 10 ms, behind the fine one), and a rewrite within one tick keeps the
+# size and the mtime: a second is far beyond both.
+RACY_NS = 1_000_000_000
 
 
 def program_ref(config: Config, deploys: DeploySource | None) -> ProgramRef:
@@ -67,6 +76,7 @@ def _local_loader(frontend: str, path: Path) -> Callable[[], Program]:
         from mgmt.deploy import DeployError
         from mgmt.deploy.bundle import read_program
 
+        began = time.time_ns()
         try:
             bundle = read_program(frontend, path)
         except DeployError as err:
@@ -83,7 +93,7 @@ def _local_loader(frontend: str, path: Path) -> Callable[[], Program]:
             own = [str(base / name) for name in bundle.files if not name.startswith("files/")]
             follow = (*own, *([f"{base}/files/"] if (base / "files").is_dir() else []))
         program = Program(bundle.frontend, bundle.entry, bundle.files, str(path), watch=follow)
-        last[:] = [(stamp, program)]
+        last[:] = [(stamp, program)] if _settled(stamp, began) else []
         return program
 
     return load
@@ -100,3 +110,9 @@ def _stamp_of(stamp: _Stamp) -> _Stamp:
         else:
             out.append((name, st.st_size, st.st_mtime_ns))
     return tuple(out)
+
+
+def _settled(stamp: _Stamp, began: int) -> bool:
+    """Whether every file of `stamp` was last changed clearly before `began` (ns, the read's
+    start): then the read is its content, and the stamp tells any later change."""
+    return all(mtime < began - RACY_NS for _, _, mtime in stamp)
