@@ -25,6 +25,7 @@ from resources import http_client, http_server
 from resources._lib.httpd import HELD_PER_PEER, MAX_CONNECTIONS, PER_PEER
 from resources.http_server import HTTPServerFileRes, HTTPServerFlagRes, HTTPServerRes
 from resources.print import PrintRes
+from tests.conftest import RecordingHandle
 from tests.engine.conftest import engine, settle
 
 __all__ = ["engine"]  # the fixture
@@ -584,6 +585,23 @@ async def test_a_link_on_the_way_is_said_once_per_resource_then_counted(
     assert f"refusing to follow the symlink {tmp_path}/root " in last
 
 
+async def long_polling_client(
+    tmp_path: Path, dst: Path, port: int
+) -> tuple[http_client.HTTPClientRes, RecordingHandle, asyncio.Task[None]]:
+    """An http:client of /ks.cfg on 127.0.0.1:port into dst, long polling conditionally,
+    init()ed on a recording handle, its watch running (the caller cancels it)."""
+    res = http_client.HTTPClientRes(
+        name=str(dst),
+        url=f"http://127.0.0.1:{port}/ks.cfg",
+        longpoll=True,
+        longpoll_conditional=True,
+    )
+    res.validate()
+    handle = RecordingHandle(res, tmp_path / "var")
+    await res.init(handle)
+    return res, handle, asyncio.create_task(res.watch())
+
+
 async def test_a_long_poll_reply_older_than_the_clients_own_download_is_not_taken(
     tmp_path: Path,
 ) -> None:
@@ -592,8 +610,6 @@ async def test_a_long_poll_reply_older_than_the_clients_own_download_is_not_take
     the resource (examples/http-server.yaml in CI: `downloaded ...`, then `status 404`). A real
     server on 127.0.0.1 whose first long poll answer the test holds back: the order forced."""
     from resources._lib.httpd import Request, Response, http_date, serve
-    from resources.http_client import HTTPClientRes
-    from tests.conftest import RecordingHandle
 
     content: list[bytes] = []  # the file served: none yet
     version = 1_700_000_000.0
@@ -617,16 +633,7 @@ async def test_a_long_poll_reply_older_than_the_clients_own_download_is_not_take
 
     listener = await serve("127.0.0.1", 0, handler)
     dst = tmp_path / "copy"
-    res = HTTPClientRes(
-        name=str(dst),
-        url=f"http://127.0.0.1:{listener.port}/ks.cfg",
-        longpoll=True,
-        longpoll_conditional=True,
-    )
-    res.validate()
-    handle = RecordingHandle(res, tmp_path / "var")
-    await res.init(handle)
-    watch = asyncio.create_task(res.watch())
+    res, handle, watch = await long_polling_client(tmp_path, dst, listener.port)
     try:
         await handle.next_event()  # the startup event
         async with asyncio.timeout(10):
@@ -679,7 +686,6 @@ async def test_a_long_poll_reply_that_comes_in_as_check_apply_begins_is_not_take
     examples/http-server.yaml, 4 runs in 20 on a loaded host). A real server on 127.0.0.1;
     the order forced by holding check_apply's read of its file and the long poll's answer."""
     from resources._lib.httpd import Request, Response, http_date, serve
-    from tests.conftest import RecordingHandle
 
     content: list[bytes] = []  # the file served: none yet
     version = 1_700_000_000.0
@@ -706,16 +712,7 @@ async def test_a_long_poll_reply_that_comes_in_as_check_apply_begins_is_not_take
     asyncio.get_running_loop().set_default_executor(executor)
     listener = await serve("127.0.0.1", 0, handler)
     dst = tmp_path / "copy"
-    res = http_client.HTTPClientRes(
-        name=str(dst),
-        url=f"http://127.0.0.1:{listener.port}/ks.cfg",
-        longpoll=True,
-        longpoll_conditional=True,
-    )
-    res.validate()
-    handle = RecordingHandle(res, tmp_path / "var")
-    await res.init(handle)
-    watch = asyncio.create_task(res.watch())
+    res, handle, watch = await long_polling_client(tmp_path, dst, listener.port)
     try:
         await handle.next_event()  # the startup event
         async with asyncio.timeout(10):
