@@ -596,6 +596,22 @@ class ClosesCounted(ThreadPoolExecutor):
         return super().submit(fn, *args, **kwargs)
 
 
+def ring_counting_closes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[ClosesCounted, spare_mod._Fsyncs]:
+    """This loop's ring of fsyncs, made afresh (no earlier failure remembered: restored
+    after), and a default executor that counts the closes it is given; skips without
+    io_uring."""
+    if uring.unavailable() is not None:
+        pytest.skip(f"no io_uring here: {uring.unavailable()}")
+    monkeypatch.setattr(spare_mod._Fsyncs, "_failed", False)
+    executor = ClosesCounted()
+    asyncio.get_running_loop().set_default_executor(executor)
+    fsyncs = spare_mod._Fsyncs.of(asyncio.get_running_loop())
+    assert fsyncs is not None
+    return executor, fsyncs
+
+
 async def test_a_failed_ring_closes_what_it_was_let_go_in_threads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -604,13 +620,7 @@ async def test_a_failed_ring_closes_what_it_was_let_go_in_threads(
     not taken are taken back, and they and the later ones are closed in worker threads (off
     the loop); spares are made in threads from then on. Before, they stayed in the failed
     ring, and some were never closed."""
-    if uring.unavailable() is not None:
-        pytest.skip(f"no io_uring here: {uring.unavailable()}")
-    monkeypatch.setattr(spare_mod._Fsyncs, "_failed", False)  # (restored after)
-    executor = ClosesCounted()
-    asyncio.get_running_loop().set_default_executor(executor)
-    fsyncs = spare_mod._Fsyncs.of(asyncio.get_running_loop())
-    assert fsyncs is not None
+    executor, fsyncs = ring_counting_closes(monkeypatch)
     first, first_inode = unlinked_file(tmp_path / "a")
     later, later_inode = unlinked_file(tmp_path / "b")
     synced = os.open(tmp_path / "c", os.O_CREAT | os.O_WRONLY, 0o600)
@@ -668,13 +678,7 @@ async def test_a_ring_whose_first_fsync_fails_is_ended_at_once(
     here its descriptor made another file's) serves no spare: it is ended there, its memory
     unmapped (before, it stayed open, unused, until the process ended). The spare is made
     in a thread, and what is let go later is closed in threads, as after any failure."""
-    if uring.unavailable() is not None:
-        pytest.skip(f"no io_uring here: {uring.unavailable()}")
-    monkeypatch.setattr(spare_mod._Fsyncs, "_failed", False)  # (restored after)
-    executor = ClosesCounted()
-    asyncio.get_running_loop().set_default_executor(executor)
-    fsyncs = spare_mod._Fsyncs.of(asyncio.get_running_loop())
-    assert fsyncs is not None
+    executor, fsyncs = ring_counting_closes(monkeypatch)
     maps = {address for address, _size in fsyncs._ring._maps}
     assert maps <= io_uring_maps()
     dir_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
