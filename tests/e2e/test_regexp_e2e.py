@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.helpers import run_mgmt, run_once
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "regexp.mcl"
 
 
 def test_a_program_matches_in_linear_time_with_gos_answers(tmp_path: Path) -> None:
@@ -54,3 +58,16 @@ def test_a_pattern_re2_refuses_is_one_line_exit_2_and_nothing_applied(tmp_path: 
     assert code == 2 and "Traceback" not in printed, printed
     assert f"{computed}:4:16: regexp.match: bad pattern '(?=x)': invalid perl operator" in printed
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("host", "role"),
+    [("db3.example.com", "database"), ("www.example.com", "web"), ("dbx.example.com", "other")],
+)
+def test_the_example_gives_each_host_its_role(tmp_path: Path, host: str, role: str) -> None:
+    """examples/regexp.mcl, run as its comment says, for three host names."""
+    env = {"MGMT_DEMO_DIR": str(tmp_path), "MGMT_DEMO_HOST": host}
+    args = ["run", "--tmp-prefix", "--converged-timeout=0", "lang", str(EXAMPLE)]
+    code, said = run_mgmt(args, env=env)
+    assert code == 0, said
+    assert (tmp_path / "role").read_text() == f"{host}: {role}\n"
