@@ -50,8 +50,16 @@ first round and kills them after the last, on an error, Ctrl-C or SIGTERM too; t
 kills them if the script is killed (PR_SET_PDEATHSIG). The summary line says the load and
 the loops.
 
+`--control`: after each tool's no-op run (its update run with `--update`), a process that
+only burns CPU (`BURN`: a Python loop on this script's interpreter, no I/O, one thread) until
+its own CPU time equals that run's (user + system), timed the same way beside the same busy
+loops. Each tool's summary line then says its wall over its CPU beside its control's: where the
+two match, the run lost to the others what any process of that much CPU loses on this kernel,
+no wait of its own. (Beside two busy loops on two cores, a 60 ms process shares the core it
+lands on with one loop, ~2x its CPU; a ~1 s one is moved between the cores: ~1.5x.)
+
     .venv/bin/python bench/peers.py [--count 100] [--rounds 5] [--base DIR] [--delete-between]
-        [--update] [--busy N]
+        [--update] [--busy N] [--control]
 """
 
 from __future__ import annotations
@@ -65,6 +73,7 @@ import resource
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -343,6 +352,27 @@ def one_run(
     return first, None if update else timed(argv, work)
 
 
+# `--control`'s process: CPU only, until its own CPU time (the interpreter's start included)
+# reaches argv[1] seconds; the clock read every ~20 us of loop.
+BURN = (
+    "import sys, time\n"
+    "target, clock = float(sys.argv[1]), time.process_time\n"
+    "while clock() < target:\n"
+    "    for _ in range(1000): pass\n"
+)
+
+
+def control(figures: Figures) -> Figures:
+    """A process burning as much CPU as the run `figures` (user + system), timed as a tool."""
+    _, user, system = figures
+    return timed([sys.executable, "-S", "-c", BURN, f"{user + system:.6f}"], ROOT)
+
+
+def stretch(runs: list[Figures]) -> float:
+    """The median of the runs' wall over their CPU (user + system)."""
+    return statistics.median(wall / max(user + system, 1e-9) for wall, user, system in runs)
+
+
 def cpu(figures: Figures) -> str:
     """A run's wall and CPU, as a round's line prints them."""
     wall, user, system = figures
@@ -372,12 +402,28 @@ def report(
     )
 
 
+def report_controls(
+    timed_runs: dict[str, list[Figures]], controls: dict[str, list[Figures]]
+) -> None:
+    """Each tool's wall over CPU beside its control's (`--control`)."""
+    print("wall over CPU, each run's and its control's (a process burning as much CPU, no I/O):")
+    for label, runs in timed_runs.items():
+        cpus = statistics.median(user + system for _, user, system in runs)
+        print(
+            f"  {label:18s} {stretch(runs):5.2f}x its cpu ({cpus:.3f}s)"
+            f"   control {stretch(controls[label]):5.2f}x"
+            f" (wall {statistics.median(w for w, _, _ in controls[label]):.3f}s)"
+        )
+
+
 def measure(runs: dict[str, Run], args: argparse.Namespace, floor_out: Path) -> None:
     """The rounds (each: the floor in `floor_out`, then every tool's runs), beside `--busy`
     busy loops; the medians printed."""
     first: dict[str, list[float]] = {label: [] for label in runs}
     noop: dict[str, list[float]] = {label: [] for label in runs}
     floors: list[Figures] = []
+    timed_runs: dict[str, list[Figures]] = {label: [] for label in runs}  # `--control`'s
+    controls: dict[str, list[Figures]] = {label: [] for label in runs}
     floor_out.parent.mkdir()
     how = "deleted" if args.delete_between else "moved aside"
     what = "update" if args.update else "first run"
@@ -396,10 +442,16 @@ def measure(runs: dict[str, Run], args: argparse.Namespace, floor_out: Path) -> 
                 if timed_noop is not None:
                     noop[label].append(timed_noop[0])
                 line.append(f"{short(label)} {cpu(timed_first)}")
+                if args.control:  # the no-op run's CPU (else the first or update run's)
+                    timed_runs[label].append(timed_noop or timed_first)
+                    controls[label].append(control(timed_runs[label][-1]))
+                    line[-1] += f" [control {controls[label][-1][0]:.3f}s]"
             print(f"  round {round_ + 1}: " + ", ".join(line), flush=True)
         load = os.getloadavg()[0]  # (before the loops stop)
     print(f"{args.rounds} rounds, load {load:.1f}{beside} (whole process, median):")
     report(first, noop, floors, what)
+    if args.control:
+        report_controls(timed_runs, controls)
 
 
 def main() -> None:
@@ -419,6 +471,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--busy", type=whole(0), default=0, help="busy-loop processes running beside every run"
+    )
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="after each tool's no-op run, a process burning as much CPU (see the module doc)",
     )
     args = parser.parse_args()
     if args.base is not None:
