@@ -68,8 +68,10 @@ def voters(members: list[Member]) -> list[str]:
 async def wait_voters(hosts: list[Host], names: list[str], timeout: float) -> None:
     """Wait until the member list is exactly `names`, all started and voting: re-read it
     whenever an agent logs a line (each membership step is logged by the leader or the
-    member). No member serving yet is "not yet" (an agent says when its member serves): the
-    first host served 5 s after its start at load 27, after the client had stopped retrying."""
+    member), and at least every second: a removal is logged before it is applied, and no line
+    need follow it (a read between the two waited for a line in vain, at load 11). No member
+    serving yet is "not yet" (an agent says when its member serves): the first host served
+    5 s after its start at load 27, after the client had stopped retrying."""
     daemons = [h.daemon for h in hosts if h.daemon is not None]
     async with client_of(*hosts) as client, asyncio.timeout(timeout):
         while True:
@@ -81,7 +83,7 @@ async def wait_voters(hosts: list[Host], names: list[str], timeout: float) -> No
                     return
             waits = [asyncio.ensure_future(d._new_line.wait()) for d in daemons]
             try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(waits, timeout=1, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for wait in waits:
                     wait.cancel()
