@@ -155,6 +155,18 @@ def _pdeathsig() -> list[str]:
     return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 
 
+def _no_room(directory: Path) -> str:
+    """Why etcd's error is missing when `directory`'s file system is full to the last block:
+    etcd could not write its log there either ("": it is not full)."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return ""
+    if st.f_bfree and (st.f_bavail or os.geteuid() == 0):
+        return ""
+    return f"no space left on device (the file system of {directory} is full: etcd's log too)"
+
+
 class EtcdProcess:
     """A running etcd member (see the module doc)."""
 
@@ -273,6 +285,8 @@ class EtcdProcess:
         finally:
             self._log.close()
             code = self.proc.returncode
+            if code and not (self.last_error or self._stopping):
+                self.last_error = _no_room(self._log.path.parent)
             # Removed: not a failure to fix (the cluster went on without this member).
             if not (self.removed or self.ready.is_set() or self._stopping):
                 self.start_failure = self.last_error or "it exited with no error logged"

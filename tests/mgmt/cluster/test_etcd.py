@@ -308,3 +308,28 @@ async def test_etcd_keeps_serving_while_its_agent_hangs(tmp_path: Path) -> None:
         if agent.returncode is None:
             agent.kill()
             await agent.wait()
+
+
+async def test_a_file_system_full_to_the_last_block_is_named(tmp_path: Path) -> None:
+    """etcd's log is a file in the prefix (mgmt/cluster/etcdlog.py): on a file system full to
+    the last block, etcd cannot write its error there either. The start failure says the
+    file system is full (the agent's "the file system is full" line keys on it), not "no error
+    logged"."""
+    from tests.e2e.helpers import small_fs
+
+    prefix = tmp_path / "prefix"
+    with small_fs(prefix, "1m"):
+        fd = os.open(prefix / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            with pytest.raises(OSError, match="No space left on device"):
+                while True:
+                    os.write(fd, b"x" * 4096)
+        finally:
+            os.close(fd)
+        opts = options("full")
+        proc = EtcdProcess(EtcdSpec("full", prefix / "etcd", opts, "full=" + opts.server_urls[0]))
+        try:
+            with pytest.raises(WorldError, match=r"exited at start: no space left on device \("):
+                await proc.start(timeout=30)
+        finally:
+            await proc.stop()
