@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import functools
 import logging
 import os
@@ -89,9 +90,13 @@ class EtcdLog:
         flags = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         etcd = os.open(self.path, flags | os.O_WRONLY | os.O_APPEND, 0o600)
         try:
-            self.fd = os.open(f"/proc/self/fd/{etcd}", os.O_RDWR | os.O_CLOEXEC)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+            mine, read = os.fstat(etcd), os.fstat(self.fd)
+            if (mine.st_dev, mine.st_ino) != (read.st_dev, read.st_ino):  # (a private dir)
+                raise OSError(errno.EEXIST, "replaced as it was opened", str(self.path))
         except OSError:
             os.close(etcd)
+            self.close()
             raise
         return etcd
 
@@ -136,7 +141,7 @@ class EtcdLog:
             log.debug("no inotify instance for etcd's log (%s): read every %ss", err, POLL)
             return None
         try:
-            watcher.add_watch(f"/proc/self/fd/{self.fd}", inotify.MODIFY)
+            watcher.add_watch(self.path, inotify.MODIFY | inotify.DONT_FOLLOW)
         except OSError as err:
             log.debug("cannot watch etcd's log (%s): read every %ss", err, POLL)
             watcher.close()
