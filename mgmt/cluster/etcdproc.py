@@ -5,6 +5,8 @@
 - Readiness is an event: etcd's own log line saying it serves clients (it logs JSON on stderr,
   `--logger zap`), which it prints only after it has joined the raft group and published its
   member attributes. An exit before that is a WorldError carrying etcd's last error line.
+- etcd's stderr is a file the agent follows (`<prefix>/etcd.log`, mgmt/cluster/etcdlog.py),
+  never a pipe: a hung agent must not make etcd wait in a log write.
 - What etcd writes that is not JSON (a Go `panic:`, a runtime `fatal error:`, its stack) is
   kept, its first panic line and the last `TAIL` lines only, and logged when etcd exits on its
   own with an error: the operator sees e.g. `panic: removed all voters`, which is also the
@@ -27,7 +29,8 @@ from pathlib import Path
 
 from engine import safefs
 from engine.errors import ResourceError, WorldError
-from mgmt.cluster import datadir
+from mgmt.cluster import datadir, etcdlog
+from mgmt.cluster.etcdlog import EtcdLog
 from mgmt.cluster.options import Options
 from mgmt.cluster.pki import CORE_SAN
 
@@ -152,6 +155,18 @@ def _pdeathsig() -> list[str]:
     return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 
 
+def _no_room(directory: Path) -> str:
+    """Why etcd's error is missing when `directory`'s file system is full to the last block:
+    etcd could not write its log there either ("": it is not full)."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return ""
+    if st.f_bfree and (st.f_bavail or os.geteuid() == 0):
+        return ""
+    return f"no space left on device (the file system of {directory} is full: etcd's log too)"
+
+
 class EtcdProcess:
     """A running etcd member (see the module doc)."""
 
@@ -174,6 +189,7 @@ class EtcdProcess:
         # logged at debug only (a port taken: it used to be said at every retry).
         self.said_failure = ""
         self._reader: asyncio.Task[None] | None = None
+        self._log: EtcdLog | None = None  # its stderr (mgmt/cluster/etcdlog.py)
         self._stopping = False
         self._log_events: list[tuple[str, asyncio.Event]] = []
 
@@ -201,17 +217,26 @@ class EtcdProcess:
                 "--prefix"
             )
         log.debug("starting etcd: %s", " ".join(argv))
+        self._log = EtcdLog(etcdlog.path_of(data_dir))
+        try:
+            stderr = await asyncio.to_thread(self._log.create)
+        except OSError as err:
+            self._log.close()
+            raise WorldError(f"cannot create etcd's log file {self._log.path}: {err}") from err
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 *_pdeathsig(),
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
+                stderr=stderr,  # a file, never a pipe: etcd must not wait on this agent
                 start_new_session=True,  # a terminal's Ctrl-C goes to the agent, not to etcd
             )
         except OSError as err:
+            self._log.close()
             raise WorldError(f"cannot start etcd: {err}") from err
+        finally:
+            os.close(stderr)
         self._reader = asyncio.create_task(self._read(), name="etcd log")
 
     async def wait_ready(self) -> bool:
@@ -248,11 +273,9 @@ class EtcdProcess:
             raise WorldError(f"etcd exited at start: {self.last_error or 'no error logged'}")
 
     async def _read(self) -> None:
-        assert self.proc is not None and self.proc.stderr is not None
+        assert self.proc is not None and self._log is not None
         try:
-            async for raw in self.proc.stderr:
-                self._line(raw.decode(errors="replace").strip())
-            await self.proc.wait()
+            await self._log.follow(self.proc.wait(), self._line)
         except asyncio.CancelledError:
             # Torn down without stop() (e.g. its event loop is closing): never leave etcd behind.
             if self.proc.returncode is None:
@@ -260,7 +283,10 @@ class EtcdProcess:
                     self.proc.kill()
             raise
         finally:
+            self._log.close()
             code = self.proc.returncode
+            if code and not (self.last_error or self._stopping):
+                self.last_error = _no_room(self._log.path.parent)
             # Removed: not a failure to fix (the cluster went on without this member).
             if not (self.removed or self.ready.is_set() or self._stopping):
                 self.start_failure = self.last_error or "it exited with no error logged"

@@ -20,12 +20,13 @@ import os
 import re
 import signal
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from engine.errors import WorldError
-from mgmt.cluster.client import Member
+from mgmt.cluster.client import EtcdClient, Member
 from mgmt.cluster.cluster import LEAVING, has_member
 from mgmt.cluster.world import EtcdWorld
 from tests.e2e.helpers import has_content, run_mgmt, small_fs, wait_logs, wait_path
@@ -67,8 +68,10 @@ def voters(members: list[Member]) -> list[str]:
 async def wait_voters(hosts: list[Host], names: list[str], timeout: float) -> None:
     """Wait until the member list is exactly `names`, all started and voting: re-read it
     whenever an agent logs a line (each membership step is logged by the leader or the
-    member). No member serving yet is "not yet" (an agent says when its member serves): the
-    first host served 5 s after its start at load 27, after the client had stopped retrying."""
+    member), and at least every second: a removal is logged before it is applied, and no line
+    need follow it (a read between the two waited for a line in vain, at load 11). No member
+    serving yet is "not yet" (an agent says when its member serves): the first host served
+    5 s after its start at load 27, after the client had stopped retrying."""
     daemons = [h.daemon for h in hosts if h.daemon is not None]
     async with client_of(*hosts) as client, asyncio.timeout(timeout):
         while True:
@@ -80,7 +83,7 @@ async def wait_voters(hosts: list[Host], names: list[str], timeout: float) -> No
                     return
             waits = [asyncio.ensure_future(d._new_line.wait()) for d in daemons]
             try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(waits, timeout=1, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for wait in waits:
                     wait.cancel()
@@ -446,53 +449,138 @@ async def test_a_host_removed_by_the_leader_as_it_leaves_remembers_the_others(
         await wait_voters(hosts, ["h1", "h2", "h3"], timeout=30)
 
 
+async def leader_of(client: EtcdClient) -> str:
+    """The raft leader's name, as the connected member knows it ("" during an election)."""
+    status, members = await client.status(), await client.members()
+    return next((m.name for m in members if m.id == status.leader), "")
+
+
+async def wait_leader(hosts: list[Host], wanted: Callable[[str], bool], timeout: float) -> str:
+    """The raft leader's name, asked through `hosts`' members, once `wanted(name)`: asked
+    again whenever their agents log a line, and at least every second (an election moves the
+    leadership without any agent saying so)."""
+    daemons = [h.daemon for h in hosts if h.daemon is not None]
+    async with client_of(*hosts) as client, asyncio.timeout(timeout):
+        while True:
+            for daemon in daemons:
+                daemon._new_line.clear()
+            with contextlib.suppress(WorldError):
+                name = await leader_of(client)
+                if wanted(name):
+                    return name
+            waits = [asyncio.ensure_future(d._new_line.wait()) for d in daemons]
+            try:
+                await asyncio.wait(waits, timeout=1, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for wait in waits:
+                    wait.cancel()
+
+
+def headless(hung: str) -> str:
+    """What an agent says once the raft leader `hung` has had no live agent for the grace."""
+    return f"the cluster's leader {hung} has no live agent (its liveness key is gone)"
+
+
+def said_once_per_outage(host: Host, hung: str) -> None:
+    """`host`'s agent said that `hung` has no live agent at most once until it said that a
+    leader with a live agent leads (an election may hand the leadership back to the hung
+    agent's etcd: a new outage, said anew), and never that `hung` has a live agent again."""
+    assert host.daemon is not None
+    said = False
+    for line in host.daemon.lines:
+        if headless(hung) in line:
+            assert not said, host.daemon.log
+            said = True
+        elif "the cluster's leader is now " in line or "moved the cluster's leadership" in line:
+            said = False
+        assert f"the cluster's leader {hung} has a live agent again" not in line, line
+
+
 @pytest.mark.slow
 async def test_a_hung_leader_agent_hands_the_leadership_over(tmp_path: Path) -> None:
     """The agent of the raft leader's host hangs (SIGSTOP) while its etcd leads on (tester9):
-    the first live voter by name says so and takes the leadership over (etcd's MoveLeader),
-    and its agent reconciles: a killed host's member is removed. The other agents say so at
-    most once: each does if its check after the grace comes before the move (all in the same
-    second when idle; under load, CI's run of 2026-12-05: h1 and h4 said so and h1 moved the
-    leadership, h3's next check found the new leader alive, and its line never came); one
-    that said so names the new leader."""
+    within a bound, a host with a live agent leads, and its agent reconciles (a killed host's
+    member is removed). The first live voter by name says after the grace that the leader
+    has no live agent and takes the leadership over (etcd's MoveLeader); the other agents
+    say so at most once: each does if its check after the grace comes before the move (all
+    in the same second when idle; under load, CI's run of 2026-12-05: h1 and h4 said so and
+    h1 moved the leadership, h3's next check found the new leader alive, and its line never
+    came); one that said so names the leader that took over at its next check. Under load
+    an election may move the leadership to a live member before the grace ends (CI of
+    2026-12-06, load 11-14: nobody said anything, rightly, and the test waited for the line
+    in vain): accepted here, forced in the next test."""
     hosts = [Host(f"h{i}", tmp_path) for i in (1, 2, 3, 4)]
     for host in hosts:
         host.graph.write_text("graph: g\nresources: {}\n")
     async with fleet(hosts):
         await start_voters(hosts)
         async with client_of(*hosts) as client:
-            status, members = await client.status(), await client.members()
-        leader = next(m.name for m in members if m.id == status.leader)
+            leader = await leader_of(client)
         hung = next(h for h in hosts if h.name == leader)
         others = [h for h in hosts if h is not hung]
-        taker, *rest = others
+        taker = others[0]
         assert hung.daemon is not None and hung.daemon.proc is not None
         hung.daemon.proc.send_signal(signal.SIGSTOP)
         try:
-            said = f"the cluster's leader {leader} has no live agent (its liveness key is gone)"
+            # The lease (2 s), the grace (10 s), the move: a bound on a hang.
+            now = await wait_leader(others, lambda name: name not in ("", leader), timeout=60)
             assert taker.daemon is not None
-            await taker.daemon.wait_log(f"{said}: ", timeout=60)
-            await taker.daemon.wait_log(f"{taker.name} takes the leadership over")
-            await taker.daemon.wait_log(f"moved the cluster's leadership from {leader}")
-            async with client_of(taker) as client:
-                status, members = await client.status(), await client.members()
-            assert next(m.name for m in members if m.id == status.leader) == taker.name
-            await rest[-1].kill()  # the new leader removes its member
-            await taker.daemon.wait_log(f"member {rest[-1].name} is gone; removing it", timeout=60)
-            assert taker.daemon.log.count(said) == 1, taker.daemon.log
-            for host in rest:
-                assert host.daemon is not None
-                assert host.daemon.log.count(said) <= 1, host.daemon.log
+            moved = f"moved the cluster's leadership from {leader} (no live agent) to this host"
+            if moved in taker.daemon.log:
+                assert f"{headless(leader)}: " in taker.daemon.log, taker.daemon.log
+                assert f"{taker.name} takes the leadership over" in taker.daemon.log
+            victim = next(h for h in reversed(others) if h.name != now)
+            live = [h for h in others if h is not victim]
+            await victim.kill()  # the new leader removes its member
+            await wait_any_log(live, f"member {victim.name} is gone; removing it", timeout=60)
+            for host in live:
                 # One that said so names the leader that took over at its next check (its
-                # next event or tick), never as the hung one's return; the killed one may
-                # not have come to it. A check during the move (no leader known) forgets
-                # nothing (ci6 of 2026-12-05: h3's line never came).
-                if said in host.daemon.log and host is not rest[-1]:
-                    now = f"the cluster's leader is now {taker.name} (a live agent), not {leader}"
-                    await host.daemon.wait_log(now, timeout=30)
-                again = f"the cluster's leader {taker.name} has a live agent again"
-                assert again not in host.daemon.log, host.daemon.log
+                # next event or tick), never as the hung one's return. A check during the
+                # move (no leader known) forgets nothing (ci6 of 2026-12-05: h3's line never
+                # came).
+                assert host.daemon is not None
+                if headless(leader) in host.daemon.log:
+                    await wait_any_log(
+                        [host], f"the cluster's leader is now |{re.escape(moved)}", 30
+                    )
+                said_once_per_outage(host, leader)
         finally:
+            hung.daemon.proc.send_signal(signal.SIGCONT)
+
+
+@pytest.mark.slow
+async def test_a_hung_agents_member_that_lost_the_leadership_stays(tmp_path: Path) -> None:
+    """As above, but the hung agent's etcd loses the leadership in an election before the
+    grace ends (what a loaded machine did in CI of 2026-12-06; forced here: its etcd is
+    stopped too until the others have elected another leader, then continued). The new
+    leader's agent is alive: nothing is stalled, nobody need say anything, and it
+    reconciles: a killed host's member is removed, and the hung agent's member, whose etcd
+    answers, stays a voter (it is not a dead host's)."""
+    hosts = [Host(f"h{i}", tmp_path) for i in (1, 2, 3, 4)]
+    for host in hosts:
+        host.graph.write_text("graph: g\nresources: {}\n")
+    async with fleet(hosts):
+        await start_voters(hosts)
+        async with client_of(*hosts) as client:
+            leader = await leader_of(client)
+        hung = next(h for h in hosts if h.name == leader)
+        others = [h for h in hosts if h is not hung]
+        (etcd,) = hung.pids()
+        assert hung.daemon is not None and hung.daemon.proc is not None
+        hung.daemon.proc.send_signal(signal.SIGSTOP)
+        os.kill(etcd, signal.SIGSTOP)
+        try:
+            now = await wait_leader(others, lambda name: name not in ("", leader), timeout=30)
+            os.kill(etcd, signal.SIGCONT)
+            victim = next(h for h in reversed(others) if h.name != now)
+            live = [h for h in others if h is not victim]
+            await victim.kill()
+            await wait_any_log(live, f"member {victim.name} is gone; removing it", timeout=60)
+            await wait_voters(live, sorted([leader, *(h.name for h in live)]), timeout=30)
+            for host in live:
+                said_once_per_outage(host, leader)
+        finally:
+            os.kill(etcd, signal.SIGCONT)
             hung.daemon.proc.send_signal(signal.SIGCONT)
 
 

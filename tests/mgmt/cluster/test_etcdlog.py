@@ -1,0 +1,98 @@
+"""etcd's log file as the agent follows it (mgmt/cluster/etcdlog.py): real files and inotify;
+the test writes what etcd would (its descriptor is the one etcd gets as stderr)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from mgmt.cluster import etcdlog
+from mgmt.cluster.etcdlog import EtcdLog
+
+
+class Follower:
+    """`EtcdLog.follow` in a task; its lines in a queue; `exit()` ends it as etcd's exit."""
+
+    def __init__(self, log: EtcdLog) -> None:
+        self.lines: asyncio.Queue[str] = asyncio.Queue()
+        self.exited: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.task = asyncio.create_task(log.follow(self.exited, self.lines.put_nowait))
+
+    async def line(self) -> str:
+        async with asyncio.timeout(10):
+            return await self.lines.get()
+
+    async def exit(self) -> None:
+        self.exited.set_result(None)
+        async with asyncio.timeout(10):
+            await self.task
+
+
+async def test_each_line_as_it_is_written_and_a_cut_one_once_whole(tmp_path: Path) -> None:
+    log = EtcdLog(tmp_path / "etcd.log")
+    etcd = log.create()
+    try:
+        follower = Follower(log)
+        os.write(etcd, b'{"msg":"one"}\n{"msg":')
+        assert await follower.line() == '{"msg":"one"}'
+        os.write(etcd, b'"two"}\n')  # (inotify wakes the follower: no poll)
+        assert await follower.line() == '{"msg":"two"}'
+        os.write(etcd, b"panic: no newline")
+        await follower.exit()  # what etcd wrote before its exit is read, its last line too
+        assert follower.lines.get_nowait() == "panic: no newline"
+        assert follower.lines.empty()
+    finally:
+        os.close(etcd)
+        log.close()
+
+
+async def test_the_last_file_is_kept_and_a_link_in_its_place_is_not_followed(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "elsewhere"
+    target.write_text("not etcd's\n")
+    (tmp_path / "etcd.log").symlink_to(target)
+    log = EtcdLog(tmp_path / "etcd.log")
+    os.close(log.create())
+    log.close()
+    assert (tmp_path / "etcd.log.1").is_symlink()  # moved aside, as it was
+    assert target.read_text() == "not etcd's\n"
+    made = (tmp_path / "etcd.log").lstat()
+    assert made.st_mode & 0o777 == 0o600 and made.st_size == 0
+    again = EtcdLog(tmp_path / "etcd.log")
+    os.close(again.create())
+    again.close()
+    assert not (tmp_path / "etcd.log.1").is_symlink()  # the file of the start before
+
+
+async def test_what_was_read_is_freed_but_the_last_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2 MiB of lines read: all but the last KEEP bytes (64 KiB here) are holes on disk; the
+    file keeps its length, and its end reads as written."""
+    monkeypatch.setattr(etcdlog, "KEEP", 64 * 1024)
+    monkeypatch.setattr(etcdlog, "STEP", 64 * 1024)
+    log = EtcdLog(tmp_path / "etcd.log")
+    etcd = log.create()
+    try:
+        follower = Follower(log)
+        line = b'{"level":"debug","msg":"request stats"}'.ljust(1023) + b"\n"
+        for _ in range(2048):
+            os.write(etcd, line)
+        await follower.exit()
+        assert follower.lines.qsize() == 2048
+    finally:
+        os.close(etcd)
+        log.close()
+    info = (tmp_path / "etcd.log").stat()
+    assert info.st_size == 2048 * 1024
+    assert info.st_blocks * 512 <= 3 * 64 * 1024, info.st_blocks
+    fd = os.open(tmp_path / "etcd.log", os.O_RDONLY)
+    try:
+        assert os.pread(fd, 1024, 0) == b"\0" * 1024
+        assert os.pread(fd, 1024, info.st_size - 1024) == line
+    finally:
+        os.close(fd)
