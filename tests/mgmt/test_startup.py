@@ -151,11 +151,16 @@ def test_a_cron_runs_first_and_no_op_runs_leave_the_unused_modules_deferred(
 LIBYAML = ("yaml._yaml", "yaml.constructor", "yaml.reader", "yaml.events", "yaml.tokens")
 
 
-def test_a_cron_run_of_a_block_style_file_imports_no_libyaml(tmp_path: Path) -> None:
-    """A --no-watch cron run of a block-style graph file, first and no-op, imports none of
-    LIBYAML; a file libyaml must compose (a flow mapping) imports them, and is applied."""
+@pytest.mark.parametrize("watch", [[], ["--no-watch"]])
+def test_a_cron_run_of_a_block_style_file_imports_no_libyaml(
+    tmp_path: Path, watch: list[str]
+) -> None:
+    """A cron run of a block-style graph file, first and no-op, watched or not, imports none of
+    LIBYAML (watched, it ends at its first convergence: its parse keeps nothing for an edit's,
+    mgmt.agent.load); a file libyaml must compose (a flow mapping) imports them, and is
+    applied."""
     graph = _one_file_graph(tmp_path, "a")
-    argv = "['run', '--converged-timeout=0', '--tmp-prefix', '--no-watch', 'yaml', sys.argv[1]]"
+    argv = f"['run', '--converged-timeout=0', '--tmp-prefix', *{watch}, 'yaml', sys.argv[1]]"
     script = _ran(argv, LIBYAML)
     assert _python(script, str(graph)) == "[]"  # the first run
     assert (tmp_path / "a").read_text() == "a\n"
