@@ -838,7 +838,13 @@ class _BlockReader:
             lines[key] = number
             at += 1
             rest = rest.strip(" ")
-            if rest and rest[0] != "#":
+            if rest == "{}":  # `resources: {}`: as _plain makes libyaml's node
+                out[key] = mapping = LocDict()
+                mapping.line, mapping.lines, mapping.raw = number, {}, {}
+            elif rest == "[]":  # `edges: []`
+                out[key] = seq = LocList()
+                seq.line, seq.lines = number, []
+            elif rest and rest[0] != "#":
                 out[key], source = self.scalar(rest)
                 if source is not None:
                     raw[key] = source

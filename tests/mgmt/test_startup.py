@@ -155,8 +155,8 @@ LIBYAML = ("yaml._yaml", "yaml.constructor", "yaml.reader", "yaml.events", "yaml
 def test_a_cron_run_of_a_block_style_file_imports_no_libyaml(
     tmp_path: Path, watch: list[str]
 ) -> None:
-    """A cron run of a block-style graph file, first and no-op, watched or not, imports none of
-    LIBYAML (watched, it ends at its first convergence: its parse keeps nothing for an edit's,
+    """A cron run of a block-style graph file (an empty one's `{}` too), first and no-op,
+    watched or not, imports none of LIBYAML (watched, it ends at its first convergence: its parse keeps nothing for an edit's,
     mgmt.agent.load); a file libyaml must compose (a flow mapping) imports them, and is
     applied."""
     graph = _one_file_graph(tmp_path, "a")
@@ -165,6 +165,8 @@ def test_a_cron_run_of_a_block_style_file_imports_no_libyaml(
     assert _python(script, str(graph)) == "[]"  # the first run
     assert (tmp_path / "a").read_text() == "a\n"
     assert _python(script, str(graph)) == "[]"  # the no-op run
+    graph.write_text("graph: g\nresources: {}\n")  # an empty graph's flow mapping
+    assert _python(script, str(graph)) == "[]"
     graph.write_text(
         f"graph: g\nresources: {{file: [{{name: b, path: {tmp_path}/b, content: b}}]}}\n"
     )
