@@ -60,19 +60,19 @@ from mgmt.listing import capped
 
 # PyYAML's parts a parse uses, each from its own module: the `mgmt` command defers the package's
 # own code (its dumpers, emitter, pure-Python scanner and parser: mgmt.lazyimport) to the first
-# read of one of its names (`yaml.safe_load`...), which a graph file's run never makes.
-with patterns_on_use("yaml"):  # its reader's and resolver's, mostly unused: ~7 ms of a start
-    from yaml.constructor import SafeConstructor
+# read of one of its names (`yaml.safe_load`...), which a graph file's run never makes. A file
+# in the block style _block_doc reads needs only the resolver's table (and its nodes and
+# errors): libyaml's parser, the constructor, the reader and the events are imported by the
+# first parse that uses them (_loader, _safe_constructor): ~6.5 M instructions of a cron run.
+with patterns_on_use("yaml"):  # its resolver's, mostly unused: ~7 ms of a start
     from yaml.error import Mark, MarkedYAMLError, YAMLError
-    from yaml.events import AliasEvent
     from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-    from yaml.parser import ParserError
-    from yaml.reader import ReaderError
     from yaml.resolver import Resolver
-    from yaml.scanner import ScannerError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
+
+    from yaml.constructor import SafeConstructor
 
     from engine.engine import Since
     from mgmt.collectscope import Collect
@@ -149,41 +149,53 @@ MAX_DEPTH = 64  # lists and mappings nested in each other
 MAX_INT_DIGITS = 4_300  # characters of an integer (Python's own int() limit, for every base)
 
 
+@functools.cache
+def _safe_constructor() -> type[SafeConstructor]:
+    """PyYAML's SafeConstructor, imported at its first use (its patterns compiled at theirs)."""
+    with patterns_on_use("yaml"):
+        from yaml.constructor import SafeConstructor
+
+    return SafeConstructor
+
+
 def _base_loader() -> Any:
     """PyYAML's CSafeLoader (libyaml's parser, the safe constructor, the resolver), made of the
     same three parts as yaml.cyaml makes it (that module also makes the dumpers); without
     libyaml, its pure-Python SafeLoader."""
     try:
-        from yaml._yaml import CParser
+        with patterns_on_use("yaml"):  # the extension imports the reader and the constructor
+            from yaml._yaml import CParser
     except ImportError:
         import yaml
 
         return yaml.SafeLoader
 
-    class CSafeLoader(CParser, SafeConstructor, Resolver):
+    constructor = _safe_constructor()
+
+    class CSafeLoader(CParser, constructor, Resolver):  # type: ignore[misc,valid-type]
         def __init__(self, stream: bytes | str) -> None:
             CParser.__init__(self, stream)
-            SafeConstructor.__init__(self)
+            constructor.__init__(self)
             Resolver.__init__(self)
 
     return CSafeLoader
 
 
-_BASE_LOADER: Any = _base_loader()
 _STR_TAG = "tag:yaml.org,2002:str"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MAP_TAG = "tag:yaml.org,2002:map"
 
 
 # The safe loader's implicit resolvers by a plain scalar's first character ("" for an empty
-# one), those for any character (None) appended, as its resolve() tries them.
+# one), those for any character (None) appended, as its resolve() tries them: the resolver's
+# own table, which the loaders (CSafeLoader, SafeLoader) inherit.
 _IMPLICIT: dict[str, tuple[tuple[str, re.Pattern[str]], ...]] = {
-    first: tuple(found) + tuple(_BASE_LOADER.yaml_implicit_resolvers.get(None, ()))
-    for first, found in _BASE_LOADER.yaml_implicit_resolvers.items()
+    first: tuple(found) + tuple(Resolver.yaml_implicit_resolvers.get(None, ()))
+    for first, found in Resolver.yaml_implicit_resolvers.items()
     if first is not None
 }
 _ANY_FIRST: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    _BASE_LOADER.yaml_implicit_resolvers.get(None, ())
+    Resolver.yaml_implicit_resolvers.get(None, ())
 )
 # The same with each pattern's bound match(), made on first use per character (the patterns
 # are compiled on first use too, mgmt.lazyimport; a read of a pattern's method costs a call).
@@ -218,23 +230,26 @@ def _words_in(regexp: Any) -> Callable[[str], object] | None:
     return frozenset([*words, *(word + "\n" for word in words)]).__contains__
 
 
-class _Loader(_BASE_LOADER):  # type: ignore[misc]
-    """The safe loader with its resolver at one call (there are no path resolvers): ~70,000
-    calls for a 10,000-resource graph, most of them plain scalars that no implicit resolver
-    matches by their first character (`name`, `/etc/motd`)."""
+@functools.cache
+def _loader() -> Any:
+    """The loader of a parse libyaml composes, made at the first one (_base_loader)."""
 
-    def resolve(self, kind: type[Node], value: Any, implicit: tuple[bool, bool]) -> str:
-        if kind is ScalarNode:  # a plain scalar: 1, true, null... by the implicit resolvers
-            return _resolved(value) if implicit[0] else _STR_TAG
-        return _MAP_TAG if kind is MappingNode else _SEQ_TAG
+    class _Loader(_base_loader()):  # type: ignore[misc]
+        """The safe loader with its resolver at one call (there are no path resolvers): ~70,000
+        calls for a 10,000-resource graph, most of them plain scalars that no implicit resolver
+        matches by their first character (`name`, `/etc/motd`)."""
 
-    # No path resolvers: the composer's two calls per node do nothing, in C (a builtin is
-    # not bound as a method: called with the composer's arguments alone).
-    descend_resolver = operator.is_
-    ascend_resolver = tuple
+        def resolve(self, kind: type[Node], value: Any, implicit: tuple[bool, bool]) -> str:
+            if kind is ScalarNode:  # a plain scalar: 1, true, null... by the implicit resolvers
+                return _resolved(value) if implicit[0] else _STR_TAG
+            return _MAP_TAG if kind is MappingNode else _SEQ_TAG
 
+        # No path resolvers: the composer's two calls per node do nothing, in C (a builtin is
+        # not bound as a method: called with the composer's arguments alone).
+        descend_resolver = operator.is_
+        ascend_resolver = tuple
 
-_LOADER = _Loader
+    return _Loader
 
 
 class GraphFileError(MgmtError):
@@ -444,7 +459,7 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 def _compose(data: bytes) -> Node | None:
     """The YAML node tree of `data` (aliases are shared nodes, not copies, at this point)."""
-    loader = _LOADER(data)  # as yaml.compose(data, Loader=_LOADER)
+    loader = _loader()(data)  # as yaml.compose(data, Loader=_loader())
     try:
         node: Node | None = loader.get_single_node()
         return node
@@ -464,6 +479,9 @@ def _yaml_problem(err: YAMLError, data: bytes, offset: int = 0) -> tuple[int, st
         elif err.context:
             what += f" ({err.context})"
         return line, f"YAML syntax error: {what}"
+    with patterns_on_use("yaml"):
+        from yaml.reader import ReaderError
+
     if isinstance(err, ReaderError):  # a control character, or bad bytes
         line = _line_at(data, err.position)
         if "control" in str(err.reason) and isinstance(err.character, int):
@@ -483,7 +501,9 @@ def _line_at(data: bytes, position: int) -> int:
 def _alias_line(data: bytes, index: int) -> int:
     """The line of the index-th alias (1-based, in document order) of `data`."""
     seen = 0
-    loader = _LOADER(data)  # as yaml.parse(data, Loader=_LOADER)
+    from yaml.events import AliasEvent
+
+    loader = _loader()(data)  # as yaml.parse(data, Loader=_loader())
     try:
         while loader.check_event():
             event = loader.get_event()
@@ -818,7 +838,13 @@ class _BlockReader:
             lines[key] = number
             at += 1
             rest = rest.strip(" ")
-            if rest and rest[0] != "#":
+            if rest == "{}":  # `resources: {}`: as _plain makes libyaml's node
+                out[key] = mapping = LocDict()
+                mapping.line, mapping.lines, mapping.raw = number, {}, {}
+            elif rest == "[]":  # `edges: []`
+                out[key] = seq = LocList()
+                seq.line, seq.lines = number, []
+            elif rest and rest[0] != "#":
                 out[key], source = self.scalar(rest)
                 if source is not None:
                     raw[key] = source
@@ -922,7 +948,7 @@ class _BlockReader:
         """A plain scalar of another type than a string (1, true, null...), constructed as
         _scalar constructs it; a problem: libyaml's parse tells it."""
         if self.constructor is None:
-            self.constructor = SafeConstructor()
+            self.constructor = _safe_constructor()()
         mark = Mark("", 0, 0, 0, None, 0)  # (only a problem reads it: then libyaml's)
         try:
             return _scalar(ScalarNode(tag, value, mark, mark), self.constructor, "")
@@ -983,7 +1009,7 @@ class _Parser:
                 if node is None:
                     raise self.fail(1, "the graph file must be a mapping")
                 aliases = _check_shape(node, data) if _ANCHOR in data else 0
-                doc = _plain(node, SafeConstructor(), "")
+                doc = _plain(node, _safe_constructor()(), "")
             except YAMLError as err:
                 line, message = _yaml_problem(err, data)
                 raise self.fail(line, message) from err
@@ -1015,7 +1041,7 @@ class _Parser:
                 _ANCHOR in fragment and _check_shape(node, fragment, _RESOURCES_DEPTH - 1)
             ):
                 return None
-            seq = _plain(node, SafeConstructor(), "", _RESOURCES_DEPTH - 1)
+            seq = _plain(node, _safe_constructor()(), "", _RESOURCES_DEPTH - 1)
         except YAMLError as err:
             if _alone(err, fragment, found, more):
                 raise _Told(err, None) from err
@@ -1387,6 +1413,9 @@ def _alone(err: YAMLError, fragment: bytes, found: _List, more: bool) -> bool:
       than an item's, ends the list there, and the mapping of its key tells);
     - in a fragment without a character YAML refuses: the reader tells one before a syntax
       error up to a buffer earlier, and the buffers' bounds differ."""
+    from yaml.parser import ParserError
+    from yaml.scanner import ScannerError
+
     if not isinstance(err, (ScannerError, ParserError)):
         return False
     mark, context, problem = err.problem_mark, err.context_mark, str(err.problem)

@@ -145,6 +145,35 @@ def test_a_cron_runs_first_and_no_op_runs_leave_the_unused_modules_deferred(
     assert _python(script, str(graph)) == "[]"  # the no-op run
 
 
+# libyaml's parser and PyYAML's constructor (with what they import: the reader, the events, the
+# tokens): a file in the block style is read by lines (mgmt.yamlgraph._block_doc), needing
+# only the resolver's table; they are imported by the first parse that composes its text.
+LIBYAML = ("yaml._yaml", "yaml.constructor", "yaml.reader", "yaml.events", "yaml.tokens")
+
+
+@pytest.mark.parametrize("watch", [[], ["--no-watch"]])
+def test_a_cron_run_of_a_block_style_file_imports_no_libyaml(
+    tmp_path: Path, watch: list[str]
+) -> None:
+    """A cron run of a block-style graph file (an empty one's `{}` too), first and no-op,
+    watched or not, imports none of LIBYAML (watched, it ends at its first convergence: its parse keeps nothing for an edit's,
+    mgmt.agent.load); a file libyaml must compose (a flow mapping) imports them, and is
+    applied."""
+    graph = _one_file_graph(tmp_path, "a")
+    argv = f"['run', '--converged-timeout=0', '--tmp-prefix', *{watch}, 'yaml', sys.argv[1]]"
+    script = _ran(argv, LIBYAML)
+    assert _python(script, str(graph)) == "[]"  # the first run
+    assert (tmp_path / "a").read_text() == "a\n"
+    assert _python(script, str(graph)) == "[]"  # the no-op run
+    graph.write_text("graph: g\nresources: {}\n")  # an empty graph's flow mapping
+    assert _python(script, str(graph)) == "[]"
+    graph.write_text(
+        f"graph: g\nresources: {{file: [{{name: b, path: {tmp_path}/b, content: b}}]}}\n"
+    )
+    assert _python(script, str(graph)) == repr(sorted(LIBYAML))
+    assert (tmp_path / "b").read_text() == "b"
+
+
 def test_a_cron_run_with_its_prefix_leaves_the_unused_modules_deferred(tmp_path: Path) -> None:
     """With a prefix of its own (not --tmp-prefix, removed at the end), the modules of UNUSED
     stay deferred too."""
@@ -392,9 +421,12 @@ from mgmt import yamlgraph
 import yaml
 import yaml.error
 yaml.YAMLError = yaml.error.YAMLError  # read without running the package code
-print(sorted(m for m in sys.modules if type(sys.modules[m]).__name__ != "module"
-             and m.startswith("yaml")))
+def deferred():
+    print(sorted(m for m in sys.modules if type(sys.modules[m]).__name__ != "module"
+                 and m.startswith("yaml")))
+deferred()
 SAID
+deferred()
 del yaml.YAMLError
 scanner, parser = yaml.scanner.ScannerError, yaml.parser.ParserError
 got = []
@@ -412,14 +444,15 @@ print(got, same, yaml.parser.ParserError is parser, type(yaml).__name__,
       issubclass(yaml.YAMLObject.yaml_dumper, yaml.emitter.Emitter), yaml.__with_libyaml__)
 """.replace("SAID", said)
     out = _python(script).splitlines()
+    assert out[0] == "['yaml']"  # libyaml's parts: imported by the first parse that uses them
     lazy = ["yaml", "yaml.composer", "yaml.emitter", "yaml.parser", "yaml.representer"]
-    assert out[0] == repr([*lazy, "yaml.scanner", "yaml.serializer"])
+    assert out[2] == repr([*lazy, "yaml.scanner", "yaml.serializer"])
     real = _python(
         "import mgmt; mgmt.full_site()\nimport yaml\nfrom mgmt import yamlgraph\n" + said
     )
     assert out[1] == real and "ScannerError" in real and "ParserError" in real
     dumped = repr("b:\n- 1\n") + " " + repr("x\n...\n")
-    assert out[2] == f"[{{'a': [1, 2]}}, {{'a': [1, 2]}}] True True module {dumped} True True"
+    assert out[3] == f"[{{'a': [1, 2]}}, {{'a': [1, 2]}}] True True module {dumped} True True"
 
 
 def test_asyncio_deferred_gives_the_same_names_and_runs_at_first_use() -> None:

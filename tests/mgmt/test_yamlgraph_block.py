@@ -61,6 +61,8 @@ READ = [
     "graph: g\nresources:\n  file:\n    - name: a\n      mode: ~\n      owner:\n"
     "      content: 'it''s # not a comment'\n      x: a#b [c] {d}, e\n",
     'graph: "g"\nresources:\n  file:\n    -   name: x\n        content: "a\\\\nb\\"\\t"\n',
+    # an empty flow mapping or list as a key's whole value: an empty graph's
+    "graph: g\nresources: {}\nedges: []\n",
 ]
 
 LEFT = [
@@ -132,6 +134,7 @@ _SCALARS = [
     "no", "~", "null", "", "2001-12-14", "a: b", "a:", "a:b", "[x]", "{x}", "x, y", "'q'",
     '"q"', "it's", "*a", "&a", "!t", "|", ">", "%", "@", "`", "-", "- a", "? a", "a  ",
     '"a\\nb"', '"a\\\\"', '"\\t"', '"\\x41"', '"a" # c', "'a''b'", "'a' x", '"a"b', "#",
+    "{}", "[]", "{} # c", "[ ]", "{}x",
 ]  # fmt: skip
 _NOISE = ["\n", " ", "  ", "-", ":", "#", "\t", "'", '"', "\\", "&", "*", "{", "[", "\r", "é"]
 
