@@ -37,7 +37,9 @@ only; any other `_convert_` is enum's own, and so is every one where enum's code
 3.11.2 code this follows (`_enum_followed`: 3.11.7's makes other classes).
 
 Python 3.11 only (the private builders replaced are those of its `dataclasses`, `typing` and
-`enum`): on another version `install()` does nothing.
+`enum`): on another version `install()` does nothing; on a 3.11 release whose code of one of
+them (or of its caller) is not the code ours follows (`_STAMPS`: the names it reads and its
+bytecode), that one is left as it is (2026-12-06: before, only enum's was checked).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ import operator
 import sys
 import types
 import typing
+from binascii import crc32  # (built into the interpreter)
 from collections.abc import Callable, Sequence
 from keyword import iskeyword
 from typing import Any
@@ -619,40 +622,51 @@ def _convert_(
     return made
 
 
-# The code of enum's `_convert_` and of `_simple_enum`'s class maker that ours follows (3.11.2's,
-# Debian 12's python3): the names each reads and its bytecode's length. Later 3.11 releases
-# changed them (3.11.7: `_convert_` sets no `__reduce_ex__`, a flag has a `_singles_mask_` and
-# a `_flag_mask_` of all its values, multi-bit ones too): there ours would make another class.
-_ENUM_CODE = (
-    (
-        "sys modules __dict__ items sort TypeError type object _simple_enum KEEP "
-        "_reduce_ex_by_global_name __reduce_ex__ global_enum __module__ update __members__",
-        590,
+def _stamp(code: types.CodeType) -> int:
+    """A code object's stamp: the CRC-32 of its bytecode and of the names it reads (the same
+    source compiled by the same Python gives the same stamp, on any build of it)."""
+    return crc32(" ".join(code.co_names).encode(), crc32(code.co_code))
+
+
+# The stamps (`_stamp`) of the standard library's code each replacement here follows, the ones
+# accepted for each code object: 3.11.2's (Debian 12's python3) and 3.11.7's where it differs but
+# not in what ours follows (`dataclasses._process_class`: a class whose signature cannot be had
+# gets an empty one in its docstring). Where a 3.11 release has other code, its own is left
+# (`_followed`). enum's `_convert_` and `_simple_enum`'s class maker are 3.11.2's only: 3.11.7's
+# `_convert_` sets no `__reduce_ex__`, its flags have a `_singles_mask_` and a `_flag_mask_` of
+# all their values, multi-bit ones too: there ours would make another class.
+_Stamps = tuple[tuple[int, ...], ...]
+_ENUM_STAMPS: _Stamps = ((1981970714,), (1577854305,))
+_STAMPS: dict[str, _Stamps] = {
+    # _process_class (the builders' caller), then the seven builders replaced, in install()'s order
+    "dataclasses": (
+        (404233994, 2266570274),
+        (3129556739,),
+        (3117022383,),
+        (1350485461,),
+        (477153210,),
+        (2591176722,),
+        (3048573919,),
+        (3068856157,),
     ),
-    (
-        "__name__ _use_args_ __dict__ get __func__ _member_type_ __new__ _generate_next_value_ "
-        "_value_repr_ issubclass Flag _boundary_ __or__ __xor__ __and__ __ror__ __rxor__ "
-        "__rand__ __invert__ items _is_dunder _is_private _is_sunder _is_descriptor type "
-        "getattr object setattr isinstance auto value _auto_null len property __set_name__ "
-        "tuple _value_ _name_ __objclass__ __init__ _sort_order_ _is_single_bit append "
-        "_flag_mask_ bit_length _all_bits_ sorted _iter_member_by_def_ _iter_member_ "
-        "__new_member__ Enum",
-        3038,
-    ),
-)
+    "ForwardRef": ((28658977,),),  # __init__: its compile() is its only use
+    "namedtuple": ((2056241784,),),  # its eval() is its only use
+    "NamedTupleMeta": ((600561903,),),  # __new__
+}
+
+
+def _followed(*codes: types.CodeType, stamps: _Stamps) -> bool:
+    """Whether `codes` are the standard library's code that ours follows (`stamps`)."""
+    return len(codes) == len(stamps) and all(
+        _stamp(code) in accepted for code, accepted in zip(codes, stamps, strict=True)
+    )
 
 
 def _enum_followed() -> bool:
-    """Whether this Python's enum is the one `_convert_` here follows (`_ENUM_CODE`); else
+    """Whether this Python's enum is the one `_convert_` here follows (`_ENUM_STAMPS`); else
     `install()` leaves enum's own."""
     makers = [c for c in enum._simple_enum.__code__.co_consts if isinstance(c, types.CodeType)]  # type: ignore[attr-defined]
-    if len(makers) != 1:
-        return False
-    codes = (_CONVERT.__code__, makers[0])
-    return all(
-        " ".join(code.co_names) == names and len(code.co_code) == size
-        for code, (names, size) in zip(codes, _ENUM_CODE, strict=True)
-    )
+    return _followed(_CONVERT.__code__, *makers, stamps=_ENUM_STAMPS)
 
 
 def _int_enum(etype: Any, boundary: Any, cls: type) -> Any:
@@ -791,16 +805,15 @@ def install() -> None:
         return
     if enum.IntEnum.__init__ is enum.Enum.__init__ is enum.IntFlag.__init__ and _enum_followed():
         enum.EnumType._convert_ = _convert_  # type: ignore[attr-defined]
-    for builder in (
-        _cmp_fn,
-        _hash_fn,
-        _repr_fn,
-        _frozen_get_del_attr,
-        _init_fn,
-        _is_type,
-        _get_field,
-    ):
-        setattr(dataclasses, builder.__name__, builder)
-    typing.compile = _forward_code  # type: ignore[attr-defined]  # its ForwardRef's only use
-    collections.eval = _namedtuple_eval  # type: ignore[attr-defined]  # namedtuple's only use
-    typing.NamedTupleMeta.__new__ = staticmethod(_named_tuple_new)  # type: ignore[attr-defined]
+    builders = (_cmp_fn, _hash_fn, _repr_fn, _frozen_get_del_attr, _init_fn, _is_type, _get_field)
+    owns = [getattr(dataclasses, builder.__name__).__code__ for builder in builders]
+    if _followed(dataclasses._process_class.__code__, *owns, stamps=_STAMPS["dataclasses"]):  # type: ignore[attr-defined]
+        for builder in builders:
+            setattr(dataclasses, builder.__name__, builder)
+    if _followed(typing.ForwardRef.__init__.__code__, stamps=_STAMPS["ForwardRef"]):
+        typing.compile = _forward_code  # type: ignore[attr-defined]  # its ForwardRef's only use
+    if _followed(collections.namedtuple.__code__, stamps=_STAMPS["namedtuple"]):
+        collections.eval = _namedtuple_eval  # type: ignore[attr-defined]  # namedtuple's only use
+    meta = typing.NamedTupleMeta  # type: ignore[attr-defined]
+    if _followed(meta.__new__.__code__, stamps=_STAMPS["NamedTupleMeta"]):
+        meta.__new__ = staticmethod(_named_tuple_new)

@@ -1117,6 +1117,36 @@ def test_int_enums_are_enums_own_on_every_311_release_there_is() -> None:
         assert out.returncode == 0, (python, out.stderr[-2000:])
 
 
+_OTHER_CODE_SCRIPT = """
+import collections, dataclasses, typing
+from mgmt import quickclasses
+own = {name: getattr(dataclasses, name) for name in ("_cmp_fn", "_repr_fn", "_init_fn", "_get_field")}
+def _repr_fn(fields, globals):  # as another 3.11 release's could be: other code
+    return own["_repr_fn"](fields, globals)
+dataclasses._repr_fn = _repr_fn
+own_new = typing.NamedTupleMeta.__new__
+quickclasses.install()
+print(dataclasses._repr_fn is _repr_fn, all(getattr(dataclasses, n) is f for n, f in own.items() if n != "_repr_fn"))
+print(typing.NamedTupleMeta.__new__ is quickclasses._named_tuple_new, own_new is not quickclasses._named_tuple_new)
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int = 2
+print(Point(1), Point(1) == Point(1, 2))
+"""
+
+
+def test_a_standard_builder_of_other_code_is_left_as_it_is() -> None:
+    """Where a 3.11 release's code of a builder quickclasses replaces (or of its caller) is not
+    the code ours follows, `install()` leaves that group as it is (dataclasses' builders all
+    together: they are called by one caller) and replaces the others; dataclasses still work."""
+    assert _python(_OTHER_CODE_SCRIPT).splitlines() == [
+        "True True",
+        "True True",
+        "Point(x=1, y=2) True",
+    ]
+
+
 def test_dataclass_fields_got_by_quickclasses_are_dataclasses_own() -> None:
     """`quickclasses._get_field` gives the field dataclasses' own `_get_field` gives (every
     attribute, or the same error) for string annotations that name a ClassVar or an InitVar
