@@ -125,7 +125,7 @@ class HTTPServerUIRes(Resource):
 
     async def init(self, handle: Handle) -> None:
         await super().init(handle)
-        handle.on_cleanup(routes(handle).answer_at(self))
+        routes(handle).answer_from(handle, self)  # until a swap drops it: never 404 meanwhile
 
     async def check_apply(self, apply: bool) -> bool:
         return nothing_to_do(self.handle, f"serving the ui at {self.url}")

@@ -20,13 +20,14 @@ import pytest
 
 from engine.engine import Engine, Status
 from engine.errors import ValidationError
-from engine.graph import Edge, Graph
+from engine.graph import Edge
 from resources import http_client, http_server
 from resources._lib.httpd import HELD_PER_PEER, MAX_CONNECTIONS, PER_PEER
 from resources.http_server import HTTPServerFileRes, HTTPServerFlagRes, HTTPServerRes
 from resources.print import PrintRes
 from tests.conftest import RecordingHandle
 from tests.engine.conftest import engine, settle
+from tests.resources.swapping import at_successor_init, graph_of, swap
 
 __all__ = ["engine"]  # the fixture
 
@@ -35,13 +36,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def graph_of(*resources: object) -> Graph:
-    graph = Graph("t")
-    for res in resources:
-        graph.add(res)  # type: ignore[arg-type]
-    return graph
 
 
 async def fetch(
@@ -744,24 +738,15 @@ async def test_a_file_replaced_by_a_swap_is_served_throughout(
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = HTTPServerRes(name=f":{port}")
-    await engine.apply(graph_of(server, HTTPServerFileRes(name="/f", data="old\n")))
-    await settle(engine)
+    await swap(engine, server, HTTPServerFileRes(name="/f", data="old\n"))
     assert (await fetch(f"{base}/f"))[:2] == (200, b"old\n")
-    between: list[tuple[int, bytes]] = []
-    real_init = HTTPServerFileRes.init
-
-    async def init(self: HTTPServerFileRes, handle: Any) -> None:
-        if self.data == "new\n":  # the successor: its predecessor has been stopped
-            between.append((await fetch(f"{base}/f"))[:2])
-        await real_init(self, handle)
-
-    monkeypatch.setattr(HTTPServerFileRes, "init", init)
-    await engine.apply(graph_of(server, HTTPServerFileRes(name="/f", data="new\n")))
-    await settle(engine)
-    assert between == [(200, b"old\n")]  # (before: 404)
+    between = at_successor_init(
+        monkeypatch, HTTPServerFileRes, lambda res: res.data == "new\n", lambda: fetch(f"{base}/f")
+    )
+    await swap(engine, server, HTTPServerFileRes(name="/f", data="new\n"))
+    assert [reply[:2] for reply in between] == [(200, b"old\n")]  # (before: 404)
     assert (await fetch(f"{base}/f"))[:2] == (200, b"new\n")
-    await engine.apply(graph_of(server))
-    await settle(engine)
+    await swap(engine, server)
     assert (await fetch(f"{base}/f"))[0] == 404
 
 

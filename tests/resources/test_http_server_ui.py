@@ -25,6 +25,7 @@ from resources.http_server import HTTPServerRes
 from resources.http_server_ui import HTTPServerUIInputRes, HTTPServerUIRes, UIData
 from resources.print import PrintRes
 from tests.engine.conftest import engine, settle
+from tests.resources.swapping import at_successor_init, swap
 from tests.resources.test_http_server import fetch, free_port, graph_of, status_line
 
 __all__ = ["engine"]  # the fixture
@@ -582,3 +583,28 @@ async def test_a_watch_given_the_shown_value_answers_a_change_it_came_after(
         watch = asyncio.create_task(get_json(f"{base}/ui/watch/f?value=b"))
         assert await save(base, "f", "c") == (200, None)  # before or after the poll came
         assert await watch == (200, {"value": "c"})
+
+
+async def test_a_ui_replaced_by_a_swap_is_served_throughout(
+    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A swap that replaces an http:server:ui (its title edited) stopped it before its
+    successor's init() offered its path: a page asked for in between was 404. It is the old
+    one's page now (as http:server:file's, tests/resources/swapping.py), the new one's from
+    the successor's init on; a UI the swap removes is 404 once the swap is over."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server, field = HTTPServerRes(name=f":{port}"), HTTPServerUIInputRes(name="f", value="a")
+    await swap(engine, server, field, HTTPServerUIRes(name="/ui/", data=UIData(title="old")))
+    between = at_successor_init(
+        monkeypatch,
+        HTTPServerUIRes,
+        lambda res: res.data is not None and res.data.title == "new",
+        lambda: fetch(f"{base}/ui/index.html"),
+    )
+    await swap(engine, server, field, HTTPServerUIRes(name="/ui/", data=UIData(title="new")))
+    assert [status for status, _, _ in between] == [200]  # (before: 404)
+    assert b"<title>old</title>" in between[0][1] and b'id="f"' in between[0][1]
+    assert b"<title>new</title>" in (await fetch(f"{base}/ui/index.html"))[1]
+    await swap(engine, server, field)
+    assert (await fetch(f"{base}/ui/index.html"))[0] == 404
