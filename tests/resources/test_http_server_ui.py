@@ -608,3 +608,32 @@ async def test_a_ui_replaced_by_a_swap_is_served_throughout(
     assert b"<title>new</title>" in (await fetch(f"{base}/ui/index.html"))[1]
     await swap(engine, server, field)
     assert (await fetch(f"{base}/ui/index.html"))[0] == 404
+
+
+async def test_a_field_replaced_by_a_swap_stays_on_the_page_and_one_removed_is_unknown_at_its_end(
+    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A swap that replaces a field (its sort edited) stops it before its successor's init():
+    `list/` and the page asked in between left it out (a page loaded then had no such
+    field). They show it now (tests/resources/swapping.py). A request for a field the swap
+    removes is unknown (400) at the swap's end (before: SWAP_WAIT after it left; here 600 s)."""
+    monkeypatch.setattr(http_server_ui, "SWAP_WAIT", 600.0)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server, ui = HTTPServerRes(name=f":{port}"), HTTPServerUIRes(name="/ui/")
+    await swap(engine, server, ui, HTTPServerUIInputRes(name="f", value="a"))
+
+    async def listed() -> list[str]:
+        status, data = await get_json(f"{base}/ui/list/")
+        assert status == 200
+        return [element["id"] for element in data["elements"]]
+
+    between = at_successor_init(
+        monkeypatch, HTTPServerUIInputRes, lambda res: res.sort == "z", listed
+    )
+    await swap(engine, server, ui, HTTPServerUIInputRes(name="f", value="a", sort="z"))
+    assert between == [["f"]]  # (before: [])
+    await swap(engine, server, ui)
+    assert await listed() == []
+    async with asyncio.timeout(30):  # (before: 600 s, SWAP_WAIT)
+        assert await save(base, "f", "x") == (400, {"error": "id `f` not found"})
