@@ -1,7 +1,7 @@
 """How members join this agent's http servers: the files, proxies and UIs that answer at their
 URL paths, and the flags that take POSTs (one `Routes` per engine, in its shared objects).
 
-Each member offers itself for its lifetime, as resources._lib.serving's `Offers` say: `server`
+Each member offers itself until the engine drops it, as resources._lib.serving's `Offers` say: `server`
 names the http:server (its name) that serves it; None: every http:server of the agent.
 """
 

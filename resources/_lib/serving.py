@@ -3,9 +3,10 @@ address, safe reads of the files they serve, and how member resources join them.
 
 In mgmt a server's members (http:server:file, tftp:file, dhcp:host...) autogroup into the
 server's vertex. Here each member stays a vertex of its own (its own events, send/recv and
-`--noop` line) and offers itself, for its lifetime, to this engine's servers of its family
-through an `Offers` kept in the engine's shared objects: a member whose `server` is None is
-served by every server of the family, else only by the server of that name.
+`--noop` line) and offers itself to this engine's servers of its family through an `Offers`
+kept in the engine's shared objects, until the engine drops it (at the end of the swap that
+removes or replaces it: `Offers.offer`): a member whose `server` is None is served by every
+server of the family, else only by the server of that name.
 """
 
 from __future__ import annotations
