@@ -74,6 +74,15 @@ class Offers(Generic[M]):
         stop: its servers stop, and this engine's offers go with its shared objects)."""
         handle.on_detach(self.add(member))
 
+    def replacing(self, member: M) -> M | None:
+        """The member offered under `member`'s kind and name, not replaced yet: the one
+        `member` replaces in a swap (stopped, offered until the swap drops it), if any."""
+        key = (member.kind, member.name)
+        for other in reversed(self._members):
+            if (other.kind, other.name) == key and id(other) not in self._replaced:
+                return other if other is not member else None
+        return None
+
     def to(self, server: str) -> list[M]:
         """The members the server named `server` serves (those replaced left out)."""
         replaced = self._replaced

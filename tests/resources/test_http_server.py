@@ -12,6 +12,7 @@ import socket
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import pytest
 
 from engine.engine import Engine, Status
 from engine.errors import ValidationError
-from engine.graph import Edge
+from engine.graph import Edge, Graph
 from resources import http_client, http_server
 from resources._lib.httpd import HELD_PER_PEER, MAX_CONNECTIONS, PER_PEER
 from resources.http_server import HTTPServerFileRes, HTTPServerFlagRes, HTTPServerRes
@@ -774,3 +775,33 @@ async def test_a_long_poll_across_a_swap_that_replaces_its_file_gets_the_new_dat
         assert (await held)[0] == 200
     status, body, headers = await fetch(f"{base}/f", headers=since)
     assert (status, body) == (200, b"new\n")  # (before: 304, the same Last-Modified)
+
+
+async def test_a_post_to_a_flag_replaced_by_a_swap_reaches_its_successor(
+    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A swap that replaces an http:server:flag (its key edited) stopped it before its
+    successor's init() offered its path: a POST in between was 404 (a machine's "done" lost).
+    It is taken now, and its value is the successor's (tests/resources/swapping.py)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/flag"
+    server, shown = HTTPServerRes(name=f":{port}"), PrintRes(name="shown")
+
+    def graph(key: str) -> Graph:
+        built = graph_of(server, HTTPServerFlagRes(name="/flag", key=key), shown)
+        edge = Edge(sendrecv=(("value", "msg"),))
+        built.connect(("http:server:flag", "/flag"), ("print", "shown"), edge)
+        return built
+
+    def post() -> Awaitable[tuple[int, bytes, dict[str, str]]]:
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        return fetch(url, data=b"k=old&k2=done", headers=form)
+
+    await engine.apply(graph("k"))
+    await settle(engine)
+    between = at_successor_init(monkeypatch, HTTPServerFlagRes, lambda res: res.key == "k2", post)
+    await engine.apply(graph("k2"))
+    assert [reply[0] for reply in between] == [200]  # (before: 404)
+    await settle(engine, lambda: shown.msg == "done")  # its value, sent by the successor
+    await swap(engine, server)
+    assert (await post())[0] == 404
