@@ -667,7 +667,7 @@ class DHCPHostRes(Resource):
 
     async def init(self, handle: Handle) -> None:
         await super().init(handle)
-        handle.on_cleanup(hosts(handle).add(self))
+        hosts(handle).offer(handle, self)  # until a swap drops it: its address kept meanwhile
 
     async def check_apply(self, apply: bool) -> bool:
         return nothing_to_do(self.handle, f"offering {self.ip} to {self.mac}")
@@ -708,7 +708,7 @@ class DHCPRangeRes(Resource):
     async def init(self, handle: Handle) -> None:
         await super().init(handle)
         self._skip = {IPv4Address(text.partition("/")[0]) for text in self.skip}
-        handle.on_cleanup(ranges(handle).add(self))
+        ranges(handle).offer(handle, self)  # until a swap drops it: its leases renewed meanwhile
 
     async def check_apply(self, apply: bool) -> bool:
         return nothing_to_do(self.handle, f"leasing from {self.subnet}")

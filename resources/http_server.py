@@ -364,7 +364,20 @@ class HTTPServerFlagRes(Resource):
         self._value: str | None = None  # the last POSTed value (None: none, or empty)
         self._sent: str | None = None  # the value at the last check_apply
         self._posted = asyncio.Event()
-        handle.on_cleanup(routes(handle).take_posts(self))
+        # Offered until the engine drops it, as http:server:file: a swap that replaces it stops
+        # it before its successor's init(), and a POST in between was 404. One that comes then
+        # is kept (`_late`) and taken by the successor, here, as a POST to it.
+        self._stopped = False
+        self._late: dict[str, str] | None = None  # the form POSTed last since it stopped
+        flags = routes(handle).flags
+        old = flags.replacing(self)
+        flags.offer(handle, self)
+        if isinstance(old, HTTPServerFlagRes) and old._late is not None:
+            self.receive(old._late)
+        handle.on_cleanup(self._stop)
+
+    def _stop(self) -> None:
+        self._stopped = True
 
     async def watch(self) -> None:
         await self.handle.event()
@@ -387,7 +400,11 @@ class HTTPServerFlagRes(Resource):
         return or_name(self, "path")[0]
 
     def receive(self, form: dict[str, str]) -> None:
-        """A POST to our path: take our key's value (empty or missing: none) and wake watch."""
+        """A POST to our path: take our key's value (empty or missing: none) and wake watch;
+        once stopped (a swap replacing it), keep the form for the successor."""
+        if self._stopped:
+            self._late = form
+            return
         if not self.key:
             return
         self._value = form.get(self.key) or None

@@ -137,7 +137,7 @@ class HTTPServerProxyRes(Edgeable, Resource):
     async def init(self, handle: Handle) -> None:
         await super().init(handle)
         self._keep = False  # downloads are cached: set by a check_apply that may apply
-        handle.on_cleanup(routes(handle).answer_at(self))
+        routes(handle).answer_from(handle, self)  # until a swap drops it: never 404 meanwhile
 
     async def check_apply(self, apply: bool) -> bool:
         self._keep = apply  # under --noop, downloads are proxied but the cache is left alone

@@ -55,44 +55,70 @@ class UIData:
 
 
 # Seconds a request for an input that left in a graph swap (stopped before its replacement
-# starts) waits for an input of its id, from when it left: then the id is unknown (400).
+# starts) waits for an input of its id, from when it left, at most: at the swap's end (the
+# engine drops the one that left), or then, an id no input took again is unknown (400).
 SWAP_WAIT = 5.0
 
 
 class Offered:
     """The inputs offered to this engine's UIs (one per engine, shared), and when inputs left
     lately, by id: a graph swap stops an input before its replacement starts, and a request
-    for it meanwhile (a save from an open page) waits for the replacement (`find`)."""
+    for it meanwhile (a save from an open page) waits for the replacement (`find`); the page
+    and `list/` show the one that left until then (`shown`)."""
 
     def __init__(self) -> None:
         self.inputs: list[HTTPServerUIInputRes] = []
         self._left: dict[str, float] = {}  # id -> the loop's time when an input of it left
-        self._joined = asyncio.Event()  # set and replaced when an input joins
+        self._leaving: list[HTTPServerUIInputRes] = []  # left, in a swap not over yet
+        self._joined = asyncio.Event()  # set and replaced when an input joins or is dropped
 
     def join(self, res: HTTPServerUIInputRes) -> None:
         self.inputs.append(res)
         self._left.pop(res.ident, None)
-        self._joined.set()
-        self._joined = asyncio.Event()
+        self._wake()
 
     def leave(self, res: HTTPServerUIInputRes) -> None:
+        """`res` stops (its cleanup): it takes no save any more (find waits for its successor)."""
         self.inputs.remove(res)
+        self._leaving.append(res)
         now = asyncio.get_running_loop().time()
         self._left = {i: t for i, t in self._left.items() if t > now - SWAP_WAIT}
         self._left[res.ident] = now
 
+    def dropped(self, res: HTTPServerUIInputRes) -> None:
+        """The engine dropped `res` (at the end of the swap that stopped it): not shown any
+        more, and its id is unknown from now on unless an input of it joined."""
+        if res in self._leaving:
+            self._leaving.remove(res)
+        if not any(i.ident == res.ident for i in self.inputs):
+            self._left.pop(res.ident, None)
+        self._wake()
+
+    def shown(self) -> list[HTTPServerUIInputRes]:
+        """The inputs, and those that left in a swap not over yet whose id none took again
+        (the page and `list/` show them throughout the swap)."""
+        if not self._leaving:
+            return self.inputs
+        taken = {i.ident for i in self.inputs}
+        return self.inputs + [i for i in self._leaving if i.ident not in taken]
+
+    def _wake(self) -> None:
+        self._joined.set()
+        self._joined = asyncio.Event()
+
     async def find(
         self, ident: str, member: Callable[[str], HTTPServerUIInputRes | None]
     ) -> HTTPServerUIInputRes | None:
-        """member(ident); None at once if there is none and no input of that id left less
-        than SWAP_WAIT ago, else once one has joined, or at SWAP_WAIT after it left."""
+        """member(ident); None at once if there is none and no input of that id left in a
+        swap not over yet, less than SWAP_WAIT ago; else once one has joined, or at the
+        swap's end, or at SWAP_WAIT after it left."""
         found = member(ident)
         left = self._left.get(ident)
         if found is not None or left is None:
             return found
         loop = asyncio.get_running_loop()
         deadline = left + SWAP_WAIT
-        while found is None and loop.time() < deadline:
+        while found is None and ident in self._left and loop.time() < deadline:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout_at(deadline):
                     await self._joined.wait()
@@ -125,7 +151,7 @@ class HTTPServerUIRes(Resource):
 
     async def init(self, handle: Handle) -> None:
         await super().init(handle)
-        handle.on_cleanup(routes(handle).answer_at(self))
+        routes(handle).answer_from(handle, self)  # until a swap drops it: never 404 meanwhile
 
     async def check_apply(self, apply: bool) -> bool:
         return nothing_to_do(self.handle, f"serving the ui at {self.url}")
@@ -137,9 +163,13 @@ class HTTPServerUIRes(Resource):
     def accepts(self, path: str) -> bool:
         return path.startswith(self.url)
 
-    def members(self) -> list[HTTPServerUIInputRes]:
-        """Our inputs, in display order (`sort`, then id)."""
-        found = [i for i in inputs(self.handle).inputs if i.path in (None, self.name)]
+    def members(self, shown: bool = False) -> list[HTTPServerUIInputRes]:
+        """Our inputs, in display order (`sort`, then id); `shown`: with those that left in
+        a swap not over yet, for the page and `list/` (Offered.shown)."""
+        offered = inputs(self.handle)
+        found = [
+            i for i in (offered.shown() if shown else offered.inputs) if i.path in (None, self.name)
+        ]
         return sorted(found, key=lambda i: (i.sort, i.ident))
 
     def member(self, ident: str) -> HTTPServerUIInputRes | None:
@@ -167,7 +197,7 @@ class HTTPServerUIRes(Resource):
         if rest == "ping":
             return reply(200, {"message": "pong"})
         if rest == "list/":
-            return reply(200, {"elements": [i.element() for i in self.members()]})
+            return reply(200, {"elements": [i.element() for i in self.members(shown=True)]})
         if top in ("list", "watch") and ident:
             found = await self.replaced(ident)
             if found is None:
@@ -199,7 +229,7 @@ class HTTPServerUIRes(Resource):
     def _page(self) -> str:
         title = html.escape(self.data.title if self.data is not None else "")
         head = self.data.head if self.data is not None else ""
-        fields = "\n".join(i.html() for i in self.members())
+        fields = "\n".join(i.html() for i in self.members(shown=True))
         about = f"This is: mgmt, on {self.handle.hostname}"
         return PAGE.format(title=title, head=head, about=html.escape(about), fields=fields)
 
@@ -340,6 +370,7 @@ class HTTPServerUIInputRes(Resource):
             handle.on_cleanup(self._store_at_stop)  # the last cleanup: once it left the UI
         handle.on_cleanup(lambda: offered.leave(self))
         handle.on_cleanup(self._gone)
+        handle.on_detach(lambda: offered.dropped(self))  # shown until the swap is over
 
     async def watch(self) -> None:
         if not self.store:

@@ -402,7 +402,7 @@ class TFTPFileRes(Edgeable, Resource):
     async def init(self, handle: Handle) -> None:
         await super().init(handle)
         self._refused = Refusals(handle.logger)  # requests refused for a link on the way
-        handle.on_cleanup(files(handle).add(self))
+        files(handle).offer(handle, self)  # until a swap drops it: served across the swap
 
     async def check_apply(self, apply: bool) -> bool:
         return nothing_to_do(self.handle, f"offering {self.served_name}")

@@ -1,14 +1,14 @@
 """How members join this agent's http servers: the files, proxies and UIs that answer at their
 URL paths, and the flags that take POSTs (one `Routes` per engine, in its shared objects).
 
-Each member offers itself for its lifetime, as resources._lib.serving's `Offers` say: `server`
+Each member offers itself until the engine drops it, as resources._lib.serving's `Offers` say: `server`
 names the http:server (its name) that serves it; None: every http:server of the agent.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
-from typing import Protocol, TypeVar
+from typing import ClassVar, Protocol, TypeVar
 
 from engine.handle import Handle
 from resources._lib.httpd import Request, Response
@@ -39,6 +39,8 @@ class Answerer(Protocol):
     """What answers requests at its URL path (below it, for a directory): http:server:file,
     http:server:proxy, http:server:ui."""
 
+    kind: ClassVar[str]
+    name: str
     server: str | None
 
     @property
@@ -52,6 +54,8 @@ class Answerer(Protocol):
 class Flag(Protocol):
     """What takes the form values POSTed to its URL path: http:server:flag."""
 
+    kind: ClassVar[str]
+    name: str
     server: str | None
 
     @property
@@ -71,13 +75,18 @@ class Routes:
         """Offer `member`; returns the callable that withdraws it."""
         return self.answerers.add(member)
 
+    def answer_from(self, handle: Handle, member: Answerer) -> None:
+        """Offer `member` until the engine drops it, across the swap that replaces it
+        (Offers.offer): its URL path is never 404 in between."""
+        self.answerers.offer(handle, member)
+
     def take_posts(self, flag: Flag) -> Callable[[], None]:
         """Offer `flag`; returns the callable that withdraws it."""
         return self.flags.add(flag)
 
     def answerer_for(self, server: str, path: str) -> Answerer | None:
         """What answers `path` on `server`: an exact one, else the longest directory; the
-        newest of two at one URL path (one replacing the other in a swap: HTTPServerFileRes)."""
+        newest of two at one URL path (one replacing the other in a swap: Offers)."""
         found = [a for a in reversed(self.answerers.to(server)) if a.accepts(path)]
         found.sort(key=lambda a: (a.url != path, -len(a.url)))
         return found[0] if found else None

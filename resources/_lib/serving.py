@@ -3,9 +3,10 @@ address, safe reads of the files they serve, and how member resources join them.
 
 In mgmt a server's members (http:server:file, tftp:file, dhcp:host...) autogroup into the
 server's vertex. Here each member stays a vertex of its own (its own events, send/recv and
-`--noop` line) and offers itself, for its lifetime, to this engine's servers of its family
-through an `Offers` kept in the engine's shared objects: a member whose `server` is None is
-served by every server of the family, else only by the server of that name.
+`--noop` line) and offers itself to this engine's servers of its family through an `Offers`
+kept in the engine's shared objects, until the engine drops it (at the end of the swap that
+removes or replaces it: `Offers.offer`): a member whose `server` is None is served by every
+server of the family, else only by the server of that name.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import ClassVar, Generic, Protocol, TypeVar
 
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle, ResourceLogger
@@ -30,6 +31,9 @@ LOOPBACK = "127.0.0.1"  # what an empty host means here (docs/security.md: loopb
 
 
 class Member(Protocol):
+    kind: ClassVar[str]
+    name: str
+
     @property
     def server(self) -> str | None: ...
 
@@ -38,19 +42,55 @@ M = TypeVar("M", bound=Member)
 
 
 class Offers(Generic[M]):
-    """The members of one kind offered to this engine's servers, in the order they joined."""
+    """The members of one kind offered to this engine's servers, in the order they joined.
+
+    A member offered by `offer` stays offered until the engine drops it (Handle.on_detach, at
+    the end of the swap that removed or replaced it), not only until its cleanup: a swap that
+    replaces a member (its params edited) stops it before its successor's init() offers it
+    again, and it is served in between (before: a 404, a TFTP "file not found", a DHCP host
+    given a range's address or a NAK). A member offered again under its kind and name (its
+    successor) hides the one it replaces from then on: the newest of the two answers."""
 
     def __init__(self) -> None:
         self._members: list[M] = []
+        self._replaced: set[int] = set()  # id()s of members whose successor has joined
 
     def add(self, member: M) -> Callable[[], None]:
         """Offer `member`; returns the callable that withdraws it."""
+        key = (member.kind, member.name)
+        for other in self._members:
+            if (other.kind, other.name) == key and other is not member:
+                self._replaced.add(id(other))
         self._members.append(member)
-        return lambda: self._members.remove(member)
+
+        def withdraw() -> None:
+            self._members.remove(member)
+            self._replaced.discard(id(member))
+
+        return withdraw
+
+    def offer(self, handle: Handle, member: M) -> None:
+        """Offer `member` until the engine drops it (see the class; not at the engine's own
+        stop: its servers stop, and this engine's offers go with its shared objects)."""
+        handle.on_detach(self.add(member))
+
+    def replacing(self, member: M) -> M | None:
+        """The member offered under `member`'s kind and name, not replaced yet: the one
+        `member` replaces in a swap (stopped, offered until the swap drops it), if any."""
+        key = (member.kind, member.name)
+        for other in reversed(self._members):
+            if (other.kind, other.name) == key and id(other) not in self._replaced:
+                return other if other is not member else None
+        return None
 
     def to(self, server: str) -> list[M]:
-        """The members the server named `server` serves."""
-        return [m for m in self._members if m.server in (None, server)]
+        """The members the server named `server` serves (those replaced left out)."""
+        replaced = self._replaced
+        return [
+            m
+            for m in self._members
+            if m.server in (None, server) and not (replaced and id(m) in replaced)
+        ]
 
 
 def offers(handle: Handle, key: str, make: Callable[[], Offers[M]]) -> Offers[M]:

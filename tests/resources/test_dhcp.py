@@ -15,11 +15,13 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
 
+from engine.engine import Engine
 from engine.errors import ResourceError, ValidationError
 from resources.dhcp import (
     MAGIC,
@@ -33,6 +35,10 @@ from resources.dhcp import (
     parse_message,
 )
 from tests.conftest import Running
+from tests.engine.conftest import engine
+from tests.resources.swapping import at_successor_init, swap
+
+__all__ = ["engine"]  # the fixture
 
 INSIDE = os.environ.get("MGMT_TEST_NS") == "1"
 inside = pytest.mark.skipif(not INSIDE, reason="runs inside test_in_namespaces' namespaces")
@@ -320,7 +326,8 @@ async def test_a_removed_host_address_is_leased_again(run_resource: object) -> N
     for n in range(3, 7):  # .3 to .6 leased: the range is full
         leased(server, f"02:00:00:00:00:{n:02x}", f"10.9.0.{n}")
     assert server._answer(dhcp_request(1, "02:00:00:00:00:07")) is None
-    await host.handle.run_cleanups()  # the host is gone: its address is the range's again
+    await host.handle.run_cleanups()
+    host.handle.detach()  # a swap dropped the host: its address is the range's again
     offer = parse_message(server._answer(dhcp_request(1, "02:00:00:00:00:07"))[0])  # type: ignore[index]
     assert offer is not None and offer.yiaddr == IPv4Address("10.9.0.2")
 
@@ -388,3 +395,47 @@ async def test_a_second_server_on_the_same_interface_and_port_is_refused(
     with pytest.raises(ResourceError, match=f"cannot listen on udp 127.0.0.1:{port} on lo: "):
         async with asyncio.timeout(20):
             await second.watch()
+
+
+async def test_hosts_and_ranges_replaced_by_a_swap_are_served_throughout(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A swap that replaces a dhcp:host or a dhcp:range (a param edited) stopped it before its
+    successor's init() offered it again. A host renewing its address in between was sent a
+    NAK (a range's address was picked for it: the client drops its address), one renewing a
+    range's lease had no answer. Each is answered as before the swap now (the server runs
+    in a real engine; its answers are asked as in test_answers; tests/resources/swapping.py)."""
+    server = DHCPServerRes(name="127.0.0.1:0", interface="lo")
+    host_mac, client_mac = "02:00:00:00:01:05", "02:00:00:00:00:02"
+
+    def host(nbp: str) -> DHCPHostRes:
+        return DHCPHostRes(name="h", mac=host_mac, ip="10.9.1.5/24", nbp=nbp)
+
+    def pool(skip: list[str]) -> DHCPRangeRes:
+        return DHCPRangeRes(name="10.9.0.0/29", skip=skip)
+
+    def renewed(mac: str, address: str) -> Callable[[], Awaitable[tuple[int, IPv4Address] | None]]:
+        async def ask() -> tuple[int, IPv4Address] | None:
+            answer = server._answer(dhcp_request(3, mac, o50=IPv4Address(address).packed))
+            reply = parse_message(answer[0]) if answer is not None else None
+            return (reply.kind, reply.yiaddr) if reply is not None else None
+
+        return ask
+
+    await swap(engine, server, host(""), pool([]))
+    requested(server, host_mac, "10.9.1.5")
+    leased(server, client_mac, "10.9.0.1")
+    between = at_successor_init(
+        monkeypatch, DHCPHostRes, lambda res: res.nbp != "", renewed(host_mac, "10.9.1.5")
+    )
+    await swap(engine, server, host("tftp://10.9.1.1/boot"), pool([]))
+    assert between == [(5, IPv4Address("10.9.1.5"))]  # an ACK (before: 6, a NAK)
+    between = at_successor_init(
+        monkeypatch, DHCPRangeRes, lambda res: res.skip != [], renewed(client_mac, "10.9.0.1")
+    )
+    await swap(engine, server, host("tftp://10.9.1.1/boot"), pool(["10.9.0.6"]))
+    assert between == [(5, IPv4Address("10.9.0.1"))]  # an ACK (before: None, no answer)
+    requested(server, client_mac, "10.9.0.1")
+    requested(server, host_mac, "10.9.1.5")
+    await swap(engine, server)
+    assert server._answer(dhcp_request(3, client_mac, o50=IPv4Address("10.9.0.1").packed)) is None

@@ -12,6 +12,7 @@ import socket
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from resources.http_server import HTTPServerFileRes, HTTPServerFlagRes, HTTPServ
 from resources.print import PrintRes
 from tests.conftest import RecordingHandle
 from tests.engine.conftest import engine, settle
+from tests.resources.swapping import at_successor_init, graph_of, swap
 
 __all__ = ["engine"]  # the fixture
 
@@ -35,13 +37,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def graph_of(*resources: object) -> Graph:
-    graph = Graph("t")
-    for res in resources:
-        graph.add(res)  # type: ignore[arg-type]
-    return graph
 
 
 async def fetch(
@@ -744,24 +739,15 @@ async def test_a_file_replaced_by_a_swap_is_served_throughout(
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = HTTPServerRes(name=f":{port}")
-    await engine.apply(graph_of(server, HTTPServerFileRes(name="/f", data="old\n")))
-    await settle(engine)
+    await swap(engine, server, HTTPServerFileRes(name="/f", data="old\n"))
     assert (await fetch(f"{base}/f"))[:2] == (200, b"old\n")
-    between: list[tuple[int, bytes]] = []
-    real_init = HTTPServerFileRes.init
-
-    async def init(self: HTTPServerFileRes, handle: Any) -> None:
-        if self.data == "new\n":  # the successor: its predecessor has been stopped
-            between.append((await fetch(f"{base}/f"))[:2])
-        await real_init(self, handle)
-
-    monkeypatch.setattr(HTTPServerFileRes, "init", init)
-    await engine.apply(graph_of(server, HTTPServerFileRes(name="/f", data="new\n")))
-    await settle(engine)
-    assert between == [(200, b"old\n")]  # (before: 404)
+    between = at_successor_init(
+        monkeypatch, HTTPServerFileRes, lambda res: res.data == "new\n", lambda: fetch(f"{base}/f")
+    )
+    await swap(engine, server, HTTPServerFileRes(name="/f", data="new\n"))
+    assert [reply[:2] for reply in between] == [(200, b"old\n")]  # (before: 404)
     assert (await fetch(f"{base}/f"))[:2] == (200, b"new\n")
-    await engine.apply(graph_of(server))
-    await settle(engine)
+    await swap(engine, server)
     assert (await fetch(f"{base}/f"))[0] == 404
 
 
@@ -789,3 +775,33 @@ async def test_a_long_poll_across_a_swap_that_replaces_its_file_gets_the_new_dat
         assert (await held)[0] == 200
     status, body, headers = await fetch(f"{base}/f", headers=since)
     assert (status, body) == (200, b"new\n")  # (before: 304, the same Last-Modified)
+
+
+async def test_a_post_to_a_flag_replaced_by_a_swap_reaches_its_successor(
+    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A swap that replaces an http:server:flag (its key edited) stopped it before its
+    successor's init() offered its path: a POST in between was 404 (a machine's "done" lost).
+    It is taken now, and its value is the successor's (tests/resources/swapping.py)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/flag"
+    server, shown = HTTPServerRes(name=f":{port}"), PrintRes(name="shown")
+
+    def graph(key: str) -> Graph:
+        built = graph_of(server, HTTPServerFlagRes(name="/flag", key=key), shown)
+        edge = Edge(sendrecv=(("value", "msg"),))
+        built.connect(("http:server:flag", "/flag"), ("print", "shown"), edge)
+        return built
+
+    def post() -> Awaitable[tuple[int, bytes, dict[str, str]]]:
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        return fetch(url, data=b"k=old&k2=done", headers=form)
+
+    await engine.apply(graph("k"))
+    await settle(engine)
+    between = at_successor_init(monkeypatch, HTTPServerFlagRes, lambda res: res.key == "k2", post)
+    await engine.apply(graph("k2"))
+    assert [reply[0] for reply in between] == [200]  # (before: 404)
+    await settle(engine, lambda: shown.msg == "done")  # its value, sent by the successor
+    await swap(engine, server)
+    assert (await post())[0] == 404

@@ -23,6 +23,7 @@ from resources._lib.httpd import fetch as raw_fetch
 from resources.http_server import HTTPServerRes
 from resources.http_server_proxy import HTTPServerProxyRes
 from tests.engine.conftest import engine, settle
+from tests.resources.swapping import at_successor_init, swap
 from tests.resources.test_http_server import fetch, free_port, graph_of, status_line
 
 __all__ = ["engine"]  # the fixture
@@ -375,3 +376,31 @@ def test_a_sub_no_request_can_start_with_is_refused() -> None:
         ("/f/x", "/f/"),
     ]:
         HTTPServerProxyRes(name=path, sub=sub, head="http://h/").validate()
+
+
+async def test_a_proxy_replaced_by_a_swap_is_served_throughout(
+    tmp_path: Path, engine: Engine, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A swap that replaces an http:server:proxy (its `ttl` edited) stopped it before its
+    successor's init() offered its path: a request in between was 404 (a download of an
+    installer failed). It is answered by the old one now (tests/resources/swapping.py)."""
+    upstream.files["/mirror/releases/a.rpm"] = b"moo\n"
+    port = free_port()
+    base, server = f"http://127.0.0.1:{port}", HTTPServerRes(name=f":{port}")
+
+    def proxy(ttl: int) -> HTTPServerProxyRes:
+        head = f"http://127.0.0.1:{upstream.port}/mirror/"
+        cache = f"{tmp_path}/c/"
+        return HTTPServerProxyRes(name="/fedora/", sub="/fedora/", head=head, cache=cache, ttl=ttl)
+
+    await swap(engine, server, proxy(-1))
+    url = f"{base}/fedora/releases/a.rpm"
+    assert (await fetch(url))[:2] == (200, b"moo\n")
+    between = at_successor_init(
+        monkeypatch, HTTPServerProxyRes, lambda res: res.ttl == 60, lambda: fetch(url)
+    )
+    await swap(engine, server, proxy(60))
+    assert [reply[:2] for reply in between] == [(200, b"moo\n")]  # (before: 404)
+    assert (await fetch(url))[:2] == (200, b"moo\n")
+    await swap(engine, server)
+    assert (await fetch(url))[0] == 404

@@ -25,6 +25,7 @@ from resources.http_server import HTTPServerRes
 from resources.http_server_ui import HTTPServerUIInputRes, HTTPServerUIRes, UIData
 from resources.print import PrintRes
 from tests.engine.conftest import engine, settle
+from tests.resources.swapping import at_successor_init, swap
 from tests.resources.test_http_server import fetch, free_port, graph_of, status_line
 
 __all__ = ["engine"]  # the fixture
@@ -582,3 +583,57 @@ async def test_a_watch_given_the_shown_value_answers_a_change_it_came_after(
         watch = asyncio.create_task(get_json(f"{base}/ui/watch/f?value=b"))
         assert await save(base, "f", "c") == (200, None)  # before or after the poll came
         assert await watch == (200, {"value": "c"})
+
+
+async def test_a_ui_replaced_by_a_swap_is_served_throughout(
+    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A swap that replaces an http:server:ui (its title edited) stopped it before its
+    successor's init() offered its path: a page asked for in between was 404. It is the old
+    one's page now (as http:server:file's, tests/resources/swapping.py), the new one's from
+    the successor's init on; a UI the swap removes is 404 once the swap is over."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server, field = HTTPServerRes(name=f":{port}"), HTTPServerUIInputRes(name="f", value="a")
+    await swap(engine, server, field, HTTPServerUIRes(name="/ui/", data=UIData(title="old")))
+    between = at_successor_init(
+        monkeypatch,
+        HTTPServerUIRes,
+        lambda res: res.data is not None and res.data.title == "new",
+        lambda: fetch(f"{base}/ui/index.html"),
+    )
+    await swap(engine, server, field, HTTPServerUIRes(name="/ui/", data=UIData(title="new")))
+    assert [status for status, _, _ in between] == [200]  # (before: 404)
+    assert b"<title>old</title>" in between[0][1] and b'id="f"' in between[0][1]
+    assert b"<title>new</title>" in (await fetch(f"{base}/ui/index.html"))[1]
+    await swap(engine, server, field)
+    assert (await fetch(f"{base}/ui/index.html"))[0] == 404
+
+
+async def test_a_field_replaced_by_a_swap_stays_on_the_page_and_one_removed_is_unknown_at_its_end(
+    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A swap that replaces a field (its sort edited) stops it before its successor's init():
+    `list/` and the page asked in between left it out (a page loaded then had no such
+    field). They show it now (tests/resources/swapping.py). A request for a field the swap
+    removes is unknown (400) at the swap's end (before: SWAP_WAIT after it left; here 600 s)."""
+    monkeypatch.setattr(http_server_ui, "SWAP_WAIT", 600.0)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server, ui = HTTPServerRes(name=f":{port}"), HTTPServerUIRes(name="/ui/")
+    await swap(engine, server, ui, HTTPServerUIInputRes(name="f", value="a"))
+
+    async def listed() -> list[str]:
+        status, data = await get_json(f"{base}/ui/list/")
+        assert status == 200
+        return [element["id"] for element in data["elements"]]
+
+    between = at_successor_init(
+        monkeypatch, HTTPServerUIInputRes, lambda res: res.sort == "z", listed
+    )
+    await swap(engine, server, ui, HTTPServerUIInputRes(name="f", value="a", sort="z"))
+    assert between == [["f"]]  # (before: [])
+    await swap(engine, server, ui)
+    assert await listed() == []
+    async with asyncio.timeout(30):  # (before: 600 s, SWAP_WAIT)
+        assert await save(base, "f", "x") == (400, {"error": "id `f` not found"})

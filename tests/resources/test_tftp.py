@@ -13,9 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from engine.engine import Engine
 from engine.errors import ValidationError
 from resources.tftp import PER_ADDRESS, TFTPFileRes, TFTPServerRes
 from tests.conftest import Running
+from tests.engine.conftest import engine
+from tests.resources.swapping import at_successor_init, swap
+
+__all__ = ["engine"]  # the fixture
 
 
 async def busybox_get(port: int, remote: str, local: Path, *blksize: str) -> tuple[int, str]:
@@ -351,3 +356,28 @@ async def test_a_link_on_the_way_to_root_is_said_once(
     assert [line.split(": refusing")[0] for line in said] == [
         f"tftp:server[127.0.0.1:0]: not served: {tmp_path}/root/a.txt"
     ]
+
+
+async def test_a_file_replaced_by_a_swap_is_served_throughout(
+    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A swap that replaces a tftp:file (its data edited) stopped it before its successor's
+    init() offered its name: a machine booting in between was told "file not found" (busybox
+    tftp exits 1). The old one's content is sent now, the new one's from the successor's init
+    on (tests/resources/swapping.py); a file the swap removes is not found once it is over."""
+    server = TFTPServerRes(name="127.0.0.1:0")
+    await swap(engine, server, TFTPFileRes(name="/f", data="old\n"))
+    got = tmp_path / "got"
+
+    async def get() -> tuple[int, str]:
+        code, out = await busybox_get(server.port, "/f", got)
+        return code, got.read_text() if code == 0 else out
+
+    assert await get() == (0, "old\n")
+    between = at_successor_init(monkeypatch, TFTPFileRes, lambda res: res.data == "new\n", get)
+    await swap(engine, server, TFTPFileRes(name="/f", data="new\n"))
+    assert between == [(0, "old\n")]  # (before: 1, "file not found")
+    assert await get() == (0, "new\n")
+    await swap(engine, server)
+    code, out = await get()
+    assert code != 0 and "not found" in out
