@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -96,3 +99,95 @@ async def test_what_was_read_is_freed_but_the_last_lines(
         assert os.pread(fd, 1024, info.st_size - 1024) == line
     finally:
         os.close(fd)
+
+
+async def test_a_line_longer_than_max_line_is_handed_on_in_pieces_bad_bytes_replaced(
+    tmp_path: Path,
+) -> None:
+    """A "line" of MAX_LINE bytes without its newline is taken as it is (the memory a line
+    holds is bounded), the rest of it is the next; bytes that are not UTF-8 are replaced;
+    the line after them is whole."""
+    log = EtcdLog(tmp_path / "etcd.log")
+    etcd = log.create()
+    try:
+        follower = Follower(log)
+        os.write(etcd, b"x" * (etcdlog.MAX_LINE + 10) + b"\xff\xfe end\n" + b'{"msg":"next"}\n')
+        assert await follower.line() == "x" * etcdlog.MAX_LINE
+        assert await follower.line() == "x" * 10 + "\ufffd\ufffd end"
+        assert await follower.line() == '{"msg":"next"}'
+        await follower.exit()
+        assert follower.lines.empty()
+    finally:
+        os.close(etcd)
+        log.close()
+
+
+async def test_a_restart_makes_a_new_file_while_the_last_ones_lines_are_still_read(
+    tmp_path: Path,
+) -> None:
+    """etcd restarted (its supervisor): the next start's file is made while the last one's
+    follower still reads (etcd exited, its last lines not read yet): it reads them from the
+    file it follows (now etcd.log.1), each once, its last line too; the new follower reads
+    the new file's alone."""
+    old = EtcdLog(tmp_path / "etcd.log")
+    first = old.create()
+    try:
+        old_follower = Follower(old)
+        os.write(first, b'{"msg":"one"}\n')
+        assert await old_follower.line() == '{"msg":"one"}'
+        os.write(first, b'{"msg":"two"}\npanic: dying')
+        new = EtcdLog(tmp_path / "etcd.log")
+        second = new.create()
+        try:
+            new_follower = Follower(new)
+            os.write(second, b'{"msg":"again"}\n')
+            assert await new_follower.line() == '{"msg":"again"}'
+            await old_follower.exit()
+            assert old_follower.lines.get_nowait() == '{"msg":"two"}'
+            assert old_follower.lines.get_nowait() == "panic: dying"
+            assert old_follower.lines.empty()
+            await new_follower.exit()
+            assert new_follower.lines.empty()
+        finally:
+            os.close(second)
+            new.close()
+    finally:
+        os.close(first)
+        old.close()
+    assert (tmp_path / "etcd.log.1").read_bytes().endswith(b"panic: dying")
+
+
+@pytest.fixture
+def ramfs(tmp_path: Path) -> Iterator[Path]:
+    """A ramfs mounted in `tmp_path` (it cannot punch holes); skipped where mounting is not
+    allowed."""
+    where = tmp_path / "ramfs"
+    where.mkdir()
+    mount = ["mount", "-t", "ramfs", "-o", "mode=0700", "ramfs", str(where)]
+    if shutil.which("mount") is None or subprocess.run(mount, check=False).returncode:
+        pytest.skip("cannot mount a ramfs here (needs root or CAP_SYS_ADMIN)")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], timeout=10, check=False)
+
+
+async def test_a_file_system_that_cannot_punch_holes_is_said_once_and_read_on(
+    ramfs: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On a ramfs (no hole punching): one warning, and every line is read all the same."""
+    monkeypatch.setattr(etcdlog, "KEEP", 4096)
+    monkeypatch.setattr(etcdlog, "STEP", 4096)
+    log = EtcdLog(ramfs / "etcd.log")
+    etcd = log.create()
+    try:
+        follower = Follower(log)
+        for i in range(200):
+            os.write(etcd, b'{"msg":"%d"}' % i + b" " * 100 + b"\n")
+        await follower.exit()
+        assert follower.lines.qsize() == 200
+    finally:
+        os.close(etcd)
+        log.close()
+    said = [r.getMessage() for r in caplog.records if "cannot free" in r.getMessage()]
+    assert len(said) == 1 and "it grows until etcd restarts" in said[0], said
