@@ -52,7 +52,10 @@ _NO_PUNCH: set[Path] = set()  # the log files said to be unable to punch holes (
 
 @functools.cache
 def _fallocate() -> Any:
-    fallocate = ctypes.CDLL(None, use_errno=True).fallocate
+    """libc's fallocate with 64-bit offsets (`fallocate64`: on a 32-bit host `fallocate`'s are
+    32-bit, and 64-bit ones given to it would punch nothing useful)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fallocate = getattr(libc, "fallocate64", None) or libc.fallocate
     fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
     return fallocate
 
