@@ -282,6 +282,15 @@ class EtcdProcess:
                 with contextlib.suppress(ProcessLookupError):
                     self.proc.kill()
             raise
+        except Exception:
+            # Its log unreadable (an I/O error, a bug reading a line): said, and etcd is stopped
+            # with it, so that `exited` is true (before, set while etcd ran on, unsaid: a
+            # restart would have found its data dir still locked).
+            log.exception("etcd member %s: its log could not be read: etcd stopped", self.spec.name)
+            if self.proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+                await self.proc.wait()
         finally:
             self._log.close()
             code = self.proc.returncode

@@ -338,3 +338,23 @@ async def test_a_file_system_full_to_the_last_block_is_named(tmp_path: Path) -> 
                 await proc.start(timeout=30)
         finally:
             await proc.stop()
+
+
+async def test_a_log_that_cannot_be_read_is_said_and_stops_etcd(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The agent's reading of etcd's log fails (here its descriptor cannot be read: EBADF): the
+    error is logged and etcd is stopped, so that the member is not taken for exited while it
+    runs on."""
+    async with members(tmp_path) as (node,):
+        etcd_log = node.proc._log
+        assert etcd_log is not None
+        os.close(etcd_log.fd)
+        etcd_log.fd = os.open(os.devnull, os.O_WRONLY)  # (closed by the reader's end)
+        etcd_log._changed.set()  # as a write by etcd would
+        await asyncio.wait_for(node.proc.exited.wait(), 30)
+        await wait_pid_gone(node.pid)
+        assert not pid_alive(node.pid)
+        said = [r for r in caplog.records if "its log could not be read" in r.getMessage()]
+        assert said and said[0].levelname == "ERROR" and said[0].exc_info
+        assert etcd_log.fd == -1
