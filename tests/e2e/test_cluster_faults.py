@@ -20,7 +20,7 @@ import os
 import re
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -496,6 +496,36 @@ def said_once_per_outage(host: Host, hung: str) -> None:
         assert f"the cluster's leader {hung} has a live agent again" not in line, line
 
 
+@contextlib.asynccontextmanager
+async def leader_agent_hung(tmp_path: Path) -> AsyncIterator[tuple[Host, list[Host]]]:
+    """Four voters, h1-h4, with empty graphs; the agent of the raft leader's host stopped
+    (SIGSTOP) until the block ends: (that host, the three others)."""
+    hosts = [Host(f"h{i}", tmp_path) for i in (1, 2, 3, 4)]
+    for host in hosts:
+        host.graph.write_text("graph: g\nresources: {}\n")
+    async with fleet(hosts):
+        await start_voters(hosts)
+        async with client_of(*hosts) as client:
+            leader = await leader_of(client)
+        hung = next(h for h in hosts if h.name == leader)
+        assert hung.daemon is not None and hung.daemon.proc is not None
+        hung.daemon.proc.send_signal(signal.SIGSTOP)
+        try:
+            yield hung, [h for h in hosts if h is not hung]
+        finally:
+            hung.daemon.proc.send_signal(signal.SIGCONT)
+
+
+async def kill_one_not_leading(others: list[Host], leader: str) -> list[Host]:
+    """Kill the last of `others` that is not `leader` and wait until a live one says its
+    member is removed: the live ones."""
+    victim = next(h for h in reversed(others) if h.name != leader)
+    live = [h for h in others if h is not victim]
+    await victim.kill()  # the leader removes its member
+    await wait_any_log(live, f"member {victim.name} is gone; removing it", timeout=60)
+    return live
+
+
 @pytest.mark.slow
 async def test_a_hung_leader_agent_hands_the_leadership_over(tmp_path: Path) -> None:
     """The agent of the raft leader's host hangs (SIGSTOP) while its etcd leads on (tester9):
@@ -509,43 +539,23 @@ async def test_a_hung_leader_agent_hands_the_leadership_over(tmp_path: Path) -> 
     an election may move the leadership to a live member before the grace ends (CI of
     2026-12-06, load 11-14: nobody said anything, rightly, and the test waited for the line
     in vain): accepted here, forced in the next test."""
-    hosts = [Host(f"h{i}", tmp_path) for i in (1, 2, 3, 4)]
-    for host in hosts:
-        host.graph.write_text("graph: g\nresources: {}\n")
-    async with fleet(hosts):
-        await start_voters(hosts)
-        async with client_of(*hosts) as client:
-            leader = await leader_of(client)
-        hung = next(h for h in hosts if h.name == leader)
-        others = [h for h in hosts if h is not hung]
-        taker = others[0]
-        assert hung.daemon is not None and hung.daemon.proc is not None
-        hung.daemon.proc.send_signal(signal.SIGSTOP)
-        try:
-            # The lease (2 s), the grace (10 s), the move: a bound on a hang.
-            now = await wait_leader(others, lambda name: name not in ("", leader), timeout=60)
-            assert taker.daemon is not None
-            moved = f"moved the cluster's leadership from {leader} (no live agent) to this host"
-            if moved in taker.daemon.log:
-                assert f"{headless(leader)}: " in taker.daemon.log, taker.daemon.log
-                assert f"{taker.name} takes the leadership over" in taker.daemon.log
-            victim = next(h for h in reversed(others) if h.name != now)
-            live = [h for h in others if h is not victim]
-            await victim.kill()  # the new leader removes its member
-            await wait_any_log(live, f"member {victim.name} is gone; removing it", timeout=60)
-            for host in live:
-                # One that said so names the leader that took over at its next check (its
-                # next event or tick), never as the hung one's return. A check during the
-                # move (no leader known) forgets nothing (ci6 of 2026-12-05: h3's line never
-                # came).
-                assert host.daemon is not None
-                if headless(leader) in host.daemon.log:
-                    await wait_any_log(
-                        [host], f"the cluster's leader is now |{re.escape(moved)}", 30
-                    )
-                said_once_per_outage(host, leader)
-        finally:
-            hung.daemon.proc.send_signal(signal.SIGCONT)
+    async with leader_agent_hung(tmp_path) as (hung, others):
+        leader, taker = hung.name, others[0]
+        # The lease (2 s), the grace (10 s), the move: a bound on a hang.
+        now = await wait_leader(others, lambda name: name not in ("", leader), timeout=60)
+        assert taker.daemon is not None
+        moved = f"moved the cluster's leadership from {leader} (no live agent) to this host"
+        if moved in taker.daemon.log:
+            assert f"{headless(leader)}: " in taker.daemon.log, taker.daemon.log
+            assert f"{taker.name} takes the leadership over" in taker.daemon.log
+        for host in await kill_one_not_leading(others, now):
+            # One that said so names the leader that took over at its next check (its next
+            # event or tick), never as the hung one's return. A check during the move (no
+            # leader known) forgets nothing (ci6 of 2026-12-05: h3's line never came).
+            assert host.daemon is not None
+            if headless(leader) in host.daemon.log:
+                await wait_any_log([host], f"the cluster's leader is now |{re.escape(moved)}", 30)
+            said_once_per_outage(host, leader)
 
 
 @pytest.mark.slow
@@ -556,32 +566,19 @@ async def test_a_hung_agents_member_that_lost_the_leadership_stays(tmp_path: Pat
     leader's agent is alive: nothing is stalled, nobody need say anything, and it
     reconciles: a killed host's member is removed, and the hung agent's member, whose etcd
     answers, stays a voter (it is not a dead host's)."""
-    hosts = [Host(f"h{i}", tmp_path) for i in (1, 2, 3, 4)]
-    for host in hosts:
-        host.graph.write_text("graph: g\nresources: {}\n")
-    async with fleet(hosts):
-        await start_voters(hosts)
-        async with client_of(*hosts) as client:
-            leader = await leader_of(client)
-        hung = next(h for h in hosts if h.name == leader)
-        others = [h for h in hosts if h is not hung]
+    async with leader_agent_hung(tmp_path) as (hung, others):
+        leader = hung.name
         (etcd,) = hung.pids()
-        assert hung.daemon is not None and hung.daemon.proc is not None
-        hung.daemon.proc.send_signal(signal.SIGSTOP)
         os.kill(etcd, signal.SIGSTOP)
         try:
             now = await wait_leader(others, lambda name: name not in ("", leader), timeout=30)
             os.kill(etcd, signal.SIGCONT)
-            victim = next(h for h in reversed(others) if h.name != now)
-            live = [h for h in others if h is not victim]
-            await victim.kill()
-            await wait_any_log(live, f"member {victim.name} is gone; removing it", timeout=60)
+            live = await kill_one_not_leading(others, now)
             await wait_voters(live, sorted([leader, *(h.name for h in live)]), timeout=30)
             for host in live:
                 said_once_per_outage(host, leader)
         finally:
             os.kill(etcd, signal.SIGCONT)
-            hung.daemon.proc.send_signal(signal.SIGCONT)
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ the test writes what etcd would (its descriptor is the one etcd gets as stderr).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -34,10 +35,21 @@ class Follower:
             await self.task
 
 
-async def test_each_line_as_it_is_written_and_a_cut_one_once_whole(tmp_path: Path) -> None:
-    log = EtcdLog(tmp_path / "etcd.log")
+@contextlib.contextmanager
+def created(path: Path) -> Iterator[tuple[EtcdLog, int]]:
+    """An etcd log made at `path` (`EtcdLog.create`): (it, etcd's descriptor), both closed at
+    the block's end."""
+    log = EtcdLog(path)
     etcd = log.create()
     try:
+        yield log, etcd
+    finally:
+        os.close(etcd)
+        log.close()
+
+
+async def test_each_line_as_it_is_written_and_a_cut_one_once_whole(tmp_path: Path) -> None:
+    with created(tmp_path / "etcd.log") as (log, etcd):
         follower = Follower(log)
         os.write(etcd, b'{"msg":"one"}\n{"msg":')
         assert await follower.line() == '{"msg":"one"}'
@@ -47,9 +59,6 @@ async def test_each_line_as_it_is_written_and_a_cut_one_once_whole(tmp_path: Pat
         await follower.exit()  # what etcd wrote before its exit is read, its last line too
         assert follower.lines.get_nowait() == "panic: no newline"
         assert follower.lines.empty()
-    finally:
-        os.close(etcd)
-        log.close()
 
 
 async def test_the_last_file_is_kept_and_a_link_in_its_place_is_not_followed(
@@ -78,18 +87,13 @@ async def test_what_was_read_is_freed_but_the_last_lines(
     file keeps its length, and its end reads as written."""
     monkeypatch.setattr(etcdlog, "KEEP", 64 * 1024)
     monkeypatch.setattr(etcdlog, "STEP", 64 * 1024)
-    log = EtcdLog(tmp_path / "etcd.log")
-    etcd = log.create()
-    try:
+    with created(tmp_path / "etcd.log") as (log, etcd):
         follower = Follower(log)
         line = b'{"level":"debug","msg":"request stats"}'.ljust(1023) + b"\n"
         for _ in range(2048):
             os.write(etcd, line)
         await follower.exit()
         assert follower.lines.qsize() == 2048
-    finally:
-        os.close(etcd)
-        log.close()
     info = (tmp_path / "etcd.log").stat()
     assert info.st_size == 2048 * 1024
     assert info.st_blocks * 512 <= 3 * 64 * 1024, info.st_blocks
@@ -107,9 +111,7 @@ async def test_a_line_longer_than_max_line_is_handed_on_in_pieces_bad_bytes_repl
     """A "line" of MAX_LINE bytes without its newline is taken as it is (the memory a line
     holds is bounded), the rest of it is the next; bytes that are not UTF-8 are replaced;
     the line after them is whole."""
-    log = EtcdLog(tmp_path / "etcd.log")
-    etcd = log.create()
-    try:
+    with created(tmp_path / "etcd.log") as (log, etcd):
         follower = Follower(log)
         os.write(etcd, b"x" * (etcdlog.MAX_LINE + 10) + b"\xff\xfe end\n" + b'{"msg":"next"}\n')
         assert await follower.line() == "x" * etcdlog.MAX_LINE
@@ -117,9 +119,6 @@ async def test_a_line_longer_than_max_line_is_handed_on_in_pieces_bad_bytes_repl
         assert await follower.line() == '{"msg":"next"}'
         await follower.exit()
         assert follower.lines.empty()
-    finally:
-        os.close(etcd)
-        log.close()
 
 
 async def test_a_restart_makes_a_new_file_while_the_last_ones_lines_are_still_read(
@@ -129,16 +128,12 @@ async def test_a_restart_makes_a_new_file_while_the_last_ones_lines_are_still_re
     follower still reads (etcd exited, its last lines not read yet): it reads them from the
     file it follows (now etcd.log.1), each once, its last line too; the new follower reads
     the new file's alone."""
-    old = EtcdLog(tmp_path / "etcd.log")
-    first = old.create()
-    try:
+    with created(tmp_path / "etcd.log") as (old, first):
         old_follower = Follower(old)
         os.write(first, b'{"msg":"one"}\n')
         assert await old_follower.line() == '{"msg":"one"}'
         os.write(first, b'{"msg":"two"}\npanic: dying')
-        new = EtcdLog(tmp_path / "etcd.log")
-        second = new.create()
-        try:
+        with created(tmp_path / "etcd.log") as (new, second):
             new_follower = Follower(new)
             os.write(second, b'{"msg":"again"}\n')
             assert await new_follower.line() == '{"msg":"again"}'
@@ -148,12 +143,6 @@ async def test_a_restart_makes_a_new_file_while_the_last_ones_lines_are_still_re
             assert old_follower.lines.empty()
             await new_follower.exit()
             assert new_follower.lines.empty()
-        finally:
-            os.close(second)
-            new.close()
-    finally:
-        os.close(first)
-        old.close()
     assert (tmp_path / "etcd.log.1").read_bytes().endswith(b"panic: dying")
 
 
@@ -178,16 +167,11 @@ async def test_a_file_system_that_cannot_punch_holes_is_said_once_and_read_on(
     """On a ramfs (no hole punching): one warning, and every line is read all the same."""
     monkeypatch.setattr(etcdlog, "KEEP", 4096)
     monkeypatch.setattr(etcdlog, "STEP", 4096)
-    log = EtcdLog(ramfs / "etcd.log")
-    etcd = log.create()
-    try:
+    with created(ramfs / "etcd.log") as (log, etcd):
         follower = Follower(log)
         for i in range(200):
             os.write(etcd, b'{"msg":"%d"}' % i + b" " * 100 + b"\n")
         await follower.exit()
         assert follower.lines.qsize() == 200
-    finally:
-        os.close(etcd)
-        log.close()
     said = [r.getMessage() for r in caplog.records if "cannot free" in r.getMessage()]
     assert len(said) == 1 and "it grows until etcd restarts" in said[0], said
