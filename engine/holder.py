@@ -24,7 +24,7 @@ import os
 import select
 import signal
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 # posix_spawn through CDLL: the GIL released around the call (it waits for the child's exec);
 # the quick calls that fill its arguments through PyDLL, the GIL held (through CDLL each would
@@ -90,28 +90,11 @@ def start(program: str, fds: Sequence[int]) -> Holder:
     """Start `program` (an absolute path: `cat`) holding a copy of each of `fds`, reading a
     pipe of this process's until its exit (see the module doc). OSError if it could not
     start."""
-    if _one_thread():
-        return _start(program, fds, _fork)
     if _SPAWN is None:
         return _popen(program, fds)
-    return _start(program, fds, _spawn)
-
-
-def _one_thread() -> bool:
-    """Whether this process has no thread but the calling one (a fork copies only it)."""
-    try:
-        return len(os.listdir("/proc/self/task")) == 1
-    except OSError:
-        return False
-
-
-def _start(
-    program: str, fds: Sequence[int], how: Callable[[str, int, Sequence[int]], int]
-) -> Holder:
-    """`start` through `how` (`_fork` or `_spawn`)."""
     read, write = os.pipe2(os.O_CLOEXEC)
     try:
-        pid = how(program, read, fds)
+        pid = _spawn(program, read, fds)
     except BaseException:
         os.close(write)
         raise
@@ -131,34 +114,6 @@ def _popen(program: str, fds: Sequence[int]) -> Holder:
     )
     assert popen.stdin is not None
     return Holder(popen.pid, popen.stdin.fileno(), popen)
-
-
-def _fork(program: str, read: int, held: Sequence[int]) -> int:
-    """fork, the child exec'ing `program` with the layout `_spawn` gives; its pid, at once
-    (the child's exec is not waited for: one that fails is an exit 127)."""
-    last = _HELD + len(held) - 1
-    argv = [os.fsencode(program)]
-    pid = os.fork()
-    if pid:
-        return pid
-    try:  # the child: nothing of Python's cleanup (os._exit), nothing flushed
-        # Each source above every target first, so that no dup2 is onto itself (it would
-        # leave the close-on-exec flag) nor overwrites a source not yet copied.
-        null = os.open(_DEV_NULL, os.O_WRONLY | os.O_CLOEXEC)  # (a target's number or above)
-        null = fcntl.fcntl(null, fcntl.F_DUPFD, last + 1)
-        sources = [fcntl.fcntl(fd, fcntl.F_DUPFD, last + 1) for fd in (read, *held)]
-        os.dup2(sources[0], _STDIN)
-        os.dup2(null, _STDOUT)
-        os.dup2(null, _STDERR)
-        for target, source in enumerate(sources[1:], _HELD):
-            os.dup2(source, target)
-        os.closerange(last + 1, os.sysconf("SC_OPEN_MAX"))
-        signal.pthread_sigmask(signal.SIG_SETMASK, ())
-        for number in (signal.SIGPIPE, signal.SIGXFSZ):
-            signal.signal(number, signal.SIG_DFL)
-        os.execve(argv[0], argv, os.environ)
-    finally:
-        os._exit(127)
 
 
 def _spawn(program: str, read: int, held: Sequence[int]) -> int:
