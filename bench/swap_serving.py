@@ -8,12 +8,18 @@ asked during the edits and how many failed (a 404, a TFTP error, a DHCP NAK or n
 within 1 s, a UI list without its field). Before 2026-12-06 (fifth session) each replaced
 member was withdrawn between its stop and its successor's start.
 
-    .venv/bin/python bench/swap_serving.py [--noops 3000] [--swaps 5] [--base DIR]
+    .venv/bin/python bench/swap_serving.py [--noops 3000] [--swaps 5] [--rounds 2] [--base DIR]
 
 The DHCP client asks as a relay (`giaddr` 127.0.0.2) so that the answer comes back to it on
-loopback (a client's own answers go to port 68 or broadcast). `--base DIR` runs another
-checkout instead of this tree: run the two alternately. One daemon per run of the script (a
-second daemon started by the same run hung it, 2026-12-06: not understood yet).
+loopback (a client's own answers go to port 68 or broadcast). `--rounds` daemons are started
+one after the other; with `--base DIR` (another checkout) each round starts this tree's and
+BASE's, alternately first. The clients' timeouts are `asyncio.timeout`, not `wait_for`:
+3.11's `wait_for` returns the inner result when it is cancelled just as that result comes
+(cpython gh-86296, fixed in 3.12), so a client loop cancelled at the end of a daemon's run
+went on asking and the TaskGroup waited for it for ever, the daemon's stderr no longer read
+(its log writer blocked on the full pipe). A race at any daemon's end: it was seen as "a
+second daemon hangs" before 2026-12-06 (fifth session, helper twodaemons); the daemons were
+not at fault.
 """
 
 from __future__ import annotations
@@ -82,7 +88,8 @@ async def http_get(port: int, path: str) -> tuple[int, bytes]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        raw = await asyncio.wait_for(reader.read(), 30)
+        async with asyncio.timeout(30):  # (not wait_for: see the docstring)
+            raw = await reader.read()
     finally:
         writer.close()
     head, _, body = raw.partition(b"\r\n\r\n")
@@ -109,7 +116,8 @@ async def tftp_get(port: int, name: str) -> bool:
     try:
         transport.sendto(struct.pack("!H", 1) + name.encode() + b"\0octet\0", ("127.0.0.1", port))
         try:
-            data, peer = await asyncio.wait_for(inbox.queue.get(), 1)
+            async with asyncio.timeout(1):
+                data, peer = await inbox.queue.get()
         except TimeoutError:
             return False
         if data[:2] != struct.pack("!H", 3):
@@ -149,6 +157,10 @@ class DHCPClient:
 
     async def start(self) -> None:
         self.transport, self.inbox = await udp((RELAY, self.port))
+
+    def close(self) -> None:
+        if hasattr(self, "transport"):
+            self.transport.close()
 
     async def ask(self, kind: int, mac: str, asked: str | None) -> tuple[int, str] | None:
         async with self.lock:
@@ -228,7 +240,8 @@ async def one(  # noqa: PLR0915 (one daemon's whole story)
                 b"POST /done HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded"
                 b"\r\nContent-Length: 3\r\n\r\nk=1"
             )
-            line = await asyncio.wait_for(reader.readline(), 30)
+            async with asyncio.timeout(30):
+                line = await reader.readline()
             writer.close()
             note("http:server:flag POST", line.split(b" ")[1:2] == [b"200"])
 
@@ -280,6 +293,7 @@ async def one(  # noqa: PLR0915 (one daemon's whole story)
             for task in [*clients, reader]:
                 task.cancel()
     finally:
+        client.close()
         await terminate([proc])
         shutil.rmtree(work, ignore_errors=True)
     return asked, failed, took
@@ -289,19 +303,28 @@ async def main() -> None:
     parser = Parser()
     parser.add_argument("--noops", type=whole(0), default=3000, help="noop vertices beside")
     parser.add_argument("--swaps", type=whole(1), default=5, help="graph file edits per run")
-    parser.add_argument("--base", type=Path, help="run another checkout instead")
+    parser.add_argument("--rounds", type=whole(1), default=2, help="daemons per checkout")
+    parser.add_argument("--base", type=Path, help="another checkout of mgmt, interleaved")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mgmt-bench-serving-") as where:
-        name, mgmt = "this tree", MGMT
+        runs = {"this tree": MGMT}
         if args.base is not None:
-            name, mgmt = "BASE", base_launcher(checkout(args.base, "--base"), Path(where) / "m")
-        asked, failed, took = await one(mgmt, args.noops, args.swaps)
-    print(
-        f"{name}: {args.swaps} swaps of {args.noops} noops + the members in {took:.1f}s "
-        f"(load {os.getloadavg()[0]:.1f})"
-    )
-    for kind in sorted(asked):
-        print(f"  {kind:30s} failed {failed[kind]:5d} of {asked[kind]:6d}")
+            runs["BASE"] = base_launcher(checkout(args.base, "--base"), Path(where) / "m")
+        results: dict[str, list[tuple[Counter[str], Counter[str], float, float]]] = {}
+        for round_ in range(args.rounds):
+            names = list(runs) if round_ % 2 == 0 else list(reversed(runs))  # each one first
+            for name in names:
+                asked, failed, took = await one(runs[name], args.noops, args.swaps)
+                load = os.getloadavg()[0]
+                results.setdefault(name, []).append((asked, failed, took, load))
+    for name, rows in results.items():
+        times = ", ".join(f"{took:.1f}s (load {load:.1f})" for _, _, took, load in rows)
+        print(
+            f"{name}: {args.swaps} swaps of {args.noops} noops + the members, per daemon: {times}"
+        )
+        for kind in sorted({kind for asked, *_ in rows for kind in asked}):
+            counts = ", ".join(f"{failed[kind]} of {asked[kind]}" for asked, failed, *_ in rows)
+            print(f"  {kind:30s} failed {counts}")
 
 
 if __name__ == "__main__":
