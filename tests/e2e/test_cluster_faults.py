@@ -20,8 +20,9 @@ import os
 import re
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -45,6 +46,8 @@ from tests.e2e.test_cluster_e2e import (
 from tests.e2e.test_cluster_restart import remembers
 from tests.mgmt.cluster.helpers import wait_pid_gone
 
+T = TypeVar("T")
+
 
 async def start(host: Host, seeds: list[Host] | None = None) -> None:
     """Start one agent (joining through `seeds`, if any)."""
@@ -65,6 +68,29 @@ def voters(members: list[Member]) -> list[str]:
     return sorted(m.name for m in members if m.name and not m.is_learner)
 
 
+async def asked_until(
+    hosts: list[Host], ask: Callable[[EtcdClient], Awaitable[T | None]], timeout: float
+) -> T:
+    """What `ask(client)` (a client of `hosts`' members) gives once it is not None: asked again
+    whenever their agents log a line, and at least every second (a change need not be logged:
+    an election, a removal logged before it is applied); a WorldError is "not yet"."""
+    daemons = [h.daemon for h in hosts if h.daemon is not None]
+    async with client_of(*hosts) as client, asyncio.timeout(timeout):
+        while True:
+            for daemon in daemons:
+                daemon._new_line.clear()
+            with contextlib.suppress(WorldError):
+                found = await ask(client)
+                if found is not None:
+                    return found
+            waits = [asyncio.ensure_future(d._new_line.wait()) for d in daemons]
+            try:
+                await asyncio.wait(waits, timeout=1, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for wait in waits:
+                    wait.cancel()
+
+
 async def wait_voters(hosts: list[Host], names: list[str], timeout: float) -> None:
     """Wait until the member list is exactly `names`, all started and voting: re-read it
     whenever an agent logs a line (each membership step is logged by the leader or the
@@ -72,21 +98,12 @@ async def wait_voters(hosts: list[Host], names: list[str], timeout: float) -> No
     need follow it (a read between the two waited for a line in vain, at load 11). No member
     serving yet is "not yet" (an agent says when its member serves): the first host served
     5 s after its start at load 27, after the client had stopped retrying."""
-    daemons = [h.daemon for h in hosts if h.daemon is not None]
-    async with client_of(*hosts) as client, asyncio.timeout(timeout):
-        while True:
-            for daemon in daemons:
-                daemon._new_line.clear()
-            with contextlib.suppress(WorldError):
-                members = await client.members()
-                if len(members) == len(names) and voters(members) == names:
-                    return
-            waits = [asyncio.ensure_future(d._new_line.wait()) for d in daemons]
-            try:
-                await asyncio.wait(waits, timeout=1, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for wait in waits:
-                    wait.cancel()
+
+    async def voting(client: EtcdClient) -> bool | None:
+        members = await client.members()
+        return (len(members) == len(names) and voters(members) == names) or None
+
+    await asked_until(hosts, voting, timeout)
 
 
 def three_exporters(tmp_path: Path) -> tuple[list[Host], Path, list[str]]:
@@ -459,21 +476,12 @@ async def wait_leader(hosts: list[Host], wanted: Callable[[str], bool], timeout:
     """The raft leader's name, asked through `hosts`' members, once `wanted(name)`: asked
     again whenever their agents log a line, and at least every second (an election moves the
     leadership without any agent saying so)."""
-    daemons = [h.daemon for h in hosts if h.daemon is not None]
-    async with client_of(*hosts) as client, asyncio.timeout(timeout):
-        while True:
-            for daemon in daemons:
-                daemon._new_line.clear()
-            with contextlib.suppress(WorldError):
-                name = await leader_of(client)
-                if wanted(name):
-                    return name
-            waits = [asyncio.ensure_future(d._new_line.wait()) for d in daemons]
-            try:
-                await asyncio.wait(waits, timeout=1, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for wait in waits:
-                    wait.cancel()
+
+    async def leading(client: EtcdClient) -> str | None:
+        name = await leader_of(client)
+        return name if wanted(name) else None
+
+    return await asked_until(hosts, leading, timeout)
 
 
 def headless(hung: str) -> str:

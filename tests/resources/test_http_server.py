@@ -23,7 +23,15 @@ from engine.engine import Engine, Status
 from engine.errors import ValidationError
 from engine.graph import Edge, Graph
 from resources import http_client, http_server
-from resources._lib.httpd import HELD_PER_PEER, MAX_CONNECTIONS, PER_PEER
+from resources._lib.httpd import (
+    HELD_PER_PEER,
+    MAX_CONNECTIONS,
+    PER_PEER,
+    Request,
+    Response,
+    http_date,
+    serve,
+)
 from resources.http_server import HTTPServerFileRes, HTTPServerFlagRes, HTTPServerRes
 from resources.print import PrintRes
 from tests.conftest import RecordingHandle
@@ -597,6 +605,40 @@ async def long_polling_client(
     return res, handle, asyncio.create_task(res.watch())
 
 
+class HeldLongPoll:
+    """A real server's handler (`handle`) for the long-poll race tests: check_apply's own
+    request (no Prefer header) gets the file (`content`; 404 while there is none); the first
+    long poll is answered as things are when it comes (404: no file yet), but sent only once
+    the test sets `release` (`held` says it came); later polls are held (`asked_again`)."""
+
+    VERSION = 1_700_000_000.0  # the file's Last-Modified
+
+    def __init__(self) -> None:
+        self.content: list[bytes] = []  # the file served: none yet
+        self.held, self.release, self.asked_again = (
+            asyncio.Event(),
+            asyncio.Event(),
+            asyncio.Event(),
+        )
+        self._polls = 0
+
+    async def handle(self, request: Request) -> Response:
+        if "prefer" not in request.headers:  # check_apply's own request: the file as it is
+            if not self.content:
+                return Response(404, b"404 page not found\n")
+            return Response(200, self.content[0], {"Last-Modified": http_date(self.VERSION)})
+        self._polls += 1
+        if self._polls == 1:  # answered as things are now (404), sent once the test says so
+            answer = Response(404, b"404 page not found\n") if not self.content else None
+            self.held.set()
+            await self.release.wait()
+            assert answer is not None
+            return answer
+        self.asked_again.set()
+        await asyncio.Event().wait()  # held: nothing changes any more
+        raise AssertionError("unreachable")
+
+
 async def test_a_long_poll_reply_older_than_the_clients_own_download_is_not_taken(
     tmp_path: Path,
 ) -> None:
@@ -604,29 +646,14 @@ async def test_a_long_poll_reply_older_than_the_clients_own_download_is_not_take
     comes in after check_apply's own request got the file (200): that older 404 must not fail
     the resource (examples/http-server.yaml in CI: `downloaded ...`, then `status 404`). A real
     server on 127.0.0.1 whose first long poll answer the test holds back: the order forced."""
-    from resources._lib.httpd import Request, Response, http_date, serve
-
-    content: list[bytes] = []  # the file served: none yet
-    version = 1_700_000_000.0
-    held, release, asked_again = asyncio.Event(), asyncio.Event(), asyncio.Event()
-    polls = 0
-
-    async def handler(request: Request) -> Response:
-        nonlocal polls
-        if "prefer" not in request.headers:  # check_apply's own request
-            return Response(200, content[0], {"Last-Modified": http_date(version)})
-        polls += 1
-        if polls == 1:  # answered as things are now (404), sent once the test says so
-            answer = Response(404, b"404 page not found\n") if not content else None
-            held.set()
-            await release.wait()
-            assert answer is not None
-            return answer
-        asked_again.set()
-        await asyncio.Event().wait()  # held: nothing changes any more
-        raise AssertionError("unreachable")
-
-    listener = await serve("127.0.0.1", 0, handler)
+    server = HeldLongPoll()
+    content, held, release, asked_again = (
+        server.content,
+        server.held,
+        server.release,
+        server.asked_again,
+    )
+    listener = await serve("127.0.0.1", 0, server.handle)
     dst = tmp_path / "copy"
     res, handle, watch = await long_polling_client(tmp_path, dst, listener.port)
     try:
@@ -680,32 +707,11 @@ async def test_a_long_poll_reply_that_comes_in_as_check_apply_begins_is_not_take
     and the next check_apply must not take that older 404 and fail (before: `status 404`,
     examples/http-server.yaml, 4 runs in 20 on a loaded host). A real server on 127.0.0.1;
     the order forced by holding check_apply's read of its file and the long poll's answer."""
-    from resources._lib.httpd import Request, Response, http_date, serve
-
-    content: list[bytes] = []  # the file served: none yet
-    version = 1_700_000_000.0
-    held, release = asyncio.Event(), asyncio.Event()
-    polls = 0
-
-    async def handler(request: Request) -> Response:
-        nonlocal polls
-        if "prefer" not in request.headers:  # check_apply's own request: the file as it is
-            if not content:
-                return Response(404, b"404 page not found\n")
-            return Response(200, content[0], {"Last-Modified": http_date(version)})
-        polls += 1
-        if polls == 1:  # answered as things are now (404), sent once the test says so
-            answer = Response(404, b"404 page not found\n") if not content else None
-            held.set()
-            await release.wait()
-            assert answer is not None
-            return answer
-        await asyncio.Event().wait()  # held: nothing changes any more
-        raise AssertionError("unreachable")
-
+    server = HeldLongPoll()
+    content, held, release = server.content, server.held, server.release
     executor = ReadsHeld()
     asyncio.get_running_loop().set_default_executor(executor)
-    listener = await serve("127.0.0.1", 0, handler)
+    listener = await serve("127.0.0.1", 0, server.handle)
     dst = tmp_path / "copy"
     res, handle, watch = await long_polling_client(tmp_path, dst, listener.port)
     try:
