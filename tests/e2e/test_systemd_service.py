@@ -432,12 +432,17 @@ async def test_a_graph_file_missing_at_start_is_restarted_until_it_is_back(
     (tmp_path / "out").unlink()
     await sd.manager("StartUnit", "ss", service, "replace")
 
-    async def restarted() -> bool:
-        props = await sd.props(service, "Service")
-        return int(props["NRestarts"]) >= 1 and props["ExecMainStatus"] == 75
+    status = ""
 
-    await sd.wait_until(restarted)
-    status = str((await sd.props(service, "Service"))["StatusText"])
+    async def restarted_saying_why() -> bool:
+        # NRestarts counts a restart as it starts, and the start clears StatusText until the new
+        # process says why it exits: one snapshot of all three, the status once it is said.
+        nonlocal status
+        props = await sd.props(service, "Service")
+        status = str(props["StatusText"])
+        return int(props["NRestarts"]) >= 1 and props["ExecMainStatus"] == 75 and status != ""
+
+    await sd.wait_until(restarted_saying_why)
     assert status == f"{path}: cannot read: No such file or directory", status
     path.write_text(text)
     await sd.wait_until(lambda: settled("active"))
