@@ -12,6 +12,7 @@ line each. Keys mgmt once had and ignores today only warn.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import errno
 import functools
@@ -149,10 +150,28 @@ MAX_DEPTH = 64  # lists and mappings nested in each other
 MAX_INT_DIGITS = 4_300  # characters of an integer (Python's own int() limit, for every base)
 
 
+class _NoYAML(Exception):
+    """A part of PyYAML a parse needs could not be imported (PyYAML upgraded, removed or broken
+    while the agent runs): parse() and reparse() tell it as the file's GraphFileError, so that a
+    running agent keeps its graph and says why in one line (a start is refused so)."""
+
+
+@contextlib.contextmanager
+def _importing() -> Iterator[None]:
+    """Around a lazy import of PyYAML's: its ImportError or OSError as _NoYAML."""
+    try:
+        yield
+    except (ImportError, OSError) as err:
+        raise _NoYAML(
+            f"cannot parse it: PyYAML cannot be imported ({type(err).__name__}: {err}); "
+            "was it upgraded or removed? (reinstall it)"
+        ) from err
+
+
 @functools.cache
 def _safe_constructor() -> type[SafeConstructor]:
     """PyYAML's SafeConstructor, imported at its first use (its patterns compiled at theirs)."""
-    with patterns_on_use("yaml"):
+    with _importing(), patterns_on_use("yaml"):
         from yaml.constructor import SafeConstructor
 
     return SafeConstructor
@@ -161,14 +180,15 @@ def _safe_constructor() -> type[SafeConstructor]:
 def _base_loader() -> Any:
     """PyYAML's CSafeLoader (libyaml's parser, the safe constructor, the resolver), made of the
     same three parts as yaml.cyaml makes it (that module also makes the dumpers); without
-    libyaml, its pure-Python SafeLoader."""
+    libyaml (or if it cannot be imported), its pure-Python SafeLoader."""
     try:
         with patterns_on_use("yaml"):  # the extension imports the reader and the constructor
             from yaml._yaml import CParser
-    except ImportError:
-        import yaml
+    except (ImportError, OSError):
+        with _importing():
+            import yaml
 
-        return yaml.SafeLoader
+            return yaml.SafeLoader
 
     constructor = _safe_constructor()
 
@@ -379,7 +399,10 @@ def parse(
     run whose graph the engine refused so: `locate_refusal`), which the engine refuses anyway
     (without lines): not on every run's path (~1% of a 1,000-file run's instructions)."""
     with collector.paused():  # many objects, no cycles: half the time went to full passes
-        return _Parser(filename, incremental, duplicates).parse(text)
+        try:
+            return _Parser(filename, incremental, duplicates).parse(text)
+        except _NoYAML as err:
+            raise GraphFileError([f"{filename}: {err}"]) from err
 
 
 def located(loaded: Loaded, filename: str) -> list[str]:
@@ -479,7 +502,7 @@ def _yaml_problem(err: YAMLError, data: bytes, offset: int = 0) -> tuple[int, st
         elif err.context:
             what += f" ({err.context})"
         return line, f"YAML syntax error: {what}"
-    with patterns_on_use("yaml"):
+    with _importing(), patterns_on_use("yaml"):
         from yaml.reader import ReaderError
 
     if isinstance(err, ReaderError):  # a control character, or bad bytes
@@ -501,7 +524,8 @@ def _line_at(data: bytes, position: int) -> int:
 def _alias_line(data: bytes, index: int) -> int:
     """The line of the index-th alias (1-based, in document order) of `data`."""
     seen = 0
-    from yaml.events import AliasEvent
+    with _importing():
+        from yaml.events import AliasEvent
 
     loader = _loader()(data)  # as yaml.parse(data, Loader=_loader())
     try:
@@ -1413,8 +1437,9 @@ def _alone(err: YAMLError, fragment: bytes, found: _List, more: bool) -> bool:
       than an item's, ends the list there, and the mapping of its key tells);
     - in a fragment without a character YAML refuses: the reader tells one before a syntax
       error up to a buffer earlier, and the buffers' bounds differ."""
-    from yaml.parser import ParserError
-    from yaml.scanner import ScannerError
+    with _importing():
+        from yaml.parser import ParserError
+        from yaml.scanner import ScannerError
 
     if not isinstance(err, (ScannerError, ParserError)):
         return False
@@ -2057,6 +2082,8 @@ def reparse(data: bytes, filename: str, previous: Loaded | None) -> Loaded:
         except GraphFileError:
             log.debug("graph file: the edit refused from the items it changed alone")
             raise
+        except _NoYAML as err:
+            raise GraphFileError([f"{filename}: {err}"]) from err
     if loaded is None or too_many(len(loaded.graph)) is not None:
         log.debug("graph file: parsed whole")
         return parse(data, filename, incremental=True)  # (which says where it is too large)

@@ -12,6 +12,9 @@
   own with an error: the operator sees e.g. `panic: removed all voters`, which is also the
   exit's reason (unless etcd's JSON log gave one with more detail).
 - `stop()` sends SIGTERM and waits (SIGKILL after a timeout).
+- A start cancelled at any of its awaits (its agent stopped while its etcd starts) closes what
+  it opened (the log's two descriptors, made in a thread that is waited for) and stops the etcd
+  it spawned before the cancel goes on; `stop()` of a process never spawned closes its log.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ import logging
 import os
 import shutil
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from engine import safefs
 from engine.errors import ResourceError, WorldError
@@ -35,6 +39,7 @@ from mgmt.cluster.options import Options
 from mgmt.cluster.pki import CORE_SAN
 
 log = logging.getLogger("cluster")
+T = TypeVar("T")
 
 ETCD = "etcd"
 _READY = ("serving client traffic", "ready to serve client requests")
@@ -167,6 +172,41 @@ def _no_room(directory: Path) -> str:
     return f"no space left on device (the file system of {directory} is full: etcd's log too)"
 
 
+async def _settled(task: asyncio.Future[T]) -> bool:
+    """Wait until `task` is done, even if cancelled meanwhile: whether it was."""
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError:
+            cancelled = True
+    return cancelled
+
+
+async def _to_the_end(aw: Awaitable[T]) -> T:
+    """Await `aw` until it is done, even if cancelled meanwhile (then CancelledError after it):
+    what it cleans up is cleaned up whatever happens to its caller."""
+    task = asyncio.ensure_future(aw)
+    if await _settled(task):
+        raise asyncio.CancelledError
+    return task.result()
+
+
+async def _created(etcd_log: EtcdLog) -> int:
+    """`etcd_log.create()` in a thread: etcd's descriptor (OSError if it cannot). Cancelled,
+    it waits for the thread (a few system calls) and closes what it opened: the thread would
+    run on, and its two descriptors be left open, with no one to take them."""
+    made = asyncio.ensure_future(asyncio.to_thread(etcd_log.create))
+    try:
+        return await asyncio.shield(made)
+    except asyncio.CancelledError:
+        await _settled(made)
+        if made.exception() is None:  # (else it closed what it had opened)
+            os.close(made.result())
+        etcd_log.close()
+        raise
+
+
 class EtcdProcess:
     """A running etcd member (see the module doc)."""
 
@@ -217,13 +257,13 @@ class EtcdProcess:
                 "--prefix"
             )
         log.debug("starting etcd: %s", " ".join(argv))
-        self._log = EtcdLog(etcdlog.path_of(data_dir))
+        self._log = etcd_log = EtcdLog(etcdlog.path_of(data_dir))
         try:
-            stderr = await asyncio.to_thread(self._log.create)
+            stderr = await _created(etcd_log)
         except OSError as err:
-            self._log.close()
-            raise WorldError(f"cannot create etcd's log file {self._log.path}: {err}") from err
+            raise WorldError(f"cannot create etcd's log file {etcd_log.path}: {err}") from err
         try:
+            # Cancelled while it waits for the child, asyncio kills and reaps it.
             self.proc = await asyncio.create_subprocess_exec(
                 *_pdeathsig(),
                 *argv,
@@ -232,9 +272,11 @@ class EtcdProcess:
                 stderr=stderr,  # a file, never a pipe: etcd must not wait on this agent
                 start_new_session=True,  # a terminal's Ctrl-C goes to the agent, not to etcd
             )
-        except OSError as err:
-            self._log.close()
-            raise WorldError(f"cannot start etcd: {err}") from err
+        except BaseException as err:  # (cancelled too: the log is closed on every path)
+            etcd_log.close()
+            if isinstance(err, OSError):
+                raise WorldError(f"cannot start etcd: {err}") from err
+            raise
         finally:
             os.close(stderr)
         self._reader = asyncio.create_task(self._read(), name="etcd log")
@@ -266,10 +308,13 @@ class EtcdProcess:
             async with asyncio.timeout(timeout):
                 ready = await self.wait_ready()
         except TimeoutError:
-            await self.stop()
+            await _to_the_end(self.stop())
             raise WorldError(f"etcd did not become ready within {timeout:.0f}s") from None
+        except BaseException:  # cancelled (its agent stops): etcd must not outlive its start
+            await _to_the_end(self.stop())
+            raise
         if not ready:
-            await self.stop()
+            await _to_the_end(self.stop())
             raise WorldError(f"etcd exited at start: {self.last_error or 'no error logged'}")
 
     async def _read(self) -> None:
@@ -393,7 +438,9 @@ class EtcdProcess:
         """SIGTERM, wait (SIGKILL after `timeout`), and reap: never leaves a process behind."""
         self._stopping = True
         proc = self.proc
-        if proc is None:
+        if proc is None:  # never spawned (its start failed, or was cancelled): no reader
+            if self._log is not None:  # closes the log
+                self._log.close()
             return
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
