@@ -43,6 +43,7 @@ from resources.file.where import (
     Held,
     SharedDir,
     Src,
+    StepDirs,
     Where,
     attr_steps,
     child,
@@ -70,6 +71,7 @@ FILE_BASE = 0o644  # permission bits of a new file when neither mode nor source 
 INLINE_SPARE = 1 << 16  # content of at most this many characters gets a spare made ahead
 _SPARE = "resources._lib.spare"
 _LOOP = "asyncio.loop"  # the engine's running loop, in its Shared (listen())
+_STEP_DIRS = "resources.file.StepDirs"  # the parent directories a step's checks share
 
 REFUSED_NAMED = 5  # entries of a tree not replaced, named at most in the failure's message
 _MANAGED = ("content", "source", "fragments", "owner", "group", "mode", "selinux")
@@ -695,7 +697,10 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         watcher: PathWatcher | None = None,
         found: Found | None = None,
     ) -> tuple[Where, list[Step]]:
-        where, st = self._locate(held) if found is None else found
+        if found is None:  # on the loop: its step's checks share the directory (StepDirs)
+            where, st = self._locate(held, self._step_dirs())
+        else:
+            where, st = found
         if watcher is not None:  # not following symlinks: where.path is the watched path
             watcher.observed(None if st is None else stat.S_IFMT(st.st_mode))
         if self.state == "absent":
@@ -726,10 +731,18 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         link = functools.partial(where.symlink, TOP, target, uid, gid)
         return [*steps, Step(f"link {path} -> {target}", f"linked {path} -> {target}", link)]
 
-    def _locate(self, held: Held, *, writing: bool = False) -> tuple[Where, os.stat_result | None]:
+    def _step_dirs(self) -> StepDirs:
+        """The engine's StepDirs (made on its loop, at the first check)."""
+        return self.handle.shared.get(_STEP_DIRS, StepDirs)
+
+    def _locate(
+        self, held: Held, dirs: StepDirs | None = None, *, writing: bool = False
+    ) -> tuple[Where, os.stat_result | None]:
         """Where the path to manage is (a followed symlink's target) and its lstat. `writing`:
-        in a writing I/O thread, where an absent path is found with the GIL held."""
-        where = held.enter_context(Where(self._fs_path))
+        in a writing I/O thread, where an absent path is found with the GIL held. `dirs`: on
+        the loop, the directory shared with the step's other checks (StepDirs)."""
+        path = self._fs_path
+        where = held.enter_context(Where(path)) if dirs is None else dirs.at(path, held)
         st = where.found() if writing else where.lstat(TOP)
         if st is None or not stat.S_ISLNK(st.st_mode):
             return where, st
