@@ -575,7 +575,8 @@ class StepDirs:
 
     def at(self, path: str, held: Held) -> Where:
         """`path`'s Where (an absolute, normalized path), held by `held` until its end."""
-        parent, name = _split(path)
+        cut = path.rfind("/")
+        parent = path[:cut]  # the key: one string, one directory (not the root's files)
         opened = self._open.get(parent)
         if opened is None:
             where = Where(path)
@@ -591,7 +592,7 @@ class StepDirs:
                 loop.call_soon(self._flush)
         shared = opened.where
         other = object.__new__(Where)
-        other.name, other.path, other.fd, other.missing = name, path, shared.fd, []
+        other.name, other.path, other.fd, other.missing = path[cut + 1 :], path, shared.fd, []
         other._ident, other._local, other._new_owner = shared._ident, shared._local, None
         opened.users += 1
         held.on_exit(opened.release)
