@@ -108,6 +108,10 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
     DRIFTS = True  # its repairs are watched for churn (engine.churn)
 
     SENDS: ClassVar[Mapping[str, Any]] = {"content": str}
+    # _fs_path's last answer, and the spec (path, else name) it was made of (the same object:
+    # a value received later is another): read 5-7 times a run.
+    _fs_spec: ClassVar[str | None] = None
+    _fs_norm: ClassVar[str] = ""
 
     # Absolute path; a trailing "/" means a directory. Default None: the resource name.
     path: str | None = None
@@ -157,12 +161,13 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
 
     @property
     def _fs_path(self) -> str:
-        spec = self.path if self.path is not None else self.name
-        cached: tuple[str, str] | None = self.__dict__.get("_fs_cache")
-        if cached is not None and cached[0] is spec:  # asked ~5 times per check
-            return cached[1]
+        spec = self.path
+        if spec is None:
+            spec = self.name
+        if spec is self._fs_spec:
+            return self._fs_norm
         norm = os.path.normpath(spec)
-        self._fs_cache = (spec, norm)
+        self._fs_spec, self._fs_norm = spec, norm  # type: ignore[misc]  # (ClassVar: the default)
         return norm
 
     @property
