@@ -229,6 +229,11 @@ class Converger:
             return
         if self.engine.vertices.get(vertex.key) is not vertex:
             return
+        if self._unsettled and self._timer is None and self.diverged.is_set():
+            # Diverged (`converged` clear), no timer armed, `settled` clear: what _restart()
+            # would do is done, and the counts STATUS= shows did not change (a first run's
+            # every write; _rearm() arms the timer once the last vertex settles).
+            return
         self._restart()
 
     def _started(self, event: GraphSwapped) -> None:
