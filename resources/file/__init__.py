@@ -568,7 +568,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             )
             _writing[0] += 1
             try:
-                found = await in_thread(create, (("file", os.path.dirname(path)), SharedDir))
+                found = await in_thread(create, (("file", _dirname(path)), SharedDir))
             finally:
                 _writing[0] -= 1
                 for line in done:  # (log(INFO, ...) itself: info()'s frame and a format less)

@@ -220,7 +220,8 @@ class Where:
         """A Where of `path`, another name in this directory (no parent of it missing), on
         this one's descriptor: valid while this one is open, and never closed itself."""
         other = object.__new__(Where)
-        other.name, other.path, other.fd, other.missing = os.path.basename(path), path, self.fd, []
+        name = path[path.rfind("/") + 1 :]  # os.path.basename's, without its two calls
+        other.name, other.path, other.fd, other.missing = name, path, self.fd, []
         other._ident, other._local, other._new_owner = self._ident, self._local, self._new_owner
         return other
 
