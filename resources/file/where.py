@@ -563,9 +563,9 @@ class StepDirs:
     thread's check walks alone (its group of first writes shares SharedDir instead).
 
     A directory stays open while a check that took it holds it (its Held), past its step:
-    a check that writes awaits its steps; it is closed by the last one to let go. A
-    directory not reached in one call (a missing parent, a symlink on the way that the
-    safe-path rule lets be followed) is the check's own, as before."""
+    a check that writes awaits its steps; it is closed by the last one to let go. Where a
+    parent is missing (the check makes it: `make_parent` replaces its descriptor) the
+    Where is the check's own, as before."""
 
     __slots__ = ("_flush_due", "_loop", "_open")
 
@@ -583,7 +583,11 @@ class StepDirs:
             where = Where(path)
             if where.missing or not parent.startswith("/"):
                 return held.enter_context(where)  # the check's own
-            where.ident()  # asked for every check of a file (Where.temp_steps)
+            try:
+                where.ident()  # asked for every check of a file (Where.temp_steps)
+            except BaseException:
+                where.__exit__()
+                raise
             opened = self._open[parent] = _Opened(where)
             if not self._flush_due:
                 self._flush_due = True
