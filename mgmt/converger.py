@@ -163,6 +163,13 @@ class Converger:
     def _changed(self, event: VertexChanged) -> None:
         vertex = event.vertex
         key = vertex.key
+        if (
+            vertex.status is RUNNING
+            and key in self._unsettled
+            and not vertex.poll_tick
+            and key not in self._failed
+        ):  # a check began, not a tick's: unsettled before and after (once a vertex a run)
+            return
         if self.engine.vertices.get(key) is not vertex:
             return  # a vertex being stopped by a swap; recompute() follows the swap
         status = vertex.status  # not failed while pending, running or OK: no property call
@@ -221,6 +228,11 @@ class Converger:
         if not event.changed or (vertex.poll_tick and not event.apply):
             return
         if self.engine.vertices.get(vertex.key) is not vertex:
+            return
+        if self._unsettled and self._timer is None and self.diverged.is_set():
+            # Diverged (`converged` clear), no timer armed, `settled` clear: what _restart()
+            # would do is done, and the counts STATUS= shows did not change (a first run's
+            # every write; _rearm() arms the timer once the last vertex settles).
             return
         self._restart()
 

@@ -43,6 +43,7 @@ from resources.file.where import (
     Held,
     SharedDir,
     Src,
+    StepDirs,
     Where,
     attr_steps,
     child,
@@ -70,6 +71,7 @@ FILE_BASE = 0o644  # permission bits of a new file when neither mode nor source 
 INLINE_SPARE = 1 << 16  # content of at most this many characters gets a spare made ahead
 _SPARE = "resources._lib.spare"
 _LOOP = "asyncio.loop"  # the engine's running loop, in its Shared (listen())
+_STEP_DIRS = "resources.file.StepDirs"  # the parent directories a step's checks share
 
 REFUSED_NAMED = 5  # entries of a tree not replaced, named at most in the failure's message
 _MANAGED = ("content", "source", "fragments", "owner", "group", "mode", "selinux")
@@ -106,6 +108,10 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
     DRIFTS = True  # its repairs are watched for churn (engine.churn)
 
     SENDS: ClassVar[Mapping[str, Any]] = {"content": str}
+    # _fs_path's last answer, and the spec (path, else name) it was made of (the same object:
+    # a value received later is another): read 5-7 times a run.
+    _fs_spec: ClassVar[str | None] = None
+    _fs_norm: ClassVar[str] = ""
 
     # Absolute path; a trailing "/" means a directory. Default None: the resource name.
     path: str | None = None
@@ -155,12 +161,13 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
 
     @property
     def _fs_path(self) -> str:
-        spec = self.path if self.path is not None else self.name
-        cached: tuple[str, str] | None = self.__dict__.get("_fs_cache")
-        if cached is not None and cached[0] is spec:  # asked ~5 times per check
-            return cached[1]
+        spec = self.path
+        if spec is None:
+            spec = self.name
+        if spec is self._fs_spec:
+            return self._fs_norm
         norm = os.path.normpath(spec)
-        self._fs_cache = (spec, norm)
+        self._fs_spec, self._fs_norm = spec, norm  # type: ignore[misc]  # (ClassVar: the default)
         return norm
 
     @property
@@ -561,7 +568,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             )
             _writing[0] += 1
             try:
-                found = await in_thread(create, (("file", os.path.dirname(path)), SharedDir))
+                found = await in_thread(create, (("file", _dirname(path)), SharedDir))
             finally:
                 _writing[0] -= 1
                 for line in done:  # (log(INFO, ...) itself: info()'s frame and a format less)
@@ -695,7 +702,10 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         watcher: PathWatcher | None = None,
         found: Found | None = None,
     ) -> tuple[Where, list[Step]]:
-        where, st = self._locate(held) if found is None else found
+        if found is None:  # on the loop: its step's checks share the directory (StepDirs)
+            where, st = self._locate(held, self._step_dirs())
+        else:
+            where, st = found
         if watcher is not None:  # not following symlinks: where.path is the watched path
             watcher.observed(None if st is None else stat.S_IFMT(st.st_mode))
         if self.state == "absent":
@@ -726,10 +736,18 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         link = functools.partial(where.symlink, TOP, target, uid, gid)
         return [*steps, Step(f"link {path} -> {target}", f"linked {path} -> {target}", link)]
 
-    def _locate(self, held: Held, *, writing: bool = False) -> tuple[Where, os.stat_result | None]:
+    def _step_dirs(self) -> StepDirs:
+        """The engine's StepDirs (made on its loop, at the first check)."""
+        return self.handle.shared.get(_STEP_DIRS, StepDirs)
+
+    def _locate(
+        self, held: Held, dirs: StepDirs | None = None, *, writing: bool = False
+    ) -> tuple[Where, os.stat_result | None]:
         """Where the path to manage is (a followed symlink's target) and its lstat. `writing`:
-        in a writing I/O thread, where an absent path is found with the GIL held."""
-        where = held.enter_context(Where(self._fs_path))
+        in a writing I/O thread, where an absent path is found with the GIL held. `dirs`: on
+        the loop, the directory shared with the step's other checks (StepDirs)."""
+        path = self._fs_path
+        where = held.enter_context(Where(path)) if dirs is None else dirs.at(path, held)
         st = where.found() if writing else where.lstat(TOP)
         if st is None or not stat.S_ISLNK(st.st_mode):
             return where, st

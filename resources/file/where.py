@@ -3,6 +3,7 @@ filesystem helpers the checks, copies and reversals share."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import errno
@@ -139,6 +140,10 @@ class Held:
         """close(fd) at the end."""
         self._closes.append(functools.partial(close, fd))
 
+    def on_exit(self, release: Callable[[], object]) -> None:
+        """release() at the end (StepDirs: a shared directory let go)."""
+        self._closes.append(release)
+
     def __exit__(self, *exc: object) -> None:
         closes = self._closes
         while closes:
@@ -148,6 +153,16 @@ class Held:
             except BaseException:
                 self.__exit__()  # the others are closed too
                 raise
+
+
+def _split(path: str) -> tuple[str, str]:
+    """os.path.split's (its three calls a check, here none): the head without its trailing
+    slashes, unless it is only slashes; and the name."""
+    cut = path.rfind("/") + 1
+    parent = path[:cut]
+    if parent and parent.strip("/"):
+        parent = parent.rstrip("/")
+    return parent, path[cut:]
 
 
 class Where:
@@ -165,10 +180,7 @@ class Where:
     ) -> None:
         # os.path.split's (its three calls a check, here none): the head without its
         # trailing slashes, unless it is only slashes
-        cut = path.rfind("/") + 1
-        parent, self.name = path[:cut], path[cut:]
-        if parent and parent.strip("/"):
-            parent = parent.rstrip("/")
+        parent, self.name = _split(path)
         self.path = shown or path  # for messages
         self.fd, self.missing = safefs.walk(parent or ".", start=start)
         self._ident: tuple[int, int, int] | None = None  # libc.file_id(fd), once asked
@@ -208,7 +220,8 @@ class Where:
         """A Where of `path`, another name in this directory (no parent of it missing), on
         this one's descriptor: valid while this one is open, and never closed itself."""
         other = object.__new__(Where)
-        other.name, other.path, other.fd, other.missing = os.path.basename(path), path, self.fd, []
+        name = path[path.rfind("/") + 1 :]  # os.path.basename's, without its two calls
+        other.name, other.path, other.fd, other.missing = name, path, self.fd, []
         other._ident, other._local, other._new_owner = self._ident, self._local, self._new_owner
         return other
 
@@ -518,6 +531,93 @@ class SharedDir:
             where.local()  # asked once for all (the identity with it)
             where.new_owner()  # (an update's: FileRes._replace_found)
         return where.beside(path)
+
+
+class _Opened:
+    """A directory StepDirs opened, and how many checks hold it now."""
+
+    __slots__ = ("retired", "users", "where")
+
+    def __init__(self, where: Where) -> None:
+        self.where, self.users, self.retired = where, 0, False
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.retired and not self.users:
+            self.where.__exit__()
+
+
+class StepDirs:
+    """The parent directories that the checks of one step of the event loop share: a
+    directory of a thousand managed files is walked to (its openat2, RESOLVE_NO_SYMLINKS)
+    and identified (statx, for the leftover-temp scan's `_clean_dirs`) once a step, not once
+    a file, and closed once (a no-op run's thousand checks ran in 4 steps).
+
+    Why a step: what a check sees of the directory is then what a check that opened it
+    itself anywhere in that step would see: the descriptor came from the same one-call walk
+    that follows no symlink at all, a moment before, with the same race as a check that holds
+    its own (a directory renamed or replaced after the open: the check acts in the one it
+    opened, never through a symlink; where it is watched, the watch reports the rename and a
+    check follows, as for an event queued right after the step's read of the queue,
+    Hub.read_for_check). The
+    next step walks again (the flush is queued by the step's first walk: what was queued
+    before it, at the next step's start, still takes the directory; no wait for I/O comes
+    between). One engine's (its Shared), on its loop's thread only: an I/O
+    thread's check walks alone (its group of first writes shares SharedDir instead).
+
+    A directory stays open while a check that took it holds it (its Held), past its step:
+    a check that writes awaits its steps; it is closed by the last one to let go. Where a
+    parent is missing (the check makes it: `make_parent` replaces its descriptor) the
+    Where is the check's own, as before."""
+
+    __slots__ = ("_flush_due", "_loop", "_open")
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None  # asked once (a getpid each ask)
+        self._open: dict[str, _Opened] = {}
+        self._flush_due = False
+
+    def at(self, path: str, held: Held) -> Where:
+        """`path`'s Where (an absolute, normalized path), held by `held` until its end."""
+        cut = path.rfind("/")
+        parent = path[:cut]  # the key: one string, one directory (not the root's files)
+        opened = self._open.get(parent)
+        if opened is None:
+            where = Where(path)
+            if where.missing or not parent.startswith("/"):
+                return held.enter_context(where)  # the check's own
+            try:
+                where.ident()  # asked for every check of a file (Where.temp_steps)
+            except BaseException:
+                where.__exit__()
+                raise
+            opened = self._open[parent] = _Opened(where)
+            if not self._flush_due:
+                self._flush_due = True
+                loop = self._loop
+                if loop is None:
+                    loop = self._loop = asyncio.get_running_loop()
+                loop.call_soon(self._flush)
+        shared = opened.where
+        other = object.__new__(Where)
+        other.name, other.path, other.fd, other.missing = path[cut + 1 :], path, shared.fd, []
+        other._ident, other._local, other._new_owner = shared._ident, shared._local, None
+        opened.users += 1
+        held.on_exit(opened.release)
+        return other
+
+    def _flush(self) -> None:
+        """The step ended: the next one walks again; what no check holds is closed now."""
+        self._flush_due = False
+        opened, self._open = self._open, {}
+        for each in opened.values():
+            each.retired = True
+            if not each.users:
+                each.where.__exit__()
+
+    async def aclose(self) -> None:
+        """The engine stops (its Shared): what is still open and not held, closed."""
+        self._flush()
 
 
 # filesystem helpers --------------------------------------------------------------------------

@@ -168,3 +168,32 @@ async def test_stopping_says_not_converged_and_follows_no_vertex(tmp_path: Path)
     finally:
         idle.close()
         await empty.stop(graceful=False)
+
+
+async def test_a_change_while_another_vertex_runs_keeps_it_diverged_until_all_settle(
+    tmp_path: Path,
+) -> None:
+    """A check that changed something while another vertex is unsettled (a first run's every
+    write) restarts nothing: diverged, no timer, not settled; once the last one settles the
+    timer is armed and the graph converges."""
+    engine = Engine(hostname="test", prefix=tmp_path)
+    converger = Converger(engine, timeout=0.1)
+    gate = probe.state("b").gate = asyncio.Event()
+    probe.state("a").result = False  # a's check changes something
+    try:
+        await engine.apply(make_graph("ab"))
+        async with asyncio.timeout(20):  # hang-preventing bound only
+            await probe.state("b").entered.wait()
+        await settle(engine, lambda: engine.vertices[("probe", "a")].status is Status.OK)
+        assert probe.state("a").calls
+        assert converger.diverged.is_set() and not converger.converged.is_set()
+        assert not converger.settled.is_set()
+        assert [(v.name, why) for v, why in converger.unsettled()] == [("probe[b]", "running")]
+        gate.set()
+        async with asyncio.timeout(20):
+            await converger.converged.wait()
+        assert not converger.diverged.is_set()
+    finally:
+        gate.set()
+        converger.close()
+        await engine.stop(graceful=False)

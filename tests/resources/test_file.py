@@ -1609,3 +1609,21 @@ def test_content_compared_to_the_files_end(tmp_path: Path) -> None:
         assert not same_content(fd, b"wanted\n and mOre", len(b"wanted\n and mOre"))
     finally:
         os.close(fd)
+
+
+def test_the_path_a_file_manages_follows_a_received_path() -> None:
+    """_fs_path keeps its answer while the spec is the same object: a path received later
+    (engine.resource.receive sets it, then validates; a refused one is set back) is
+    normalized anew, and the one set back is answered again."""
+    from engine.resource import Received, receive
+
+    res = FileRes(name="f", path="/tmp/x//a/../f", content="x")
+    res.validate()
+    assert res._fs_path == "/tmp/x/f"
+    receive(res, {"path": Received("/srv//new/./f", "exec[e].output")})
+    assert res._fs_path == "/srv/new/f"
+    with pytest.raises(ResourceError):
+        receive(res, {"path": Received("relative", "exec[e].output")})
+    assert res.path == "/srv//new/./f"
+    assert res._fs_path == "/srv/new/f"
+    assert FileRes(name="/etc//g", content="x")._fs_path == "/etc/g"  # the name, no path

@@ -1,0 +1,123 @@
+"""file: the checks of one step of the loop share their parent directory (where.StepDirs):
+walked to once, never through a symlink, closed once no check holds it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine import safefs
+from engine.errors import ResourceError
+from resources.file import FileRes
+
+NOBODY = 65534
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def next_step() -> None:
+    """Let the loop end this step and run the next (the shared directories' flush)."""
+    for _ in range(2):
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+def walks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The directories safefs.walk was asked for (it still walks: a count, not a fake)."""
+    asked: list[str] = []
+    walk = safefs.walk
+
+    def counted(path: str, **kwargs: Any) -> tuple[int, list[str]]:
+        asked.append(path)
+        return walk(path, **kwargs)
+
+    monkeypatch.setattr(safefs, "walk", counted)
+    return asked
+
+
+async def files(run_resource: Any, directory: Path, count: int) -> list[FileRes]:
+    made = []
+    for i in range(count):
+        res = FileRes(name=f"f{i}", path=f"{directory}/f{i}", content=f"number {i}\n")
+        await run_resource(res, watch=False)
+        made.append(res)
+    return made
+
+
+async def test_a_steps_checks_walk_to_their_directory_once(
+    tmp_path: Path, run_resource: Any, walks: list[str]
+) -> None:
+    made = await files(run_resource, tmp_path, 20)
+    for res in made:
+        (tmp_path / res.name).write_text(f"number {res.name[1:]}\n")
+    await next_step()
+    before = open_fds()
+    walks.clear()
+    # gathered: their checks run in one step, none of them waits (all in place: no-ops)
+    assert await asyncio.gather(*(res.check_apply(True) for res in made)) == [True] * 20
+    assert walks == [str(tmp_path)]
+    await next_step()
+    assert open_fds() == before  # closed with the step
+    assert await asyncio.gather(*(res.check_apply(True) for res in made)) == [True] * 20
+    assert walks == [str(tmp_path)] * 2  # the next step walks again
+
+
+async def test_writes_keep_the_shared_directory_open_past_its_step(
+    tmp_path: Path, run_resource: Any
+) -> None:
+    """A check that writes awaits its steps (in an I/O thread): the directory its step shared
+    stays open until the last check holding it is done, then is closed."""
+    made = await files(run_resource, tmp_path, 20)
+    await next_step()
+    before = open_fds()
+    assert await asyncio.gather(*(res.check_apply(True) for res in made)) == [False] * 20
+    for i in range(20):
+        assert (tmp_path / f"f{i}").read_text() == f"number {i}\n"
+    await next_step()
+    assert open_fds() == before
+    assert await asyncio.gather(*(res.check_apply(True) for res in made)) == [True] * 20
+
+
+@pytest.fixture
+def shared_dir(tmp_path: Path) -> Path:
+    """A directory anyone can write (a sub-directory of it: what another user may replace)."""
+    root = tmp_path / "shared"
+    root.mkdir()
+    root.chmod(0o777)
+    return root
+
+
+async def test_a_directory_replaced_by_a_link_within_the_step_is_not_followed(
+    tmp_path: Path, shared_dir: Path, run_resource: Any, walks: list[str]
+) -> None:
+    """Another user renames the directory away and plants a link to a victim in its place,
+    between two checks of one step: the second acts in the directory the step opened (as a
+    check holding its own would), never through the link; the next step refuses the link."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "f1").write_text("victim\n")
+    directory = shared_dir / "sub"
+    directory.mkdir()
+    first, second = await files(run_resource, directory, 2)
+    (directory / "f0").write_text("number 0\n")
+    await next_step()
+    walks.clear()
+    assert await first.check_apply(True) is True  # in place: no wait, the step goes on
+    os.rename(directory, shared_dir / "moved")
+    directory.symlink_to(victim)
+    os.lchown(directory, NOBODY, NOBODY)
+    assert await second.check_apply(True) is False  # written (in a thread: a wait)
+    assert walks == [str(directory)]  # one walk: the step's
+    assert (victim / "f1").read_text() == "victim\n"
+    assert (shared_dir / "moved" / "f1").read_text() == "number 1\n"
+    await next_step()
+    with pytest.raises(ResourceError, match=f"refusing to follow the symlink {directory} "):
+        await second.check_apply(True)
+    assert sorted(os.listdir(victim)) == ["f1"]
+    assert (victim / "f1").read_text() == "victim\n"
