@@ -295,8 +295,18 @@ async def _sweep(tmp: TmpPrefix) -> None:
 def refusal(err: BaseException) -> ExitCode:
     """The exit code of a start refused for `err`: bad input (USAGE, 2), or a host problem
     that may pass (UNAVAILABLE, 75: a full disk, a missing graph file), which the unit
-    restarts on (docs/operations.md, "Restarts")."""
-    return ExitCode.UNAVAILABLE if transient(err) else ExitCode.USAGE
+    restarts on (docs/operations.md, "Restarts"); PyYAML that cannot be imported (upgraded or
+    removed under the agent: mgmt.yamlgraph) is one too: a reinstall ends it, the file is fine."""
+    return ExitCode.UNAVAILABLE if transient(err) or _not_importable(err) else ExitCode.USAGE
+
+
+def _not_importable(err: BaseException | None) -> bool:
+    """Whether `err` (or what caused it) is a module that could not be imported."""
+    while err is not None:
+        if isinstance(err, ImportError):
+            return True
+        err = err.__cause__
+    return False
 
 
 def warn_untrusted(path: str) -> None:
