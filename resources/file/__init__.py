@@ -369,10 +369,11 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             why = f"none of state, {', '.join(_MANAGED)}, purge is set"
             return nothing_to_do(self.handle, why)
         watcher: PathWatcher | None = getattr(self, "_watcher", None)
-        if watcher is not None:
-            # What happened so far, this check sees; it looks the path up itself, once
-            # (engine/watcher.py), and tells the watcher what it found (_plan).
-            watcher.settle(before=True)
+        # What happened so far, this check sees; it looks the path up itself, once
+        # (engine/watcher.py), and tells the watcher what it found (_plan). A change of its
+        # paths read now may have been read after the step's walk to their directory (each
+        # check reads the queue while own writes are in flight): it walks itself (StepDirs).
+        fresh = watcher is not None and watcher.settle(before=True)
         self._refused: list[str] = []  # entries of a tree not replaced (_plan_tree)
         self._not_yet: list[str] | None = None if apply else []  # owners a noop cannot find
         with Held() as held:  # descriptors from the check through the changes
@@ -386,7 +387,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
                         self.handle.send(content=functools.partial(read_small, self._fs_path))
                         return False
                     found = made
-                where, steps = await self._plan(held, watcher, found)
+                where, steps = await self._plan(held, watcher, found, fresh=fresh)
                 if self._not_yet:  # noop: a user/group resource before it makes them
                     owners = " and ".join(self._not_yet)
                     why = "not yet on this host: made by an earlier resource"
@@ -428,7 +429,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         wanted subsumes them (no second check for its own chmod, chown or write); anything
         else is reported as a change (engine/watcher.py)."""
         try:
-            _where, steps = await self._plan(held, watcher)
+            _where, steps = await self._plan(held, watcher, fresh=True)  # (its own walk)
         except (OSError, ResourceError):
             steps = None
         finally:
@@ -701,9 +702,13 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         held: Held,
         watcher: PathWatcher | None = None,
         found: Found | None = None,
+        *,
+        fresh: bool = False,
     ) -> tuple[Where, list[Step]]:
+        """`fresh`: a change of the paths was read since the step's walks (settle() said so):
+        the check walks to the directory itself, not in the one its step's checks share."""
         if found is None:  # on the loop: its step's checks share the directory (StepDirs)
-            where, st = self._locate(held, self._step_dirs())
+            where, st = self._locate(held, None if fresh else self._step_dirs())
         else:
             where, st = found
         if watcher is not None:  # not following symlinks: where.path is the watched path

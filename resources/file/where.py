@@ -559,7 +559,8 @@ class StepDirs:
     its own (a directory renamed or replaced after the open: the check acts in the one it
     opened, never through a symlink; where it is watched, the watch reports the rename and a
     check follows, as for an event queued right after the step's read of the queue,
-    Hub.read_for_check). The
+    Hub.read_for_check; a check that reads a change of its own paths after the step's walk,
+    as each one does while own writes are in flight, walks alone: FileRes._plan's `fresh`). The
     next step walks again (the flush is queued by the step's first walk: what was queued
     before it, at the next step's start, still takes the directory; no wait for I/O comes
     between). One engine's (its Shared), on its loop's thread only: an I/O

@@ -121,3 +121,42 @@ async def test_a_directory_replaced_by_a_link_within_the_step_is_not_followed(
         await second.check_apply(True)
     assert sorted(os.listdir(victim)) == ["f1"]
     assert (victim / "f1").read_text() == "victim\n"
+
+
+async def test_a_replacement_read_by_a_later_check_of_the_step_is_not_lost(
+    tmp_path: Path, shared_dir: Path, run_resource: Any, walks: list[str]
+) -> None:
+    """While an own write is in flight each check reads the event queue itself
+    (Hub.read_for_check): another user's replacement of the directory, after the step's
+    walk, read by the second check, must not be taken as seen by a check that looks in the
+    directory walked to before it (the old one, renamed away): it writes its file in the new
+    directory, or a check of it follows (an event)."""
+    directory = shared_dir / "sub"
+    directory.mkdir()
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    first = FileRes(name="f0", path=f"{directory}/f0", content="number 0\n")
+    second = FileRes(name="f1", path=f"{directory}/f1", content="number 1\n")
+    writer = FileRes(name="w", path=f"{other_dir}/w", content="x" * (1 << 20))
+    running = [await run_resource(res) for res in (first, second, writer)]
+    for res in (first, second, writer):
+        assert await res.check_apply(True) is False
+    (other_dir / "w").write_text("drifted\n")
+    await next_step()
+    for each in running:
+        each.handle.rearm()
+    hub = second._watcher._hub
+    repair = asyncio.create_task(writer.check_apply(True))  # an own write in flight
+    for _ in range(10_000):  # loop steps, not time: until its rename's context is open
+        if hub.own_writes:
+            break
+        await asyncio.sleep(0)
+    assert hub.own_writes
+    walks.clear()
+    assert await first.check_apply(True) is True  # in place: no wait, the step goes on
+    os.rename(directory, shared_dir / "moved")
+    directory.mkdir()  # another user's new directory in its place
+    assert await second.check_apply(True) in (True, False)
+    if not (directory / "f1").exists():  # not written in the new one: a check must follow
+        await running[1].handle.next_event(timeout=10)
+    await repair
