@@ -843,15 +843,6 @@ def victim(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def shared(tmp_path: Path) -> Path:
-    """A directory anyone can write, like /tmp without the sticky bit."""
-    root = tmp_path / "shared"
-    root.mkdir()
-    root.chmod(0o777)
-    return root
-
-
 async def test_a_symlink_in_a_parent_directory_is_not_followed(
     shared: Path, victim: Path, run_resource: Any
 ) -> None:

@@ -68,7 +68,7 @@ async def test_a_steps_checks_walk_to_their_directory_once(
     assert walks == [str(tmp_path)] * 2  # the next step walks again
 
 
-async def test_writes_keep_the_shared_directory_open_past_its_step(
+async def test_writes_keep_the_sharedectory_open_past_its_step(
     tmp_path: Path, run_resource: Any
 ) -> None:
     """A check that writes awaits its steps (in an I/O thread): the directory its step shared
@@ -84,17 +84,8 @@ async def test_writes_keep_the_shared_directory_open_past_its_step(
     assert await asyncio.gather(*(res.check_apply(True) for res in made)) == [True] * 20
 
 
-@pytest.fixture
-def shared_dir(tmp_path: Path) -> Path:
-    """A directory anyone can write (a sub-directory of it: what another user may replace)."""
-    root = tmp_path / "shared"
-    root.mkdir()
-    root.chmod(0o777)
-    return root
-
-
 async def test_a_directory_replaced_by_a_link_within_the_step_is_not_followed(
-    tmp_path: Path, shared_dir: Path, run_resource: Any, walks: list[str]
+    tmp_path: Path, shared: Path, run_resource: Any, walks: list[str]
 ) -> None:
     """Another user renames the directory away and plants a link to a victim in its place,
     between two checks of one step: the second acts in the directory the step opened (as a
@@ -102,20 +93,20 @@ async def test_a_directory_replaced_by_a_link_within_the_step_is_not_followed(
     victim = tmp_path / "victim"
     victim.mkdir()
     (victim / "f1").write_text("victim\n")
-    directory = shared_dir / "sub"
+    directory = shared / "sub"
     directory.mkdir()
     first, second = await files(run_resource, directory, 2)
     (directory / "f0").write_text("number 0\n")
     await next_step()
     walks.clear()
     assert await first.check_apply(True) is True  # in place: no wait, the step goes on
-    os.rename(directory, shared_dir / "moved")
+    os.rename(directory, shared / "moved")
     directory.symlink_to(victim)
     os.lchown(directory, NOBODY, NOBODY)
     assert await second.check_apply(True) is False  # written (in a thread: a wait)
     assert walks == [str(directory)]  # one walk: the step's
     assert (victim / "f1").read_text() == "victim\n"
-    assert (shared_dir / "moved" / "f1").read_text() == "number 1\n"
+    assert (shared / "moved" / "f1").read_text() == "number 1\n"
     await next_step()
     with pytest.raises(ResourceError, match=f"refusing to follow the symlink {directory} "):
         await second.check_apply(True)
@@ -124,14 +115,14 @@ async def test_a_directory_replaced_by_a_link_within_the_step_is_not_followed(
 
 
 async def test_a_replacement_read_by_a_later_check_of_the_step_is_not_lost(
-    tmp_path: Path, shared_dir: Path, run_resource: Any, walks: list[str]
+    tmp_path: Path, shared: Path, run_resource: Any, walks: list[str]
 ) -> None:
     """While an own write is in flight each check reads the event queue itself
     (Hub.read_for_check): another user's replacement of the directory, after the step's
     walk, read by the second check, must not be taken as seen by a check that looks in the
     directory walked to before it (the old one, renamed away): it writes its file in the new
     directory, or a check of it follows (an event)."""
-    directory = shared_dir / "sub"
+    directory = shared / "sub"
     directory.mkdir()
     other_dir = tmp_path / "other"
     other_dir.mkdir()
@@ -154,7 +145,7 @@ async def test_a_replacement_read_by_a_later_check_of_the_step_is_not_lost(
     assert hub.own_writes
     walks.clear()
     assert await first.check_apply(True) is True  # in place: no wait, the step goes on
-    os.rename(directory, shared_dir / "moved")
+    os.rename(directory, shared / "moved")
     directory.mkdir()  # another user's new directory in its place
     assert await second.check_apply(True) in (True, False)
     if not (directory / "f1").exists():  # not written in the new one: a check must follow
