@@ -54,7 +54,14 @@ from engine.autoedge import (
 from engine.autogroup import autogroup, groupable_steps
 from engine.churn import Churn
 from engine.errors import EngineStopped, GraphError, ResourceError, interfered
-from engine.events import CheckApplied, GraphSwapped, Listeners, VertexChanged, VertexFailed
+from engine.events import (
+    CheckApplied,
+    GraphSwapped,
+    Listeners,
+    ReversalsChanged,
+    VertexChanged,
+    VertexFailed,
+)
 from engine.flag import Flag
 from engine.graph import Edge, Graph, Key, fmt_key, key_of, rewired
 from engine.handle import Handle, Shared
@@ -467,8 +474,27 @@ class Vertex:
             return True
         if not isinstance(res, Listening) or poll != 0:
             return False
+        late = self.engine._late
+        if late is not None:
+            # A one-shot run before its first change (Engine.watch_late): no watch yet, the
+            # startup event as a watch's would come.
+            late.append(self)
+            self._unlisten = _not_yet
+        elif not self._listen_now():
+            return False
+        # The startup event, in the loop's next step, as a watch task's first step sends it
+        # (one callback for the vertices started in one step: a graph of files and kinds with
+        # a task starts their first checks in another order than a graph of one kind).
+        self.engine.start_later(self)
+        return True
+
+    def _listen_now(self) -> bool:
+        """The Listening kind's watch put in place (no startup event); False when it must
+        watch with a watch() task instead."""
         owner = watcher.OWNER.set(self.key)  # its watchers name it (watcher.unwatched())
         try:
+            res = self.res
+            assert isinstance(res, Listening)
             unlisten = res.listen(self._on_event, self._listen_failed)
         except Exception:
             return False  # its watch() task tries again: it fails or restarts as any watch
@@ -478,11 +504,22 @@ class Vertex:
             return False
         self._unlisten = unlisten
         self.stats.watch_starts += 1
-        # The startup event, in the loop's next step, as a watch task's first step sends it
-        # (one callback for the vertices started in one step: a graph of files and kinds with
-        # a task starts their first checks in another order than a graph of one kind).
-        self.engine.start_later(self)
         return True
+
+    def watch_now(self, again: bool) -> None:
+        """A late vertex (Engine.watch_late) puts its watch in place; `again`: its state is
+        unknown from now on (as at a watch's startup event), so it is checked again."""
+        self._unlisten = None
+        if not self._listen_now():
+            self._spawn_watch()  # its startup event: checked again
+            return
+        if again:
+            self._on_event()
+
+    def _checking(self) -> bool:
+        """Inside its check_apply now (not waiting for a slot, nor done)."""
+        work = self.work
+        return self.status is RUNNING and work is not None and not work.over
 
     def _startup(self) -> None:
         if self._unlisten is not None:  # not stopped (nor failed) meanwhile
@@ -799,13 +836,13 @@ class Vertex:
         except Stopped:
             return None  # the engine stopped before its work began: not applied, no error
         except TimeoutError:
-            error = ResourceError(f"check_apply timed out after {meta.timeout} ms (meta timeout)")
-            self.engine.check_applied(self, apply, None, error)
-            return self._failed(error)
+            why = f"check_apply timed out after {meta.timeout} ms (meta timeout)"
+            return self._check_failed(apply, ResourceError(why))
         except Exception as err:
-            self.engine.check_applied(self, apply, None, err)
-            return self._failed(err)
+            return self._check_failed(apply, err)
         changed = not result
+        if self._unlisten is _not_yet or (changed and apply and self.engine._late is not None):
+            self._late_checked(changed and apply)  # (a one-shot run: Engine.watch_late)
         if listeners := self.engine._on_check:  # (Engine.check_applied(), without its call)
             applied = CheckApplied(self, apply, changed, None)
             for listener in list(listeners):
@@ -821,6 +858,26 @@ class Vertex:
             log.debug("%s: check_apply(apply=%s) -> %s", self.name, apply, result)
         self._succeeded(changed)
         return None
+
+    def _check_failed(self, apply: bool, err: BaseException) -> float | None:
+        self.engine.check_applied(self, apply, None, err)
+        if apply:  # it may have changed something: a one-shot run watches from now on
+            self.engine.watch_late()
+        if self._unlisten is _not_yet and self.engine._late is None and not self.stopping:
+            self.watch_now(again=False)  # it checked as the first change came: its retry
+        return self._failed(err)
+
+    def _late_checked(self, changed: bool) -> None:
+        """In a one-shot run (Engine.watch_late), a check that `changed` something (applied),
+        or that ran unwatched."""
+        engine = self.engine
+        if changed and engine._late is not None:
+            engine.watch_late()  # the first change: watched from now on (this one too)
+        if self._unlisten is _not_yet and engine._late is None and not self.stopping:
+            # It checked, unwatched, as the first change came (another's): it watches now,
+            # and one that found its state good looks again, watched (what it found may
+            # predate that change); one that changed it knows it.
+            self.watch_now(again=not changed)
 
     def _notify(self) -> None:
         """A change: the Refreshable targets of its `notify` edges are refreshed."""
@@ -945,6 +1002,10 @@ class Vertex:
 
 def _unwatched() -> None:
     """What stops the watch of a vertex with nothing to watch (Vertex._listen): nothing."""
+
+
+def _not_yet() -> None:
+    """What stops the watch of a late vertex (Engine.watch_late) not yet watching: nothing."""
 
 
 def _few(names: list[str], count: int | None = None) -> str:
@@ -1320,7 +1381,10 @@ class Engine:
         max_checks: int = 0,
         local: LocalValues | None = None,
         program: ProgramRef | None = None,
+        late_watches: bool = False,
     ) -> None:
+        """`late_watches`: a one-shot run (`--converged-timeout=0`): the Listening kinds
+        watch from the run's first change on (`watch_late`), not from their start."""
         self.hostname = hostname
         self.program = program  # the running program's files, for resources (engine.program)
         self.autoedges = autoedges
@@ -1352,6 +1416,11 @@ class Engine:
         self.gate = Gate()  # closed by stop(): check_applies not begun then never begin
         self._clock = itertools.count(1)
         self._startups: list[Vertex] = []  # listening vertices owed their startup event
+        # A one-shot run's Listening vertices not watching yet (`watch_late`); None once they
+        # watch, or in a run that watches from the start.
+        self._late: list[Vertex] | None = [] if late_watches else None
+        if late_watches and not noop:  # a reversal done or failed is a change too
+            self.listeners.subscribe(ReversalsChanged, self._reversed)
         self._raw: _Raw | None = None  # the last graph as given, before prepare()
         self._first_pass: set[Key] | None = (
             None  # the started vertices yet to process (_track_pass)
@@ -1401,6 +1470,32 @@ class Engine:
         startups, self._startups = self._startups, []
         for vertex in startups:
             vertex._startup()
+
+    def _reversed(self, _event: ReversalsChanged) -> None:
+        if self._late is not None and (self.reverser.changes or self.reverser.pending):
+            self.watch_late()
+
+    def watch_late(self) -> None:
+        """A one-shot run's first change (an apply that changed something or failed, a
+        reversal): every late vertex (a Listening kind started before it, Vertex._listen)
+        puts its watch in place, and each one checked before is checked again, watched: the
+        change may have been to what it found good (docs/engine.md, "A one-shot run's
+        watches"). Every vertex started from now on watches from its start. All in this
+        step: no vertex is left settled and unwatched for the converger to count."""
+        late, self._late = self._late, None
+        if not late:
+            return
+        log.debug("first change: %d resources watched from now on", len(late))
+        for vertex in late:
+            if vertex._unlisten is not _not_yet:
+                continue  # stopped meanwhile
+            if vertex._checking():
+                # Inside its check, unwatched: it watches once that ends (_late_checked;
+                # a watch now would take its own write for another's change).
+                continue
+            # One checked before (its result may predate the change): checked again, as
+            # after a watch's startup event. One waiting for its check is checked watched.
+            vertex.watch_now(again=vertex.ts > 0 and vertex.status is not RUNNING)
 
     def changed(self, vertex: Vertex) -> None:
         """Tell the listeners that `vertex` (re)set its status or was poked (see poke())."""
