@@ -864,6 +864,7 @@ class Vertex:
         if apply:  # it may have changed something: a one-shot run watches from now on
             self.engine.watch_late()
         if self._unlisten is _not_yet and self.engine._late is None and not self.stopping:
+            _drained()
             self.watch_now(again=False)  # it checked as the first change came: its retry
         return self._failed(err)
 
@@ -875,9 +876,11 @@ class Vertex:
             engine.watch_late()  # the first change: watched from now on (this one too)
         if self._unlisten is _not_yet and engine._late is None and not self.stopping:
             # It checked, unwatched, as the first change came (another's): it watches now,
-            # and one that found its state good looks again, watched (what it found may
-            # predate that change); one that changed it knows it.
-            self.watch_now(again=not changed)
+            # and one that found its state good looks again, watched, if something may have
+            # changed before the switch (what it found may predate that); one that changed
+            # it knows it. Its own changes' events, queued already, are not its watch's.
+            _drained()
+            self.watch_now(again=not changed and engine._unsure)
 
     def _notify(self) -> None:
         """A change: the Refreshable targets of its `notify` edges are refreshed."""
@@ -1006,6 +1009,16 @@ def _unwatched() -> None:
 
 def _not_yet() -> None:
     """What stops the watch of a late vertex (Engine.watch_late) not yet watching: nothing."""
+
+
+def _drained() -> None:
+    """The events the running loop's inotify instance has queued are dispatched now, to the
+    watchers there are: a late vertex that watches once its check has changed something
+    (Engine.watch_late) does not take those of its own changes for another's (the others'
+    watches, in place since the switch, had them queued)."""
+    hub = watcher.Hub.running()
+    if hub is not None:
+        hub.inotify.drain()
 
 
 def _few(names: list[str], count: int | None = None) -> str:
@@ -1421,6 +1434,9 @@ class Engine:
         self._late: list[Vertex] | None = [] if late_watches else None
         if late_watches and not noop:  # a reversal done or failed is a change too
             self.listeners.subscribe(ReversalsChanged, self._reversed)
+            self.shared.changing = self._changing  # a check begins a change (Handle.changing)
+        # Whether something may have changed before the switch (watch_late), unseen.
+        self._unsure = True
         self._raw: _Raw | None = None  # the last graph as given, before prepare()
         self._first_pass: set[Key] | None = (
             None  # the started vertices yet to process (_track_pass)
@@ -1471,20 +1487,32 @@ class Engine:
         for vertex in startups:
             vertex._startup()
 
+    def _changing(self, handle: Handle) -> None:
+        self.watch_late(before=handle)
+
     def _reversed(self, _event: ReversalsChanged) -> None:
         if self._late is not None and (self.reverser.changes or self.reverser.pending):
             self.watch_late()
 
-    def watch_late(self) -> None:
-        """A one-shot run's first change (an apply that changed something or failed, a
-        reversal): every late vertex (a Listening kind started before it, Vertex._listen)
-        puts its watch in place, and each one checked before is checked again, watched: the
-        change may have been to what it found good (docs/engine.md, "A one-shot run's
-        watches"). Every vertex started from now on watches from its start. All in this
-        step: no vertex is left settled and unwatched for the converger to count."""
+    def watch_late(self, before: Handle | None = None) -> None:
+        """A one-shot run's first change: every late vertex (a Listening kind started before
+        it, Vertex._listen) puts its watch in place; every vertex started from now on watches
+        from its start (docs/engine.md, "A one-shot run's watches"). The switch comes as the
+        check of the resource of handle `before` begins to change something (Handle.changing:
+        nothing has changed yet), or once a change is over (a check_apply with apply that
+        changed something or failed, a reversal done or failed). After a change, or when other
+        checks were under way (they may have changed something unseen, e.g. an `exec`), each
+        vertex checked before the switch is checked again, watched: the change may have been
+        to what it found good. All in this step of the loop: no vertex is left settled and
+        unwatched for the converger to count."""
         late, self._late = self._late, None
+        self.shared.changing = None
         if not late:
             return
+        if before is not None:
+            self._unsure = any(
+                v._checking() and v.handle is not before for v in self.vertices.values()
+            )
         log.debug("first change: %d resources watched from now on", len(late))
         for vertex in late:
             if vertex._unlisten is not _not_yet:
@@ -1493,9 +1521,10 @@ class Engine:
                 # Inside its check, unwatched: it watches once that ends (_late_checked;
                 # a watch now would take its own write for another's change).
                 continue
-            # One checked before (its result may predate the change): checked again, as
+            # One checked before (what it found may predate the change): checked again, as
             # after a watch's startup event. One waiting for its check is checked watched.
-            vertex.watch_now(again=vertex.ts > 0 and vertex.status is not RUNNING)
+            again = self._unsure and vertex.ts > 0 and vertex.status is not RUNNING
+            vertex.watch_now(again=again)
 
     def changed(self, vertex: Vertex) -> None:
         """Tell the listeners that `vertex` (re)set its status or was poked (see poke())."""

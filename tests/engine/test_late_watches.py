@@ -7,15 +7,18 @@ instance at all: `Hub.running()`).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from engine.engine import Engine, Status
 from engine.events import CheckApplied
-from engine.graph import Graph
+from engine.graph import Edge, Graph
 from engine.meta import Meta
+from engine.resource import Resource, register
 from engine.watcher import Hub
 from resources.file import FileRes
 from tests.engine.conftest import settle
@@ -70,11 +73,12 @@ async def test_a_run_that_changes_nothing_watches_nothing(late: Engine, tmp_path
     assert Hub.running() is None
 
 
-async def test_the_first_change_watches_every_file_and_checks_again_those_found_good(
+async def test_the_first_change_watches_every_file_before_it_is_made(
     late: Engine, tmp_path: Path
 ) -> None:
-    """One file missing among right ones: from its write on every file watches (once), each
-    found good before is checked again, and a later drift of one of them is repaired."""
+    """One file missing among right ones: its check says it is about to write it
+    (Handle.changing), so every file watches from before that write, nothing having changed
+    before: none is checked again; a later drift of one of them is repaired."""
     out = tmp_path / "out"
     right(out, "a", "b", "c")
     counted = checks(late)
@@ -83,10 +87,52 @@ async def test_the_first_change_watches_every_file_and_checks_again_those_found_
     assert (out / "d").read_text() == "want d\n"
     assert watching(late) == {"a": 1, "b": 1, "c": 1, "d": 1}
     assert Hub.running() is not None
-    assert counted["d"] == 1  # its own write is not a change to check again
-    assert all(counted[name] == 2 for name in "abc"), counted
+    assert counted == {"a": 1, "b": 1, "c": 1, "d": 1}
     (out / "a").write_text("drift\n")
     await settle(late, lambda: (out / "a").read_text() == "want a\n")
+
+
+@register("lateprobe")
+@dataclass(kw_only=True, eq=False)
+class LateProbe(Resource):
+    """A kind that changes a file without saying so before (no apply_steps, no
+    Handle.changing), as some kinds' own code does: it writes `text` into `path` once."""
+
+    # The file it writes (once). Default: none (nothing to do).
+    path: str = ""
+    # What it writes there. Default: empty.
+    text: str = ""
+
+    async def check_apply(self, apply: bool) -> bool:
+        return await asyncio.to_thread(self._write_once, apply)
+
+    def _write_once(self, apply: bool) -> bool:
+        if not self.path or getattr(self, "_wrote", False):
+            return True
+        if apply:
+            Path(self.path).write_text(self.text)
+            self._wrote = True
+        return False
+
+
+async def test_a_change_said_once_made_checks_again_those_found_good(
+    late: Engine, tmp_path: Path
+) -> None:
+    """A kind that does not say it is about to change something (LateProbe): its change is
+    known once made, so every file watches from then on and each one found good before is
+    checked again, watched (the change may have been to it: here, to `a`, repaired)."""
+    out = tmp_path / "out"
+    right(out, "a", "b")
+    graph = files(out, ["a", "b"])
+    graph.add(LateProbe(name="x", path=f"{out}/a", text="other\n"))
+    for name in ("a", "b"):
+        graph.connect(("file", name), ("lateprobe", "x"), Edge())
+    counted = checks(late)
+    await late.apply(graph)
+    await settle(late)
+    assert (out / "a").read_text() == "want a\n"
+    assert watching(late) == {"a": 1, "b": 1, "x": 1}  # x: a watch task, as always
+    assert counted == {"a": 2, "b": 2, "x": 1}  # x: poked again, its state known good
 
 
 async def test_a_failed_apply_is_a_first_change(late: Engine, tmp_path: Path) -> None:
