@@ -1501,7 +1501,7 @@ class Engine:
         check of the resource of handle `before` begins to change something (Handle.changing:
         nothing has changed yet), or once a change is over (a check_apply with apply that
         changed something or failed, a reversal done or failed). After a change, or when other
-        checks were under way (they may have changed something unseen, e.g. an `exec`), each
+        checks were under way (they may have changed something unseen), each
         vertex checked before the switch is checked again, watched: the change may have been
         to what it found good. All in this step of the loop: no vertex is left settled and
         unwatched for the converger to count."""
