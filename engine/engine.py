@@ -54,7 +54,14 @@ from engine.autoedge import (
 from engine.autogroup import autogroup, groupable_steps
 from engine.churn import Churn
 from engine.errors import EngineStopped, GraphError, ResourceError, interfered
-from engine.events import CheckApplied, GraphSwapped, Listeners, VertexChanged, VertexFailed
+from engine.events import (
+    CheckApplied,
+    GraphSwapped,
+    Listeners,
+    ReversalsChanged,
+    VertexChanged,
+    VertexFailed,
+)
 from engine.flag import Flag
 from engine.graph import Edge, Graph, Key, fmt_key, key_of, rewired
 from engine.handle import Handle, Shared
@@ -467,8 +474,27 @@ class Vertex:
             return True
         if not isinstance(res, Listening) or poll != 0:
             return False
+        late = self.engine._late
+        if late is not None:
+            # A one-shot run before its first change (Engine.watch_late): no watch yet, the
+            # startup event as a watch's would come.
+            late.append(self)
+            self._unlisten = _not_yet
+        elif not self._listen_now():
+            return False
+        # The startup event, in the loop's next step, as a watch task's first step sends it
+        # (one callback for the vertices started in one step: a graph of files and kinds with
+        # a task starts their first checks in another order than a graph of one kind).
+        self.engine.start_later(self)
+        return True
+
+    def _listen_now(self) -> bool:
+        """The Listening kind's watch put in place (no startup event); False when it must
+        watch with a watch() task instead."""
         owner = watcher.OWNER.set(self.key)  # its watchers name it (watcher.unwatched())
         try:
+            res = self.res
+            assert isinstance(res, Listening)
             unlisten = res.listen(self._on_event, self._listen_failed)
         except Exception:
             return False  # its watch() task tries again: it fails or restarts as any watch
@@ -478,11 +504,22 @@ class Vertex:
             return False
         self._unlisten = unlisten
         self.stats.watch_starts += 1
-        # The startup event, in the loop's next step, as a watch task's first step sends it
-        # (one callback for the vertices started in one step: a graph of files and kinds with
-        # a task starts their first checks in another order than a graph of one kind).
-        self.engine.start_later(self)
         return True
+
+    def watch_now(self, again: bool) -> None:
+        """A late vertex (Engine.watch_late) puts its watch in place; `again`: its state is
+        unknown from now on (as at a watch's startup event), so it is checked again."""
+        self._unlisten = None
+        if not self._listen_now():
+            self._spawn_watch()  # its startup event: checked again
+            return
+        if again:
+            self._on_event()
+
+    def _checking(self) -> bool:
+        """Inside its check_apply now (not waiting for a slot, nor done)."""
+        work = self.work
+        return self.status is RUNNING and work is not None and not work.over
 
     def _startup(self) -> None:
         if self._unlisten is not None:  # not stopped (nor failed) meanwhile
@@ -799,13 +836,13 @@ class Vertex:
         except Stopped:
             return None  # the engine stopped before its work began: not applied, no error
         except TimeoutError:
-            error = ResourceError(f"check_apply timed out after {meta.timeout} ms (meta timeout)")
-            self.engine.check_applied(self, apply, None, error)
-            return self._failed(error)
+            why = f"check_apply timed out after {meta.timeout} ms (meta timeout)"
+            return self._check_failed(apply, ResourceError(why))
         except Exception as err:
-            self.engine.check_applied(self, apply, None, err)
-            return self._failed(err)
+            return self._check_failed(apply, err)
         changed = not result
+        if self._unlisten is _not_yet or (changed and apply and self.engine._late is not None):
+            self._late_checked(changed and apply)  # (a one-shot run: Engine.watch_late)
         if listeners := self.engine._on_check:  # (Engine.check_applied(), without its call)
             applied = CheckApplied(self, apply, changed, None)
             for listener in list(listeners):
@@ -821,6 +858,29 @@ class Vertex:
             log.debug("%s: check_apply(apply=%s) -> %s", self.name, apply, result)
         self._succeeded(changed)
         return None
+
+    def _check_failed(self, apply: bool, err: BaseException) -> float | None:
+        self.engine.check_applied(self, apply, None, err)
+        if apply:  # it may have changed something: a one-shot run watches from now on
+            self.engine.watch_late()
+        if self._unlisten is _not_yet and self.engine._late is None and not self.stopping:
+            _drained()
+            self.watch_now(again=False)  # it checked as the first change came: its retry
+        return self._failed(err)
+
+    def _late_checked(self, changed: bool) -> None:
+        """In a one-shot run (Engine.watch_late), a check that `changed` something (applied),
+        or that ran unwatched."""
+        engine = self.engine
+        if changed and engine._late is not None:
+            engine.watch_late()  # the first change: watched from now on (this one too)
+        if self._unlisten is _not_yet and engine._late is None and not self.stopping:
+            # It checked, unwatched, as the first change came (another's): it watches now,
+            # and one that found its state good looks again, watched, if something may have
+            # changed before the switch (what it found may predate that); one that changed
+            # it knows it. Its own changes' events, queued already, are not its watch's.
+            _drained()
+            self.watch_now(again=not changed and engine._unsure)
 
     def _notify(self) -> None:
         """A change: the Refreshable targets of its `notify` edges are refreshed."""
@@ -945,6 +1005,20 @@ class Vertex:
 
 def _unwatched() -> None:
     """What stops the watch of a vertex with nothing to watch (Vertex._listen): nothing."""
+
+
+def _not_yet() -> None:
+    """What stops the watch of a late vertex (Engine.watch_late) not yet watching: nothing."""
+
+
+def _drained() -> None:
+    """The events the running loop's inotify instance has queued are dispatched now, to the
+    watchers there are: a late vertex that watches once its check has changed something
+    (Engine.watch_late) does not take those of its own changes for another's (the others'
+    watches, in place since the switch, had them queued)."""
+    hub = watcher.Hub.running()
+    if hub is not None:
+        hub.inotify.drain()
 
 
 def _few(names: list[str], count: int | None = None) -> str:
@@ -1320,7 +1394,10 @@ class Engine:
         max_checks: int = 0,
         local: LocalValues | None = None,
         program: ProgramRef | None = None,
+        late_watches: bool = False,
     ) -> None:
+        """`late_watches`: a one-shot run (`--converged-timeout=0`): the Listening kinds
+        watch from the run's first change on (`watch_late`), not from their start."""
         self.hostname = hostname
         self.program = program  # the running program's files, for resources (engine.program)
         self.autoedges = autoedges
@@ -1352,6 +1429,14 @@ class Engine:
         self.gate = Gate()  # closed by stop(): check_applies not begun then never begin
         self._clock = itertools.count(1)
         self._startups: list[Vertex] = []  # listening vertices owed their startup event
+        # A one-shot run's Listening vertices not watching yet (`watch_late`); None once they
+        # watch, or in a run that watches from the start.
+        self._late: list[Vertex] | None = [] if late_watches else None
+        if late_watches and not noop:  # a reversal done or failed is a change too
+            self.listeners.subscribe(ReversalsChanged, self._reversed)
+            self.shared.changing = self._changing  # a check begins a change (Handle.changing)
+        # Whether something may have changed before the switch (watch_late), unseen.
+        self._unsure = True
         self._raw: _Raw | None = None  # the last graph as given, before prepare()
         self._first_pass: set[Key] | None = (
             None  # the started vertices yet to process (_track_pass)
@@ -1401,6 +1486,45 @@ class Engine:
         startups, self._startups = self._startups, []
         for vertex in startups:
             vertex._startup()
+
+    def _changing(self, handle: Handle) -> None:
+        self.watch_late(before=handle)
+
+    def _reversed(self, _event: ReversalsChanged) -> None:
+        if self._late is not None and (self.reverser.changes or self.reverser.pending):
+            self.watch_late()
+
+    def watch_late(self, before: Handle | None = None) -> None:
+        """A one-shot run's first change: every late vertex (a Listening kind started before
+        it, Vertex._listen) puts its watch in place; every vertex started from now on watches
+        from its start (docs/engine.md, "A one-shot run's watches"). The switch comes as the
+        check of the resource of handle `before` begins to change something (Handle.changing:
+        nothing has changed yet), or once a change is over (a check_apply with apply that
+        changed something or failed, a reversal done or failed). After a change, or when other
+        checks were under way (they may have changed something unseen), each
+        vertex checked before the switch is checked again, watched: the change may have been
+        to what it found good. All in this step of the loop: no vertex is left settled and
+        unwatched for the converger to count."""
+        late, self._late = self._late, None
+        self.shared.changing = None
+        if not late:
+            return
+        if before is not None:
+            self._unsure = any(
+                v._checking() and v.handle is not before for v in self.vertices.values()
+            )
+        log.debug("first change: %d resources watched from now on", len(late))
+        for vertex in late:
+            if vertex._unlisten is not _not_yet:
+                continue  # stopped meanwhile
+            if vertex._checking():
+                # Inside its check, unwatched: it watches once that ends (_late_checked;
+                # a watch now would take its own write for another's change).
+                continue
+            # One checked before (what it found may predate the change): checked again, as
+            # after a watch's startup event. One waiting for its check is checked watched.
+            again = self._unsure and vertex.ts > 0 and vertex.status is not RUNNING
+            vertex.watch_now(again=again)
 
     def changed(self, vertex: Vertex) -> None:
         """Tell the listeners that `vertex` (re)set its status or was poked (see poke())."""

@@ -90,6 +90,9 @@ class Shared:
     def __init__(self) -> None:
         self._items: dict[str, object] = {}
         self.ahead: Ahead | None = None  # a daemon's agent's: see Ahead
+        # A one-shot run's engine, until its first change: what `Handle.changing()` calls,
+        # with that handle (Engine.watch_late).
+        self.changing: Callable[[Handle], None] | None = None
 
     def get(self, key: str, make: Callable[[], T]) -> T:
         """The object under `key` (its owner module's name), made by `make()` on first use."""
@@ -350,6 +353,14 @@ class Handle:
     def refresh(self) -> bool:
         """True once per notify: an upstream resource changed along a `notify` edge."""
         return self._get_refresh()
+
+    def changing(self) -> None:
+        """The resource's check begins to change something (resources._lib.plan.apply_steps
+        says so): a one-shot run watches from now on, before that change (Engine.watch_late;
+        its end would say so too, but the checks begun meanwhile would run unwatched)."""
+        changing = self.shared.changing
+        if changing is not None:
+            changing(self)
 
     def send(self, **values: Any) -> None:
         """Publish named values (e.g. exec's stdout) for `send`/`recv` edges to pick up."""

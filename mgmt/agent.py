@@ -441,6 +441,8 @@ class Agent:
             autogroup=not config.no_autogroup,
             local=local,
             program=program,
+            # A one-shot run watches its files from its first change on (docs/engine.md).
+            late_watches=config.exit_after == 0,
         )
         timeout = config.exit_after
         # Always tracked (logged once converged); exits the run only in cron mode.

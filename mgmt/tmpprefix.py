@@ -20,7 +20,7 @@ import stat
 from pathlib import Path
 
 from engine.errors import MgmtError
-from engine.inotify import alight, hold_until_exit, ride
+from engine.inotify import alight, ride
 from engine.safefs import UnsafePathError, closing, open_dir, trusted_dir
 
 PREFIX = "mgmt-"
@@ -64,10 +64,13 @@ class TmpPrefix:
         """The process ends with this run (a cron run of the `mgmt` command): a copy of the
         lock's descriptor goes to a process that ends when this one does
         (`engine.inotify.hold_until_exit`): the one the agent starts for its inotify instance
-        at its final stop (the lock rides with it: `engine.inotify.ride`), else one started
-        at `close()` for the lock alone. Each start waits for the child's exec (the GIL
-        released meanwhile, engine/holder.py: ~0.2 ms; p90 2-6 ms beside two busy loops, the
-        child's wait for a core): one per run, not two. The last close of the lock file,
+        at its final stop (the lock rides with it: `engine.inotify.ride`). Each start waits
+        for the child's exec (the GIL released meanwhile, engine/holder.py: ~0.2 ms; p90 2-6
+        ms beside two busy loops, the child's wait for a core): a run that closed no instance
+        (a one-shot run that changed nothing watches nothing: docs/engine.md) closes the lock
+        itself at `close()`, which costs less than a holder of its own (p50 0.5 ms against
+        0.8 quiet and 2.8 beside busy loops; docs/benchmarks.md, 2026-12-06, fifth session,
+        busyshare; until 2026-12-06, sixth session, it started one). The last close of the lock file,
         which frees the prefix's directory too (its entry keeps the directory until then),
         is then that process's: on a file system mounted with `discard` (this machine's),
         freeing the directory's block is a discard the close waits for, 0.1-10 ms measured
@@ -81,8 +84,8 @@ class TmpPrefix:
     def close(self) -> None:
         """Remove the prefix and everything in it, then drop the lock."""
         _remove_tree(self.path)
-        if self._leaving and alight(self._lock):  # no holder took it: one of its own
-            hold_until_exit(self._lock, "a temporary prefix's lock")
+        if self._leaving:
+            alight(self._lock)  # no holder took it (no inotify instance): closed here
         os.close(self._lock)
 
     def __enter__(self) -> TmpPrefix:

@@ -59,6 +59,8 @@ async def apply_steps(
     """Log "would ..." for each step (apply False), or do it and log it (apply True). An
     exception of a type in `errors` becomes ResourceError("could not <would>: <error>"), the
     error as `explain` (default: describe) tells it."""
+    if apply and steps:
+        handle.changing()  # (a one-shot run watches from its first change: Engine.watch_late)
     for step in steps:
         if not apply:
             handle.logger.info("would %s", step.would)

@@ -172,11 +172,18 @@ def test_a_prefix_is_removed_whole_and_no_symlink_in_it_is_followed(tmp_path: Pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["outside"]
 
 
-def test_a_prefix_left_to_exit_is_removed_and_its_lock_held_elsewhere(tmp_path: Path) -> None:
-    """In a process that goes on (here, the test's): after close the prefix is gone, this
-    process holds nothing of it, and the holder that has the lock's copy is another process."""
+def test_a_prefix_left_to_exit_rides_with_a_holder_and_is_removed(tmp_path: Path) -> None:
+    """In a process that goes on (here, the test's): the lock rides with the next holder
+    started (an inotify instance's, at a run's final stop); after close the prefix is gone,
+    this process holds nothing of it, and the holder that has the lock's copy is another
+    process."""
     tmp = TmpPrefix(tmp_path)
     tmp.leave_to_exit()
+    instance = os.open(os.devnull, os.O_RDONLY)  # (what an inotify instance's holder takes)
+    try:
+        assert inotify.hold_until_exit(instance, "a test's descriptor")
+    finally:
+        os.close(instance)
     tmp.close()
     assert not tmp.path.exists()
     holders = _holding(tmp_path)
@@ -188,6 +195,19 @@ def test_a_prefix_left_to_exit_is_removed_and_its_lock_held_elsewhere(tmp_path: 
     assert holder.pid == int(holders[0])
     holder.release()
     assert holder.wait(30) == 0
+
+
+def test_a_prefix_left_to_exit_without_a_holder_closes_its_lock_itself(tmp_path: Path) -> None:
+    """A run that closed no inotify instance (a one-shot run that changed nothing watches
+    nothing): no holder took the lock, and none is started for it alone (it would cost more
+    than the close: docs/benchmarks.md, busyshare); after close nothing holds it."""
+    tmp = TmpPrefix(tmp_path)
+    tmp.leave_to_exit()
+    started = len(inotify._EXIT.holders)
+    tmp.close()
+    assert not tmp.path.exists()
+    assert _holding(tmp_path) == []
+    assert len(inotify._EXIT.holders) == started
 
 
 async def test_a_run_cancelled_while_it_sweeps_leaves_no_prefix(
