@@ -515,6 +515,10 @@ class Vertex:
             return
         if again:
             self._on_event()
+        else:  # no check follows: what its watch left for one, it looks up now
+            res = self.res
+            assert isinstance(res, Listening)
+            res.unchecked()
 
     def _checking(self) -> bool:
         """Inside its check_apply now (not waiting for a slot, nor done)."""

@@ -349,6 +349,11 @@ class Listening(_Capability):
     ) -> Callable[[], None] | None:
         raise NotImplementedError
 
+    def unchecked(self) -> None:
+        """The watch just put in place by `listen()` is followed by no check (a one-shot run's
+        late watch of a vertex checked before: Engine.watch_late): what it left for a check
+        to look up, it looks up itself. By default nothing."""
+
 
 # Each capability and the methods a kind declaring it must define. A kind declares a capability
 # by subclassing it; register() refuses a kind that declares one without defining its methods,

@@ -532,6 +532,14 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
 
         return close
 
+    def unchecked(self) -> None:
+        """No check follows the watch listen() put in place (Listening.unchecked): the path's
+        own watch (a regular file's inode: a write through another hard link), which the
+        `checked` watcher left for the check's observed(), is looked up here."""
+        watcher: PathWatcher | None = getattr(self, "_watcher", None)
+        if watcher is not None:
+            watcher.observed()  # UNSEEN: the watcher looks
+
     # a first write beside others: the lookup and the write in one hop to an I/O thread -------
 
     def _creates_in_thread(self) -> bool:
