@@ -370,6 +370,10 @@ class PathWatcher:
         self._resync_now()
         return True
 
+    def owes(self) -> bool:
+        """Whether the watcher left a lookup of its first path to the check (settle())."""
+        return self._owed is not None
+
     def observed(self, kind: int | None = UNSEEN) -> None:
         """What the check of a `checked` watcher found at its first path, right after
         settle(): the file type bits (stat.S_IFMT), None if absent, UNSEEN if the check did

@@ -32,7 +32,7 @@ from engine.errors import ResourceError, ValidationError
 from engine.params import EMPTY_IS_UNSET
 from engine.resource import UID, Edgeable, Listening, Resource, Reversible, register
 from engine.stopgate import Later
-from engine.watcher import PathWatcher, Rename
+from engine.watcher import UNSEEN, PathWatcher, Rename
 from resources._lib.named import or_name
 from resources._lib.plan import Step, apply_steps, describe, in_thread, nothing_to_do
 from resources._lib.rewrites import wrote
@@ -535,10 +535,19 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
     def unchecked(self) -> None:
         """No check follows the watch listen() put in place (Listening.unchecked): the path's
         own watch (a regular file's inode: a write through another hard link), which the
-        `checked` watcher left for the check's observed(), is looked up here."""
+        `checked` watcher left for the check's observed(), is placed here, from one lstat
+        (the watcher's own look, observed() UNSEEN, re-syncs all: ~60 K instructions a file
+        against ~30 K; 99 files found good before a run's one write)."""
         watcher: PathWatcher | None = getattr(self, "_watcher", None)
-        if watcher is not None:
-            watcher.observed()  # UNSEEN: the watcher looks
+        if watcher is None or not watcher.owes():
+            return
+        try:
+            kind: int | None = stat.S_IFMT(os.lstat(self._fs_path).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            kind = None
+        except OSError:
+            kind = UNSEEN  # the watcher looks
+        watcher.observed(kind)
 
     # a first write beside others: the lookup and the write in one hop to an I/O thread -------
 
