@@ -20,6 +20,7 @@ from engine.graph import Edge, Graph
 from engine.meta import Meta
 from engine.resource import Resource, register
 from engine.watcher import Hub
+from mgmt.converger import Converger
 from resources.file import FileRes
 from tests.engine.conftest import settle
 
@@ -227,3 +228,33 @@ async def test_a_first_run_checks_each_file_once(late: Engine, tmp_path: Path) -
     assert counted == dict.fromkeys(names, 1)
     assert watching(late) == dict.fromkeys(names, 1)
     assert all((out / name).read_text() == f"want {name}\n" for name in names)
+
+
+async def test_a_file_watched_by_a_task_is_unsettled_until_checked_again(
+    late: Engine, tmp_path: Path
+) -> None:
+    """A directory with `purge` (no fixed paths: it watches with a task) found good, then a
+    kind that does not say it is about to change something puts a stray file in it: at the
+    switch its watch task starts, and its startup event comes in that task's first step. The
+    run must not be converged before it: at the first convergence (where a one-shot run
+    exits) the directory has been checked again and the stray file purged."""
+    out = tmp_path / "out"
+    (out / "d").mkdir(parents=True)
+    graph = Graph("purge")
+    graph.add(FileRes(name="d", path=f"{out}/d/", state="exists", recurse=True, purge=True))
+    graph.add(LateProbe(name="x", path=f"{out}/d/stray", text="stray\n"))
+    graph.connect(("file", "d"), ("lateprobe", "x"), Edge())
+    counted = checks(late)
+    converger = Converger(late, timeout=0)
+    at_convergence: list[tuple[int, bool]] = []
+    converger.on_converged = lambda: at_convergence.append(
+        (counted.get("d", 0), (out / "d" / "stray").exists())
+    )
+    try:
+        await late.apply(graph)
+        async with asyncio.timeout(30):  # a bound on a hang
+            await converger.converged.wait()
+    finally:
+        converger.close()
+    checked, stray = at_convergence[0]
+    assert checked >= 2 and not stray, at_convergence
