@@ -58,3 +58,16 @@ def test_a_file_overwritten_by_a_later_guard_is_repaired_before_the_run_exits(
     assert code == 0, output
     assert not (tmp_path / "ran").exists(), output
     assert (tmp_path / "f0").read_text() == "want\n", output
+
+
+@pytest.mark.parametrize("timeout", ["0", "1"], ids=["one-shot", "watched"])
+def test_a_noop_run_reports_the_drift_a_guard_made(tmp_path: Path, timeout: str) -> None:
+    """Under `--noop` the guard runs all the same (exec's guards are evaluated): its change
+    to f0 is drift to report, `--detailed-exitcodes`' 3, with late watches too."""
+    (tmp_path / "f0").write_text("want\n")
+    path = graph(tmp_path, "ifcmd", 1)
+    args = ["run", f"--converged-timeout={timeout}", "--tmp-prefix", "--no-watch", "--noop"]
+    code, output = run_mgmt([*args, "--detailed-exitcodes", "yaml", str(path)], timeout=120)
+    assert code == 3, output
+    assert "file[f0]: would" in output, output
+    assert (tmp_path / "f0").read_text() == "bad", output
