@@ -1436,9 +1436,11 @@ class Engine:
         # A one-shot run's Listening vertices not watching yet (`watch_late`); None once they
         # watch, or in a run that watches from the start.
         self._late: list[Vertex] | None = [] if late_watches else None
+        if late_watches:  # a check begins a change (Handle.changing); under --noop, only a
+            # command that may change anything (exec's guards) says so: no would-change does
+            self.shared.changing = self._changing
         if late_watches and not noop:  # a reversal done or failed is a change too
             self.listeners.subscribe(ReversalsChanged, self._reversed)
-            self.shared.changing = self._changing  # a check begins a change (Handle.changing)
         # Whether something may have changed before the switch (watch_late), unseen.
         self._unsure = True
         self._raw: _Raw | None = None  # the last graph as given, before prepare()

@@ -356,7 +356,8 @@ class Handle:
 
     def changing(self) -> None:
         """The resource's check begins to change something (resources._lib.plan.apply_steps
-        says so): a one-shot run watches from now on, before that change (Engine.watch_late;
+        says so), or to run a command that may change anything (exec's guards, under --noop
+        too): a one-shot run watches from now on, before that change (Engine.watch_late;
         its end would say so too, but the checks begun meanwhile would run unwatched)."""
         changing = self.shared.changing
         if changing is not None:

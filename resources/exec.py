@@ -233,6 +233,10 @@ class ExecRes(Refreshable, Edgeable, Resource):
         """Why `cmd` must not run now (creates exists, ifcmd failed), or None."""
         if self.creates is not None and await asyncio.to_thread(os.path.exists, self.creates):
             return f"{self.creates} exists (creates)"
+        if self.ifcmd is not None or self.nifcmd is not None:
+            # A guard is a command: it may change anything (a file of the graph checked good
+            # before it). A one-shot run watches from now on, before it runs (Handle.changing).
+            self.handle.changing()
         if self.ifcmd is not None:
             argv = _argv(self.ifcmd, self.ifshell)
             code, _ = await self._execute(argv, self.ifcwd or self.cwd, "ifcmd", logging.DEBUG)
