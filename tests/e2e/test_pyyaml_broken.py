@@ -13,6 +13,7 @@ it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import textwrap
 from pathlib import Path
@@ -80,20 +81,24 @@ async def test_an_edit_while_pyyaml_is_broken_is_refused_in_one_line(
         )
 
     args = ["run", "--tmp-prefix", "--converged-timeout=0", "yaml", str(path)]
-    async with Daemon(args) as daemon:
-        await daemon.wait_log(f"created {out}")
-        await daemon.wait_log(f"running: cat {fifo}")
-        edit("b")
-        await daemon.wait_log("keeping the running graph")
-        said = [line for line in daemon.lines if SAID in line]
-        raised = "FileNotFoundError" if error == "OSError" else error
-        assert len(said) == 1 and f"{path}: {SAID} ({raised}: " in said[0], daemon.log
-        assert out.read_text() == "a"  # the running graph is kept
-        flag.unlink()  # PyYAML is whole again: the next edit is parsed and applied
-        edit("c")
-        await wait_path(out, has_content("c"), timeout=30)
-        await asyncio.to_thread(fifo.write_text, "go\n")  # the exec ends: the run converges
-        assert await daemon.wait() == 0, daemon.log
+    try:
+        async with Daemon(args) as daemon:
+            await daemon.wait_log(f"created {out}")
+            await daemon.wait_log(f"running: cat {fifo}")
+            edit("b")
+            await daemon.wait_log("keeping the running graph")
+            said = [line for line in daemon.lines if SAID in line]
+            raised = "FileNotFoundError" if error == "OSError" else error
+            assert len(said) == 1 and f"{path}: {SAID} ({raised}: " in said[0], daemon.log
+            assert out.read_text() == "a"  # the running graph is kept
+            flag.unlink()  # PyYAML is whole again: the next edit is parsed and applied
+            edit("c")
+            await wait_path(out, has_content("c"), timeout=30)
+            await asyncio.to_thread(fifo.write_text, "go\n")  # the exec ends: the run converges
+            assert await daemon.wait() == 0, daemon.log
+    finally:  # a failed test's exec, `cat`, gets its end (it was left blocked for ever)
+        with contextlib.suppress(OSError):  # ENXIO: nobody reads it any more
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
     assert "Traceback" not in daemon.log and "unexpectedly" not in daemon.log, daemon.log
 
 
