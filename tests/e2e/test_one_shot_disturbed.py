@@ -21,9 +21,12 @@ from tests.e2e.helpers import run_mgmt
 ARGS = ["run", "--converged-timeout=0", "--tmp-prefix", "--no-watch"]
 
 
-def graph(tmp_path: Path, cmd: str, files: int = 3) -> Path:
-    """`files` file resources (wanted content `want N`), then an exec after the first that
-    runs `cmd` once (its `creates` marker), in tmp_path/out."""
+def graph(
+    tmp_path: Path, cmd: str, files: int = 3, edges: tuple[tuple[str, str], ...] = ()
+) -> Path:
+    """`files` file resources (wanted content `want N`), then an exec `disturb` that runs `cmd`
+    once (its `creates` marker), in tmp_path/out; `edges` (from, to) as `kind:name`, by
+    default one from the first file to the exec."""
     out = tmp_path / "out"
     lines = ["graph: disturbed", "resources:", "  file:"]
     for i in range(files):
@@ -35,9 +38,13 @@ def graph(tmp_path: Path, cmd: str, files: int = 3) -> Path:
         "      shell: /bin/sh",
         f"      creates: {tmp_path}/marker",
         "edges:",
-        "  - from: {kind: file, name: f0}",
-        "    to: {kind: exec, name: disturb}",
     ]
+    for ends in edges or (("file:f0", "exec:disturb"),):
+        (kind, name), (to_kind, to_name) = (end.split(":") for end in ends)
+        lines += [
+            f"  - from: {{kind: {kind}, name: {name}}}",
+            f"    to: {{kind: {to_kind}, name: {to_name}}}",
+        ]
     path = tmp_path / "g.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path

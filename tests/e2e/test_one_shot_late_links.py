@@ -14,34 +14,17 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.helpers import run_mgmt
+from tests.e2e.test_one_shot_disturbed import graph as disturbed_graph
 
 FILES = 3  # f0, f1: right before the run; f2: absent (the run's first change)
 
 
-def graph(tmp_path: Path, out: Path, links: Path) -> Path:
+def graph(tmp_path: Path, links: Path) -> Path:
     """f0 and f1 checked first (edges to f2), then f2 written (the first change), then an
     exec after f2 that writes f0 and f1 through their hard links in `links`."""
-    lines = ["graph: links", "resources:", "  file:"]
-    for i in range(FILES):
-        lines += [f"    - name: f{i}", f"      path: {out}/f{i}", f'      content: "want {i}\\n"']
     cmd = f"printf other > {links}/l0 && printf other > {links}/l1 && touch {tmp_path}/marker"
-    lines += [
-        "  exec:",
-        "    - name: disturb",
-        f"      cmd: '{cmd}'",
-        "      shell: /bin/sh",
-        f"      creates: {tmp_path}/marker",
-        "edges:",
-        "  - from: {kind: file, name: f0}",
-        "    to: {kind: file, name: f2}",
-        "  - from: {kind: file, name: f1}",
-        "    to: {kind: file, name: f2}",
-        "  - from: {kind: file, name: f2}",
-        "    to: {kind: exec, name: disturb}",
-    ]
-    path = tmp_path / "g.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    edges = (("file:f0", "file:f2"), ("file:f1", "file:f2"), ("file:f2", "exec:disturb"))
+    return disturbed_graph(tmp_path, f"'{cmd}'", FILES, edges)
 
 
 @pytest.mark.parametrize("timeout", ["0", "1"], ids=["one-shot", "watched"])
@@ -54,7 +37,7 @@ def test_files_found_good_then_written_through_a_hard_link_are_repaired(
     for i in (0, 1):
         (out / f"f{i}").write_text(f"want {i}\n")
         os.link(out / f"f{i}", links / f"l{i}")
-    path = graph(tmp_path, out, links)
+    path = graph(tmp_path, links)
     args = ["run", f"--converged-timeout={timeout}", "--tmp-prefix", "--no-watch"]
     code, output = run_mgmt([*args, "yaml", str(path)], timeout=120)
     assert code == 0, output
