@@ -96,10 +96,15 @@ async def test_a_cluster_stopped_at_once_starts_again(tmp_path: Path, order: str
         # One after the other: two left (remembering the rest), the last voter stayed.
         left = [h for h in hosts if "this host's member left the cluster" in first_logs[h.name]]
         assert len(left) == 2
-        for host in hosts:  # every member remembered the others (those that left: at it)
+        for host in hosts:  # those that left remembered the others as they left; the last
+            # voter keeps its member's data, and its file only while it saw another voter (the
+            # two leaving before its own stop leave it none: the file goes, CI of 2026-12-06)
             peers = host.root / host.name / "prefix" / "cluster-peers.json"
-            assert peers.stat().st_mode & 0o777 == 0o600
-            assert host in left or has_member(host.root / host.name / "prefix" / "etcd")
+            if host in left:
+                assert peers.stat().st_mode & 0o777 == 0o600
+            else:
+                assert not peers.exists() or peers.stat().st_mode & 0o777 == 0o600
+                assert has_member(host.root / host.name / "prefix" / "etcd")
         again = hosts if order == "h1 first" else hosts[::-1]
         for host in again:
             await host.start(seeds=[] if host is h1 else [h1])
