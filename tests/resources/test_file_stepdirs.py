@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from engine import safefs
+from engine import safefs, watcher
 from engine.errors import ResourceError
 from resources.file import FileRes
 
@@ -30,9 +30,29 @@ def open_fds() -> set[tuple[str, str]]:
 
 
 async def next_step() -> None:
-    """Let the loop end this step and run the next (the shared directories' flush)."""
-    for _ in range(2):
-        await asyncio.sleep(0)
+    """The shared directories' flush has run: it is a callback the step's first check queued
+    (call_soon), so one queued now runs after it (the loop runs its callbacks in order)."""
+    loop = asyncio.get_running_loop()
+    flushed = loop.create_future()
+    loop.call_soon(flushed.set_result, None)
+    await flushed
+
+
+@pytest.fixture
+def write_begun(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Set as an own write's context opens (a file's write in flight: `Hub.own_writes`); the
+    context still does its work (a signal, not a fake)."""
+    begun = asyncio.Event()
+    enter = watcher._Expecting.__enter__
+
+    def entered(self: Any) -> Any:
+        try:
+            return enter(self)
+        finally:
+            begun.set()
+
+    monkeypatch.setattr(watcher._Expecting, "__enter__", entered)
+    return begun
 
 
 @pytest.fixture
@@ -123,7 +143,11 @@ async def test_a_directory_replaced_by_a_link_within_the_step_is_not_followed(
 
 
 async def test_a_replacement_read_by_a_later_check_of_the_step_is_not_lost(
-    tmp_path: Path, shared: Path, run_resource: Any, walks: list[str]
+    tmp_path: Path,
+    shared: Path,
+    run_resource: Any,
+    walks: list[str],
+    write_begun: asyncio.Event,
 ) -> None:
     """While an own write is in flight each check reads the event queue itself
     (Hub.read_for_check): another user's replacement of the directory, after the step's
@@ -145,11 +169,10 @@ async def test_a_replacement_read_by_a_later_check_of_the_step_is_not_lost(
     for each in running:
         each.handle.rearm()
     hub = second._watcher._hub
+    write_begun.clear()  # (the writes above set it)
     repair = asyncio.create_task(writer.check_apply(True))  # an own write in flight
-    for _ in range(10_000):  # loop steps, not time: until its rename's context is open
-        if hub.own_writes:
-            break
-        await asyncio.sleep(0)
+    async with asyncio.timeout(30):  # a bound on a hang: until its rename's context is open
+        await write_begun.wait()
     assert hub.own_writes
     walks.clear()
     assert await first.check_apply(True) is True  # in place: no wait, the step goes on
