@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 
 
 class MgmtError(Exception):
@@ -88,10 +89,15 @@ TRANSIENT_ERRNOS = frozenset(
 )
 
 
-def transient(err: BaseException | None) -> bool:
-    """Whether `err` (or what caused it) is a host problem that may pass (TRANSIENT_ERRNOS)."""
+def caused_by(err: BaseException | None, test: Callable[[BaseException], bool]) -> bool:
+    """Whether `err`, or an error that caused it (`__cause__`, down the chain), passes `test`."""
     while err is not None:
-        if isinstance(err, OSError) and err.errno in TRANSIENT_ERRNOS:
+        if test(err):
             return True
         err = err.__cause__
     return False
+
+
+def transient(err: BaseException | None) -> bool:
+    """Whether `err` (or what caused it) is a host problem that may pass (TRANSIENT_ERRNOS)."""
+    return caused_by(err, lambda e: isinstance(e, OSError) and e.errno in TRANSIENT_ERRNOS)

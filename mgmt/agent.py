@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import resources  # noqa: F401  # registers the loader that imports kinds on first use
 from engine import codestamp, collector, inotify, stopgate
 from engine.engine import RETRYING, Engine, Vertex
-from engine.errors import GraphError, MgmtError, ValidationError, path_error, transient
+from engine.errors import GraphError, MgmtError, ValidationError, caused_by, path_error, transient
 from engine.events import CheckApplied
 from engine.exit import exit_request
 from engine.graph import Graph, fmt_key
@@ -297,16 +297,8 @@ def refusal(err: BaseException) -> ExitCode:
     that may pass (UNAVAILABLE, 75: a full disk, a missing graph file), which the unit
     restarts on (docs/operations.md, "Restarts"); PyYAML that cannot be imported (upgraded or
     removed under the agent: mgmt.yamlgraph) is one too: a reinstall ends it, the file is fine."""
-    return ExitCode.UNAVAILABLE if transient(err) or _not_importable(err) else ExitCode.USAGE
-
-
-def _not_importable(err: BaseException | None) -> bool:
-    """Whether `err` (or what caused it) is a module that could not be imported."""
-    while err is not None:
-        if isinstance(err, ImportError):
-            return True
-        err = err.__cause__
-    return False
+    not_importable = caused_by(err, lambda e: isinstance(e, ImportError))
+    return ExitCode.UNAVAILABLE if transient(err) or not_importable else ExitCode.USAGE
 
 
 def warn_untrusted(path: str) -> None:
