@@ -128,7 +128,6 @@ GUARD_MASK = inotify.DELETE_SELF | inotify.MOVE_SELF | inotify.DONT_FOLLOW
 # DELETE of its name is not held back (Hub._dispatch).
 PARENT_MASK = GUARD_MASK | inotify.DELETE
 GONE = inotify.DELETE_SELF | inotify.MOVE_SELF
-DELETED_DIR = inotify.DELETE | inotify.ISDIR
 IGNORED = inotify.IGNORED
 DIRECTORY = inotify.ONLYDIR  # set in DIR_MASK only
 OVERFLOW = inotify.Q_OVERFLOW
@@ -531,7 +530,9 @@ class PathWatcher:
                 ):
                     missing = True
                 else:
-                    found = type_of(parent, True)
+                    found = type_of(parent, False)
+                    if found == stat.S_IFLNK:
+                        found = _through_link(parent, type_of)
                     if found == stat.S_IFDIR:
                         add(parent, DIR_MASK, os.path.basename(child))
                         break
@@ -645,6 +646,28 @@ class _Expecting:
             # would have made during the write (the parents it made, watched), made now; the
             # report follows as it would have.
             watcher._resync_now()
+
+
+def _through_link(link: str, type_of: Callable[[str, bool], int | None]) -> int | None:
+    """What the watch of a path below the symlink `link` (an ancestor's name) finds there: the
+    type of its target when safefs would follow the link (root's or the agent's own, in a
+    directory only they can write: `/var/run -> /run`), else S_IFLNK, a name that is no
+    directory, watched in its own directory as a file in the way would be: the writes refuse
+    such a link (safefs.safe_link), and a watch through it into the other user's directory
+    saw nothing of the link's removal or change, so the refused file stayed failed until a
+    reload (found 2026-12-06, opsuser)."""
+    try:
+        own = os.lstat(link)
+        held = os.stat(os.path.dirname(link))
+    except OSError:
+        return None
+    if not stat.S_ISLNK(own.st_mode):  # replaced since the first look
+        return stat.S_IFMT(own.st_mode)
+    from engine.safefs import controlled_by_others  # rare: a link among a path's parents
+
+    if own.st_uid not in (0, os.geteuid()) or controlled_by_others(held, sticky_ok=False):
+        return stat.S_IFLNK
+    return type_of(link, True)
 
 
 def _kind(path: str, follow: bool) -> int | None:
@@ -1203,11 +1226,13 @@ class Hub:
             for path in paths:
                 if path in self.guarded:
                     self._gone_below(path, mask)
-        if mask & DELETED_DIR == DELETED_DIR and event.name is not None:
-            name = libc.fsdecode(event.name)
+        if mask & inotify.DELETE and event.name is not None:
+            # Not only a directory's deletion (DELETE | ISDIR): a watched directory may be a
+            # symlink's name (`/var/run`, a link planted there: its target is watched), whose
+            # deletion says no ISDIR and no watch of the target sees (opsuser, 2026-12-06).
             for path in paths:
                 if path in self.parents:  # a watched directory's DELETE_SELF may never come
-                    child = os.path.join(path, name)
+                    child = os.path.join(path, libc.fsdecode(event.name))
                     if child in self.guarding:
                         self._gone_below(child, mask, itself=True)
         for path in paths:

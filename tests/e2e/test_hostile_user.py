@@ -5,6 +5,7 @@ must not give them root's privileges or files (docs/security.md)."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import shutil
 import signal
@@ -309,3 +310,73 @@ def test_graphviz_replaces_a_planted_link_rather_than_write_through_it(tmp_path:
     assert victim.read_text() == "orig\n"
     assert not (home / "graph.dot").is_symlink()
     assert "noop[a]" in (home / "graph.dot").read_text()
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """Swap the names `a` and `b` in one step (renameat2 RENAME_EXCHANGE), as a user swapping
+    a directory for their link would: no moment without one at `b`."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.renameat2(-100, os.fsencode(a), -100, os.fsencode(b), 2) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(b))
+
+
+@pytest.mark.parametrize("held", ["", "f"], ids=["empty", "holding-f"])
+async def test_a_file_refused_behind_a_planted_link_is_repaired_once_the_link_goes(
+    tmp_path: Path, held: str
+) -> None:
+    """opsuser, 2026-12-06: a managed file's parent directory swapped for another user's link
+    is refused (never written through), and the file's watch used to go through the link into
+    their directory: its removal (or any change of the link) went unseen, and the file stayed
+    failed until a reload or a restart (100 files of a 10,000-file graph here). The link is
+    now not followed by the watch: its own name is watched in its directory; and where a
+    file of that name is there (`held`), and the watch goes through it as through a link of
+    root's, the link's deletion is seen as a watched directory's is."""
+    theirs_dir = theirs(tmp_path)
+    if held:
+        as_nobody(theirs_dir, f"echo theirs > {held}")
+    top = tmp_path / "top"
+    target = top / "d" / "f"
+    graph = tmp_path / "graph.yaml"
+    graph.write_text(
+        f'graph: planted\nresources:\n  file:\n    - {{name: f, path: {target}, content: "f\\n"}}\n'
+    )
+    run = ["run", "--prefix", str(tmp_path / "prefix"), "yaml", str(graph)]
+    async with Daemon(run) as daemon:
+        await daemon.wait_log("converged")
+        link = top / "d.theirs"
+        link.symlink_to(theirs_dir)
+        os.lchown(link, NOBODY, NOBODY)
+        _exchange(link, top / "d")
+        await daemon.wait_log("refusing to follow the symlink")
+        (top / "d").unlink()  # the link goes: the file is made again where it belongs
+        await wait_path(target, has_content("f\n"))
+        assert not (top / "d").is_symlink()
+        assert sorted(os.listdir(theirs_dir)) == ([held] if held else [])
+        if held:
+            assert (theirs_dir / held).read_text() == "theirs\n"
+
+
+async def test_a_planted_link_swapped_back_for_the_directory_is_seen(tmp_path: Path) -> None:
+    """The planted link of the test above swapped back for root's directory (renamed over
+    it, no deletion), whose file changed meanwhile: seen through the watch of the link's
+    name, and the file repaired (before, the watch was on the link's target only)."""
+    theirs_dir = theirs(tmp_path)
+    top = tmp_path / "top"
+    target = top / "d" / "f"
+    graph = tmp_path / "graph.yaml"
+    graph.write_text(
+        f'graph: planted\nresources:\n  file:\n    - {{name: f, path: {target}, content: "f\\n"}}\n'
+    )
+    run = ["run", "--prefix", str(tmp_path / "prefix"), "yaml", str(graph)]
+    async with Daemon(run) as daemon:
+        await daemon.wait_log("converged")
+        link = top / "d.theirs"
+        link.symlink_to(theirs_dir)
+        os.lchown(link, NOBODY, NOBODY)
+        _exchange(link, top / "d")
+        await daemon.wait_log("refusing to follow the symlink")
+        (top / "d.theirs" / "f").write_text("drifted\n")  # root's directory, now unwatched
+        _exchange(top / "d.theirs", top / "d")
+        await wait_path(target, has_content("f\n"))
+        assert list(theirs_dir.iterdir()) == []
