@@ -104,7 +104,9 @@ def main(argv: list[str]) -> int:
 
         instead = "--prefix DIR of an agent of this user"
         return _no_answer(args, denied(path, err.strerror, args.prefix, instead))
-    except (OSError, TimeoutError, ValueError) as err:
+    except TimeoutError:
+        return _no_answer(args, silent(path, args.prefix))
+    except (OSError, ValueError) as err:
         reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
         return _no_answer(args, f"no agent answers on {path}: {reason}")
     text = json.dumps(snapshot, indent=2) + "\n" if args.json else table(snapshot)
@@ -217,6 +219,35 @@ def _clock(seconds: float | None) -> str:
     if time.strftime("%Y-%m-%d", when) != time.strftime("%Y-%m-%d"):
         return time.strftime("%Y-%m-%d %H:%M:%S", when)
     return time.strftime("%H:%M:%S", when)
+
+
+# /proc/PID/stat's states that say why a live agent does not answer
+_STATES = {
+    "T": "stopped (SIGSTOP, ^Z: `kill -CONT {pid}` resumes it)",
+    "t": "stopped by a debugger (ptrace)",
+    "D": "waiting on a disk or a file system (state D)",
+    "Z": "a zombie (it ended; its parent has not reaped it)",
+}
+
+
+def silent(path: Path, prefix: Path) -> str:
+    """The message for a socket that took the connection and said nothing for TIMEOUT s:
+    which agent holds the prefix (its lock file's pid, when it runs mgmt) and, from its
+    /proc state, why it may not answer. Before (opsuser, 2026-12-06) it was `no agent answers
+    on ...: TimeoutError` for an agent that `systemctl status` showed running."""
+    from mgmt.tmpprefix import AGENT_LOCK
+
+    waited = f"did not answer on {path} within {TIMEOUT:g} s"
+    try:
+        pid = int((prefix / AGENT_LOCK).read_text().split()[0])
+        proc = Path(f"/proc/{pid}")
+        if b"mgmt" not in (proc / "cmdline").read_bytes():
+            raise ValueError("another program")
+        state = (proc / "stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, ValueError, IndexError):
+        return f"no agent answers on {path}: it said nothing within {TIMEOUT:g} s"
+    why = _STATES.get(state, "running: busy or wedged")
+    return f"the agent (pid {pid}) {waited}: it is {why.format(pid=pid)}"
 
 
 def _no_answer(args: argparse.Namespace, message: str) -> int:

@@ -320,3 +320,29 @@ async def test_mgmt_status_fails_while_a_resource_retries_since_its_first_failur
         assert (dead["state"], dead["error"]) == ("failed", why)
         daemon.signal(signal.SIGTERM)
         await daemon.wait()
+
+
+async def test_mgmt_status_names_a_stopped_agent_that_does_not_answer(tmp_path: Path) -> None:
+    """opsuser, 2026-12-06: an agent stopped by SIGSTOP (or ^Z) takes `mgmt status`'s
+    connection and says nothing; after its 10 s `mgmt status` said `no agent answers on ...:
+    TimeoutError`, of an agent `systemctl status` showed running. It now names the agent's
+    pid (its prefix lock's) and its state, and how to resume it."""
+    graph = tmp_path / "graph.yaml"
+    graph.write_text(f"graph: stopped\nresources:\n  file:\n    - {{name: {tmp_path}/f}}\n")
+    prefix = tmp_path / "prefix"
+    async with Daemon(["run", "--prefix", str(prefix), "yaml", str(graph)]) as daemon:
+        await daemon.wait_log("converged")
+        assert daemon.proc is not None
+        pid = daemon.proc.pid
+        daemon.signal(signal.SIGSTOP)
+        try:
+            code, out = await asyncio.to_thread(run_mgmt, ["status", "--prefix", str(prefix)])
+        finally:
+            daemon.signal(signal.SIGCONT)
+        assert code == 2, out
+        assert f"mgmt status: the agent (pid {pid}) did not answer on {prefix}/status.sock" in out
+        assert f"it is stopped (SIGSTOP, ^Z: `kill -CONT {pid}` resumes it)" in out, out
+        code, out = await asyncio.to_thread(run_mgmt, ["status", "--prefix", str(prefix)])
+        assert code == 0, out
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
