@@ -1473,6 +1473,9 @@ class Engine:
         self._candidates: dict[Key, Groupable] | None = None
         self._swapping = asyncio.Lock()  # held by a swap (apply)
         self._closing = False  # stop() was called: no graph is applied from then on
+        # The resources of a graph a swap accepted and has not put in place yet (stop()'s
+        # summary: a stop then leaves it unapplied, which the vertices there are do not show).
+        self._incoming = 0
 
     def tick(self) -> int:
         return next(self._clock)
@@ -1677,11 +1680,27 @@ class Engine:
             self._refuse_if_stopping()
             self._gc_resume()
             self._pause_gc()
+            self._incoming = len(graph.vertices)
             try:
                 await self._swap(graph, since, accepted)
-            except BaseException:
+            except BaseException as err:
                 self._gc_resume()
+                if self._incoming and isinstance(err, (asyncio.CancelledError, EngineStopped)):
+                    self._unapplied()
                 raise
+            finally:
+                self._incoming = 0
+
+    def _unapplied(self) -> None:
+        """A swap cut short by the stop (its task cancelled, or the engine stopping) before
+        its graph was put in place: said, as the stop's summary says what it left undone of
+        the running graph (opsuser, 2026-12-06: `graph file changed: swapping in the new
+        graph`, then a clean exit, and nothing said the new graph was not applied)."""
+        log.info(
+            "stopped during a graph swap: the new graph (%d resource%s) was not put in place; "
+            "the next run applies it",
+            *(self._incoming, "s" * (self._incoming != 1)),
+        )
 
     def _refuse_if_stopping(self) -> None:
         """A graph is not applied once stop() was called: stop() stops the vertices there
@@ -1742,7 +1761,7 @@ class Engine:
         self.graph = graph
         self.vertices = vertices
         self._raw = raw
-        self._rewatchers, self._noops = rewatchers, noops
+        self._rewatchers, self._noops, self._incoming = rewatchers, noops, 0  # (in place)
         if line:
             log.info("%s", line)
         self._track_pass(added, first=not old)
@@ -2455,6 +2474,7 @@ class Engine:
         async for some_new in sliced([*replace.items(), *small.add.items()]):
             added.extend(Vertex(self, res) for _key, res in some_new)
         # Nothing awaited from here on: the graph changes at once.
+        self._incoming = 0
         _reshape(self.graph, small)
         graph = Graph(given.name)  # a new object (the agent tells swaps apart by identity)
         graph.vertices, graph.succ, graph.pred = (

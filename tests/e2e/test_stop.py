@@ -244,3 +244,36 @@ async def test_an_agent_that_does_not_stop_in_time_is_killed_not_left_running(
         assert daemon.proc is not None and daemon.proc.returncode == -signal.SIGKILL
     finally:
         await daemon.__aexit__(None, None, None)
+
+
+async def test_a_stop_during_a_graph_swap_says_the_new_graph_was_not_put_in_place(
+    tmp_path: Path,
+) -> None:
+    """opsuser, 2026-12-06: a stop (SIGTERM, `systemctl restart`) while a swap was under way
+    logged `graph file changed: swapping in the new graph`, then exited 0, and nothing said
+    that the new graph had not been put in place. Here the swap waits for the command it
+    replaces (its `sig: SIGCONT` is ignored, up to the 10 s bound) when the stop comes."""
+    graph = tmp_path / "graph.yaml"
+
+    def write(cmd: str) -> None:
+        new = tmp_path / "graph.new"
+        new.write_text(
+            "graph: swap\nresources:\n  exec:\n"
+            f"    - {{name: long, cmd: '{cmd}', sig: SIGCONT}}\n"
+            f'  file:\n    - {{name: {tmp_path}/out/f, content: "f\\n"}}\n'
+        )
+        new.rename(graph)
+
+    write("sleep 60")
+    async with Daemon(["run", "--prefix", str(tmp_path / "prefix"), "yaml", str(graph)]) as daemon:
+        await daemon.wait_log("running: sleep 60")
+        write("sleep 61")
+        await daemon.wait_log("graph file changed: swapping in the new graph")
+        daemon.signal(signal.SIGTERM)
+        await daemon.wait_log(
+            "stopped during a graph swap: the new graph (2 resources) was not put in place; "
+            "the next run applies it"
+        )
+        daemon.signal(signal.SIGTERM)  # the second: no need to wait for the bound
+        await daemon.wait()
+    assert "running: sleep 61" not in daemon.log
