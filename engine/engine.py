@@ -1045,6 +1045,11 @@ def _swapped_line(
         for what, keys in changes
         if keys
     ]
+    added, removed = edges
+    if added and removed:  # an edge of a changed vertex made again is rewired, not new nor gone
+        both = set(added) & set(removed)
+        if both:
+            edges = ([e for e in added if e not in both], [e for e in removed if e not in both])
     for sign, ends in zip("+-", edges, strict=True):
         if ends:
             named = [f"{fmt_key(a)} -> {fmt_key(b)}" for a, b in itertools.islice(ends, NAMED + 1)]

@@ -819,11 +819,23 @@ async def test_the_swap_line_names_what_was_removed_added_changed_and_the_edges(
         swap_line()
         == f"graph swap: {N} kept, 0 stopped, 0 started: edges +1 (file[f4] -> file[f5])"
     )
+    # A file moved within a managed directory: its automatic edge from the directory is
+    # rewired, neither added nor removed (opsuser, 2026-12-06: the line said `edges +1
+    # (file[out] -> file[f5]); edges -1 (file[out] -> file[f5])`).
+    directory = fifth.copy()
+    directory.add(FileRes(name="out", path=f"{tmp_path / 'out'}/"))
+    await engine.apply(directory)
+    assert swap_line() == f"graph swap: {N} kept, 0 stopped, 1 started: added file[out]"
+    moved = directory.copy()
+    moved.vertices[("file", "f5")] = FileRes(name="f5", path=str(tmp_path / "out" / "f5b"))
+    await engine.apply(moved)
+    assert swap_line() == f"graph swap: {N} kept, 1 stopped, 1 started: changed file[f5]"
     # A full swap (most of the graph replaced): named up to three, then how many more.
     sixth = files(tmp_path, {f"f{i}": f"new {i}\n" for i in range(N)})
     await engine.apply(sixth)
     assert swap_line() == (
-        f"graph swap: 0 kept, {N} stopped, {N} started: removed file[g1]; added file[f2]; changed file[f0], "
+        f"graph swap: 0 kept, {N + 1} stopped, {N} started: removed file[g1], file[out]; "
+        "added file[f2]; changed file[f0], "
         f"file[f1], file[f3] and {N - 4} more; edges -1 (file[f4] -> file[f5])"
     )
     await settle(engine)
