@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from engine import safefs
-from engine.errors import ValidationError
+from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.resource import UID, Edgeable, Resource, register
 from resources._lib.plan import Step, nothing_to_do
@@ -265,13 +265,29 @@ class CronRes(BusUser, Edgeable, Resource):
         if changes or stale:
             changes.append(daemon_reload(bus))
         if props.get("ActiveState") != "active":
-            run = functools.partial(job, bus, "StartUnit", timer, "start", session=self.session)
+            run = functools.partial(self._timer_job, bus, "StartUnit", "start")
             changes.append(Step(f"start {timer}", f"started {timer}", run))
         elif schedule_changed:
-            run = functools.partial(job, bus, "RestartUnit", timer, "restart", session=self.session)
+            run = functools.partial(self._timer_job, bus, "RestartUnit", "restart")
             why = "(its schedule changed)"
             changes.append(Step(f"restart {timer} {why}", f"restarted {timer} {why}", run))
         return changes
+
+    async def _timer_job(self, bus: Bus, method: str, verb: str) -> None:
+        """Start (or restart) the timer. systemd refuses one whose unit does not load, and its
+        job says only 'failed' (the reason is in the journal): the error names that unit."""
+        try:
+            await job(bus, method, self.timer, verb, session=self.session)
+        except ResourceError as err:
+            try:
+                props, _ = await bus.unit_state(self.target, ("LoadState",), False)
+            except ResourceError:
+                raise err from None  # the bus failed meanwhile: the job's own error
+            load = props.get("LoadState")
+            if load == "loaded":
+                raise
+            why = f"the unit it starts, {self.target}, is not loaded (LoadState {load!r})"
+            raise ResourceError(f"{err}: {why}") from err
 
     def _plan_absent(
         self,

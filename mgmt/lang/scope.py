@@ -173,6 +173,7 @@ class Resolver:
             self.problems.add(stmt.pos, f'import "{stmt.module}": {err}')
             return
         if imp.system and stmt.module not in funcs.MODULES:
+            scope.refused.add(stmt.alias or imp.alias)  # the one error: not its calls too
             missing = funcs.mgmt_only(stmt.module)
             if missing is not None:
                 self.problems.add(stmt.pos, f'import "{stmt.module}": {missing}')

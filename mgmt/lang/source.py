@@ -653,7 +653,7 @@ class LangSource:
             )
             log.error("%s (%s)", text, keeping)
             self._run_problem = f"{text} ({keeping})"
-            if self.first is None and self.graphs == 0:
+            if self.graphs == 0:  # before any graph (the world's placeholder is none)
                 self.first_error, self.first_exception = text, error
         self._last_error = text
         self._set_problem()

@@ -22,6 +22,7 @@ from tests.e2e.helpers import (
     wait_path,
 )
 from tests.e2e.test_cluster_e2e import Host, client_of, fleet
+from tests.mgmt.cluster.helpers import cluster_env
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.mcl"))
 
@@ -382,6 +383,24 @@ def test_run_refuses_a_program_that_does_not_compile(tmp_path: Path) -> None:
     )
     code, out = run_mgmt(["run", "--converged-timeout=1", "--tmp-prefix", str(program)])
     assert code == 2 and f"{program}:2:" in out and "(no graph yet)" in out, out
+
+
+def test_a_first_evaluation_that_fails_exits_2_in_a_program_that_reads_the_world_too(
+    tmp_path: Path,
+) -> None:
+    """As without the world (above): the error comes once the cluster is up, but it is
+    still the program's before any graph (mgmt's schedule-withdraw without /tmp/flipflop
+    exited 1, 'the program produced no graph', where background0 exits 2)."""
+    program = tmp_path / "world.mcl"
+    program.write_text(
+        f'import "os"\nimport "world"\n$set = world.schedule("parity")\n'
+        f'file "{tmp_path}/r" {{ content => os.readfile("{tmp_path}/no"), }}\n'
+    )
+    with cluster_env() as env:
+        args = ["run", "--converged-timeout=1", "--tmp-prefix", str(program)]
+        code, out = run_mgmt(args, env=env)
+    assert code == 2 and f"{program}:4:" in out and "(no graph yet)" in out, out
+    assert "produced no graph" not in out
 
 
 def test_classes_and_loops_example_converges(tmp_path: Path) -> None:

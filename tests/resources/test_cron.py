@@ -267,12 +267,18 @@ async def test_timer_for_an_existing_unit(manager: RealSystemd, sd: Client, star
     assert await timer_up(sd, f"{name}.timer")
 
 
-async def test_missing_target_unit_fails_naming_the_result(
+async def test_missing_target_unit_fails_naming_the_result_and_the_missing_unit(
     manager: RealSystemd, start: Start
 ) -> None:
+    """systemd refuses to start a timer whose unit does not load (its job's result is only
+    'failed', its reason in the journal): the error names the unit (mgmt's cron0 without its
+    service: docs/mgmt-examples.md)."""
     name = manager.name("orphan")
     running = await start(cron(name))
-    error = rf"could not start {name}.timer: .*result '\w+'"
+    error = (
+        rf"could not start {name}\.timer: .*result 'failed'.*: the unit it starts, "
+        rf"{name}\.service, is not loaded \(LoadState 'not-found'\)"
+    )
     with pytest.raises(ResourceError, match=error):
         await running.res.check_apply(True)  # writes the files: inotify sees them
     await quiet(running)

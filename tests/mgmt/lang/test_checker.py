@@ -160,6 +160,15 @@ def test_imports_and_functions_must_exist() -> None:
     assert "unknown package 'sys'" in problem
 
 
+def test_a_refused_import_is_the_one_error_its_calls_are_not_errors_of_their_own() -> None:
+    """mgmt's fwupd-reboot: `import "sys/fwupd"` (mgmt's, not here) said so, then each call
+    `fwupd.reboot_needed()` added "unknown package 'fwupd'"."""
+    (problem,) = problems('import "sys/fwupd"\n$x = fwupd.reboot_needed()\n')
+    assert problem.startswith('t.mcl:1:1: import "sys/fwupd": mgmt has sys/fwupd;'), problem
+    (problem,) = problems('import "strngs" as s\n$x = s.join(["a"], "")\n')
+    assert problem.startswith('t.mcl:1:1: unknown module "strngs"'), problem
+
+
 def test_resources_are_checked_against_the_kinds() -> None:
     found = problems(
         """
