@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from engine.churn import COMMANDS as COMMANDS_RUN
+from engine.churn import Commands
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.params import EMPTY_IS_UNSET, parse_int, show
@@ -143,6 +145,10 @@ class ExecRes(Refreshable, Edgeable, Resource):
         # counting, not a flag, so that an event during a run is not swallowed by it.
         self._events = 0
         self._handled = 0
+        # Under noop (nothing is marked handled), the events the last noop check looked at and
+        # what it found: it is said again, not checked again, until a new event or refresh.
+        self._checked = -1
+        self._would = True
         # The last run's output, for send/recv: stdout, stderr and both interleaved.
         self.stdout: str | None = None
         self.stderr: str | None = None
@@ -176,10 +182,12 @@ class ExecRes(Refreshable, Edgeable, Resource):
     async def init(self, handle: Handle) -> None:
         await super().init(handle)
         self._events = self._handled = 0
+        self._checked, self._would = -1, True
         self._var_dir: Path | None = None  # made at the first command's start
         self._groups = handle.shared.get(
             f"{__name__}:groups", lambda: _Groups(handle.var_path.parent)
         )
+        self._commands = handle.shared.get(COMMANDS_RUN, Commands)  # (for engine.churn)
         for what, pid in await self._groups.stop_left(self._stop_left, handle.var_path.name):
             handle.logger.warning(
                 "%s of an earlier agent (pid %d) still ran: stopped its process group", what, pid
@@ -209,8 +217,12 @@ class ExecRes(Refreshable, Edgeable, Resource):
             return nothing_to_do(self.handle, "refreshonly, and no refresh since the last run")
         if not (seen > self._handled or refresh or self.meta.poll > 0):
             return nothing_to_do(self.handle, "no event or refresh since the last run")
+        if not apply and self._checked_already(seen, refresh):
+            return self._would_again()
         forced = await self._mtimes_newer()
         reason = None if forced else await self._skip_reason()
+        if not apply:
+            self._checked, self._would = seen, reason is None
         if reason is not None:
             if apply:
                 self._handled = seen  # these events have been dealt with
@@ -228,6 +240,22 @@ class ExecRes(Refreshable, Edgeable, Resource):
         return False
 
     # check_apply's parts -----------------------------------------------------------------
+
+    def _checked_already(self, seen: int, refresh: bool) -> bool:
+        """Whether a noop check looked at these events already, with nothing new since (no
+        refresh, no value received; a poll tick is new: each one checks). A noop check marks
+        nothing handled, so each poke from upstream ran the guards again: an `ifcmd` that
+        writes a file of the graph made its check again, which poked this one, for ever."""
+        if seen != self._checked or refresh or self.meta.poll > 0:
+            return False
+        return not any(self.handle.received().values())
+
+    def _would_again(self) -> bool:
+        """The last noop check's answer, said at DEBUG only (its `would run` said once)."""
+        if self._would:
+            self.handle.logger.debug("no event or refresh since the last check: would run")
+            return False
+        return nothing_to_do(self.handle, "no event or refresh since the last check")
 
     async def _skip_reason(self) -> str | None:
         """Why `cmd` must not run now (creates exists, ifcmd failed), or None."""
@@ -483,26 +511,33 @@ class ExecRes(Refreshable, Edgeable, Resource):
         self, argv: list[str], cwd: str | None, what: str
     ) -> AsyncIterator[asyncio.subprocess.Process]:
         """Start a process in a new session; on the way out kill its group unless it exited."""
+        # What may change files as it runs (engine.churn names it), from before its start (a
+        # quick one has written before its start returns); not watchcmd, which runs on.
+        token = None if what == "watchcmd" else self._commands.started(f"{self}'s {what}")
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                cwd=cwd,
-                start_new_session=True,
-                **self._identity(),
-            )
-        except (OSError, ValueError) as err:
-            raise ResourceError(self._redact(f"{what}: cannot start: {err}")) from err
-        begun()  # its later jobs are not refused by a stop
-        # Recorded beside the run, and forgotten once it ended, by the records' own thread.
-        self._groups.write(lambda: record_group(self._group_file(what), proc.pid))
-        try:
-            yield proc
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                    cwd=cwd,
+                    start_new_session=True,
+                    **self._identity(),
+                )
+            except (OSError, ValueError) as err:
+                raise ResourceError(self._redact(f"{what}: cannot start: {err}")) from err
+            begun()  # its later jobs are not refused by a stop
+            # Recorded beside the run, and forgotten once it ended, by the records' own thread.
+            self._groups.write(lambda: record_group(self._group_file(what), proc.pid))
+            try:
+                yield proc
+            finally:
+                await stop_group(proc, first=self._stop_signal())
+                self._groups.write(lambda: forget_group(self._group_file(what)))
         finally:
-            await stop_group(proc, first=self._stop_signal())
-            self._groups.write(lambda: forget_group(self._group_file(what)))
+            if token is not None:
+                self._commands.ended(token)
 
     def _stop_left(self) -> list[tuple[str, int]]:
         """Stop the commands an agent that died (SIGKILL, a crash) left running (blocking)."""
