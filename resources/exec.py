@@ -21,6 +21,7 @@ import os
 import re
 import shlex
 import signal
+import subprocess
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, MutableSequence
@@ -37,19 +38,12 @@ from engine.params import EMPTY_IS_UNSET, parse_int, show
 from engine.resource import UID, Edgeable, Refreshable, Resource, register
 from engine.stopgate import Interrupted, begun, interrupted
 from engine.watcher import PathWatcher
-from resources._lib import ids
+from resources._lib import ids, reaper
 from resources._lib.events import Source, run_all
 from resources._lib.ids import MAX_ID
 from resources._lib.plan import Step, apply_steps, nothing_to_do
-from resources._lib.proc import (
-    close_pipes,
-    exited,
-    forget_group,
-    record_group,
-    signal_group,
-    stop_group,
-    stop_recorded_group,
-)
+from resources._lib.proc import close_pipes, exited, signal_group, stop_group
+from resources._lib.reaper import forget_group, record_group, stop_recorded_group
 
 TAIL = 10  # stderr lines quoted in a failure
 # A failure quotes at most FAILURE_STDERR characters of them (its last lines), each output line
@@ -63,6 +57,7 @@ GRACE = 1.0  # seconds to wait for a killed command's pipes before closing them
 # before its group is killed (SIGKILL): well within systemd's TimeoutStopSec=90, so that a
 # command ignoring SIGTERM no longer holds `systemctl stop` until systemd kills everything.
 STOP_GRACE = 10.0
+GUARD_WAIT = 5.0  # seconds an engine's stop waits for its commands' guard to end (reaper.py)
 COMMANDS = ("cmd", "ifcmd", "nifcmd", "donecmd", "watchcmd")  # each one's group is recorded
 MIN_SECRET = 3  # shorter env values are not redacted (they would mangle every line)
 
@@ -514,6 +509,7 @@ class ExecRes(Refreshable, Edgeable, Resource):
         # What may change files as it runs (engine.churn names it), from before its start (a
         # quick one has written before its start returns); not watchcmd, which runs on.
         token = None if what == "watchcmd" else self._commands.started(f"{self}'s {what}")
+        self._groups.guard(self.handle.logger)  # (its first command: the guard starts)
         try:
             try:
                 proc = await asyncio.create_subprocess_exec(
@@ -738,8 +734,33 @@ class _Groups:
     to finish what it was given."""
 
     def __init__(self, kind_dir: Path) -> None:
+        self._kind_dir = kind_dir
         self._task = asyncio.ensure_future(asyncio.to_thread(_with_records, kind_dir))
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="exec-records")
+        self._guard: subprocess.Popen[bytes] | None = None  # resources._lib.reaper, once begun
+        self._guard_end: int | None = None  # our end of its pipe: closed, it stops the records
+
+    def guard(self, logger: logging.LoggerAdapter[logging.Logger]) -> None:
+        """Start the guard that stops the recorded commands when the agent dies (reaper.py),
+        unless it runs: at the first command's start (a fork and exec of /bin/sh, its start
+        beside). One that cannot start is said once; the commands run all the same."""
+        if self._guard_end is not None:
+            return
+        read_end, self._guard_end = os.pipe()  # both close-on-exec: no command inherits ours
+        argv = ["/bin/sh", "-c", reaper.GUARD, "mgmt-exec-guard", str(self._kind_dir.absolute())]
+        try:
+            # stderr is the agent's: what it stopped is said where the agent's lines go.
+            self._guard = subprocess.Popen(
+                argv, stdin=read_end, stdout=subprocess.DEVNULL, start_new_session=True
+            )
+        except OSError as err:
+            logger.warning(
+                "exec: cannot start the guard of its commands (%s): a command "
+                "outlives a killed agent until the next one starts",
+                err,
+            )
+        finally:
+            os.close(read_end)
 
     async def stop_left(
         self, stop_left: Callable[[], list[tuple[str, int]]], name: str
@@ -759,6 +780,11 @@ class _Groups:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
         await asyncio.to_thread(self._writer.shutdown)  # what it was given is done
+        if self._guard_end is not None:
+            os.close(self._guard_end)  # EOF: the guard finds no record (all ended) and exits
+        if self._guard is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(self._guard.wait, GUARD_WAIT)
 
 
 def _with_records(kind_dir: Path) -> set[str]:
