@@ -17,8 +17,9 @@ The graph may be what keeps changing it: a command one of its resources runs (an
 `ifcmd`, `cmd`...: `Commands`) that writes a file another resource manages. When three in four
 of those REPAIRS events came while the same command ran (or within SLACK seconds of its
 end), the warning names that command. A kind of actions (exec: it has no state to repair) is told
-only then: its watch's events are what it is for, unless its own command makes them (an
-`ifcmd` that writes one of its `watchfiles`: it runs again at each of its runs, for ever).
+only when its own command made them (an `ifcmd` that writes one of its `watchfiles`: it runs
+again at each of its runs, for ever): its watch's events are what it is for, another exec's
+command's too (one generates what the next watches: a pipeline).
 """
 
 from __future__ import annotations
@@ -88,8 +89,9 @@ class Churn:
         if drifts and not event.changed:
             return  # found as it should be
         cause = vertex.handle.shared.get(COMMANDS, Commands).during(stats.last_event)
-        if not drifts and cause is None:
-            return  # a kind of actions (exec) run by its watch: what it is for
+        if not drifts and (cause is None or not cause.startswith(f"{vertex.res}'s ")):
+            return  # a kind of actions (exec) run by its watch (another's command too, one
+            # exec generating what the next watches, a pipeline): what it is for
         causes = self._causes.get(vertex.key)
         if causes is None:
             causes = self._causes[vertex.key] = deque(maxlen=REPAIRS)
@@ -123,12 +125,9 @@ def _told(vertex: Vertex, took: float, causes: deque[str | None], apply: bool) -
     who = max(set(causes), key=causes.count)  # most of them (a first one may predate it)
     if who is not None and causes.count(who) * 4 < len(causes) * 3:
         who = None
-    if not vertex.res.DRIFTS:
+    if not vertex.res.DRIFTS:  # (counted only on its own command's changes)
         own = f"{vertex.res}'s "
-        if who is None:
-            who = "one of the graph's commands"
-        elif who.startswith(own):
-            who = f"its own {who[len(own) :]}"
+        who = f"its own {who[len(own) :]}" if who and who.startswith(own) else "its own command"
         return (
             f"run again {REPAIRS} times in the last {took:.0f} s, each time on a change made "
             f"while {who} ran: that command changes what this resource watches (it re-triggers "
@@ -138,8 +137,8 @@ def _told(vertex: Vertex, took: float, causes: deque[str | None], apply: bool) -
     if who is not None:
         return (
             f"changed behind our back {REPAIRS} times in the last {took:.0f} s, each time while "
-            f"{who} ran: that command writes what this resource manages (the graph fights "
-            f"itself: fix the graph); {done}, counted in mgmt status"
+            f"{who} ran: that command likely writes what this resource manages (the graph "
+            f"fights itself: fix the graph); {done}, counted in mgmt status"
         )
     return (
         f"changed behind our back {REPAIRS} times in the last {took:.0f} s: another process "
