@@ -7,7 +7,8 @@ one of `mtimes` is newer than the last run (which forces it). After a successful
 runs. After a run, a second check_apply without a new event returns True (paired execution).
 
 Every process runs from an argv list (a shell only when one is named), in its own session so
-that a timeout or a cancellation kills its whole process group, and is always waited for. Values
+that a timeout or a cancellation kills its whole process group, and is always waited for; if
+the agent dies meanwhile, the engine's guard stops that group (resources/_lib/reaper.py). Values
 of `env` are replaced by "***" in everything logged or raised.
 """
 

@@ -13,7 +13,7 @@ import os
 import signal
 from pathlib import Path
 
-from tests.e2e.helpers import Daemon, wait_path
+from tests.e2e.helpers import MGMT, ROOT, Daemon, wait_path
 
 # The shell writes its pid and its background sleep's, then waits for it.
 CMD = "sleep 300 & echo $$ $! > PIDS.new; mv PIDS.new PIDS; wait"
@@ -135,3 +135,23 @@ async def test_a_swap_that_drops_the_exec_stops_its_command(tmp_path: Path) -> N
         await ended(shell, sleep)
         await daemon.wait_log("converged:")
         assert await daemon.stop() == 0
+
+
+async def test_a_cron_run_killed_by_timeout_leaves_no_command_running(tmp_path: Path) -> None:
+    """The cron line `timeout -s KILL 10 mgmt run --converged-timeout=0 ...` with a command
+    that outlasts it: timeout SIGKILLs the agent (and its own process group), the guard (in a
+    session of its own) stops the command's group."""
+    pids = tmp_path / "pids"
+    graph = tmp_path / "g.yaml"
+    graph.write_text(graph_text(pids))
+    argv = ["timeout", "-s", "KILL", "10", *MGMT, "run", "--converged-timeout=0"]
+    proc = await asyncio.create_subprocess_exec(
+        *argv, "--tmp-prefix", "yaml", str(graph), cwd=ROOT, stderr=asyncio.subprocess.PIPE
+    )
+    shell, sleep = await started(pids)
+    async with asyncio.timeout(60):
+        _, err = await proc.communicate()  # the agent's stderr, the guard's too: ended
+    # timeout SIGKILLs its own process group too (the agent's), itself with it: -9
+    assert proc.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL), err
+    await ended(shell, sleep)
+    assert f"stopped their process groups (pid {shell})" in err.decode(), err
