@@ -59,11 +59,15 @@ def record_group(path: Path, pid: int) -> None:
     if started is None:
         return
     # Not durable on purpose: after a crash of the host no command of it runs any more. Best
-    # effort: a full disk does not fail the command (it is then not recorded).
+    # effort: a full disk does not fail the command (it is then not recorded). Whole or not
+    # at all (written aside, then renamed): a kill of the agent as it wrote one left it empty,
+    # read as no record by the guard and the next agent (the command ran on).
+    aside = path.with_name(f".{path.name}.new")  # (not `running.*`: never read as a record)
     with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with open(fd, "w") as out:
             out.write(f"{pid} {started}\n")
+        os.rename(aside, path)
 
 
 def forget_group(path: Path) -> None:

@@ -91,7 +91,9 @@ async def test_a_killed_agents_command_and_its_group_are_stopped_by_the_guard(
     async with Daemon(["run", "--prefix", str(prefix), "yaml", str(graph)]) as daemon:
         await daemon.wait_log("exec[long]: running:")
         shell, sleep = await started(pids)
-        await wait_path(prefix / "var/exec/long/running.cmd", Path.exists)  # (recorded)
+        # Recorded beside the run (a few ms after it started): a kill before is not covered.
+        record = prefix / "var/exec/long/running.cmd"
+        await wait_path(record, lambda p: p.exists() and p.read_text().endswith("\n"))
         daemon.signal(signal.SIGKILL)
         await ended(shell, sleep)
         assert await daemon.wait() == -signal.SIGKILL  # its stderr's end: the guard's too
