@@ -857,7 +857,7 @@ class Vertex:
         # Known good, unless an event arrived meanwhile: then the next pass must check again.
         self.state_ok = (result or apply) and self.stats.events == events_before
         if changed and self.engine.graph.succ.get(self.key):  # no list built for none
-            self._notify()
+            self._notify(apply)
         if log.isEnabledFor(logging.DEBUG):  # else not even its name is formatted
             log.debug("%s: check_apply(apply=%s) -> %s", self.name, apply, result)
         self._succeeded(changed)
@@ -886,11 +886,17 @@ class Vertex:
             _drained()
             self.watch_now(again=not changed and engine._unsure)
 
-    def _notify(self) -> None:
-        """A change: the Refreshable targets of its `notify` edges are refreshed."""
+    def _notify(self, apply: bool) -> None:
+        """A change: the Refreshable targets of its `notify` edges are refreshed. A noop
+        check's would-change refreshes nothing (mgmt's: no activity under noop), it says what
+        it would refresh: a refresh under noop ran a noop exec's guard again at each of its
+        predecessor's checks, and a guard that writes that predecessor's file, for ever."""
         for target, edge in self.engine.successors(self):
             if edge.notify and isinstance(target.res, Refreshable):
-                target.refresh()
+                if apply:
+                    target.refresh()
+                else:
+                    self.handle.logger.info("would refresh %s", target.name)
 
     def _succeeded(self, changed: bool) -> None:
         if self.outcome is DEAD:

@@ -7,7 +7,8 @@ one of `mtimes` is newer than the last run (which forces it). After a successful
 runs. After a run, a second check_apply without a new event returns True (paired execution).
 
 Every process runs from an argv list (a shell only when one is named), in its own session so
-that a timeout or a cancellation kills its whole process group, and is always waited for. Values
+that a timeout or a cancellation kills its whole process group, and is always waited for; if
+the agent dies meanwhile, the engine's guard stops that group (resources/_lib/reaper.py). Values
 of `env` are replaced by "***" in everything logged or raised.
 """
 
@@ -21,6 +22,7 @@ import os
 import re
 import shlex
 import signal
+import subprocess
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, MutableSequence
@@ -29,25 +31,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from engine.churn import COMMANDS as COMMANDS_RUN
+from engine.churn import Commands
 from engine.errors import ResourceError, ValidationError
 from engine.handle import Handle
 from engine.params import EMPTY_IS_UNSET, parse_int, show
 from engine.resource import UID, Edgeable, Refreshable, Resource, register
 from engine.stopgate import Interrupted, begun, interrupted
 from engine.watcher import PathWatcher
-from resources._lib import ids
+from resources._lib import ids, reaper
 from resources._lib.events import Source, run_all
 from resources._lib.ids import MAX_ID
 from resources._lib.plan import Step, apply_steps, nothing_to_do
-from resources._lib.proc import (
-    close_pipes,
-    exited,
-    forget_group,
-    record_group,
-    signal_group,
-    stop_group,
-    stop_recorded_group,
-)
+from resources._lib.proc import close_pipes, exited, signal_group, stop_group
+from resources._lib.reaper import forget_group, record_group, stop_recorded_group
 
 TAIL = 10  # stderr lines quoted in a failure
 # A failure quotes at most FAILURE_STDERR characters of them (its last lines), each output line
@@ -61,6 +58,7 @@ GRACE = 1.0  # seconds to wait for a killed command's pipes before closing them
 # before its group is killed (SIGKILL): well within systemd's TimeoutStopSec=90, so that a
 # command ignoring SIGTERM no longer holds `systemctl stop` until systemd kills everything.
 STOP_GRACE = 10.0
+GUARD_WAIT = 5.0  # seconds an engine's stop waits for its commands' guard to end (reaper.py)
 COMMANDS = ("cmd", "ifcmd", "nifcmd", "donecmd", "watchcmd")  # each one's group is recorded
 MIN_SECRET = 3  # shorter env values are not redacted (they would mangle every line)
 
@@ -143,6 +141,10 @@ class ExecRes(Refreshable, Edgeable, Resource):
         # counting, not a flag, so that an event during a run is not swallowed by it.
         self._events = 0
         self._handled = 0
+        # Under noop (nothing is marked handled), the events the last noop check looked at and
+        # what it found: it is said again, not checked again, until a new event or refresh.
+        self._checked = -1
+        self._would = True
         # The last run's output, for send/recv: stdout, stderr and both interleaved.
         self.stdout: str | None = None
         self.stderr: str | None = None
@@ -176,10 +178,12 @@ class ExecRes(Refreshable, Edgeable, Resource):
     async def init(self, handle: Handle) -> None:
         await super().init(handle)
         self._events = self._handled = 0
+        self._checked, self._would = -1, True
         self._var_dir: Path | None = None  # made at the first command's start
         self._groups = handle.shared.get(
             f"{__name__}:groups", lambda: _Groups(handle.var_path.parent)
         )
+        self._commands = handle.shared.get(COMMANDS_RUN, Commands)  # (for engine.churn)
         for what, pid in await self._groups.stop_left(self._stop_left, handle.var_path.name):
             handle.logger.warning(
                 "%s of an earlier agent (pid %d) still ran: stopped its process group", what, pid
@@ -209,8 +213,12 @@ class ExecRes(Refreshable, Edgeable, Resource):
             return nothing_to_do(self.handle, "refreshonly, and no refresh since the last run")
         if not (seen > self._handled or refresh or self.meta.poll > 0):
             return nothing_to_do(self.handle, "no event or refresh since the last run")
+        if not apply and self._checked_already(seen, refresh):
+            return self._would_again()
         forced = await self._mtimes_newer()
         reason = None if forced else await self._skip_reason()
+        if not apply:
+            self._checked, self._would = seen, reason is None
         if reason is not None:
             if apply:
                 self._handled = seen  # these events have been dealt with
@@ -228,6 +236,22 @@ class ExecRes(Refreshable, Edgeable, Resource):
         return False
 
     # check_apply's parts -----------------------------------------------------------------
+
+    def _checked_already(self, seen: int, refresh: bool) -> bool:
+        """Whether a noop check looked at these events already, with nothing new since (no
+        refresh, no value received; a poll tick is new: each one checks). A noop check marks
+        nothing handled, so each poke from upstream ran the guards again: an `ifcmd` that
+        writes a file of the graph made its check again, which poked this one, for ever."""
+        if seen != self._checked or refresh or self.meta.poll > 0:
+            return False
+        return not any(self.handle.received().values())
+
+    def _would_again(self) -> bool:
+        """The last noop check's answer, said at DEBUG only (its `would run` said once)."""
+        if self._would:
+            self.handle.logger.debug("no event or refresh since the last check: would run")
+            return False
+        return nothing_to_do(self.handle, "no event or refresh since the last check")
 
     async def _skip_reason(self) -> str | None:
         """Why `cmd` must not run now (creates exists, ifcmd failed), or None."""
@@ -483,26 +507,34 @@ class ExecRes(Refreshable, Edgeable, Resource):
         self, argv: list[str], cwd: str | None, what: str
     ) -> AsyncIterator[asyncio.subprocess.Process]:
         """Start a process in a new session; on the way out kill its group unless it exited."""
+        # What may change files as it runs (engine.churn names it), from before its start (a
+        # quick one has written before its start returns); not watchcmd, which runs on.
+        token = None if what == "watchcmd" else self._commands.started(f"{self}'s {what}")
+        self._groups.guard(self.handle.logger)  # (its first command: the guard starts)
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                cwd=cwd,
-                start_new_session=True,
-                **self._identity(),
-            )
-        except (OSError, ValueError) as err:
-            raise ResourceError(self._redact(f"{what}: cannot start: {err}")) from err
-        begun()  # its later jobs are not refused by a stop
-        # Recorded beside the run, and forgotten once it ended, by the records' own thread.
-        self._groups.write(lambda: record_group(self._group_file(what), proc.pid))
-        try:
-            yield proc
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                    cwd=cwd,
+                    start_new_session=True,
+                    **self._identity(),
+                )
+            except (OSError, ValueError) as err:
+                raise ResourceError(self._redact(f"{what}: cannot start: {err}")) from err
+            begun()  # its later jobs are not refused by a stop
+            # Recorded beside the run, and forgotten once it ended, by the records' own thread.
+            self._groups.write(lambda: record_group(self._group_file(what), proc.pid))
+            try:
+                yield proc
+            finally:
+                await stop_group(proc, first=self._stop_signal())
+                self._groups.write(lambda: forget_group(self._group_file(what)))
         finally:
-            await stop_group(proc, first=self._stop_signal())
-            self._groups.write(lambda: forget_group(self._group_file(what)))
+            if token is not None:
+                self._commands.ended(token)
 
     def _stop_left(self) -> list[tuple[str, int]]:
         """Stop the commands an agent that died (SIGKILL, a crash) left running (blocking)."""
@@ -703,8 +735,33 @@ class _Groups:
     to finish what it was given."""
 
     def __init__(self, kind_dir: Path) -> None:
+        self._kind_dir = kind_dir
         self._task = asyncio.ensure_future(asyncio.to_thread(_with_records, kind_dir))
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="exec-records")
+        self._guard: subprocess.Popen[bytes] | None = None  # resources._lib.reaper, once begun
+        self._guard_end: int | None = None  # our end of its pipe: closed, it stops the records
+
+    def guard(self, logger: logging.LoggerAdapter[logging.Logger]) -> None:
+        """Start the guard that stops the recorded commands when the agent dies (reaper.py),
+        unless it runs: at the first command's start (a fork and exec of /bin/sh, its start
+        beside). One that cannot start is said once; the commands run all the same."""
+        if self._guard_end is not None:
+            return
+        read_end, self._guard_end = os.pipe()  # both close-on-exec: no command inherits ours
+        argv = ["/bin/sh", "-c", reaper.GUARD, "mgmt-exec-guard", str(self._kind_dir.absolute())]
+        try:
+            # stderr is the agent's: what it stopped is said where the agent's lines go.
+            self._guard = subprocess.Popen(
+                argv, stdin=read_end, stdout=subprocess.DEVNULL, start_new_session=True
+            )
+        except OSError as err:
+            logger.warning(
+                "exec: cannot start the guard of its commands (%s): a command "
+                "outlives a killed agent until the next one starts",
+                err,
+            )
+        finally:
+            os.close(read_end)
 
     async def stop_left(
         self, stop_left: Callable[[], list[tuple[str, int]]], name: str
@@ -724,6 +781,11 @@ class _Groups:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
         await asyncio.to_thread(self._writer.shutdown)  # what it was given is done
+        if self._guard_end is not None:
+            os.close(self._guard_end)  # EOF: the guard finds no record (all ended) and exits
+        if self._guard is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(self._guard.wait, GUARD_WAIT)
 
 
 def _with_records(kind_dir: Path) -> set[str]:

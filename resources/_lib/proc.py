@@ -11,9 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
-import time
 from collections.abc import Mapping
-from pathlib import Path
 
 from engine.errors import ResourceError
 from engine.handle import Shared
@@ -141,74 +139,3 @@ def signal_group(proc: asyncio.subprocess.Process, sig: signal.Signals) -> None:
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)
-
-
-# A command's process group recorded in the prefix, so that it does not outlive its agent ----
-
-
-def start_time(pid: int) -> int | None:
-    """The process's start time (clock ticks since boot, /proc/PID/stat field 22), or None
-    if it is gone: with the pid it names one process for good (a pid is reused, not both)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat_file:
-            fields = stat_file.read().rsplit(b")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return None
-    return int(fields[19])  # field 22 of stat; fields here start at field 3
-
-
-def record_group(path: Path, pid: int) -> None:
-    """Write `path`: the group of `pid` (a new session's leader) runs a command now.
-    Removed by `forget_group` once it has ended; found by `stop_recorded_group` when the agent
-    that started it died (SIGKILL, a crash) before it ended."""
-    started = start_time(pid)
-    if started is None:
-        return
-    # Not durable on purpose: after a crash of the host no command of it runs any more. Best
-    # effort: a full disk does not fail the command (it is then not recorded).
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with open(fd, "w") as out:
-            out.write(f"{pid} {started}\n")
-
-
-def forget_group(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-
-
-def stop_recorded_group(path: Path, grace: float = GRACE) -> int | None:
-    """Stop the process group recorded in `path` if it still runs (blocking: in a worker
-    thread); the pid stopped, or None. The recorded pid is signalled only as the group it
-    was: its leader with the recorded start time, or, the leader gone, the processes left in
-    its group (a pid is not reused while a group of that id has a member)."""
-    try:
-        pid_text, started_text = path.read_text().split()
-        pid, started = int(pid_text), int(started_text)
-    except (FileNotFoundError, ValueError):
-        forget_group(path)
-        return None
-    now = start_time(pid)
-    alive = now == started or (now is None and _group_exists(pid))
-    if alive:
-        _signal_group(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while _group_exists(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)  # not our children: no pidfd for a group; a short, bounded wait
-        if _group_exists(pid):
-            _signal_group(pid, signal.SIGKILL)
-        deadline = time.monotonic() + grace
-        while _group_exists(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-    forget_group(path)
-    return pid if alive else None
-
-
-def _group_exists(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.helpers import Daemon, run_mgmt, wait_path
+from tests.e2e.test_exec_lifetime import guards
 
 N = 10000  # files: a first run of a few seconds here (2,000 were written whole before a stop landed, once in CI, 2026-12-05)
 CREATED = re.compile(r"file\[f(\d+)\]: created (\S+)$")
@@ -152,8 +153,9 @@ async def test_a_command_left_by_a_killed_agent_is_stopped_before_it_runs_again(
     tmp_path: Path,
 ) -> None:
     """tester6's finding 4: SIGKILL of the agent orphans its running command (the shell and
-    the `sleep` below it); the next agent on that prefix stops that process group before
-    the resource runs again, so one command never runs twice at once."""
+    the `sleep` below it) when its guard is killed too (reaper.py: else it stops them,
+    tests/e2e/test_exec_lifetime.py); the next agent on that prefix stops that process group
+    before the resource runs again, so one command never runs twice at once."""
     pids = tmp_path / "pids"
     graph = tmp_path / "graph.yaml"
     line = '    - {name: mig, cmd: "sleep 300 & echo $$ $! > PIDS; wait; echo end >> PIDS", shell: /bin/sh}'
@@ -164,6 +166,9 @@ async def test_a_command_left_by_a_killed_agent_is_stopped_before_it_runs_again(
         # Recorded beside the run (a few ms after it started): a kill before is not covered.
         for path in (pids, prefix / "var/exec/mig/running.cmd"):
             await wait_path(path, lambda p: p.exists() and p.read_text().endswith("\n"))
+        assert first.proc is not None
+        (guard,) = guards(first.proc.pid)
+        os.kill(guard, signal.SIGKILL)  # (both killed: `kill -9` of every process of the user)
         first.signal(signal.SIGKILL)
         await first.wait()
     shell, sleep = (int(pid) for pid in pids.read_text().split())

@@ -3,6 +3,7 @@ once, then counted; a resource's first application, and a kind of actions, are n
 
 from __future__ import annotations
 
+from collections import deque
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,6 @@ async def test_repairs_of_drift_are_told_once_a_burst_then_counted(
     # After WINDOW seconds of quiet, a new burst is told again.
     later = vertex.stats.repairs[-1] + churn.WINDOW + 1  # type: ignore[index]
     for n in range(3):
-        churn._repaired(vertex, later + n)
+        churn._repaired(vertex, later + n, deque(), None, True)
     told = [r.getMessage() for r in caplog.records if "behind our back" in r.getMessage()]
     assert len(told) == 2 and vertex.stats.churn == 7
