@@ -38,6 +38,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 GRACE = 1.0  # seconds between SIGTERM and SIGKILL (resources._lib.proc's)
+PID_MAX = 1 << 22  # the kernel's PID_MAX_LIMIT: a larger recorded pid is no process's
 
 
 def start_time(pid: int) -> int | None:
@@ -95,6 +96,9 @@ def stop_recorded_groups(paths: Iterable[Path], grace: float = GRACE) -> list[in
         except (OSError, ValueError):
             forget_group(path)
             continue
+        if not 1 < pid <= PID_MAX:  # no command's: killpg(1) is kill(-1), every process
+            forget_group(path)
+            continue
         now = start_time(pid)
         if now == started or (now is None and _group_exists(pid)):
             alive.append(pid)
@@ -148,7 +152,8 @@ for record in "$1"/*/running.*; do
     pid= start= now=
     read -r pid start < "$record"
     rm -f -- "$record"
-    case "$pid:$start" in *[!0-9:]* | :* | *:) continue ;; esac
+    # Digits only, no leading 0, not 1: "-1" (or "-01") is every process, "-0" our group.
+    case "$pid:$start" in *[!0-9:]* | :* | *: | 0* | 1:*) continue ;; esac
     if read -r stat < "/proc/$pid/stat" 2> /dev/null; then
         set -- ${stat##*) }
         shift 19

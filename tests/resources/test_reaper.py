@@ -1,0 +1,75 @@
+"""resources._lib.reaper: a record naming pid 0 or 1, a negative or a huge one (written by
+no agent: a corrupt or planted file) is never signalled. The guard's shell said `kill -- -$pid`:
+"-1" (or "-01", which /proc does not resolve) is every process of the host, "-0" the guard's
+own group; Python's killpg(1) is kill(-1), killpg(0) the agent's own group, and a huge pid
+raised OverflowError out of exec's init. Every kill here is stubbed (nothing is signalled)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from resources._lib import reaper
+
+INIT_START = reaper.start_time(1)
+
+
+def _records(tmp_path: Path, *lines: str) -> Path:
+    kind_dir = tmp_path / "exec"
+    for index, line in enumerate(lines):
+        res_dir = kind_dir / f"r{index}"
+        res_dir.mkdir(parents=True)
+        (res_dir / "running.cmd").write_text(line + "\n")
+    return kind_dir
+
+
+@pytest.mark.parametrize("line", ["1 {init}", "01 99", "0001 99", "0 99", "00 99"])
+def test_guard_signals_no_pid_0_or_1(tmp_path: Path, line: str) -> None:
+    kind_dir = _records(tmp_path, line.format(init=INIT_START))
+    log = tmp_path / "kills"
+    # kill and sleep stubbed (regular built-ins: a function takes their place): what the guard
+    # would signal is written down, nothing is signalled.
+    stubs = 'kill() { printf "%s\\n" "$*" >> "$LOG"; return 0; }\nsleep() { :; }\n'
+    done = subprocess.run(
+        ["/bin/sh", "-c", stubs + reaper.GUARD, "mgmt-exec-guard", str(kind_dir)],
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "LOG": str(log)},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not log.exists(), log.read_text()
+    assert not list(kind_dir.glob("*/running.*"))  # removed all the same
+
+
+# Run in a child whose os.killpg only writes down its calls: killpg(1, sig) is kill(-1, sig),
+# every process of the host (before the fix, this test run unstubbed did just that).
+PYTHON = """
+import os, sys
+from pathlib import Path
+calls = []
+os.killpg = lambda pgid, sig: calls.append(pgid)
+from resources._lib import reaper
+stopped = reaper.stop_recorded_groups(reaper.recorded(Path(sys.argv[1])), grace=0.0)
+print(stopped, sorted(set(calls)))
+"""
+
+
+def test_python_signals_no_pid_0_or_1(tmp_path: Path) -> None:
+    kind_dir = _records(tmp_path, "0 99", f"1 {INIT_START}", "01 99", "-1 99", f"{10**30} 99")
+    done = subprocess.run(
+        [sys.executable, "-c", PYTHON, str(kind_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        start_new_session=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[] []"
+    assert not list(kind_dir.glob("*/running.*"))  # removed all the same
