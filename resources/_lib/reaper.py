@@ -89,11 +89,19 @@ def stop_recorded_groups(paths: Iterable[Path], grace: float = GRACE) -> list[in
     the recorded start time, or, the leader gone, the processes left in its group (a pid is
     not reused while a group of that id has a member). Each record is removed."""
     alive: list[int] = []
+    booted = _boot_time()
     for path in paths:
         try:
             pid_text, started_text = path.read_text().split()
             pid, started = int(pid_text), int(started_text)
+            # One from before this boot (a crash of the host): its pid names another process
+            # now, and the group of a daemon whose leader left (fork, setsid, fork) passes the
+            # check below: a start time is counted from the boot.
+            stale = path.stat().st_mtime < booted
         except (OSError, ValueError):
+            forget_group(path)
+            continue
+        if stale:
             forget_group(path)
             continue
         if not 1 < pid <= PID_MAX:  # no command's: killpg(1) is kill(-1), every process
@@ -124,6 +132,15 @@ def recorded(kind_dir: Path) -> list[Path]:
                     names = os.listdir(entry.path)
                     found += [Path(entry.path, n) for n in names if n.startswith("running.")]
     return found
+
+
+def _boot_time() -> float:
+    """When the host booted (seconds since the epoch: /proc/stat's btime), 0 if unknown."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/stat", "rb") as stat_file:
+        for line in stat_file:
+            if line.startswith(b"btime "):
+                return float(line.split()[1])
+    return 0.0
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -6,6 +6,7 @@ raised OverflowError out of exec's init. Every kill here is stubbed (nothing is 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -73,3 +74,29 @@ def test_python_signals_no_pid_0_or_1(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[] []"
     assert not list(kind_dir.glob("*/running.*"))  # removed all the same
+
+
+def test_record_from_before_boot_is_not_signalled(tmp_path: Path) -> None:
+    """A record left by a crash of the host: after the boot its pid may be the id of a
+    daemon's group whose leader left (fork, setsid, fork); that group is not ours. Here a
+    real group of that shape (its leader exited, its child sleeps), recorded before the boot."""
+    sh = subprocess.Popen(
+        ["/bin/sh", "-c", "sleep 300 & echo $!"],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        assert sh.stdout is not None
+        child = int(sh.stdout.readline())
+        sh.stdout.close()
+        sh.wait(timeout=60)  # the leader is gone, its group remains
+        kind_dir = _records(tmp_path, f"{sh.pid} 12345")
+        record = next(kind_dir.glob("*/running.cmd"))
+        os.utime(record, (0, 0))  # written before this boot
+        assert reaper.stop_recorded_groups([record], grace=0.0) == []
+        assert not record.exists()
+        os.kill(child, 0)  # still runs
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(sh.pid, 9)
