@@ -111,6 +111,54 @@ def find_spec(self: Any, fullname: str, target: Any = None) -> Any:
     return None
 
 
+_GET_CODE = _external.SourceLoader.get_code
+_SOURCE_FILE_LOADER = _external.SourceFileLoader
+_MAGIC = _external.MAGIC_NUMBER
+_loads = _external.marshal.loads
+_fix_co_filename = _external._imp._fix_co_filename
+_CODE = type(_GET_CODE.__code__)
+
+
+def get_code(self: Any, fullname: str) -> Any:
+    """CPython 3.11's `SourceLoader.get_code`, its common case first: a `SourceFileLoader`'s
+    module whose timestamp-based `.pyc` matches its source (this magic number, no flags, the
+    source's modification time and size) is read with one `read` and unmarshalled, without
+    the file object, the stat's dict and the helpers that check the header field by field
+    (~30 K instructions a module). Anything else (no `.pyc`, a stale or hash-based one, a
+    loader of another kind, `python -v`'s messages) is CPython's function, which also
+    writes a new `.pyc`. The code object is the same: `marshal.loads` of the same bytes."""
+    if type(self) is _SOURCE_FILE_LOADER and fullname == self.name and not sys.flags.verbose:
+        source = self.path
+        os = _external._os
+        try:
+            st = os.stat(source)
+            fd = os.open(cache_from_source(source), os.O_RDONLY | os.O_CLOEXEC)
+        except (OSError, NotImplementedError, ValueError):
+            fd = -1
+        if fd >= 0:
+            try:
+                data = os.read(fd, os.fstat(fd).st_size)
+            except OSError:
+                data = b""
+            finally:
+                os.close(fd)
+            if (
+                len(data) > 16
+                and data[:4] == _MAGIC
+                and data[4:8] == b"\0\0\0\0"
+                and int.from_bytes(data[8:12], "little") == int(st.st_mtime) & 0xFFFFFFFF
+                and int.from_bytes(data[12:16], "little") == st.st_size & 0xFFFFFFFF
+            ):
+                try:
+                    code = _loads(memoryview(data)[16:])
+                except (EOFError, ValueError, TypeError):
+                    code = None
+                if type(code) is _CODE:
+                    _fix_co_filename(code, source)
+                    return code
+    return _GET_CODE(self, fullname)
+
+
 def init_module_attrs(spec: Any, module: Any, *, override: bool = False) -> Any:
     """CPython 3.11's `_init_module_attrs`, a plain module's attributes read from its dict."""
     if override or type(module) is not _MODULE:
@@ -152,6 +200,7 @@ def install() -> None:
     if applies():
         _external.cache_from_source = cache_from_source
         _external.FileFinder.find_spec = find_spec
+        _external.SourceLoader.get_code = get_code
         _bootstrap._init_module_attrs = init_module_attrs
         at = _index_place()
         index = None if at is None else Index.load(index_path())
@@ -178,6 +227,7 @@ def uninstall() -> None:
     """CPython's own helpers again, no index (the tests)."""
     _external.cache_from_source = _CACHE_FROM_SOURCE
     _external.FileFinder.find_spec = _FIND_SPEC
+    _external.SourceLoader.get_code = _GET_CODE
     _bootstrap._init_module_attrs = _INIT_MODULE_ATTRS
     sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, Index)]
 
