@@ -28,7 +28,7 @@ sys.path.append(str(ROOT))  # after PYTHONPATH: `PYTHONPATH=DIR` measures DIR
 import resources  # noqa: F401  # registers the kinds' loader
 from engine.autoedge import AutoIndex, add_autoedges
 from engine.autogroup import autogroup
-from mgmt import yamlgraph
+from mgmt import yamlgraph, yamlreparse
 
 
 def cpu(step: Callable[[], object], runs: int) -> list[float]:
@@ -64,7 +64,7 @@ def main() -> None:
 
     def reparse(one: bytes, two: bytes) -> Callable[[], object]:
         def step() -> None:  # there and back, from what the last parse kept
-            yamlgraph.reparse(two, "g.yaml", yamlgraph.reparse(one, "g.yaml", last))
+            yamlreparse.reparse(two, "g.yaml", yamlreparse.reparse(one, "g.yaml", last))
 
         return step
 

@@ -55,7 +55,6 @@ from mgmt.yamlgraph import (
     locate_refusal,
     located,
     read_limited,
-    reparse,
 )
 
 if TYPE_CHECKING:
@@ -1470,6 +1469,8 @@ def _parsed(
     if any(new == seen for seen in skip if isinstance(seen, bytes)):
         return _Reread(new)
     log.debug("graph file changed (%d bytes): parsing it", len(data))
+    from mgmt.yamlreparse import reparse  # an edit's: not a cron run's
+
     try:
         return _Reread(new, reparse(data, str(path), last))
     except GraphFileError as err:

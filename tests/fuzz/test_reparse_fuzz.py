@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from mgmt.yamlgraph import GraphFileError, Loaded, parse, reparse
+from mgmt.yamlgraph import GraphFileError, Loaded, parse
+from mgmt.yamlreparse import reparse
 from tests import fuzz
 
 LINES = [

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from mgmt.yamlgraph import GraphFileError, Loaded, _Parser, parse, reparse
+from mgmt.yamlgraph import GraphFileError, Loaded, _Parser, parse
+from mgmt.yamlreparse import reparse
 from resources.file import FileRes
 
 N = 40

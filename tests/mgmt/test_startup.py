@@ -120,6 +120,8 @@ UNUSED += ("mgmt.status.server",)
 UNUSED += ("resources._lib.journal",)
 # systemd's notifications (a Type=notify unit's variables) and an edit's re-parse.
 UNUSED += ("mgmt.sdnotify", "mgmt.spans")
+# An edit's re-parse in O(change) and what the last parse keeps for it (a daemon's watched file).
+UNUSED += ("mgmt.yamlreparse",)
 # asyncio's package code (its streams, subprocess, taskgroups, timeouts and queues:
 # lazyimport.PARTS gives the names of its other parts beforehand).
 UNUSED += ("asyncio", "asyncio.streams", "asyncio.subprocess", "asyncio.taskgroups")
