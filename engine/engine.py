@@ -73,6 +73,9 @@ from engine.resource import (
     Reversible,
     members,
     receive,
+    same,
+    same_group,
+    twin,
 )
 from engine.reverse import Reverser, ReverseStore
 from engine.slices import sliced, stepped
@@ -173,20 +176,6 @@ class VertexStats:
         return f"VertexStats(events={self.events}, watch_starts={self.watch_starts})"
 
 
-def same(old: Resource, new: Resource) -> bool:
-    """Whether a running resource (as first given) may be kept for `new` across a swap: the
-    kind's cmp() (params and meta), and the same for every member of its group."""
-    return old.cmp(new) and same_group(old, new)
-
-
-def same_group(old: Resource, new: Resource) -> bool:
-    """Whether the groups of `old` and `new` have the same members (by cmp)."""
-    old_group, new_group = members(old), members(new)
-    return len(old_group) == len(new_group) and all(
-        a.cmp(b) for a, b in zip(old_group, new_group, strict=True)
-    )
-
-
 class Vertex:
     """A running resource: its handle, its tasks (a worker while work is pending; a watch,
     unless it listens: Listening) and its scheduling state.
@@ -237,9 +226,9 @@ class Vertex:
         self.res = res
         self.key: Key = key_of(res)
         # As first given (before received values change params), for cmp() at the next swap.
-        self.pristine = _twin(res)
+        self.pristine = twin(res)
         if isinstance(res, Groupable) and isinstance(self.pristine, Groupable):
-            self.pristine.grouped = [_twin(g) for g in res.grouped]
+            self.pristine.grouped = [twin(g) for g in res.grouped]
         self.sent: dict[str, Any] = {}  # values published with handle.send()
         self.received: dict[str, bool] = {}  # params set by the last _receive: changed?
         self.status = NEW
@@ -1161,14 +1150,6 @@ async def _kinds(started: list[Vertex], stopped: list[Vertex]) -> tuple[tuple[st
     return tuple((kind, count) for kind, count in counts.items() if count)
 
 
-def _twin(res: Resource) -> Resource:
-    """A shallow copy of `res` (copy.copy's result, without its generic __reduce_ex__ path:
-    a resource is a plain dataclass instance; 10,000 vertices made 10,000 copies)."""
-    twin = object.__new__(type(res))
-    twin.__dict__ = res.__dict__.copy()  # (a copy of the same size: no resize, as update's)
-    return twin
-
-
 async def _start(vertices: list[Vertex]) -> None:
     """Start `vertices` (in slices: engine/slices.py) and wait until each has run init() (or
     stopped)."""
@@ -1231,7 +1212,7 @@ SMALL = 64  # vertices added or removed that Engine.apply looks for without `sin
 class _Raw:
     """The last graph given to Engine.apply (as given: before prepare() added to a copy). Its
     maps are read through it: a front-end that derives its next graph from it changes them in
-    place, and the graph's maps then read as they were (engine.graph.derive)."""
+    place, and the graph's maps then read as they were (engine.derive.derive)."""
 
     graph: Graph
     name: str
@@ -1247,6 +1228,22 @@ class _Raw:
     @property
     def pred(self) -> dict[Key, dict[Key, Edge]]:
         return self.graph.pred
+
+
+def _same_edges(graph: Graph, last: _Raw, keys: Iterable[Key]) -> bool:
+    """Whether `graph` has the edges of `last` given, the vertices `keys` (added or removed)
+    having none."""
+    if any(
+        graph.succ.get(k) or graph.pred.get(k) or last.succ.get(k) or last.pred.get(k) for k in keys
+    ):
+        return False
+    succ = dict(last.succ)
+    for key in keys:
+        if key in succ:
+            del succ[key]
+        else:
+            succ[key] = {}
+    return graph.succ == succ
 
 
 def verify(graph: Graph, found: Owners | None = None) -> Owners:
@@ -1841,15 +1838,98 @@ class Engine:
         last = self._raw
         if last is None or graph is last.graph or graph.name != last.name:
             return None  # the first graph, or one given again (it may have been changed)
+        given = last.vertices
+        if since is not None and since[0] is last.graph:
+            keys: Collection[Key] = since[1]
+        elif graph.vertices.keys() != given.keys():
+            keys = graph.vertices.keys() ^ given.keys()
+            if len(keys) > SMALL or not _same_edges(graph, last, keys):
+                return None
+            keys = [*keys, *(k for k, r in graph.vertices.items() if given.get(k, r) is not r)]
+        elif graph.succ != last.succ:
+            return None
+        else:
+            keys = [k for k, r in graph.vertices.items() if r is not given[k]]
+        if len(keys) > SMALL and len(keys) > len(given) // 4:
+            return None  # a large part of the graph: preparing it all costs no more
         from engine import smallswap  # a later graph's: not a cron run's
 
-        return smallswap.small_swap(self, graph, since, last)
+        return smallswap.small_swap(self, graph, keys, given, last)
 
     async def _swap_replaced(self, given: Graph, small: Small) -> None:
-        """The O(change) swap of `small` (engine.smallswap.swap_replaced)."""
+        """The O(change) swap: the last prepared graph with the vertices of `small` replaced,
+        added and removed, and its edges rewired, in place (no copy of the graph's maps), at
+        once (between two awaits) once the new vertices are made."""
         from engine import smallswap  # (imported by _small_swap)
 
-        await smallswap.swap_replaced(self, given, small)
+        replace = small.replace
+        removed = [self.vertices[key] for key in [*replace, *small.remove]]
+        await self._realize(removed)
+        await stop_all(removed)
+        gone = {key: self.vertices[key].res for key in small.remove}
+        await self.reverser.undo(list(gone), gone, self.graph)
+        for lead, grouped in small.regroup.items():  # (its old vertex stopped)
+            lead_res = replace[lead]
+            assert isinstance(lead_res, Groupable)
+            lead_res.grouped = grouped
+        added: list[Vertex] = []
+        async for some_new in sliced([*replace.items(), *small.add.items()]):
+            added.extend(Vertex(self, res) for _key, res in some_new)
+        # Nothing awaited from here on: the graph changes at once.
+        smallswap.reshape(self.graph, small)
+        graph = Graph(given.name)  # a new object (the agent tells swaps apart by identity)
+        graph.vertices, graph.succ, graph.pred = (
+            self.graph.vertices,
+            self.graph.succ,
+            self.graph.pred,
+        )
+        vertices, index = self.vertices, self._autoindex
+        for key in small.remove:
+            del graph.vertices[key], vertices[key]
+            self._rewatchers.discard(key)
+            self._noops.discard(key)
+            if index is not None:
+                index.count(gone[key], -1)
+        for vertex in added:
+            key, meta = vertex.key, vertex.res.meta
+            graph.vertices[key] = vertex.res
+            vertices[key] = vertex
+            for marked, on in ((self._rewatchers, meta.rewatch), (self._noops, meta.noop)):
+                if on:
+                    marked.add(key)
+                else:
+                    marked.discard(key)
+        self._forget_retries(small.remove, added)
+        smallswap.provided(self, added)
+        smallswap.counted(self, small)
+        self.graph = graph
+        self._raw = _Raw(given, given.name)
+        kept = len(vertices) - len(added)
+        changes = (("removed", small.remove), ("added", small.add), ("changed", replace))
+        edges = (small.connect, small.disconnect)
+        log.info("%s", _swapped_line((kept, len(removed), len(added)), changes, edges))
+        self._track_pass(added, first=False)
+        await _start(added)
+        async for some_added in sliced(added):
+            for vertex in some_added:
+                self.changed(vertex)
+        _release(vertices[key] for key in small.release)
+        async for some_removed in sliced(removed):
+            for vertex in some_removed:
+                vertex.release()
+        self.listeners.emit(
+            GraphSwapped(
+                kept,
+                len(removed),
+                len(added),
+                frozenset(replace) | frozenset(small.add),
+                frozenset(small.add),
+                frozenset(small.remove),
+                small.rewired,
+                frozenset(small.joined),
+                frozenset(small.left),
+            )
+        )
 
     # reversal ------------------------------------------------------------------------------
 

@@ -1,8 +1,10 @@
-"""A swap in O(change) (docs/engine.md): a later graph that differs from the last one only in a
-few resources replaced in place, added or removed alone, swapped into the running graph
-without preparing it all again. `Engine.apply` imports it for a graph after the first: a run
-that ends at its first convergence never does (docs/benchmarks.md, "startown": ~550 lines and
-a dataclass a cron run no longer loads). Each function takes the `Engine` it works for.
+"""A swap in O(change) (docs/engine.md): whether a later graph differs from the last one only in
+a few resources replaced in place, added or removed alone, which `Engine._swap_replaced` then
+swaps into the running graph without preparing it all again (`small_swap`: the vertices, in a
+`Small`). `Engine.apply` imports it for a graph after the first: a run that ends at its first
+convergence never does (docs/benchmarks.md, "startown": ~450 lines and a dataclass a cron run
+no longer loads). Each function takes the `Engine` it works for; nothing here imports
+engine.engine at run time (its types only).
 """
 
 from __future__ import annotations
@@ -20,23 +22,9 @@ from engine.autoedge import (
     may_edge,
     owned_by_kind,
 )
-from engine.engine import (
-    SMALL,
-    Ends,
-    Since,
-    Vertex,
-    _Raw,
-    _release,
-    _start,
-    _swapped_line,
-    _twin,
-    log,
-    same,
-    stop_all,
-)
+from engine.derive import rewired
 from engine.errors import GraphError
-from engine.events import GraphSwapped
-from engine.graph import Edge, Graph, Key, key_of, rewired
+from engine.graph import Edge, Graph, Key, key_of
 from engine.meta import sema_size
 from engine.resource import (
     LAZY_PROVIDERS,
@@ -45,32 +33,17 @@ from engine.resource import (
     Groupable,
     Resource,
     members,
+    same,
+    twin,
 )
-from engine.slices import sliced
 
 if TYPE_CHECKING:
-    from engine.engine import Engine
+    from engine.engine import Ends, Engine, Vertex, _Raw
 
 
 def _before(graph: Graph, one: Key, other: Key) -> bool:
     """Whether `one` comes before `other` in `graph` (O(n): for an error's message only)."""
     return next(k for k in graph.vertices if k in (one, other)) == one
-
-
-def _same_edges(graph: Graph, last: _Raw, keys: Iterable[Key]) -> bool:
-    """Whether `graph` has the edges of `last` given, the vertices `keys` (added or removed)
-    having none."""
-    if any(
-        graph.succ.get(k) or graph.pred.get(k) or last.succ.get(k) or last.pred.get(k) for k in keys
-    ):
-        return False
-    succ = dict(last.succ)
-    for key in keys:
-        if key in succ:
-            del succ[key]
-        else:
-            succ[key] = {}
-    return graph.succ == succ
 
 
 @dataclass
@@ -103,7 +76,7 @@ class Small:
     left: dict[Key, Resource] = field(default_factory=dict)
 
 
-def _reshape(graph: Graph, small: Small) -> Callable[[], None] | None:
+def reshape(graph: Graph, small: Small) -> Callable[[], None] | None:
     """`small`'s vertices added and removed and edges connected and disconnected in `graph`'s
     edge maps, in place, in O(change): the neighbour maps changed are copies (whoever holds
     the last ones keeps them as they were). Returns what undoes it, or None (undone already)
@@ -144,26 +117,12 @@ def _reshape(graph: Graph, small: Small) -> Callable[[], None] | None:
     return undo
 
 
-def small_swap(engine: Engine, graph: Graph, since: Since | None, last: _Raw) -> Small | None:
-    """The vertices to replace, add and remove when `graph` differs from `last`, the last graph
-    given, only in resources that can be swapped in place (same kind, automatic edges, group,
-    semaphores), or added or removed alone (no edge, group or semaphore); None when the whole
-    graph must be prepared again. One identity check per kept resource (Engine._small_swap:
-    the first graph, or one given again, never comes here)."""
-    given = last.vertices
-    if since is not None and since[0] is last.graph:
-        keys: Collection[Key] = since[1]
-    elif graph.vertices.keys() != given.keys():
-        keys = graph.vertices.keys() ^ given.keys()
-        if len(keys) > SMALL or not _same_edges(graph, last, keys):
-            return None
-        keys = [*keys, *(k for k, r in graph.vertices.items() if given.get(k, r) is not r)]
-    elif graph.succ != last.succ:
-        return None
-    else:
-        keys = [k for k, r in graph.vertices.items() if r is not given[k]]
-    if len(keys) > SMALL and len(keys) > len(given) // 4:
-        return None  # a large part of the graph: preparing it all costs no more
+def small_swap(
+    engine: Engine, graph: Graph, keys: Collection[Key], given: dict[Key, Resource], last: _Raw
+) -> Small | None:
+    """`Engine._small_swap`'s vertices to replace, add and remove: `keys`, those of `graph`
+    that differ from `given` (the vertices of `last`, the last graph given); None when the
+    whole graph must be prepared again (nothing changed then)."""
     small = Small()
     if not _classify(engine, graph, keys, given, small) or (
         (small.add or small.remove or small.moved) and not _reclaim(engine, small, given)
@@ -256,7 +215,7 @@ def _reshaped(
     grouping = engine.autogroup and engine._groupable
     if grouping and not _off_paths(engine, disconnect, {}):  # (the paths of the running graph)
         return None
-    undo = _reshape(engine.graph, small)  # tried, then undone: nothing else runs meanwhile
+    undo = reshape(engine.graph, small)  # tried, then undone: nothing else runs meanwhile
     if undo is None:
         return None
     try:
@@ -416,7 +375,7 @@ def _sema_fits(engine: Engine, res: Resource, small: Small) -> bool:
     return True
 
 
-def _provided(engine: Engine, added: list[Vertex]) -> None:
+def provided(engine: Engine, added: list[Vertex]) -> None:
     """`_providers` told what the vertices a small swap `added` are the only ones to
     provide (an entry left by a vertex removed since is checked, and found stale, when
     read: `_provides`)."""
@@ -495,11 +454,11 @@ def _regrouped(  # noqa: PLR0917 (the method it was)
     new = res if lead == key else graph.vertices.get(lead)
     if new is None:
         return False
-    twin = _twin(new)
-    assert isinstance(twin, Groupable)
-    twin.grouped = grouped
+    lead_twin = twin(new)
+    assert isinstance(lead_twin, Groupable)
+    lead_twin.grouped = grouped
     small.candidate[key] = res
-    if same(vertex.pristine, twin):
+    if same(vertex.pristine, lead_twin):
         return True  # the same group: its vertex kept
     small.regroup[lead] = grouped
     small.replace[lead] = new
@@ -653,7 +612,7 @@ def _refuse_clash(engine: Engine, graph: Graph, keys: Collection[Key]) -> None:
     raise GraphError(both_manage(uid, first, second))
 
 
-def _counted(engine: Engine, small: Small) -> None:
+def counted(engine: Engine, small: Small) -> None:
     """What the small swap changes of the engine's tallies of the graph given, beside its
     vertices: the sizes of its semaphores, the automatic edges' index (those that joined
     or left a group), autogroup's candidates."""
@@ -671,77 +630,3 @@ def _counted(engine: Engine, small: Small) -> None:
         engine._candidates.update(small.candidate)
         for key in small.left:
             del engine._candidates[key]
-
-
-async def swap_replaced(engine: Engine, given: Graph, small: Small) -> None:
-    """The O(change) swap: the last prepared graph with the vertices of `small` replaced,
-    added and removed, and its edges rewired, in place (no copy of the graph's maps), at
-    once (between two awaits) once the new vertices are made."""
-    replace = small.replace
-    removed = [engine.vertices[key] for key in [*replace, *small.remove]]
-    await engine._realize(removed)
-    await stop_all(removed)
-    gone = {key: engine.vertices[key].res for key in small.remove}
-    await engine.reverser.undo(list(gone), gone, engine.graph)
-    for lead, grouped in small.regroup.items():  # (its old vertex stopped)
-        lead_res = replace[lead]
-        assert isinstance(lead_res, Groupable)
-        lead_res.grouped = grouped
-    added: list[Vertex] = []
-    async for some_new in sliced([*replace.items(), *small.add.items()]):
-        added.extend(Vertex(engine, res) for _key, res in some_new)
-    # Nothing awaited from here on: the graph changes at once.
-    _reshape(engine.graph, small)
-    graph = Graph(given.name)  # a new object (the agent tells swaps apart by identity)
-    graph.vertices, graph.succ, graph.pred = (
-        engine.graph.vertices,
-        engine.graph.succ,
-        engine.graph.pred,
-    )
-    vertices, index = engine.vertices, engine._autoindex
-    for key in small.remove:
-        del graph.vertices[key], vertices[key]
-        engine._rewatchers.discard(key)
-        engine._noops.discard(key)
-        if index is not None:
-            index.count(gone[key], -1)
-    for vertex in added:
-        key, meta = vertex.key, vertex.res.meta
-        graph.vertices[key] = vertex.res
-        vertices[key] = vertex
-        for marked, on in ((engine._rewatchers, meta.rewatch), (engine._noops, meta.noop)):
-            if on:
-                marked.add(key)
-            else:
-                marked.discard(key)
-    engine._forget_retries(small.remove, added)
-    _provided(engine, added)
-    _counted(engine, small)
-    engine.graph = graph
-    engine._raw = _Raw(given, given.name)
-    kept = len(vertices) - len(added)
-    changes = (("removed", small.remove), ("added", small.add), ("changed", replace))
-    edges = (small.connect, small.disconnect)
-    log.info("%s", _swapped_line((kept, len(removed), len(added)), changes, edges))
-    engine._track_pass(added, first=False)
-    await _start(added)
-    async for some_added in sliced(added):
-        for vertex in some_added:
-            engine.changed(vertex)
-    _release(vertices[key] for key in small.release)
-    async for some_removed in sliced(removed):
-        for vertex in some_removed:
-            vertex.release()
-    engine.listeners.emit(
-        GraphSwapped(
-            kept,
-            len(removed),
-            len(added),
-            frozenset(replace) | frozenset(small.add),
-            frozenset(small.add),
-            frozenset(small.remove),
-            small.rewired,
-            frozenset(small.joined),
-            frozenset(small.left),
-        )
-    )

@@ -1,8 +1,8 @@
-"""Three of CPython 3.11's import-system helpers made cheaper, and an index of where a run's
+"""Four of CPython 3.11's import-system helpers made cheaper, and an index of where a run's
 modules are, for the `mgmt` command's start-up.
 
 A cron run imports ~150 modules from source files; for each, the import system (its Python
-code, `importlib._bootstrap` and `_bootstrap_external`) runs three helpers whose cost is in the
+code, `importlib._bootstrap` and `_bootstrap_external`) runs four helpers whose cost is in the
 way they are written, not in what they do:
 - `FileFinder.find_spec` joins a directory and a file name for each of the five file suffixes
   (extension modules, `.py`, `.pyc`), and for a package's five `__init__` names, before it
@@ -20,9 +20,14 @@ way they are written, not in what they do:
   drops it, ~6 K instructions a miss. For a plain module (`types.ModuleType` itself, no
   module-level `__getattr__`, not a reload) the same answers are its dict's: `dict.get`.
   Any other module goes to CPython's function.
-Together -9 M instructions (-3.5%) of a 100-file cron run (docs/benchmarks.md). The answers
-are CPython's: tests/mgmt/test_quickimport.py compares all three with CPython's own for every
-module a run imports, for packages, namespace packages, extension modules, and odd paths.
+- `SourceLoader.get_code` reads a module's `.pyc` through a file object, a dict of the
+  source's stat and four helpers that check its header field by field (~30 K instructions a
+  module beyond the unmarshalling). `get_code` here reads a matching timestamp-based `.pyc`
+  with one `read` and checks its header in one expression; anything else is CPython's.
+Together -11.6 M instructions of a 100-file cron run (docs/benchmarks.md; get_code's -2.6 M:
+"startown"). The answers are CPython's: tests/mgmt/test_quickimport.py compares all four
+with CPython's own for every module a run imports, for packages, namespace packages,
+extension modules, and odd paths.
 
 And `Index`, a finder put before CPython's own on `sys.meta_path`: the spec of each module a run imports,
 from an index of where each is (`scripts/install.sh` records it at the end of a small run),
@@ -194,7 +199,7 @@ def applies() -> bool:
 
 
 def install() -> None:
-    """Replace the three helpers in the import system, and put the index's finder before
+    """Replace the four helpers in the import system, and put the index's finder before
     CPython's own finders (where `applies()`; the finder only with a trusted index:
     `Index.load`)."""
     if applies():

@@ -314,7 +314,7 @@ class Loaded:
     cluster: bool = False
     # Edges to or from resources that will be collected: added once those are in the graph.
     pending: list[tuple[Key, Key, Edge]] = field(default_factory=list)
-    # What a parse of the next version of the file may reuse (parse(incremental=True)).
+    # What a parse of the next version of the file may reuse (yamlreparse.incremental_parse).
     reuse: Reuse | None = None
     # Set by reparse(): this graph is that graph with only these resources replaced.
     since: Since | None = None
@@ -329,10 +329,13 @@ class Loaded:
     declared: Callable[[], dict[Key, str]] | None = None
 
 
-def load_file(path: Path, max_size: int = MAX_SIZE, incremental: bool = False) -> Loaded:
-    """Read and parse a graph file of at most `max_size` bytes; GraphFileError on any problem."""
+def load_file(
+    path: Path, max_size: int = MAX_SIZE, parsing: Callable[[bytes, str], Loaded] | None = None
+) -> Loaded:
+    """Read and parse a graph file of at most `max_size` bytes; GraphFileError on any problem.
+    `parsing`: another parse than parse() (a watched file's: yamlreparse.incremental_parse)."""
     data = read_limited(path, max_size)
-    loaded = parse(data, str(path), incremental)
+    loaded = (parsing or parse)(data, str(path))
     loaded.digest = data
     return loaded
 
@@ -382,20 +385,16 @@ def read_limited(path: Path, max_size: int = MAX_SIZE) -> bytes:
     return data
 
 
-def parse(
-    text: str | bytes,
-    filename: str = "<graph>",
-    incremental: bool = False,
-    duplicates: bool = False,
-) -> Loaded:
+def parse(text: str | bytes, filename: str = "<graph>", duplicates: bool = False) -> Loaded:
     """Parse graph-file text (bytes: UTF-8, or UTF-16 with a BOM); GraphFileError lists every
-    problem found. `incremental` keeps what reparse() needs in `Loaded.reuse`. `duplicates`:
+    problem found (a parse that keeps what an edit's re-parse needs, in `Loaded.reuse`:
+    mgmt.yamlreparse.incremental_parse). `duplicates`:
     also two resources of one kind managing one thing, each at its line (`mgmt check`, and a
     run whose graph the engine refused so: `locate_refusal`), which the engine refuses anyway
     (without lines): not on every run's path (~1% of a 1,000-file run's instructions)."""
     with collector.paused():  # many objects, no cycles: half the time went to full passes
         try:
-            return _Parser(filename, incremental, duplicates).parse(text)
+            return _Parser(filename, duplicates=duplicates).parse(text)
         except _NoYAML as err:
             raise GraphFileError([f"{filename}: {err}"]) from err
 
@@ -1001,6 +1000,9 @@ class _Parser:
         self.refused: set[Key] = set()
         self._first_lines: dict[Key, int] = {}  # where each vertex was first declared
         self._duplicates_told = False
+        # With `incremental`, a parse without aliases nor warnings: its bytes and libyaml's
+        # nodes, for yamlreparse's Reuse (Loaded.reuse).
+        self.kept: tuple[bytes, Node] | None = None
 
     def problem(self, line: int, where: str, message: str) -> None:
         self.problems.append(f"{self.filename}:{line}: {where}: {message}")
@@ -1044,9 +1046,7 @@ class _Parser:
         loaded.warnings = self.warnings
         if self.parsed is not None and not aliases and not self.warnings:
             assert node is not None  # (composed: an incremental parse reads no block)
-            from mgmt.yamlreparse import Reuse  # a watched file's: not a cron run's
-
-            loaded.reuse = Reuse.of(data, node, self.parsed, loaded, self.edges)
+            self.kept = (data, node)  # (mgmt.yamlreparse.incremental_parse makes its Reuse)
         return loaded
 
     def _keys(self, data: LocDict, allowed: list[str], where: str, legacy: set[str]) -> None:

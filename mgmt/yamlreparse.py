@@ -1,8 +1,8 @@
-"""A graph file's edit re-parsed in O(change) (`reparse`), from what the last parse kept
-(`Reuse`): an edit's, not a cron run's. mgmt.yamlgraph imports it only for a parse whose next
-version is re-parsed (`parse(incremental=True)`: a daemon's watched file), and mgmt.agent at
-its first edit: a run of a graph file that ends at its first convergence leaves this code (its
-classes and its ~700 lines) unloaded (docs/benchmarks.md, "startown").
+"""A watched graph file's parses: the first keeps what an edit's re-parse needs
+(`incremental_parse`, `Reuse`), then each edit is re-parsed in O(change) (`reparse`). A daemon's
+agent imports it for its watched file; a run of a graph file that ends at its first convergence
+never does (mgmt.yamlgraph's parse alone: ~700 lines and three dataclasses it no longer loads,
+docs/benchmarks.md, "startown").
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from yaml.error import Mark, MarkedYAMLError, YAMLError
 from yaml.nodes import MappingNode, Node, SequenceNode
 
 from engine import collector
+from engine.derive import Change, Derived, derive
 from engine.errors import GraphError
-from engine.graph import Change, Derived, Edge, Graph, Key, both, derive, key_of
+from engine.graph import Edge, Graph, Key, both, key_of
 from engine.limits import too_many
 from engine.resource import Resource, lookup, validates_together
-from mgmt import yamlgraph  # its parse(): a full parse, as the tests count them
 from mgmt.yamlgraph import (
     _ANCHOR,
     EXPORT_PREFIX,
@@ -768,12 +768,28 @@ def _list_of(
     return found
 
 
+def incremental_parse(text: str | bytes, filename: str = "<graph>") -> Loaded:
+    """mgmt.yamlgraph's parse(), keeping in `Loaded.reuse` what reparse() needs for the next
+    version (None with an alias or a warning: its next version is parsed whole)."""
+    with collector.paused():  # as parse()
+        try:
+            parser = _Parser(filename, incremental=True)
+            loaded = parser.parse(text)
+        except _NoYAML as err:
+            raise GraphFileError([f"{filename}: {err}"]) from err
+        if parser.kept is not None:
+            assert parser.parsed is not None
+            data, node = parser.kept
+            loaded.reuse = Reuse.of(data, node, parser.parsed, loaded, parser.edges)
+    return loaded
+
+
 def reparse(data: bytes, filename: str, previous: Loaded | None) -> Loaded:
-    """parse(data, incremental=True), reusing what `previous` (the last version) parsed: in
+    """incremental_parse(data), reusing what `previous` (the last version) parsed: in
     O(change) when the edit lies inside the items of one list of resources, or of the edges
     (see Reuse)."""
     if previous is None or previous.reuse is None:
-        return yamlgraph.parse(data, filename, incremental=True)
+        return incremental_parse(data, filename)
     with collector.paused():  # as parse(): a big edit makes many objects, no cycles
         try:
             loaded = previous.reuse.edited(data, filename, previous.graph, previous.accepted)
@@ -784,9 +800,7 @@ def reparse(data: bytes, filename: str, previous: Loaded | None) -> Loaded:
             raise GraphFileError([f"{filename}: {err}"]) from err
     if loaded is None or too_many(len(loaded.graph)) is not None:
         log.debug("graph file: parsed whole")
-        return yamlgraph.parse(
-            data, filename, incremental=True
-        )  # (which says where it is too large)
+        return incremental_parse(data, filename)  # (which says where it is too large)
     return loaded
 
 

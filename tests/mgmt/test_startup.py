@@ -123,7 +123,7 @@ UNUSED += ("mgmt.sdnotify", "mgmt.spans")
 # An edit's re-parse in O(change) and what the last parse keeps for it (a daemon's watched file).
 UNUSED += ("mgmt.yamlreparse",)
 # A later graph swapped in O(change): a run that ends at its first convergence has one graph.
-UNUSED += ("engine.smallswap",)
+UNUSED += ("engine.smallswap", "engine.derive")  # (and a front-end's next graph: derive)
 # asyncio's package code (its streams, subprocess, taskgroups, timeouts and queues:
 # lazyimport.PARTS gives the names of its other parts beforehand).
 UNUSED += ("asyncio", "asyncio.streams", "asyncio.subprocess", "asyncio.taskgroups")
