@@ -240,6 +240,9 @@ def uninstall() -> None:
 # The index of the modules a run imports -------------------------------------------------------
 
 _HEADER = f"mgmt import index 1 {_TAG}"
+# Names the index never answers: engine.timeoutfix's finder, after it on `sys.meta_path`, fixes
+# asyncio.timeouts as PathFinder finds it (so that no other module's lookup asks that finder).
+UNINDEXED = frozenset({"asyncio.timeouts"})
 _EXTENSION, _SOURCE = "e", "s"
 _LOADERS = {_EXTENSION: _external.ExtensionFileLoader, _SOURCE: _external.SourceFileLoader}
 _MOST = 1 << 20  # bytes of an index read: a bigger file is not one
@@ -296,7 +299,8 @@ class Index:
             if len(fields) == 2 and fields[0].lstrip("-").replace(".", "", 1).isdigit():
                 times[fields[1]] = float(fields[0])
             elif len(fields) == 5 and fields[1] in _LOADERS:
-                modules[fields[0]] = (fields[1], fields[2] == "p", fields[3], fields[4])
+                if fields[0] not in UNINDEXED:  # (an index recorded before it was left out)
+                    modules[fields[0]] = (fields[1], fields[2] == "p", fields[3], fields[4])
             elif line:
                 return None  # not written by `record`
         return cls(modules, times)
@@ -377,7 +381,7 @@ def record(path: str, settled: float = 2.0) -> None:
     import time
 
     frozen = getattr(_imp, "_frozen_module_names", lambda: None)() or ()
-    left_out = set(sys.builtin_module_names) | set(frozen)
+    left_out = set(sys.builtin_module_names) | set(frozen) | UNINDEXED
     recent = time.time() - settled
     lines = [_HEADER]
     times: dict[str, float] = {}

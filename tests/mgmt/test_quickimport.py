@@ -428,6 +428,39 @@ def _recorded(tmp_path: Path) -> Path:
     return index
 
 
+def test_the_index_leaves_asyncio_timeouts_to_the_finder_that_fixes_it(tmp_path: Path) -> None:
+    """engine.timeoutfix's finder comes after the index (every other lookup is answered before
+    it): the index never answers asyncio.timeouts, recorded or read, so that finder still
+    finds it and fixes it."""
+    path = tmp_path / "imports.txt"
+    script = (
+        "import sys\n"
+        "from mgmt import quickimport\n"
+        "quickimport.install()\n"
+        "import engine\n"  # (timeoutfix's finder)
+        "finders = [type(f).__name__ for f in sys.meta_path]\n"
+        "import asyncio.timeouts\n"
+        "print(finders.index('_OnImport') > finders.index('Index') if 'Index' in finders "
+        "else True, sys.version_info >= (3, 11, 3) or "
+        "asyncio.timeouts.Timeout.__aenter__.__module__ == 'engine.timeoutfix')\n"
+        f"quickimport.record({str(path)!r}, settled=0)\n"
+    )
+    assert _python(script) == "True True"
+    text = path.read_text()
+    assert "\nasyncio.tasks\t" in text
+    assert "\nasyncio.timeouts\t" not in text
+    line = next(x for x in text.splitlines() if x.startswith("asyncio.tasks\t"))
+    path.write_text(
+        text
+        + line.replace("asyncio.tasks", "asyncio.timeouts").replace("tasks.py", "timeouts.py")
+        + "\n"
+    )
+    index = quickimport.Index.load(str(path))
+    assert index is not None
+    assert "asyncio.tasks" in index.modules
+    assert "asyncio.timeouts" not in index.modules
+
+
 def test_an_index_is_read_only_when_trusted(tmp_path: Path) -> None:
     index = _recorded(tmp_path)
     assert quickimport.Index.load(str(index)) is not None

@@ -468,6 +468,8 @@ def test_asyncio_deferred_gives_the_same_names_and_runs_at_first_use() -> None:
     real = _python(f"import asyncio\n{show}")
     script = f"""
 import sys
+from mgmt import quickimport
+quickimport.install()  # as the command: the index first (it never answers asyncio.timeouts)
 import mgmt; mgmt.full_site()
 import engine  # as the command: its fix of asyncio.timeouts on 3.11.0-3.11.2 (engine.timeoutfix)
 from mgmt import lazyimport
