@@ -49,6 +49,7 @@ import sys
 
 TYPE_CHECKING = False  # typing is not imported yet, nor needed: mypy reads the name
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any
 
 # `importlib._bootstrap_external`, as the interpreter made it at its start (frozen): the
@@ -304,6 +305,12 @@ class Index:
             elif line:
                 return None  # not written by `record`
         return cls(modules, times)
+
+    def leave_out(self, names: Iterable[str]) -> None:
+        """Answer none of `names`: another finder's, put after this one (mgmt.lazyimport's
+        deferred modules: the index is then asked first for every other name)."""
+        for name in names:
+            self.modules.pop(name, None)
 
     def _unchanged(self, directory: str) -> bool:
         recorded = self.times.get(directory)

@@ -461,6 +461,27 @@ def test_the_index_leaves_asyncio_timeouts_to_the_finder_that_fixes_it(tmp_path:
     assert "asyncio.timeouts" not in index.modules
 
 
+def test_the_index_leaves_the_deferred_modules_to_lazyimports_finder() -> None:
+    """mgmt.lazyimport's finder comes after the index (asked only for what the index does
+    not answer), and the index leaves out every name that finder defers: one in the index
+    (as if a run had imported it whole) is still deferred."""
+    script = (
+        "import sys, os\n"
+        "from mgmt import quickimport\n"
+        "quickimport.install()\n"
+        "index = next(f for f in sys.meta_path if isinstance(f, quickimport.Index))\n"
+        "where = os.path.dirname(os.__file__)\n"
+        "index.modules['subprocess'] = ('s', False, where, 'subprocess.py')\n"
+        "from mgmt import lazyimport\n"
+        "lazyimport.install()\n"
+        "finders = [type(f).__name__ for f in sys.meta_path]\n"
+        "import subprocess\n"
+        "print(finders.index('Index') < finders.index('_Finder'), 'subprocess' in index.modules,"
+        " type(subprocess).__name__, 'asyncio.tasks' in index.modules)\n"
+    )
+    assert _python(script) == "True False _Lazy True"
+
+
 def test_an_index_is_read_only_when_trusted(tmp_path: Path) -> None:
     index = _recorded(tmp_path)
     assert quickimport.Index.load(str(index)) is not None
