@@ -5,7 +5,7 @@ in each tree it compares.
 The graph file of bench/swap.py (files_graph and an `edges` list) is loaded as the agent loads
 it (`yamlgraph.load_file` with yamlreparse's `incremental_parse`); then each change of bench/swap.py's rounds is
 written to it and taken as the agent's re-read takes it: the file read (`read_limited`), then
-`agent._parsed` (what tells an edit from a touch, then `yamlgraph.reparse`), of which
+`agent._parsed` (what tells an edit from a touch, then `yamlreparse.reparse`), of which
 `reparse`, of which `engine.derive.derive` (counted where yamlreparse calls it). Printed per
 change: the p50 CPU of each stage, and how many of the reparses were not incremental.
 
