@@ -6,7 +6,7 @@ is built once (`source.Output.build`, in full); then, `COUNT` times, the middle 
 replaced by a new statement (its content changed: what the runtime hands back after a value
 read by one iteration changed, the others the very objects of the last output) and the output
 built again. Printed: the p50 CPU of making the output tuple, of `Output.build`, and of the
-`engine.graph.derive` in it; and how many were derived (not built in full).
+`engine.derive.derive` in it; and how many were derived (not built in full).
 
 With `bad`, the middle statement's value is made wrong instead (`mode: abc`), then right again:
 the p50 CPU of the `Output.build` that raises its FuncError (since 2026-12-06 told from that

@@ -76,8 +76,11 @@ def grouping() -> Any:
 async def measure(work: Path, count: int, rounds: int, setup: tuple[str, bool, bool]) -> None:
     """One engine of N files (and the setup's extras) converged, then `rounds` rounds of the
     setup's changes, each timed."""
+    try:
+        from engine.derive import derive
+    except ImportError:  # a tree before 2026-12-06's seventh session (BASE): engine.graph's
+        from engine.graph import derive  # type: ignore[attr-defined,no-redef]
     from engine.engine import Engine
-    from engine.graph import derive
     from engine.heap import FrozenHeap
     from mgmt.converger import Converger
     from resources.file import FileRes
@@ -143,7 +146,10 @@ def changes(work: Path, setup: str, mid: int, i: int) -> list[tuple[str, Any]]:
     given one, both removed. groups (a group of `grouping()`'s resources in the graph, as pkg
     resources are grouped): the file added in `sub` and removed, a grouped resource edited,
     one added to the group and removed. no-autoedges: the path changed and back."""
-    from engine.graph import Change
+    try:
+        from engine.derive import Change
+    except ImportError:  # a tree before 2026-12-06's seventh session (BASE): engine.graph's
+        from engine.graph import Change  # type: ignore[attr-defined,no-redef]
     from engine.meta import Meta
     from resources.file import FileRes
 

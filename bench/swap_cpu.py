@@ -3,7 +3,7 @@ left out): `bench/swap.py --cpu` runs this in each tree it compares.
 
 An engine with what the agent hangs on it (the converger, the status model, metrics, the
 heap's freezer) runs N file resources; then each change is derived from the last graph as the
-front-ends do (`engine.graph.derive`, applied with its `since`): an edit, an add, a remove, a
+front-ends do (`engine.derive.derive`, applied with its `since`): an edit, an add, a remove, a
 rename, an edge added and removed, `--count` rounds. Printed per change: the CPU of
 `Engine.apply` (p50 and max), and the longest step of the loop in CPU (time.thread_time
 between two turns of a callback rescheduled each step) from the apply to 1 s after the graph
@@ -94,8 +94,13 @@ def ms(seconds: float) -> str:
 
 async def main(count: int, rounds: int) -> None:
     import resources  # noqa: F401  (the kinds)
+
+    try:
+        from engine.derive import Change, derive
+    except ImportError:  # a tree before 2026-12-06's seventh session (BASE): engine.graph's
+        from engine.graph import Change, derive  # type: ignore[attr-defined,no-redef]
     from engine.engine import Engine
-    from engine.graph import Change, Edge, derive
+    from engine.graph import Edge
     from engine.heap import FrozenHeap
     from mgmt.converger import Converger
     from mgmt.metrics import Metrics

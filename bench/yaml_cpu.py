@@ -3,10 +3,10 @@ one process, timed in CPU (the machine's load left out): `bench/swap.py --yaml-c
 in each tree it compares.
 
 The graph file of bench/swap.py (files_graph and an `edges` list) is loaded as the agent loads
-it (`yamlgraph.load_file(incremental=True)`); then each change of bench/swap.py's rounds is
+it (`yamlgraph.load_file` with yamlreparse's `incremental_parse`); then each change of bench/swap.py's rounds is
 written to it and taken as the agent's re-read takes it: the file read (`read_limited`), then
-`agent._parsed` (what tells an edit from a touch, then `yamlgraph.reparse`), of which
-`reparse`, of which `engine.graph.derive` (counted where yamlgraph calls it). Printed per
+`agent._parsed` (what tells an edit from a touch, then `yamlreparse.reparse`), of which
+`reparse`, of which `engine.derive.derive` (counted where yamlreparse calls it). Printed per
 change: the p50 CPU of each stage, and how many of the reparses were not incremental.
 
     python bench/yaml_cpu.py TREE N COUNT
@@ -44,15 +44,25 @@ def main(count: int, rounds: int) -> None:
     import resources  # noqa: F401  (the kinds)
     from mgmt import agent, yamlgraph
 
+    try:
+        from mgmt import yamlreparse as reparsing
+    except ImportError:  # a tree before 2026-12-06's seventh session (BASE): yamlgraph's
+        reparsing = yamlgraph  # type: ignore[misc]
+
     stages = ("read", "agent._parsed", "reparse", "derive")
     spent: dict[str, list[float]] = {stage: [] for stage in ("reparse", "derive")}
-    yamlgraph.derive = timed(spent["derive"], yamlgraph.derive)  # type: ignore[attr-defined]
-    agent.reparse = timed(spent["reparse"], agent.reparse)  # type: ignore[attr-defined]
+    reparsing.derive = timed(spent["derive"], reparsing.derive)  # type: ignore[attr-defined]
+    # The agent's (imported at its first edit from yamlreparse; an older tree's at its import)
+    owner = agent if hasattr(agent, "reparse") else reparsing
+    owner.reparse = timed(spent["reparse"], owner.reparse)  # type: ignore[attr-defined]
     with tempfile.TemporaryDirectory(prefix="mgmt-bench-yaml-cpu-") as work:
         path, files = Path(work) / "graph.yaml", Path(work) / "files"
         base = files_graph(files, count) + EDGES
         path.write_text(base)
-        last = yamlgraph.load_file(path, incremental=True)
+        if reparsing is yamlgraph:  # (an older tree's)
+            last = yamlgraph.load_file(path, incremental=True)  # type: ignore[call-arg]
+        else:
+            last = yamlgraph.load_file(path, parsing=reparsing.incremental_parse)
         figures: dict[str, dict[str, list[float]]] = {}
         full = 0
         for i in range(rounds):

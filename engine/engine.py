@@ -31,24 +31,18 @@ import resource
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Collection, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine import collector, watcher
 from engine.autoedge import (
-    AUTO,
-    MARKERS,
     AutoIndex,
     Owners,
     autoedge_steps,
-    both_manage,
     both_write,
     by_kind_steps,
-    managed,
-    may_edge,
     overwritten,
-    owned_by_kind,
     owners_steps,
 )
 from engine.autogroup import autogroup, groupable_steps
@@ -63,16 +57,14 @@ from engine.events import (
     VertexFailed,
 )
 from engine.flag import Flag
-from engine.graph import Edge, Graph, Key, fmt_key, key_of, rewired
+from engine.graph import Edge, Graph, Key, fmt_key, key_of
 from engine.handle import Handle, Shared
 from engine.local import LocalValues
 from engine.meta import sema_size
 from engine.params import is_secret
 from engine.ratelimit import TokenBucket
 from engine.resource import (
-    LAZY_PROVIDERS,
     UID,
-    Edgeable,
     Groupable,
     Listening,
     Received,
@@ -81,6 +73,9 @@ from engine.resource import (
     Reversible,
     members,
     receive,
+    same,
+    same_group,
+    twin,
 )
 from engine.reverse import Reverser, ReverseStore
 from engine.slices import sliced, stepped
@@ -91,6 +86,7 @@ from engine.tasks import running_loop
 
 if TYPE_CHECKING:
     from engine.program import ProgramRef
+    from engine.smallswap import Small
     from engine.world import World
 
 log = logging.getLogger("engine")
@@ -180,20 +176,6 @@ class VertexStats:
         return f"VertexStats(events={self.events}, watch_starts={self.watch_starts})"
 
 
-def same(old: Resource, new: Resource) -> bool:
-    """Whether a running resource (as first given) may be kept for `new` across a swap: the
-    kind's cmp() (params and meta), and the same for every member of its group."""
-    return old.cmp(new) and same_group(old, new)
-
-
-def same_group(old: Resource, new: Resource) -> bool:
-    """Whether the groups of `old` and `new` have the same members (by cmp)."""
-    old_group, new_group = members(old), members(new)
-    return len(old_group) == len(new_group) and all(
-        a.cmp(b) for a, b in zip(old_group, new_group, strict=True)
-    )
-
-
 class Vertex:
     """A running resource: its handle, its tasks (a worker while work is pending; a watch,
     unless it listens: Listening) and its scheduling state.
@@ -244,9 +226,9 @@ class Vertex:
         self.res = res
         self.key: Key = key_of(res)
         # As first given (before received values change params), for cmp() at the next swap.
-        self.pristine = _twin(res)
+        self.pristine = twin(res)
         if isinstance(res, Groupable) and isinstance(self.pristine, Groupable):
-            self.pristine.grouped = [_twin(g) for g in res.grouped]
+            self.pristine.grouped = [twin(g) for g in res.grouped]
         self.sent: dict[str, Any] = {}  # values published with handle.send()
         self.received: dict[str, bool] = {}  # params set by the last _receive: changed?
         self.status = NEW
@@ -1179,14 +1161,6 @@ async def _kinds(started: list[Vertex], stopped: list[Vertex]) -> tuple[tuple[st
     return tuple((kind, count) for kind, count in counts.items() if count)
 
 
-def _twin(res: Resource) -> Resource:
-    """A shallow copy of `res` (copy.copy's result, without its generic __reduce_ex__ path:
-    a resource is a plain dataclass instance; 10,000 vertices made 10,000 copies)."""
-    twin = object.__new__(type(res))
-    twin.__dict__ = res.__dict__.copy()  # (a copy of the same size: no resize, as update's)
-    return twin
-
-
 async def _start(vertices: list[Vertex]) -> None:
     """Start `vertices` (in slices: engine/slices.py) and wait until each has run init() (or
     stopped)."""
@@ -1245,9 +1219,26 @@ Ends = tuple[Key, Key]
 SMALL = 64  # vertices added or removed that Engine.apply looks for without `since`
 
 
-def _before(graph: Graph, one: Key, other: Key) -> bool:
-    """Whether `one` comes before `other` in `graph` (O(n): for an error's message only)."""
-    return next(k for k in graph.vertices if k in (one, other)) == one
+@dataclass(frozen=True)
+class _Raw:
+    """The last graph given to Engine.apply (as given: before prepare() added to a copy). Its
+    maps are read through it: a front-end that derives its next graph from it changes them in
+    place, and the graph's maps then read as they were (engine.derive.derive)."""
+
+    graph: Graph
+    name: str
+
+    @property
+    def vertices(self) -> dict[Key, Resource]:
+        return self.graph.vertices
+
+    @property
+    def succ(self) -> dict[Key, dict[Key, Edge]]:
+        return self.graph.succ
+
+    @property
+    def pred(self) -> dict[Key, dict[Key, Edge]]:
+        return self.graph.pred
 
 
 def _same_edges(graph: Graph, last: _Raw, keys: Iterable[Key]) -> bool:
@@ -1264,28 +1255,6 @@ def _same_edges(graph: Graph, last: _Raw, keys: Iterable[Key]) -> bool:
         else:
             succ[key] = {}
     return graph.succ == succ
-
-
-@dataclass(frozen=True)
-class _Raw:
-    """The last graph given to Engine.apply (as given: before prepare() added to a copy). Its
-    maps are read through it: a front-end that derives its next graph from it changes them in
-    place, and the graph's maps then read as they were (engine.graph.derive)."""
-
-    graph: Graph
-    name: str
-
-    @property
-    def vertices(self) -> dict[Key, Resource]:
-        return self.graph.vertices
-
-    @property
-    def succ(self) -> dict[Key, dict[Key, Edge]]:
-        return self.graph.succ
-
-    @property
-    def pred(self) -> dict[Key, dict[Key, Edge]]:
-        return self.graph.pred
 
 
 def verify(graph: Graph, found: Owners | None = None) -> Owners:
@@ -1320,77 +1289,6 @@ def verify_steps(
     if sizes is not None:
         sizes.update((name, size) for name, (size, _res) in first.items())
     return found
-
-
-@dataclass
-class _Small:
-    """A swap in O(change): the vertices replaced, added and removed, nothing else changed."""
-
-    replace: dict[Key, Resource] = field(default_factory=dict)
-    add: dict[Key, Resource] = field(default_factory=dict)
-    remove: list[Key] = field(default_factory=list)
-    # The given graph's edges to connect and disconnect in the prepared one (_reshaped), and
-    # the kept vertices whose edges change (`rewired`), of which `release` lose a predecessor.
-    connect: dict[Ends, Edge] = field(default_factory=dict)
-    disconnect: set[Ends] = field(default_factory=set)
-    rewired: frozenset[Key] = frozenset()
-    release: frozenset[Key] = frozenset()
-    # The automatic edges of those added, removed or moved (`Engine._asking`): from each
-    # provider. `moved`: those of `replace` whose UIDs or requests change (their old version's
-    # are counted out of the index, the new one's in: undone if the swap is not small).
-    auto: dict[Ends, Edge] = field(default_factory=dict)
-    unauto: set[Ends] = field(default_factory=set)
-    moved: dict[Key, tuple[Resource, Resource]] = field(default_factory=dict)
-    # The sizes of the semaphores of those added or replaced (`Engine._sema_fits`).
-    semas: dict[str, int] = field(default_factory=dict)
-    # A grouped resource replaced in its group (`Engine._regrouped`): the group's vertex
-    # (in `replace`) given its members, and the resource that autogroup may group now.
-    regroup: dict[Key, list[Resource]] = field(default_factory=dict)
-    candidate: dict[Key, Groupable] = field(default_factory=dict)
-    # A resource that joins a group or leaves it (`Engine._joins`, `_leaves`), no vertex.
-    joined: dict[Key, Resource] = field(default_factory=dict)
-    left: dict[Key, Resource] = field(default_factory=dict)
-
-
-def _reshape(graph: Graph, small: _Small) -> Callable[[], None] | None:
-    """`small`'s vertices added and removed and edges connected and disconnected in `graph`'s
-    edge maps, in place, in O(change): the neighbour maps changed are copies (whoever holds
-    the last ones keeps them as they were). Returns what undoes it, or None (undone already)
-    when a removed vertex keeps an edge the given graph did not have (grouped, or automatic)."""
-    succ, pred = graph.succ, graph.pred
-    was: dict[Key, tuple[dict[Key, Edge], dict[Key, Edge]] | None] = {}
-
-    def own(key: Key) -> None:
-        if key not in was:
-            was[key] = (succ[key], pred[key])
-            succ[key], pred[key] = dict(succ[key]), dict(pred[key])
-
-    def undo() -> None:
-        for key, maps in was.items():
-            if maps is None:
-                del succ[key], pred[key]
-            else:
-                succ[key], pred[key] = maps
-
-    for src, dst in small.disconnect:
-        own(src)
-        own(dst)
-        del succ[src][dst], pred[dst][src]
-    for key in small.remove:
-        own(key)
-        if succ[key] or pred[key]:
-            undo()
-            return None
-        del succ[key], pred[key]
-    for key in small.add:
-        was.setdefault(key, None)
-        succ[key], pred[key] = {}, {}
-    for (src, dst), edge in small.connect.items():
-        own(src)
-        own(dst)
-        # The given edge replaces an automatic one alike: prepare() would not add that.
-        succ[src][dst] = pred[dst][src] = edge
-    return undo
 
 
 class Engine:
@@ -1467,20 +1365,20 @@ class Engine:
         # up to date by small swaps).
         self._autoindex: AutoIndex | None = None
         # Who manages each UID of the last prepared graph, per kind (engine.autoedge.by_kind;
-        # made by prepare(), then kept up to date by small swaps: `_reclaim`).
+        # made by prepare(), then kept up to date by small swaps: `smallswap._reclaim`).
         self._owners: dict[tuple[str, UID], Key] | None = None
         # Who provides each UID to automatic edges (the first, in graph order; also what the
         # others manage), as prepare() found it, small swaps adding what they add: read only
-        # for a UID one resource provides, and checked then (`_asking`). None: not known.
+        # for a UID one resource provides, and checked then (`smallswap._asking`). None: not known.
         self._providers: Owners | None = None
         # The last prepared graph has a resource autogroup could group: a path between two
         # may decide whether it does, so no edge changes without preparing again.
         self._groupable = False
         # Each semaphore's size in the last prepared graph (verify()'s; kept by small swaps;
-        # None: made again from the running graph when asked, `_sema_fits`).
+        # None: made again from the running graph when asked, `smallswap._sema_fits`).
         self._sema_sizes: dict[str, int] | None = None
         # The resources of the last graph as given that autogroup may group, in its order
-        # (prepare()'s; kept by small swaps; None: not known, `_regrouped`).
+        # (prepare()'s; kept by small swaps; None: not known, `smallswap._regrouped`).
         self._candidates: dict[Key, Groupable] | None = None
         self._swapping = asyncio.Lock()  # held by a swap (apply)
         self._closing = False  # stop() was called: no graph is applied from then on
@@ -1962,7 +1860,7 @@ class Engine:
         if state.frozen and thaw:
             gc.unfreeze()
 
-    def _small_swap(self, graph: Graph, since: Since | None) -> _Small | None:
+    def _small_swap(self, graph: Graph, since: Since | None) -> Small | None:
         """The vertices to replace, add and remove when `graph` differs from the last one only
         in resources that can be swapped in place (same kind, automatic edges, group,
         semaphores), or added or removed alone (no edge, group or semaphore); None when the
@@ -1984,493 +1882,16 @@ class Engine:
             keys = [k for k, r in graph.vertices.items() if r is not given[k]]
         if len(keys) > SMALL and len(keys) > len(given) // 4:
             return None  # a large part of the graph: preparing it all costs no more
-        small = _Small()
-        if not self._classify(graph, keys, given, small) or (
-            (small.add or small.remove or small.moved) and not self._reclaim(small, given)
-        ):
-            # A full prepare() decides; but a clash it would refuse is refused here at once
-            # (at 100,000 files, prepare() took 7-9 s to say so), nothing changed.
-            index = self._autoindex
-            if index is not None:
-                for res in small.add.values():
-                    index.count(res, -1)
-                for old, new in small.moved.values():
-                    index.count(new, -1)
-                    index.count(old, 1)
-            self._refuse_clash(graph, keys)
-            return None
-        edges = rewired(graph, last.graph, keys)
-        connect = {(src, dst): edge for src, dst, edge in edges.connect}
-        for (src, dst), edge in small.auto.items():
-            if dst not in graph.succ.get(src, {}):  # (a given edge alike: prepare() adds none)
-                connect[(src, dst)] = edge
-        return self._reshaped(graph, small, connect, set(edges.disconnect))
+        from engine import smallswap  # a later graph's: not a cron run's
 
-    def _classify(
-        self, graph: Graph, keys: Collection[Key], given: dict[Key, Resource], small: _Small
-    ) -> bool:
-        """Put in `small` `_small_swap`'s vertices of `keys` to replace, add and remove; False
-        when one of them needs the whole graph prepared again."""
-        for key in keys:
-            res = graph.vertices.get(key)
-            vertex = self.vertices.get(key)
-            if key not in given:
-                if res is None or key in self.vertices or not self._sema_fits(res, small):
-                    return False
-                if self._grouping(res):  # into a group, the only change
-                    if len(keys) != 1 or not self._joins(graph, key, res, small):
-                        return False
-                    continue
-                if not self._alone(graph, key, res, False):
-                    asked = self._asking(key, res, False)
-                    if asked is None:
-                        return False
-                    small.auto.update(((provider, key), AUTO) for provider in asked)
-                small.add[key] = res
-                if self._autoindex is not None:  # the next one added must be alone beside it
-                    self._autoindex.count(res, 1)  # (a fallback's prepare() drops the index,
-                    # and _small_swap undoes these counts when it gives up)
-            elif res is None:
-                if vertex is None:  # out of a group, the only change
-                    if len(keys) != 1 or not self._leaves(graph, key, given[key], small):
-                        return False
-                    continue
-                if not self._alone(self.graph, key, given[key], True):
-                    if self._asking(key, given[key], True) is None:
-                        return False
-                    if not self._unauto(key, small):
-                        return False
-                small.remove.append(key)
-            elif not self._sema_fits(res, small):
-                return False  # verify() decides
-            elif vertex is None or self._grouping(res, vertex.pristine):
-                if not self._regrouped(graph, key, given[key], res, small):
-                    return False  # grouped into another vertex, or its groups may change
-            elif same(vertex.pristine, res):
-                continue
-            elif not self._in_place(vertex, res) and not self._moved(key, vertex, res, small):
-                return False  # the graph's shape may change
-            else:
-                small.replace[key] = res
-        gone = set(small.remove)  # an automatic edge from a vertex removed: prepare() decides
-        return not any(provider in gone for provider, _key in small.auto)
+        return smallswap.small_swap(self, graph, keys, given, last)
 
-    def _reshaped(
-        self, graph: Graph, small: _Small, connect: dict[Ends, Edge], disconnect: set[Ends]
-    ) -> _Small | None:
-        """`small` with the edges of `graph` to `connect` and `disconnect` in the prepared
-        graph (made by the swap, `_reshape`); None when that could change an automatic edge or
-        a group, or makes a cycle (a full prepare() then decides)."""
-        if (connect or disconnect) and not self._rewirable(graph, disconnect):
-            return None  # (the automatic edges dropped, `unauto`, are prepare()'s alike)
-        disconnect |= small.unauto
-        small.connect, small.disconnect = connect, disconnect
-        if not (small.add or small.remove or connect or disconnect):
-            return small
-        vertices = self.graph.vertices
-        ends = {key for pair in [*connect, *disconnect] for key in pair}
-        if any(k not in small.add and (k not in vertices or members(vertices[k])) for k in ends):
-            return None  # an edge of a group (autogroup moved its members' edges to it)
-        grouping = self.autogroup and self._groupable
-        if grouping and not self._off_paths(disconnect, {}):  # (the paths of the running graph)
-            return None
-        undo = _reshape(self.graph, small)  # tried, then undone: nothing else runs meanwhile
-        if undo is None:
-            return None
-        try:
-            if any(self.graph.path(dst, src) is not None for src, dst in connect):
-                return None  # a cycle, or one that prepare() avoids by skipping an automatic edge
-            if grouping and not self._off_paths(connect, small.add):  # (the new graph's)
-                return None
-        finally:
-            undo()
-        new = {*small.replace, *small.add, *small.remove}
-        small.rewired = frozenset(k for k in ends if k in self.vertices and k not in new)
-        small.release = frozenset(d for _s, d in disconnect if d in small.rewired)
-        return small
-
-    def _rewirable(self, graph: Graph, disconnect: set[Ends]) -> bool:
-        """Whether edges of the given graph may change with no automatic edge changing: no
-        disconnected edge that prepare() would then add as an automatic one (or an automatic
-        edge it skipped for a cycle that may be added now). Groups: `_off_paths`."""
-        if not self.autoedges or not disconnect:
-            return True
-        index = self._autoindex
-        if index is None or index.skipped != 0:
-            return False
-        for src, dst in disconnect:
-            provider, wanter = graph.vertices.get(src), graph.vertices.get(dst)
-            if provider is not None and wanter is not None and may_edge(provider, wanter):
-                return False
-        return True
-
-    def _off_paths(self, edges: Iterable[Ends], added: dict[Key, Resource]) -> bool:
-        """Whether none of `edges` is on a path between two vertices of the prepared graph
-        that autogroup may group (it groups two only when no path joins them, so then no
-        group changes): each ends at a vertex with no edge out of it, or starts at one with
-        no edge into it, that autogroup leaves alone (a file added in a managed directory,
-        with an edge from it and none on; `added`: those not in it yet). In O(the edges)."""
-        succ, pred, vertices = self.graph.succ, self.graph.pred, self.graph.vertices
-
-        def alone(key: Key, edges: dict[Key, dict[Key, Edge]]) -> bool:
-            res = vertices[key] if key in vertices else added[key]
-            return not edges[key] and not members(res) and not self._grouping(res)
-
-        return all(alone(dst, succ) or alone(src, pred) for src, dst in edges)
-
-    def _alone(self, graph: Graph, key: Key, res: Resource, present: bool) -> bool:
-        """Whether `res` (of `key`) is in `graph` (present) or may be added to it without
-        any group, nor changing another vertex's automatic edges (its given edges are
-        `_reshaped`'s; its semaphores `_sema_fits`')."""
-        if present and members(self.vertices[key].res):
-            return False
-        if self._grouping(res):
-            return False
-        return self._auto_alone(res, present)
-
-    def _asking(self, key: Key, res: Resource, present: bool) -> list[Key] | None:
-        """The providers of the automatic edges of `res` (of `key`), when it takes part in
-        them only by asking, each request answered by the one running resource that provides
-        it (no marker, no lazy provider, no edge that prepare() skipped for a cycle), nothing
-        asking for what it provides: the edges prepare() would give it, and no other edge of
-        the graph changes when it is added (or removed: `present`). None when that cannot be
-        told so (prepare() decides); a cycle is `_reshaped`'s to find."""
-        index, providers = self._autoindex, self._providers
-        if index is None or providers is None or index.skipped != 0 or index.lazy:
-            return None
-        if not res.meta.autoedge or not isinstance(res, Edgeable) or self._grouping(res):
-            return None
-        if (present and members(self.vertices[key].res)) or type(res) in LAZY_PROVIDERS:
-            return None
-        provides = set(res.uids())
-        if any(index.wants.get(uid, 0) for uid in provides):
-            return None  # (`res` asks for none of them: below)
-        asked: list[Key] = []
-        for request in res.autoedges():
-            for uid in request:
-                count = index.provides.get(uid, 0)
-                if uid in provides or uid.kind in MARKERS or count > 1:
-                    return None
-                if count:
-                    provider = providers.get(uid)
-                    if provider in (None, key) or not self._provides(provider, uid):
-                        return None
-                    asked.append(provider)
-                    break
-        return asked
-
-    def _unauto(self, key: Key, small: _Small) -> bool:
-        """The automatic edges to `key` in the prepared graph put in `small.unauto` (those
-        the given graph has too are `rewired`'s); False when one that the given graph has
-        not may be a given edge of a resource grouped into its start (autogroup moved it
-        there: only prepare() tells them apart)."""
-        given = self._raw.pred.get(key, {}) if self._raw is not None else {}
-        auto = [other for other in self.graph.pred[key] if other not in given]
-        if any(members(self.graph.vertices[other]) for other in auto):
-            return False
-        small.unauto.update((other, key) for other in auto)
-        return True
-
-    def _moved(self, key: Key, vertex: Vertex, res: Resource, small: _Small) -> bool:
-        """Whether `res` may replace `vertex`, whose UIDs or requests it changes (a file's
-        path), as its removal and then its addition would be swapped (`_alone`, or else
-        `_asking`, both), its automatic edges put in `small` and the index counting it instead
-        (undone by `_small_swap` if it gives up). With automatic edges off, what it manages
-        is all that changes (`_reclaim`'s)."""
-        old = vertex.pristine
-        if type(res) is not type(old) or members(vertex.res) or self._grouping(res, old):
-            return False
-        if not self.autoedges:
-            small.moved[key] = (old, res)
-            return True
-        if not self._alone(self.graph, key, old, True) and self._asking(key, old, True) is None:
-            return False
-        if not self._unauto(key, small):
-            return False
-        index = self._autoindex
-        assert index is not None  # made by _alone
-        index.count(old, -1)
-        asked = [] if self._alone(self.graph, key, res, False) else self._asking(key, res, False)
-        if asked is None:
-            index.count(old, 1)
-            return False
-        index.count(res, 1)
-        small.auto.update(((provider, key), AUTO) for provider in asked)
-        small.moved[key] = (old, res)
-        return True
-
-    def _grouping(self, *resources: Resource) -> bool:
-        """Whether autogroup may group one of `resources` (its kind Groupable, its meta
-        autogroup on): prepare() decides where it goes."""
-        return self.autogroup and any(
-            res.meta.autogroup and isinstance(res, Groupable) for res in resources
-        )
-
-    def _sema_fits(self, res: Resource, small: _Small) -> bool:
-        """Whether the semaphores of `res`, added or replacing another, have the sizes that
-        the running graph and the others of `small` give them (a new one: its own), as
-        verify() asks, in O(its semaphores); counted in `small.semas`. A semaphore whose
-        resources have all left may keep its size here: prepare() then decides."""
-        if not res.meta.sema:
-            return True
-        sizes = self._sema_sizes
-        if sizes is None:  # prepare() refused the last graph: the running one's (verified)
-            sizes = self._sema_sizes = {}
-            for running in self.graph.vertices.values():
-                sizes.update(sema_size(entry) for entry in running.meta.sema)
-        for name, size in (sema_size(entry) for entry in res.meta.sema):
-            if small.semas.setdefault(name, sizes.get(name, size)) != size:
-                return False
-        return True
-
-    def _provided(self, added: list[Vertex]) -> None:
-        """`_providers` told what the vertices a small swap `added` are the only ones to
-        provide (an entry left by a vertex removed since is checked, and found stale, when
-        read: `_provides`)."""
-        providers, index = self._providers, self._autoindex
-        if providers is None or index is None:
-            return
-        for vertex in added:
-            res = vertex.res
-            if res.meta.autoedge and isinstance(res, Edgeable):
-                for uid in res.uids():
-                    if index.provides.get(uid) == 1:
-                        providers[uid] = vertex.key
-
-    def _provides(self, key: Key, uid: UID) -> bool:
-        """Whether the running resource `key` provides `uid` to automatic edges."""
-        vertex = self.vertices.get(key)
-        if vertex is None:
-            return False
-        res = self.graph.vertices[key]
-        return res.meta.autoedge and isinstance(res, Edgeable) and uid in res.uids()
-
-    def _in_place(self, vertex: Vertex, res: Resource) -> bool:
-        """Whether `res` may replace `vertex` without preparing the graph again: the same
-        kind, semaphores, and what it manages (`managed`) and asks for automatically."""
-        old = vertex.pristine
-        if type(res) is not type(old) or members(vertex.res) or self._grouping(res, old):
-            return False
-        return self._same_edges(old, res)
-
-    def _same_edges(self, old: Resource, res: Resource) -> bool:
-        """Whether `res` manages (`managed`) and asks for automatically what `old` does."""
-        if res.meta.autoedge != old.meta.autoedge:
-            return False
-        if managed(res) != managed(old):
-            return False
-        if self.autoedges and res.meta.autoedge and isinstance(res, Edgeable):
-            assert isinstance(old, Edgeable)
-            return res.autoedges() == old.autoedges()
-        return True
-
-    def _regrouped(
-        self, graph: Graph, key: Key, old: Resource, res: Resource, small: _Small
-    ) -> bool:
-        """Whether `res` may replace `old` (of `key`) where autogroup put it, the vertex of
-        its group replaced (`small.regroup`): autogroup would group the graph as it did, when
-        nothing else changes but this one (one per swap; its edges, automatic ones too,
-        unchanged: `_rewirable` refuses a change of edges while anything may be grouped) and
-        it groups with each other candidate both ways as `old` did. In O(the candidates):
-        autogroup compares them all."""
-        candidates = self._candidates
-        if candidates is None or small.candidate or not self.autogroup:
-            return False
-        if not (isinstance(res, Groupable) and isinstance(old, Groupable)) or type(res) is not type(
-            old
-        ):
-            return False
-        if not (res.meta.autogroup and old.meta.autogroup and self._same_edges(old, res)):
-            return False
-        if key not in candidates:
-            return False
-        for other_key, other in candidates.items():
-            if other_key != key and (
-                res.group_cmp(other) != old.group_cmp(other)
-                or other.group_cmp(res) != other.group_cmp(old)
-            ):
-                return False
-        lead = key if key in self.vertices else self._leader(key)
-        if lead is None:
-            return False
-        vertex = self.vertices[lead]
-        grouped = [res if key_of(m) == key else m for m in members(vertex.res)]
-        new = res if lead == key else graph.vertices.get(lead)
-        if new is None:
-            return False
-        twin = _twin(new)
-        assert isinstance(twin, Groupable)
-        twin.grouped = grouped
-        small.candidate[key] = res
-        if same(vertex.pristine, twin):
-            return True  # the same group: its vertex kept
-        small.regroup[lead] = grouped
-        small.replace[lead] = new
-        return True
-
-    def _joins(self, graph: Graph, key: Key, res: Resource, small: _Small) -> bool:
-        """Whether `res` (of `key`), added with no edge, given or automatic, joins a group as
-        autogroup would put it (added last in `graph`: with the first group, in autogroup's
-        order, that takes it; nothing else then changes: it leads none), that group's vertex
-        replaced (`small.regroup`), or groups with no other (a vertex of its own: the first
-        pkg of a graph). In O(the candidates)."""
-        candidates = self._candidates
-        if candidates is None or small.candidate or not isinstance(res, Groupable):
-            return False
-        if graph.succ.get(key) or graph.pred.get(key) or not self._auto_alone(res, False):
-            return False
-        if all(not res.group_cmp(c) and not c.group_cmp(res) for c in candidates.values()):
-            small.add[key] = small.candidate[key] = res
-            if self._autoindex is not None:  # (as _classify counts one added)
-                self._autoindex.count(res, 1)
-            return True
-        if next(reversed(graph.vertices)) != key:
-            return False  # (last: the candidates after it in autogroup's order are deeper)
-        depth = res.kind.count(":")
-        order = sorted(candidates.items(), key=lambda item: item[1].kind.count(":"))
-        lead = next(
-            (
-                k
-                for k, other in order
-                if other.kind.count(":") <= depth and k in self.vertices and other.group_cmp(res)
-            ),
-            None,
-        )
-        new = graph.vertices.get(lead) if lead is not None else None
-        if lead is None or new is None:
-            return False  # it would lead a group: prepare() decides
-        grouped = members(self.vertices[lead].res)
-        before = [m for m in grouped if m.kind.count(":") <= depth]
-        small.regroup[lead] = [*before, res, *grouped[len(before) :]]
-        small.replace[lead] = new
-        small.candidate[key] = res
-        small.joined[key] = res
-        return True
-
-    def _leaves(self, graph: Graph, key: Key, old: Resource, small: _Small) -> bool:
-        """Whether `old` (of `key`), a member of a group with no edge, given or automatic, may
-        leave it with nothing else changing (its edges were its group's: it had none), that
-        group's vertex replaced (`small.regroup`)."""
-        candidates, last = self._candidates, self._raw
-        if candidates is None or last is None or key not in candidates or small.candidate:
-            return False
-        if not isinstance(old, Groupable):
-            return False
-        if last.succ.get(key) or last.pred.get(key) or not self._auto_alone(old, True):
-            return False
-        lead = self._leader(key)
-        new = graph.vertices.get(lead) if lead is not None else None
-        if lead is None or new is None:
-            return False
-        small.regroup[lead] = [m for m in members(self.vertices[lead].res) if key_of(m) != key]
-        small.replace[lead] = new
-        small.candidate[key] = old
-        small.left[key] = old
-        return True
-
-    def _auto_alone(self, res: Resource, present: bool) -> bool:
-        """Whether `res` takes part in no automatic edge (`AutoIndex.alone`)."""
-        if not self.autoedges:
-            return True
-        if self._autoindex is None:
-            assert self._raw is not None
-            self._autoindex = AutoIndex(self._raw.vertices.values())
-        return self._autoindex.alone(res, present)
-
-    def _leader(self, key: Key) -> Key | None:
-        """The vertex whose group has `key` (O(the candidates and their groups))."""
-        for lead in self._candidates or ():
-            vertex = self.vertices.get(lead)
-            if vertex is not None and any(key_of(m) == key for m in members(vertex.res)):
-                return lead
-        return None
-
-    def _reclaim(self, small: _Small, given: dict[Key, Resource]) -> bool:
-        """Whether what `small` adds manages nothing another vertex manages once what it
-        removes is gone (a rename of a file resource frees its path first), nor what it moves
-        (a file resource's new path, its old one freed); `_owners` is then so (a fallback's
-        prepare() makes it again). Made by prepare() from what it found: made here from the
-        graph, it took the first add after a full swap ~1 s at 100,000 files."""
-        adds = [*small.add.items(), *((key, new) for key, (_old, new) in small.moved.items())]
-        claims = [((key[0], uid), key) for key, res in adds for uid in managed(res)]
-        if self._claimed(claims, {*small.remove, *small.moved}) is not None:
-            return False  # nothing changed: _refuse_clash names them
-        found = self._owners
-        assert found is not None  # made by _claimed
-        olds = [
-            *((k, given[k]) for k in small.remove),
-            *((k, o) for k, (o, _n) in small.moved.items()),
-        ]
-        for key, old in olds:
-            for uid in managed(old):
-                if found.get((key[0], uid)) == key:
-                    del found[(key[0], uid)]
-        found.update(claims)
-        return True
-
-    def _claimed(
-        self, claims: list[tuple[tuple[str, UID], Key]], freed: set[Key]
-    ) -> tuple[UID, Key, Key] | None:
-        """The first of `claims` ((kind, UID), key) that a resource of that kind manages
-        already, in the running graph (`_owners`, but for those `freed`) or in an earlier
-        claim: (UID, the other, the claimant); None if none is."""
-        if self._owners is None:  # prepare() refused the last graph: the running one's
-            self._owners = owned_by_kind(self.graph)  # (verified when it was prepared)
-        found = self._owners
-        mine: dict[tuple[str, UID], Key] = {}
-        for kind_uid, key in claims:
-            other = mine.get(kind_uid)
-            if other is None and (owner := found.get(kind_uid)) not in freed:
-                other = owner
-            if other is not None and other != key:
-                return kind_uid[1], other, key
-            mine[kind_uid] = key
-        return None
-
-    def _refuse_clash(self, graph: Graph, keys: Collection[Key]) -> None:
-        """GraphError (as prepare() says it) when a resource of `keys` in `graph` manages what
-        another of its kind manages (a file's path): found in O(change) from the running
-        graph's `_owners`, where prepare() takes seconds at 100,000 resources. Not when
-        autogroup may group resources (a group's members are not in `_owners`)."""
-        if self.autogroup and self._groupable:
-            return
-        claims = [
-            ((key[0], uid), key)
-            for key in keys
-            if (res := graph.vertices.get(key)) is not None
-            for uid in managed(res)
-            if uid.kind not in MARKERS
-        ]
-        clash = self._claimed(claims, {*keys})
-        if clash is None:
-            return
-        uid, other, key = clash
-        first, second = (other, key) if _before(graph, other, key) else (key, other)
-        raise GraphError(both_manage(uid, first, second))
-
-    def _counted(self, small: _Small) -> None:
-        """What the small swap changes of the engine's tallies of the graph given, beside its
-        vertices: the sizes of its semaphores, the automatic edges' index (those that joined
-        or left a group), autogroup's candidates."""
-        if self._sema_sizes is not None:
-            self._sema_sizes.update(small.semas)
-        index = self._autoindex
-        if index is not None:
-            for res in small.joined.values():
-                index.count(res, 1)
-            for res in small.left.values():
-                index.count(res, -1)
-        if small.candidate:  # (a resource autogroup may group is in the graph)
-            self._groupable = True
-        if self._candidates is not None:
-            self._candidates.update(small.candidate)
-            for key in small.left:
-                del self._candidates[key]
-
-    async def _swap_replaced(self, given: Graph, small: _Small) -> None:
+    async def _swap_replaced(self, given: Graph, small: Small) -> None:
         """The O(change) swap: the last prepared graph with the vertices of `small` replaced,
         added and removed, and its edges rewired, in place (no copy of the graph's maps), at
         once (between two awaits) once the new vertices are made."""
+        from engine import smallswap  # (imported by _small_swap)
+
         replace = small.replace
         removed = [self.vertices[key] for key in [*replace, *small.remove]]
         await self._realize(removed)
@@ -2486,7 +1907,7 @@ class Engine:
             added.extend(Vertex(self, res) for _key, res in some_new)
         # Nothing awaited from here on: the graph changes at once.
         self._incoming = 0
-        _reshape(self.graph, small)
+        smallswap.reshape(self.graph, small)
         graph = Graph(given.name)  # a new object (the agent tells swaps apart by identity)
         graph.vertices, graph.succ, graph.pred = (
             self.graph.vertices,
@@ -2510,8 +1931,8 @@ class Engine:
                 else:
                     marked.discard(key)
         self._forget_retries(small.remove, added)
-        self._provided(added)
-        self._counted(small)
+        smallswap.provided(self, added)
+        smallswap.counted(self, small)
         self.graph = graph
         self._raw = _Raw(given, given.name)
         kept = len(vertices) - len(added)

@@ -477,3 +477,25 @@ def _refused(values: Mapping[str, Received], err: ValidationError) -> str:
 def members(res: Resource) -> list[Resource]:
     """The resources grouped into `res` (none unless its kind is Groupable)."""
     return res.grouped if isinstance(res, Groupable) else []
+
+
+def same(old: Resource, new: Resource) -> bool:
+    """Whether a running resource (as first given) may be kept for `new` across a swap: the
+    kind's cmp() (params and meta), and the same for every member of its group."""
+    return old.cmp(new) and same_group(old, new)
+
+
+def same_group(old: Resource, new: Resource) -> bool:
+    """Whether the groups of `old` and `new` have the same members (by cmp)."""
+    old_group, new_group = members(old), members(new)
+    return len(old_group) == len(new_group) and all(
+        a.cmp(b) for a, b in zip(old_group, new_group, strict=True)
+    )
+
+
+def twin(res: Resource) -> Resource:
+    """A shallow copy of `res` (copy.copy's result, without its generic __reduce_ex__ path:
+    a resource is a plain dataclass instance; 10,000 vertices made 10,000 copies)."""
+    twin = object.__new__(type(res))
+    twin.__dict__ = res.__dict__.copy()  # (a copy of the same size: no resize, as update's)
+    return twin

@@ -33,7 +33,13 @@ def install() -> None:
     if module is not None:
         fix(module)
     elif not any(isinstance(finder, _OnImport) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _OnImport())
+        # Right before CPython's PathFinder, which finds asyncio.timeouts: after the finders
+        # of the names it never is (builtin, frozen; the `mgmt` command's index of a run's
+        # modules, which leaves it out), each asked before it for every module imported.
+        finders = sys.meta_path
+        path_finder = sys.modules["_frozen_importlib_external"].PathFinder
+        at = finders.index(path_finder) if path_finder in finders else len(finders)
+        finders.insert(at, _OnImport())
 
 
 def fix(module: ModuleType) -> None:

@@ -55,7 +55,6 @@ from mgmt.yamlgraph import (
     locate_refusal,
     located,
     read_limited,
-    reparse,
 )
 
 if TYPE_CHECKING:
@@ -170,9 +169,11 @@ def load(config: Config) -> Loaded:
     # ends at its first convergence (--converged-timeout=0: a cron run), whose edits are rare
     # and come before it, the parse is the block reader's where it can (no libyaml: ~7 M
     # instructions of a 100-file run): an edit then is parsed whole, the next ones in O(change).
-    incremental = not config.no_watch and config.exit_after != 0
+    parsing: Callable[[bytes, str], Loaded] | None = None
+    if not config.no_watch and config.exit_after != 0:
+        from mgmt.yamlreparse import incremental_parse as parsing  # a watched file's
     with collector.paused():  # many objects, no cycles (engine/collector.py)
-        loaded = load_file(config.file, config.max_graph_size, incremental=incremental)
+        loaded = load_file(config.file, config.max_graph_size, parsing)
         if config.own_process:  # they live on: no full collection walks them once resumed
             gc.freeze()  # (engine/heap.py; tests running many agents in a process do not)
         return loaded
@@ -1314,7 +1315,7 @@ class Agent:
         else:
             limit = self.config.max_graph_size
             # The lock: a re-merge of the collected resources (_apply) reads the last graph,
-            # which the reparse's derive changes in place (engine.graph.derive).
+            # which the reparse's derive changes in place (engine.derive.derive).
             # Always the same thread: the file's new buffer (8 MB at 100,000 resources) is
             # then taken from that thread's malloc arena, where the last versions were freed
             # and whose pages are mapped already. Read in whichever I/O thread was free, it
@@ -1470,7 +1471,10 @@ def _parsed(
     if any(new == seen for seen in skip if isinstance(seen, bytes)):
         return _Reread(new)
     log.debug("graph file changed (%d bytes): parsing it", len(data))
+    import mgmt.yamlreparse  # an edit's, not a cron run's (a package's: no `from` of a module,
+    # whose missing `__path__` costs a formatted AttributeError at each edit: ~6 K instructions)
+
     try:
-        return _Reread(new, reparse(data, str(path), last))
+        return _Reread(new, mgmt.yamlreparse.reparse(data, str(path), last))
     except GraphFileError as err:
         return _Reread(new, error=err)

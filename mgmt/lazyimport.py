@@ -345,7 +345,15 @@ def install() -> None:
         return
     if "_ssl" not in sys.modules and PathFinder.find_spec("_ssl") is None:
         return
-    sys.meta_path.insert(0, _Finder())
+    from mgmt.quickimport import Index  # (the command's index of a run's modules, if any)
+
+    finders = sys.meta_path
+    index = next((f for f in finders if isinstance(f, Index)), None)
+    at = 0
+    if index is not None:  # this finder after it: asked only for the names it does not answer
+        index.leave_out(["datetime", *LAZY, *LAZY_PACKAGES])  # (every other lookup: ~7 K
+        at = finders.index(index) + 1  # instructions less, -0.8 M of a cron run's)
+    finders.insert(at, _Finder())
 
 
 _compile = re.compile  # the real one (patterns_on_use replaces re.compile while it runs)

@@ -1,8 +1,8 @@
-"""Three of CPython 3.11's import-system helpers made cheaper, and an index of where a run's
+"""Four of CPython 3.11's import-system helpers made cheaper, and an index of where a run's
 modules are, for the `mgmt` command's start-up.
 
 A cron run imports ~150 modules from source files; for each, the import system (its Python
-code, `importlib._bootstrap` and `_bootstrap_external`) runs three helpers whose cost is in the
+code, `importlib._bootstrap` and `_bootstrap_external`) runs four helpers whose cost is in the
 way they are written, not in what they do:
 - `FileFinder.find_spec` joins a directory and a file name for each of the five file suffixes
   (extension modules, `.py`, `.pyc`), and for a package's five `__init__` names, before it
@@ -20,9 +20,14 @@ way they are written, not in what they do:
   drops it, ~6 K instructions a miss. For a plain module (`types.ModuleType` itself, no
   module-level `__getattr__`, not a reload) the same answers are its dict's: `dict.get`.
   Any other module goes to CPython's function.
-Together -9 M instructions (-3.5%) of a 100-file cron run (docs/benchmarks.md). The answers
-are CPython's: tests/mgmt/test_quickimport.py compares all three with CPython's own for every
-module a run imports, for packages, namespace packages, extension modules, and odd paths.
+- `SourceLoader.get_code` reads a module's `.pyc` through a file object, a dict of the
+  source's stat and four helpers that check its header field by field (~30 K instructions a
+  module beyond the unmarshalling). `get_code` here reads a matching timestamp-based `.pyc`
+  with one `read` and checks its header in one expression; anything else is CPython's.
+Together -11.6 M instructions of a 100-file cron run (docs/benchmarks.md; get_code's -2.6 M:
+"startown"). The answers are CPython's: tests/mgmt/test_quickimport.py compares all four
+with CPython's own for every module a run imports, for packages, namespace packages,
+extension modules, and odd paths.
 
 And `Index`, a finder put before CPython's own on `sys.meta_path`: the spec of each module a run imports,
 from an index of where each is (`scripts/install.sh` records it at the end of a small run),
@@ -44,6 +49,7 @@ import sys
 
 TYPE_CHECKING = False  # typing is not imported yet, nor needed: mypy reads the name
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any
 
 # `importlib._bootstrap_external`, as the interpreter made it at its start (frozen): the
@@ -111,6 +117,54 @@ def find_spec(self: Any, fullname: str, target: Any = None) -> Any:
     return None
 
 
+_GET_CODE = _external.SourceLoader.get_code
+_SOURCE_FILE_LOADER = _external.SourceFileLoader
+_MAGIC = _external.MAGIC_NUMBER
+_loads = _external.marshal.loads
+_fix_co_filename = _external._imp._fix_co_filename
+_CODE = type(_GET_CODE.__code__)
+
+
+def get_code(self: Any, fullname: str) -> Any:
+    """CPython 3.11's `SourceLoader.get_code`, its common case first: a `SourceFileLoader`'s
+    module whose timestamp-based `.pyc` matches its source (this magic number, no flags, the
+    source's modification time and size) is read with one `read` and unmarshalled, without
+    the file object, the stat's dict and the helpers that check the header field by field
+    (~30 K instructions a module). Anything else (no `.pyc`, a stale or hash-based one, a
+    loader of another kind, `python -v`'s messages) is CPython's function, which also
+    writes a new `.pyc`. The code object is the same: `marshal.loads` of the same bytes."""
+    if type(self) is _SOURCE_FILE_LOADER and fullname == self.name and not sys.flags.verbose:
+        source = self.path
+        os = _external._os
+        try:
+            st = os.stat(source)
+            fd = os.open(cache_from_source(source), os.O_RDONLY | os.O_CLOEXEC)
+        except (OSError, NotImplementedError, ValueError):
+            fd = -1
+        if fd >= 0:
+            try:
+                data = os.read(fd, os.fstat(fd).st_size)
+            except OSError:
+                data = b""
+            finally:
+                os.close(fd)
+            if (
+                len(data) > 16
+                and data[:4] == _MAGIC
+                and data[4:8] == b"\0\0\0\0"
+                and int.from_bytes(data[8:12], "little") == int(st.st_mtime) & 0xFFFFFFFF
+                and int.from_bytes(data[12:16], "little") == st.st_size & 0xFFFFFFFF
+            ):
+                try:
+                    code = _loads(memoryview(data)[16:])
+                except (EOFError, ValueError, TypeError):
+                    code = None
+                if type(code) is _CODE:
+                    _fix_co_filename(code, source)
+                    return code
+    return _GET_CODE(self, fullname)
+
+
 def init_module_attrs(spec: Any, module: Any, *, override: bool = False) -> Any:
     """CPython 3.11's `_init_module_attrs`, a plain module's attributes read from its dict."""
     if override or type(module) is not _MODULE:
@@ -146,12 +200,13 @@ def applies() -> bool:
 
 
 def install() -> None:
-    """Replace the three helpers in the import system, and put the index's finder before
+    """Replace the four helpers in the import system, and put the index's finder before
     CPython's own finders (where `applies()`; the finder only with a trusted index:
     `Index.load`)."""
     if applies():
         _external.cache_from_source = cache_from_source
         _external.FileFinder.find_spec = find_spec
+        _external.SourceLoader.get_code = get_code
         _bootstrap._init_module_attrs = init_module_attrs
         at = _index_place()
         index = None if at is None else Index.load(index_path())
@@ -178,6 +233,7 @@ def uninstall() -> None:
     """CPython's own helpers again, no index (the tests)."""
     _external.cache_from_source = _CACHE_FROM_SOURCE
     _external.FileFinder.find_spec = _FIND_SPEC
+    _external.SourceLoader.get_code = _GET_CODE
     _bootstrap._init_module_attrs = _INIT_MODULE_ATTRS
     sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, Index)]
 
@@ -185,6 +241,9 @@ def uninstall() -> None:
 # The index of the modules a run imports -------------------------------------------------------
 
 _HEADER = f"mgmt import index 1 {_TAG}"
+# Names the index never answers: engine.timeoutfix's finder, after it on `sys.meta_path`, fixes
+# asyncio.timeouts as PathFinder finds it (so that no other module's lookup asks that finder).
+UNINDEXED = frozenset({"asyncio.timeouts"})
 _EXTENSION, _SOURCE = "e", "s"
 _LOADERS = {_EXTENSION: _external.ExtensionFileLoader, _SOURCE: _external.SourceFileLoader}
 _MOST = 1 << 20  # bytes of an index read: a bigger file is not one
@@ -241,10 +300,17 @@ class Index:
             if len(fields) == 2 and fields[0].lstrip("-").replace(".", "", 1).isdigit():
                 times[fields[1]] = float(fields[0])
             elif len(fields) == 5 and fields[1] in _LOADERS:
-                modules[fields[0]] = (fields[1], fields[2] == "p", fields[3], fields[4])
+                if fields[0] not in UNINDEXED:  # (an index recorded before it was left out)
+                    modules[fields[0]] = (fields[1], fields[2] == "p", fields[3], fields[4])
             elif line:
                 return None  # not written by `record`
         return cls(modules, times)
+
+    def leave_out(self, names: Iterable[str]) -> None:
+        """Answer none of `names`: another finder's, put after this one (mgmt.lazyimport's
+        deferred modules: the index is then asked first for every other name)."""
+        for name in names:
+            self.modules.pop(name, None)
 
     def _unchanged(self, directory: str) -> bool:
         recorded = self.times.get(directory)
@@ -322,7 +388,7 @@ def record(path: str, settled: float = 2.0) -> None:
     import time
 
     frozen = getattr(_imp, "_frozen_module_names", lambda: None)() or ()
-    left_out = set(sys.builtin_module_names) | set(frozen)
+    left_out = set(sys.builtin_module_names) | set(frozen) | UNINDEXED
     recent = time.time() - settled
     lines = [_HEADER]
     times: dict[str, float] = {}

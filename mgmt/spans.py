@@ -1,5 +1,5 @@
 """What two versions of a big input have in common at their ends, found at memcmp speed: a
-graph file's bytes (yamlgraph.reparse) or a program's output (lang.source.Output), where an
+graph file's bytes (yamlreparse.reparse) or a program's output (lang.source.Output), where an
 edit changes a few items in the middle and the front-end redoes only those (issue 16).
 
 Each is searched by lengths that double while the ends match, then halved: each element is

@@ -7,7 +7,7 @@
   differs from the one running, asks the agent to swap graphs (`on_change`); the engine then
   restarts only the vertices that changed.
 - A change costs O(change), not O(local graph): `merge(loaded)` builds the new graph from the
-  one it built last (engine.graph.derive), replacing only the collected resources that
+  one it built last (engine.derive.derive), replacing only the collected resources that
   changed (and the local resources and edges `loaded.since` names), and says so with a `since`
   for Engine.apply. It merges in full when
   that cannot be vouched for: the first time, a local graph not derived from the last one, a
@@ -34,8 +34,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine import safefs
+from engine.derive import derive, rewired
 from engine.errors import GraphError, ValidationError, WorldError
-from engine.graph import Graph, Key, derive, fmt_key, rewired
+from engine.graph import Graph, Key, fmt_key
 from engine.resource import Resource
 from engine.tasks import TaskSet
 from engine.world import Changes, Exported

@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine import collector
+from engine.derive import Change, derive
 from engine.errors import GraphError, MgmtError, ValidationError
-from engine.graph import Change, Edge, Graph, Key, cycle_text, derive, fmt_key, key_of
+from engine.graph import Edge, Graph, Key, cycle_text, fmt_key, key_of
 from engine.limits import max_resources, too_many
 from engine.local import LocalValues
 from engine.namedpath import NamedPaths
@@ -197,7 +198,7 @@ class Output:
     common (found at memcmp speed, mgmt.spans: there, an item is the same object or an equal
     one): a value's change costs what lies between the first and the last item it changed, not
     the whole output. Only their vertices and edges are changed in the last graph
-    (engine.graph.derive, the path graph files' edits take too), with a cycle check of the
+    (engine.derive.derive, the path graph files' edits take too), with a cycle check of the
     edges added only. The engine then swaps in O(change) as well (Loaded.since: the resources
     and the ends of the edges that changed). A program whose output has duplicates, exports
     or collects, an error, or a change of most of the output is built in full (build_graph),

@@ -5,7 +5,7 @@ parse, as exactly; a good edit after them is applied.
 
 "From the items alone" is what the agent logs (--verbose): each refusal's error line comes after
 `the edit refused from the items it changed alone`, and no `parsed whole` is logged for it (the
-debug lines of yamlgraph.reparse)."""
+debug lines of yamlreparse.reparse)."""
 
 from __future__ import annotations
 

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.derive import Change, derive
 from engine.errors import GraphError
-from engine.graph import Change, Edge, Graph, derive, merge_duplicate
+from engine.graph import Edge, Graph, merge_duplicate
 from resources.noop import NoopRes
 from resources.pkg import PkgRes
 from tests.engine.conftest import make_graph

@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 
 from engine.autoedge import AUTO, managed
+from engine.derive import Change, derive
 from engine.engine import Engine, Status, check_limit
 from engine.errors import GraphError
 from engine.events import CheckApplied, GraphSwapped
-from engine.graph import Change, Edge, Graph, derive
+from engine.graph import Edge, Graph
 from engine.meta import Meta
 from resources.file import FileRes
 from tests.engine.conftest import make_graph, settle

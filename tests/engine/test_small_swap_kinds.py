@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
+from engine.derive import Change, derive
 from engine.engine import Engine, same
 from engine.errors import GraphError
 from engine.events import GraphSwapped
-from engine.graph import Change, Edge, Graph, derive, key_of
+from engine.graph import Edge, Graph, key_of
 from engine.meta import Meta
 from engine.resource import members
 from resources.file import FileRes

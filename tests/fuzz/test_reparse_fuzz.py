@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from mgmt.yamlgraph import GraphFileError, Loaded, parse, reparse
+from mgmt.yamlgraph import GraphFileError, Loaded
+from mgmt.yamlreparse import incremental_parse, reparse
 from tests import fuzz
 
 LINES = [
@@ -123,7 +124,7 @@ def edit(rng: random.Random, text: str) -> str:
 def outcome(data: str, previous: Loaded | None) -> tuple[Any, Loaded | None]:
     try:
         if previous is None:
-            loaded = parse(data, "g.yaml", incremental=True)
+            loaded = incremental_parse(data, "g.yaml")
         else:
             loaded = reparse(data.encode(), "g.yaml", previous)
     except GraphFileError as err:
@@ -157,7 +158,7 @@ def test_reparse_after_random_edits_is_parse(chunk: int) -> None:
         rng = random.Random(seed)
         text = graph_file(rng)
         try:
-            last = parse(text, "g.yaml", incremental=True)
+            last = incremental_parse(text, "g.yaml")
         except GraphFileError:
             continue
         for _ in range(rng.randint(1, 8)):
@@ -181,7 +182,7 @@ def test_reparse_of_an_older_version_is_parse(chunk: int) -> None:
         rng = random.Random(seed)
         text = graph_file(rng)
         try:
-            versions = [(text, parse(text, "g.yaml", incremental=True))]
+            versions = [(text, incremental_parse(text, "g.yaml"))]
         except GraphFileError:
             continue
         for _ in range(rng.randint(2, 10)):
@@ -205,7 +206,7 @@ def test_edits_of_older_versions_of_a_big_list_stay_incremental() -> None:
         return "\n".join(lines) + "\n"
 
     rng = random.Random(7)
-    versions = [({}, parse(render({}), "g.yaml", incremental=True))]
+    versions = [({}, incremental_parse(render({}), "g.yaml"))]
     for step in range(60):
         content, last = rng.choice(versions)
         now = {**content, rng.choice(names): f"c{step}"}
@@ -300,10 +301,10 @@ def test_a_bad_edit_of_a_longer_list_is_refused_as_parse_refuses_it(
 ) -> None:
     """Each edit reparse()d from a graph the engine would take (`accepted`) gives exactly what
     parse() gives, and most of the refusals come from the edited items alone (no full parse)."""
-    from mgmt import yamlgraph
+    from mgmt import yamlreparse
 
     whole = 0
-    original = yamlgraph.parse
+    original = yamlreparse.incremental_parse
 
     def counting(*args: Any, **kwargs: Any) -> Loaded:
         nonlocal whole
@@ -316,16 +317,16 @@ def test_a_bad_edit_of_a_longer_list_is_refused_as_parse_refuses_it(
         rng = random.Random(seed)
         count = rng.randint(6, 20)
         text = big_file(rng, count)
-        last = parse(text, "g.yaml", incremental=True)
+        last = incremental_parse(text, "g.yaml")
         last.accepted = True
         now = bad_edit(rng, text, count)
         expected = outcome(now, None)[0]
-        monkeypatch.setattr(yamlgraph, "parse", counting)
+        monkeypatch.setattr(yamlreparse, "incremental_parse", counting)
         whole = 0
         try:
             seen = outcome(now, last)[0]
         finally:
-            monkeypatch.setattr(yamlgraph, "parse", original)
+            monkeypatch.setattr(yamlreparse, "incremental_parse", original)
         assert seen == expected, (seed, now)
         if isinstance(expected, list):
             refused += 1

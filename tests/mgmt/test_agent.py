@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from engine.engine import Status
-from mgmt import agent as agent_module
+from mgmt import yamlreparse
 from mgmt.agent import Agent, load
 from mgmt.config import Config, ExitCode
-from mgmt.yamlgraph import reparse
+from mgmt.yamlreparse import reparse
 
 GRAPH = """
 graph: swap
@@ -92,7 +92,7 @@ async def test_a_small_graph_file_is_parsed_on_the_loop(
         parsed_in.append(threading.get_ident())
         return reparse(data, filename, previous)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(agent_module, "reparse", spy)
+    monkeypatch.setattr(yamlreparse, "reparse", spy)  # (the agent imports it at an edit)
     path = tmp_path / "graph.yaml"
     path.write_text(GRAPH.format(msg="one", extra=""))
     config = Config(file=path, prefix=tmp_path / "prefix", hostname="t")
@@ -130,7 +130,7 @@ async def test_a_big_graph_file_is_read_again_in_one_thread_of_its_own(
         parsed_in.append(threading.current_thread())
         return reparse(data, filename, previous)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(agent_module, "reparse", spy)
+    monkeypatch.setattr(yamlreparse, "reparse", spy)  # (the agent imports it at an edit)
     path = tmp_path / "graph.yaml"
     big = "#" * 10_000  # over INLINE_BYTES
     path.write_text(GRAPH.format(msg="zero", extra=big))

@@ -243,16 +243,16 @@ async def test_an_unexpected_error_reading_the_graph_file_again_is_one_line(
     made to happen by a graph that says BOOM) is one line (its traceback at debug only: it
     was logged with it) and the program error; the running graph stays, and the next edit is
     read as any."""
-    import mgmt.agent
+    import mgmt.yamlreparse
 
-    real = mgmt.agent.reparse
+    real = mgmt.yamlreparse.reparse
 
     def reparse(data: bytes, filename: str, previous: object) -> object:
         if b"BOOM" in data:
             raise RuntimeError("the parser met a bug")
         return real(data, filename, previous)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(mgmt.agent, "reparse", reparse)
+    monkeypatch.setattr(mgmt.yamlreparse, "reparse", reparse)  # (the agent's, at an edit)
     caplog.set_level(logging.INFO, "main")
     path, out = tmp_path / "graph.yaml", tmp_path / "out"
     path.write_text(graph(out))

@@ -26,11 +26,12 @@ ORIGINAL_CACHE_FROM_SOURCE = quickimport._CACHE_FROM_SOURCE
 @pytest.fixture(autouse=True)
 def _cpythons_own() -> Iterator[None]:
     """Each test compares against CPython's helpers: installed or not, they are put back."""
-    before = (quickimport._external.cache_from_source, FileFinder.find_spec)
+    source_loader = quickimport._external.SourceLoader
+    before = (quickimport._external.cache_from_source, FileFinder.find_spec, source_loader.get_code)
     meta_path = sys.meta_path[:]
     quickimport.uninstall()
     yield
-    quickimport._external.cache_from_source, FileFinder.find_spec = before  # type: ignore[method-assign]
+    quickimport._external.cache_from_source, FileFinder.find_spec, source_loader.get_code = before
     sys.meta_path[:] = meta_path
 
 
@@ -154,6 +155,78 @@ def test_every_module_a_run_imports_is_found_as_cpython_finds_it() -> None:
         ours, theirs = _found(directory, name)
         assert ours == theirs, name
         assert ours is not None, name
+
+
+def _code(loader: Any, name: str, get_code: Any) -> Any:
+    """What `get_code` gives (its code object's fields and file name), or its exception's type."""
+    try:
+        code = get_code(loader, name)
+    except Exception as err:  # compared: the same kind of failure
+        return type(err)
+    return code, code.co_filename, code.co_consts
+
+
+def test_every_module_a_run_imports_has_cpythons_code_object() -> None:
+    sources = [(d, n) for d, n in _run_modules() if _found(d, n)[1][1].endswith(".py")]
+    assert len(sources) > 80
+    for directory, name in sources:
+        origin = _found(directory, name)[1][1]
+        loader = quickimport._SOURCE_FILE_LOADER(name, origin)
+        ours = _code(loader, name, quickimport.get_code)
+        assert ours == _code(loader, name, quickimport._GET_CODE), name
+        assert ours[1] == origin, name
+
+
+def test_a_code_object_off_the_common_case_is_cpythons(tmp_path: Path) -> None:
+    """No `.pyc`, a stale one, a hash-based one, a truncated one, another name, another kind
+    of loader: each gives what CPython's `get_code` gives (and writes the `.pyc` it writes)."""
+    import py_compile
+
+    source = tmp_path / "mod.py"
+    cached = Path(importlib.util.cache_from_source(str(source)))
+    loader = quickimport._SOURCE_FILE_LOADER("mod", str(source))
+
+    def both(name: str = "mod", of: Any = loader) -> tuple[Any, Any]:
+        state = cached.read_bytes() if cached.exists() else None
+        theirs = _code(of, name, quickimport._GET_CODE)
+        written = cached.read_bytes() if cached.exists() else None
+        if state is None:
+            cached.unlink(missing_ok=True)
+        else:
+            cached.write_bytes(state)
+        ours = _code(of, name, quickimport.get_code)
+        assert (cached.read_bytes() if cached.exists() else None) == written
+        return ours, theirs
+
+    source.write_text("x = 1\n")
+    ours, theirs = both()  # no .pyc: compiled, and written
+    assert ours == theirs
+    assert ours[0].co_consts == (1, None)
+    assert both() == (theirs, theirs)  # the .pyc written: read
+    source.write_text("x = 22\n")  # stale: another size (and mtime)
+    os.utime(source, (1, 1))
+    ours, theirs = both()
+    assert ours == theirs
+    assert ours[0].co_consts == (22, None)
+    py_compile.compile(
+        str(source), str(cached), invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH
+    )
+    assert both()[0] == both()[1]
+    cached.write_bytes(cached.read_bytes()[:20])  # truncated: marshal's error, CPython's way
+    ours, theirs = both()
+    assert ours == theirs
+    assert ours in (EOFError, ValueError)
+    assert both("other") == (ImportError, ImportError)  # a name not the loader's
+
+    class Loader(quickimport._SOURCE_FILE_LOADER):  # type: ignore[misc,name-defined]
+        def get_data(self, path: str) -> bytes:
+            if path.endswith(".pyc"):
+                raise OSError  # its own way of reading: never bypassed
+            return bytes(super().get_data(path))
+
+    py_compile.compile(str(source), str(cached))
+    ours, theirs = both(of=Loader("mod", str(source)))
+    assert ours == theirs
 
 
 def test_packages_namespaces_bytecode_and_absent_names_are_found_as_cpython_finds_them(
@@ -353,6 +426,60 @@ def _recorded(tmp_path: Path) -> Path:
     )
     _python(script, str(lib), str(index))
     return index
+
+
+def test_the_index_leaves_asyncio_timeouts_to_the_finder_that_fixes_it(tmp_path: Path) -> None:
+    """engine.timeoutfix's finder comes after the index (every other lookup is answered before
+    it): the index never answers asyncio.timeouts, recorded or read, so that finder still
+    finds it and fixes it."""
+    path = tmp_path / "imports.txt"
+    script = (
+        "import sys\n"
+        "from mgmt import quickimport\n"
+        "quickimport.install()\n"
+        "import engine\n"  # (timeoutfix's finder)
+        "finders = [type(f).__name__ for f in sys.meta_path]\n"
+        "import asyncio.timeouts\n"
+        "print(finders.index('_OnImport') > finders.index('Index') if 'Index' in finders "
+        "else True, sys.version_info >= (3, 11, 3) or "
+        "asyncio.timeouts.Timeout.__aenter__.__module__ == 'engine.timeoutfix')\n"
+        f"quickimport.record({str(path)!r}, settled=0)\n"
+    )
+    assert _python(script) == "True True"
+    text = path.read_text()
+    assert "\nasyncio.tasks\t" in text
+    assert "\nasyncio.timeouts\t" not in text
+    line = next(x for x in text.splitlines() if x.startswith("asyncio.tasks\t"))
+    path.write_text(
+        text
+        + line.replace("asyncio.tasks", "asyncio.timeouts").replace("tasks.py", "timeouts.py")
+        + "\n"
+    )
+    index = quickimport.Index.load(str(path))
+    assert index is not None
+    assert "asyncio.tasks" in index.modules
+    assert "asyncio.timeouts" not in index.modules
+
+
+def test_the_index_leaves_the_deferred_modules_to_lazyimports_finder() -> None:
+    """mgmt.lazyimport's finder comes after the index (asked only for what the index does
+    not answer), and the index leaves out every name that finder defers: one in the index
+    (as if a run had imported it whole) is still deferred."""
+    script = (
+        "import sys, os\n"
+        "from mgmt import quickimport\n"
+        "quickimport.install()\n"
+        "index = next(f for f in sys.meta_path if isinstance(f, quickimport.Index))\n"
+        "where = os.path.dirname(os.__file__)\n"
+        "index.modules['subprocess'] = ('s', False, where, 'subprocess.py')\n"
+        "from mgmt import lazyimport\n"
+        "lazyimport.install()\n"
+        "finders = [type(f).__name__ for f in sys.meta_path]\n"
+        "import subprocess\n"
+        "print(finders.index('Index') < finders.index('_Finder'), 'subprocess' in index.modules,"
+        " type(subprocess).__name__, 'asyncio.tasks' in index.modules)\n"
+    )
+    assert _python(script) == "True False _Lazy True"
 
 
 def test_an_index_is_read_only_when_trusted(tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from mgmt.yamlgraph import GraphFileError, Loaded, _Parser, parse, reparse
+from mgmt.yamlgraph import GraphFileError, Loaded, _Parser, parse
+from mgmt.yamlreparse import incremental_parse, reparse
 from resources.file import FileRes
 
 N = 40
@@ -39,7 +40,7 @@ def outcome(data: str, previous: Loaded | None = None) -> Any:
 
 
 def test_an_edit_inside_one_resource_parses_it_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    first = parse(text(), "g.yaml", incremental=True)
+    first = incremental_parse(text(), "g.yaml")
     assert first.reuse is not None
     validated: list[str] = []
     original = FileRes.validate
@@ -186,7 +187,7 @@ def test_reparse_is_parse_whatever_the_edit(base: str, edit: str) -> None:
         before = before.replace('"number 3"', '"drei ✓ é"')
     if base == "export":  # f5, the resource most edits change, is exported only
         before = before.replace("name: f5\n", "name: '@@f5'\n")
-    first = parse(before, "g.yaml", incremental=True)
+    first = incremental_parse(before, "g.yaml")
     after = EDITS[edit](before)
     assert outcome(after, first) == outcome(after)
     try:  # an edit of the edit too, from what reparse kept
@@ -200,7 +201,7 @@ def test_reparse_is_parse_whatever_the_edit(base: str, edit: str) -> None:
 def test_no_reuse_state_without_incremental_or_with_aliases() -> None:
     assert parse(text(), "g.yaml").reuse is None
     aliased = text().replace('"number 5"', "&c five").replace('"number 6"', "*c")
-    assert parse(aliased, "g.yaml", incremental=True).reuse is None
+    assert incremental_parse(aliased, "g.yaml").reuse is None
 
 
 @pytest.mark.parametrize(
@@ -214,7 +215,7 @@ def test_a_directive_keeps_a_part_from_being_read_alone(edit: Any) -> None:
     """`%TAG !! ...` changes what `!!str` means in the whole document: a part read alone (one
     resource, one edge) would read it as the standard tag and take what parse() refuses."""
     before = "%TAG !! tag:example.com,2000:\n---\n" + text(tail=EDGES)
-    first = parse(before, "g.yaml", incremental=True)
+    first = incremental_parse(before, "g.yaml")
     after = edit(before)
     assert outcome(after, first) == outcome(after)
     assert "could not determine a constructor" in outcome(after)[0]
@@ -247,7 +248,7 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_adding_removing_renaming_parses_those_alone(
     monkeypatch: pytest.MonkeyPatch, edit: str, validated: list[str], changed: set[str]
 ) -> None:
-    first = parse(text(), "g.yaml", incremental=True)
+    first = incremental_parse(text(), "g.yaml")
     seen = counted(monkeypatch)
     second = reparse(EDITS[edit](text()).encode(), "g.yaml", first)
     assert seen == validated  # the new resources alone, not N
@@ -270,7 +271,7 @@ def test_a_random_walk_of_edits_reparses_as_parse() -> None:
             lines += [f'      content: "{contents[name]}"']
         return "\n".join(lines) + "\n  noop:\n    - name: n\n" + EDGES
 
-    last = parse(render(), "g.yaml", incremental=True)
+    last = incremental_parse(render(), "g.yaml")
     full = 0
     for step in range(100):
         at = rng.randrange(3, len(names))  # f1, f2 (edges' ends) stay
@@ -310,7 +311,7 @@ def test_the_blank_lines_a_kept_block_scalar_ends_with_are_reparsed(edit: Any) -
         "      content: |+\n        x\n\n    - name: b\n      path: /tmp/b\n\n"
         "    - name: d\n      path: /tmp/d\n      content: >+\n        y\n\n"
     )
-    first = parse(before, "g.yaml", incremental=True)
+    first = incremental_parse(before, "g.yaml")
     after = edit(before)
     assert outcome(after, first) == outcome(after)
 
@@ -338,7 +339,7 @@ def test_an_edit_of_the_edges_parses_them_alone(
     before = text(tail=EDGES)
     if first_in_file:
         before = text().replace("resources:\n", EDGES + "resources:\n")
-    first = parse(before, "g.yaml", incremental=True)
+    first = incremental_parse(before, "g.yaml")
     seen = counted(monkeypatch)
     after = EDITS[edit](before)
     if edit == "a comment between":
@@ -370,7 +371,7 @@ def test_a_random_walk_of_edge_edits_reparses_as_parse() -> None:
             )
         return text(tail="\n".join(lines) + "\n")
 
-    last = parse(render(), "g.yaml", incremental=True)
+    last = incremental_parse(render(), "g.yaml")
     full = 0
     for _ in range(100):
         action = rng.choice(["add", "remove", "flip", "notify"])
@@ -403,7 +404,7 @@ def test_an_edit_of_one_edge_parses_that_edge_alone(monkeypatch: pytest.MonkeyPa
         f"  - {{from: {{kind: file, name: f{i}}}, to: {{kind: file, name: f{i + 1}}}}}\n"
         for i in range(N - 1)
     )
-    first = parse(text(tail=many), "g.yaml", incremental=True)
+    first = incremental_parse(text(tail=many), "g.yaml")
     read: list[Any] = []
     original = _Parser._edge
     monkeypatch.setattr(_Parser, "_edge", lambda self, *a: read.append(a[0]) or original(self, *a))
@@ -429,7 +430,7 @@ def test_a_bad_edit_of_a_big_file_is_told_at_its_line_and_changes_nothing() -> N
     for i in range(count):
         lines += [f"    - name: f{i}", f"      path: /tmp/g/f{i}", f'      content: "n {i}"']
     before = "\n".join(lines) + "\n"
-    first = parse(before, "g.yaml", incremental=True)
+    first = incremental_parse(before, "g.yaml")
     vertices = dict(first.graph.vertices)
     bad = before.replace("      path: /tmp/g/f4321\n", "      pth: /tmp/g/f4321\n")
     with pytest.raises(GraphFileError) as err:
@@ -510,16 +511,16 @@ WHOLE = {
 
 def parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The full parses reparse() makes from now on."""
-    from mgmt import yamlgraph
+    from mgmt import yamlreparse
 
     made: list[str] = []
-    original = yamlgraph.parse
+    original = yamlreparse.incremental_parse
 
     def counting(text: str | bytes, *args: Any, **kwargs: Any) -> Loaded:
         made.append("parse")
         return original(text, *args, **kwargs)
 
-    monkeypatch.setattr(yamlgraph, "parse", counting)
+    monkeypatch.setattr(yamlreparse, "incremental_parse", counting)
     return made
 
 
@@ -531,7 +532,7 @@ def test_a_bad_edit_of_a_big_file_is_refused_from_its_items_alone(
     from them, exactly as a full parse tells it, at its line of the whole file; one that
     involves other resources (a name or path another has, an edge to a resource renamed) is
     told by a full parse. The last graph is left as it was, and a good edit is still O(change)."""
-    first = parse(big(), "g.yaml", incremental=True)
+    first = incremental_parse(big(), "g.yaml")
     first.accepted = True
     vertices = dict(first.graph.vertices)
     after = big((ALONE | WHOLE)[edit])
@@ -552,7 +553,7 @@ def test_a_bad_edit_of_a_graph_not_taken_yet_is_told_by_a_full_parse(
     """A graph the engine has not taken may have two resources managing one file, which a full
     parse tells beside any other problem: a bad edit of it is told by a full parse."""
     before = big(lambda t: t.replace("/tmp/g/f7\n", "/tmp/g/f8\n"))
-    first = parse(before, "g.yaml", incremental=True)
+    first = incremental_parse(before, "g.yaml")
     after = before.replace("path: /tmp/g/f1500\n", "pth: /tmp/g/f1500\n")
     made = parses(monkeypatch)
     problems = outcome(after, first)

@@ -120,6 +120,10 @@ UNUSED += ("mgmt.status.server",)
 UNUSED += ("resources._lib.journal",)
 # systemd's notifications (a Type=notify unit's variables) and an edit's re-parse.
 UNUSED += ("mgmt.sdnotify", "mgmt.spans")
+# An edit's re-parse in O(change) and what the last parse keeps for it (a daemon's watched file).
+UNUSED += ("mgmt.yamlreparse",)
+# A later graph swapped in O(change): a run that ends at its first convergence has one graph.
+UNUSED += ("engine.smallswap", "engine.derive")  # (and a front-end's next graph: derive)
 # asyncio's package code (its streams, subprocess, taskgroups, timeouts and queues:
 # lazyimport.PARTS gives the names of its other parts beforehand).
 UNUSED += ("asyncio", "asyncio.streams", "asyncio.subprocess", "asyncio.taskgroups")
@@ -464,6 +468,8 @@ def test_asyncio_deferred_gives_the_same_names_and_runs_at_first_use() -> None:
     real = _python(f"import asyncio\n{show}")
     script = f"""
 import sys
+from mgmt import quickimport
+quickimport.install()  # as the command: the index first (it never answers asyncio.timeouts)
 import mgmt; mgmt.full_site()
 import engine  # as the command: its fix of asyncio.timeouts on 3.11.0-3.11.2 (engine.timeoutfix)
 from mgmt import lazyimport

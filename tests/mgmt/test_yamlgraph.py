@@ -20,6 +20,7 @@ from mgmt.yamlgraph import (
     located,
     parse,
 )
+from mgmt.yamlreparse import incremental_parse
 from resources.pkg import PkgRes
 from tests.fuzz.hostile import BIG, LAUGHS
 
@@ -668,7 +669,7 @@ def test_a_refusal_is_located_from_the_parse_as_a_second_parse_locates_it(tmp_pa
     graph.write_text(
         "graph: g\nresources:\n  file:\n" + "".join(blocks[:3]) + clash + "".join(blocks[3:])
     )
-    loaded = parse(graph.read_bytes(), str(graph), incremental=True)
+    loaded = incremental_parse(graph.read_bytes(), str(graph))
     assert loaded.reuse is not None
     want = locate_refusal(graph, MAX_SIZE)
     assert want == [

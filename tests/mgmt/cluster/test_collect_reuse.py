@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from engine.derive import Change, derive
 from engine.engine import SMALL, Engine
 from engine.events import GraphSwapped
-from engine.graph import Change, Edge, Graph, derive
+from engine.graph import Edge, Graph
 from engine.world import Exported
 from mgmt.cluster.link import ClusterLink
 from mgmt.collectscope import Collect
@@ -119,7 +120,7 @@ async def test_a_local_edge_change_is_merged_and_swapped_in_o_change(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An edge the local graph connects and one it disconnects (named by `since`) are made in
-    the last merged graph (engine.graph.derive), and the engine swaps just those."""
+    the last merged graph (engine.derive.derive), and the engine swaps just those."""
     local = Graph("local")
     for i in range(50):
         local.add(NoopRes(name=f"n{i}"))

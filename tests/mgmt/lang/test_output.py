@@ -1,5 +1,5 @@
 """The language's graph stream in O(change) (issues 15/16): a new output is diffed against the
-last one by identity, and only what came or left changes in the last graph (engine.graph.derive):
+last one by identity, and only what came or left changes in the last graph (engine.derive.derive):
 the engine is told which resources those are and the ends of the edges that changed
 (Loaded.since)."""
 
