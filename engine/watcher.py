@@ -673,7 +673,9 @@ def _through_link(link: str) -> int | None:
 
 
 def _kind(path: str, follow: bool) -> int | None:
-    """The file type bits of path (stat.S_IFDIR...), or None if it does not exist.
+    """The file type bits of path (stat.S_IFDIR...), or None if it does not exist (or a link
+    on the way loops: the watch used to fail, and the file below stayed failed after the loop
+    went, until a reload: review, 2026-12-06).
 
     Not with the GIL held (engine/libc.py): a name not in the kernel's cache is looked up
     under its directory's lock, which a rename or create beside it holds, for as long as
@@ -684,6 +686,10 @@ def _kind(path: str, follow: bool) -> int | None:
         return stat.S_IFMT(os.stat(path, follow_symlinks=follow).st_mode)
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError as err:
+        if err.errno == errno.ELOOP:  # a link in a loop on the way: no path there, as missing
+            return None
+        raise
 
 
 class Hub:

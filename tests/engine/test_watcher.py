@@ -978,3 +978,17 @@ def test_a_parent_link_to_another_users_link_is_not_watched_through(tmp_path: Pa
     (top / "g").symlink_to(top / "e")
     followed = PathWatcher([top / "g" / "f"])._desired()
     assert followed[str(top / "g")][1] == frozenset({"f"})
+
+
+def test_a_parent_link_in_a_loop_is_watched_by_its_name(tmp_path: Path) -> None:
+    """A link among a path's parents that loops (`d -> d`: ELOOP for every path below it) is
+    a name in the way, watched in its directory as a missing one would be: the watch used to
+    fail (`watch failed: [Errno 40] Too many levels of symbolic links`), and the file below
+    stayed failed after the link went, until a reload (review, 2026-12-06)."""
+    top = tmp_path / "top"
+    top.mkdir()
+    (top / "d").symlink_to(top / "d")
+    for path in (top / "d" / "f", top / "d" / "a" / "f"):
+        assert PathWatcher([path])._desired() == {
+            str(top): (watcher_module.DIR_MASK, frozenset({"d"}))
+        }
