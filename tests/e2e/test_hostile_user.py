@@ -380,3 +380,49 @@ async def test_a_planted_link_swapped_back_for_the_directory_is_seen(tmp_path: P
         _exchange(top / "d.theirs", top / "d")
         await wait_path(target, has_content("f\n"))
         assert list(theirs_dir.iterdir()) == []
+
+
+async def test_a_file_below_a_planted_loop_is_repaired_once_the_loop_goes(tmp_path: Path) -> None:
+    """A managed file's parent swapped for a link in a loop (`d -> d`, which anyone who can
+    write its directory can plant): the watch failed on ELOOP (`watch failed: [Errno 40] Too
+    many levels of symbolic links`) and the file stayed failed after the loop went, until a
+    reload (review, 2026-12-06). Now the loop's name is watched, and its removal seen."""
+    top = tmp_path / "top"
+    target = top / "d" / "f"
+    graph = tmp_path / "graph.yaml"
+    graph.write_text(
+        f'graph: loop\nresources:\n  file:\n    - {{name: f, path: {target}, content: "f\\n"}}\n'
+    )
+    run = ["run", "--prefix", str(tmp_path / "prefix"), "yaml", str(graph)]
+    async with Daemon(run) as daemon:
+        await daemon.wait_log("converged")
+        link = top / "d.loop"
+        link.symlink_to(top / "d")
+        _exchange(link, top / "d")
+        await daemon.wait_log("file[f]: failed")
+        (top / "d").unlink()  # the loop goes: the file is made again where it belongs
+        await wait_path(target, has_content("f\n"))
+        assert "watch failed" not in daemon.log
+
+
+async def test_a_planted_link_there_at_the_start_is_seen_going(tmp_path: Path) -> None:
+    """The planted link of the tests above (holding a file of the managed name) there when
+    the agent starts: refused, and its removal seen (the file made where it belongs)."""
+    theirs_dir = theirs(tmp_path)
+    as_nobody(theirs_dir, "echo theirs > f")
+    top = tmp_path / "top"
+    top.mkdir()
+    (top / "d").symlink_to(theirs_dir)
+    os.lchown(top / "d", NOBODY, NOBODY)
+    target = top / "d" / "f"
+    graph = tmp_path / "graph.yaml"
+    graph.write_text(
+        f'graph: planted\nresources:\n  file:\n    - {{name: f, path: {target}, content: "f\\n"}}\n'
+    )
+    run = ["run", "--prefix", str(tmp_path / "prefix"), "yaml", str(graph)]
+    async with Daemon(run) as daemon:
+        await daemon.wait_log("refusing to follow the symlink")
+        await daemon.wait_log("converged")
+        (top / "d").unlink()
+        await wait_path(target, has_content("f\n"))
+        assert (theirs_dir / "f").read_text() == "theirs\n"

@@ -951,3 +951,44 @@ async def test_a_checks_first_settle_reads_the_queue_once_a_step(tmp_path: Path)
         with first.expecting(str(one)):  # an own write in flight: each first settle reads
             two.write_text("once more")
             assert second.settle(before=True) is True
+
+
+def test_a_parent_link_to_another_users_link_is_not_watched_through(tmp_path: Path) -> None:
+    """A link of root's among a path's parents (`top/d`, in a directory only root writes)
+    pointing at a link another user controls (`pub/m`, theirs, in a directory anyone writes):
+    the writes refuse the second link (safefs.walk follows each link on the way under the
+    rule), so the watch does not go through the chain into their directory either; `d` is
+    watched by its name in `top`. Before (review, 2026-12-06), only the first link was judged
+    and the watch followed the whole chain, as `_kind(d, True)` does. A chain of safe links
+    is still followed."""
+    top, pub, them = tmp_path / "top", tmp_path / "pub", tmp_path / "them"
+    for made in (top, pub, them):
+        made.mkdir()
+    pub.chmod(0o1777)
+    os.chown(them, 65534, 65534)
+    (pub / "m").symlink_to(them)
+    os.lchown(pub / "m", 65534, 65534)
+    (top / "d").symlink_to(pub / "m")
+    refused = PathWatcher([top / "d" / "f"])._desired()
+    assert str(top / "d") not in refused
+    assert refused[str(top)][1] == frozenset({"d"})
+    real = tmp_path / "real"
+    real.mkdir()
+    (top / "e").symlink_to(real)
+    (top / "g").symlink_to(top / "e")
+    followed = PathWatcher([top / "g" / "f"])._desired()
+    assert followed[str(top / "g")][1] == frozenset({"f"})
+
+
+def test_a_parent_link_in_a_loop_is_watched_by_its_name(tmp_path: Path) -> None:
+    """A link among a path's parents that loops (`d -> d`: ELOOP for every path below it) is
+    a name in the way, watched in its directory as a missing one would be: the watch used to
+    fail (`watch failed: [Errno 40] Too many levels of symbolic links`), and the file below
+    stayed failed after the link went, until a reload (review, 2026-12-06)."""
+    top = tmp_path / "top"
+    top.mkdir()
+    (top / "d").symlink_to(top / "d")
+    for path in (top / "d" / "f", top / "d" / "a" / "f"):
+        assert PathWatcher([path])._desired() == {
+            str(top): (watcher_module.DIR_MASK, frozenset({"d"}))
+        }
