@@ -241,9 +241,11 @@ def silent(path: Path, prefix: Path) -> str:
     try:
         pid = int((prefix / AGENT_LOCK).read_text().split()[0])
         proc = Path(f"/proc/{pid}")
-        if b"mgmt" not in (proc / "cmdline").read_bytes():
-            raise ValueError("another program")
+        # The state first: reading a process's cmdline takes its memory map's lock, which an
+        # agent in state D may hold (the read would hang as the agent does); stat's does not.
         state = (proc / "stat").read_text().rpartition(")")[2].split()[0]
+        if state != "D" and b"mgmt" not in (proc / "cmdline").read_bytes():
+            raise ValueError("another program")
     except (OSError, ValueError, IndexError):
         return f"no agent answers on {path}: it said nothing within {TIMEOUT:g} s"
     why = _STATES.get(state, "running: busy or wedged")
