@@ -107,12 +107,17 @@ async def stop_group(
 
 async def exited(proc: asyncio.subprocess.Process) -> None:
     """Wait until the process has exited, whatever holds its pipes (a pidfd: no polling)."""
-    if proc.returncode is not None:
-        return
+    if proc.returncode is None:
+        await pid_exited(proc.pid)
+
+
+async def pid_exited(pid: int) -> None:
+    """Wait until process `pid` has exited (a pidfd is readable once it has: our child or
+    not); at once when there is none (already reaped)."""
     try:
-        fd = os.pidfd_open(proc.pid)
+        fd = os.pidfd_open(pid)
     except ProcessLookupError:
-        return  # already reaped
+        return
     loop = asyncio.get_running_loop()
     gone = asyncio.Event()
     loop.add_reader(fd, gone.set)

@@ -13,6 +13,7 @@ import os
 import signal
 from pathlib import Path
 
+from resources._lib.proc import pid_exited
 from tests.e2e.helpers import MGMT, ROOT, Daemon, wait_path
 
 # The shell writes its pid and its background sleep's, then waits for it.
@@ -38,20 +39,9 @@ async def started(pids: Path) -> tuple[int, int]:
 async def ended(*pids: int, timeout: float = 30) -> None:
     """Until every process in `pids` has ended (a pidfd is readable once it has; it works for
     processes that are not our children)."""
-    loop = asyncio.get_running_loop()
     async with asyncio.timeout(timeout):
         for pid in pids:
-            try:
-                fd = os.pidfd_open(pid)
-            except ProcessLookupError:
-                continue
-            gone = asyncio.Event()
-            loop.add_reader(fd, gone.set)
-            try:
-                await gone.wait()
-            finally:
-                loop.remove_reader(fd)
-                os.close(fd)
+            await pid_exited(pid)
 
 
 def guards(agent: int) -> set[int]:

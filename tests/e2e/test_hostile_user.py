@@ -321,6 +321,23 @@ def _exchange(a: Path, b: Path) -> None:
         raise OSError(code, os.strerror(code), str(b))
 
 
+def _daemon_of(tmp_path: Path, target: Path) -> list[str]:
+    """The arguments of a daemon whose graph file manages `target` alone (content `f`)."""
+    graph = tmp_path / "graph.yaml"
+    graph.write_text(
+        f'graph: planted\nresources:\n  file:\n    - {{name: f, path: {target}, content: "f\\n"}}\n'
+    )
+    return ["run", "--prefix", str(tmp_path / "prefix"), "yaml", str(graph)]
+
+
+def _plant(top: Path, theirs_dir: Path) -> None:
+    """Another user's link to their directory put in place of `top/d` at once (an exchange)."""
+    link = top / "d.theirs"
+    link.symlink_to(theirs_dir)
+    os.lchown(link, NOBODY, NOBODY)
+    _exchange(link, top / "d")
+
+
 @pytest.mark.parametrize("held", ["", "f"], ids=["empty", "holding-f"])
 async def test_a_file_refused_behind_a_planted_link_is_repaired_once_the_link_goes(
     tmp_path: Path, held: str
@@ -337,17 +354,10 @@ async def test_a_file_refused_behind_a_planted_link_is_repaired_once_the_link_go
         as_nobody(theirs_dir, f"echo theirs > {held}")
     top = tmp_path / "top"
     target = top / "d" / "f"
-    graph = tmp_path / "graph.yaml"
-    graph.write_text(
-        f'graph: planted\nresources:\n  file:\n    - {{name: f, path: {target}, content: "f\\n"}}\n'
-    )
-    run = ["run", "--prefix", str(tmp_path / "prefix"), "yaml", str(graph)]
+    run = _daemon_of(tmp_path, target)
     async with Daemon(run) as daemon:
         await daemon.wait_log("converged")
-        link = top / "d.theirs"
-        link.symlink_to(theirs_dir)
-        os.lchown(link, NOBODY, NOBODY)
-        _exchange(link, top / "d")
+        _plant(top, theirs_dir)
         await daemon.wait_log("refusing to follow the symlink")
         (top / "d").unlink()  # the link goes: the file is made again where it belongs
         await wait_path(target, has_content("f\n"))
@@ -364,17 +374,10 @@ async def test_a_planted_link_swapped_back_for_the_directory_is_seen(tmp_path: P
     theirs_dir = theirs(tmp_path)
     top = tmp_path / "top"
     target = top / "d" / "f"
-    graph = tmp_path / "graph.yaml"
-    graph.write_text(
-        f'graph: planted\nresources:\n  file:\n    - {{name: f, path: {target}, content: "f\\n"}}\n'
-    )
-    run = ["run", "--prefix", str(tmp_path / "prefix"), "yaml", str(graph)]
+    run = _daemon_of(tmp_path, target)
     async with Daemon(run) as daemon:
         await daemon.wait_log("converged")
-        link = top / "d.theirs"
-        link.symlink_to(theirs_dir)
-        os.lchown(link, NOBODY, NOBODY)
-        _exchange(link, top / "d")
+        _plant(top, theirs_dir)
         await daemon.wait_log("refusing to follow the symlink")
         (top / "d.theirs" / "f").write_text("drifted\n")  # root's directory, now unwatched
         _exchange(top / "d.theirs", top / "d")
@@ -389,11 +392,7 @@ async def test_a_file_below_a_planted_loop_is_repaired_once_the_loop_goes(tmp_pa
     reload (review, 2026-12-06). Now the loop's name is watched, and its removal seen."""
     top = tmp_path / "top"
     target = top / "d" / "f"
-    graph = tmp_path / "graph.yaml"
-    graph.write_text(
-        f'graph: loop\nresources:\n  file:\n    - {{name: f, path: {target}, content: "f\\n"}}\n'
-    )
-    run = ["run", "--prefix", str(tmp_path / "prefix"), "yaml", str(graph)]
+    run = _daemon_of(tmp_path, target)
     async with Daemon(run) as daemon:
         await daemon.wait_log("converged")
         link = top / "d.loop"
@@ -415,11 +414,7 @@ async def test_a_planted_link_there_at_the_start_is_seen_going(tmp_path: Path) -
     (top / "d").symlink_to(theirs_dir)
     os.lchown(top / "d", NOBODY, NOBODY)
     target = top / "d" / "f"
-    graph = tmp_path / "graph.yaml"
-    graph.write_text(
-        f'graph: planted\nresources:\n  file:\n    - {{name: f, path: {target}, content: "f\\n"}}\n'
-    )
-    run = ["run", "--prefix", str(tmp_path / "prefix"), "yaml", str(graph)]
+    run = _daemon_of(tmp_path, target)
     async with Daemon(run) as daemon:
         await daemon.wait_log("refusing to follow the symlink")
         await daemon.wait_log("converged")
