@@ -161,6 +161,17 @@ async def open_deploys(config: Config, prefix: Path) -> DeploySource | None:
         return None
 
 
+def _later_graphs_code() -> None:
+    """Import now what a later graph runs: the swap in O(change) (engine.smallswap) and an
+    edit's re-parse (mgmt.yamlreparse), left out of a cron run's start. A daemon's first edit
+    or SIGHUP may come after an upgrade (git pull, install.sh): imported then, they would be
+    the new checkout's code inside the old engine, unchecked (engine.codestamp checks the
+    kinds' modules), as they never were while they were engine.engine's and mgmt.yamlgraph's
+    (docs/operations.md, Installing)."""
+    import engine.smallswap  # noqa: F401
+    import mgmt.yamlreparse  # noqa: F401
+
+
 def load(config: Config) -> Loaded:
     """The graph the config asks for; GraphFileError on bad input."""
     if config.frontend == "empty" or config.file is None:
@@ -395,6 +406,8 @@ async def _run(config: Config, given: Loaded | None, prefix: Path, made: bool = 
         from mgmt.program import program_ref
 
         program = None if given_graph else program_ref(config, deploy_source)
+        if config.exit_after != 0:  # a run that outlives its first convergence (a daemon)
+            _later_graphs_code()
         agent = Agent(config, prefix, deploy_source or source, local, program, made=made)
         if deploy_source is not None:
             deploy_source.follow_convergence(agent.converger)

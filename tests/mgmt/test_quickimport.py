@@ -229,6 +229,78 @@ def test_a_code_object_off_the_common_case_is_cpythons(tmp_path: Path) -> None:
     assert ours == theirs
 
 
+def _pyc_edits() -> dict[str, Callable[[bytes], bytes]]:
+    """A matching timestamp-based `.pyc` changed as an edit, a copy or a fault changes it."""
+    import marshal
+
+    return {
+        "another Python's magic": lambda d: b"\x00\x00\r\n" + d[4:],
+        "a check_source flag alone": lambda d: d[:4] + b"\x02\0\0\0" + d[8:],
+        "an unknown flag": lambda d: d[:4] + b"\x04\0\0\0" + d[8:],
+        "another mtime": lambda d: (
+            d[:8] + (int.from_bytes(d[8:12], "little") + 1).to_bytes(4, "little") + d[12:]
+        ),
+        "another size": lambda d: (
+            d[:12] + (int.from_bytes(d[12:16], "little") + 1).to_bytes(4, "little") + d[16:]
+        ),
+        "a header only": lambda d: d[:16],
+        "a header cut": lambda d: d[:15],
+        "a body cut": lambda d: d[:-3],
+        "a corrupt body": lambda d: d[:16] + b"\xff\xff" + d[18:],
+        "not a code object": lambda d: d[:16] + marshal.dumps(42),
+        "bytes after the code": lambda d: d + b"junk",
+        "empty": lambda d: b"",
+    }
+
+
+@pytest.mark.parametrize("edit", sorted(_pyc_edits()))
+def test_a_pyc_cpython_rejects_is_rejected_and_one_it_accepts_accepted(
+    tmp_path: Path, edit: str
+) -> None:
+    """A `.pyc` whose header or body is not the matching one's: the same code object (the
+    source's, compiled again, or the `.pyc`'s), or the same error, as CPython's `get_code`
+    gives, and the same `.pyc` left behind."""
+    import py_compile
+
+    source = tmp_path / "mod.py"
+    cached = Path(importlib.util.cache_from_source(str(source)))
+    loader = quickimport._SOURCE_FILE_LOADER("mod", str(source))
+    source.write_text("x = 1\n")
+    os.utime(source, (1000, 1000))
+    py_compile.compile(str(source), str(cached))
+    source.write_text("x = 2\n")  # the header still matches: a code object read from the
+    os.utime(source, (1000, 1000))  # .pyc (1) is told from the source's compiled again (2)
+    changed = _pyc_edits()[edit](cached.read_bytes())
+    results = []
+    for get_code in (quickimport._GET_CODE, quickimport.get_code):
+        cached.write_bytes(changed)
+        results.append((_code(loader, "mod", get_code), cached.read_bytes()))
+    assert results[0] == results[1]
+    if edit in ("bytes after the code", "a check_source flag alone"):  # CPython reads both
+        # (marshal reads one object; flag 2 without flag 1 is a timestamp-based .pyc)
+        assert results[0][0][2] == (1, None)
+    elif type(results[0][0]) is tuple:
+        assert results[0][0][2] == (2, None)
+
+
+def test_a_source_edited_in_its_pycs_second_is_read_from_the_pyc_as_cpython_does(
+    tmp_path: Path,
+) -> None:
+    import py_compile
+
+    source = tmp_path / "mod.py"
+    cached = Path(importlib.util.cache_from_source(str(source)))
+    loader = quickimport._SOURCE_FILE_LOADER("mod", str(source))
+    source.write_text("x = 1\n")
+    os.utime(source, (1000, 1000))
+    py_compile.compile(str(source), str(cached))
+    source.write_text("x = 2\n")
+    os.utime(source, (1000.5, 1000.5))  # the same second, the same size
+    ours = _code(loader, "mod", quickimport.get_code)
+    assert ours == _code(loader, "mod", quickimport._GET_CODE)
+    assert ours[0].co_consts == (1, None)  # (the stale one: timestamp pycs' known limit)
+
+
 def test_packages_namespaces_bytecode_and_absent_names_are_found_as_cpython_finds_them(
     tmp_path: Path,
 ) -> None:

@@ -156,6 +156,20 @@ LIBYAML = ("yaml._yaml", "yaml.constructor", "yaml.reader", "yaml.events", "yaml
 
 
 @pytest.mark.parametrize("watch", [[], ["--no-watch"]])
+def test_a_run_that_outlives_its_first_convergence_loads_its_edits_code_at_its_start(
+    tmp_path: Path, watch: list[str]
+) -> None:
+    """The code a later graph runs (engine.smallswap's swap, mgmt.yamlreparse's re-parse,
+    deferred for a cron run) is a daemon's from its start, as when it was engine.engine's and
+    mgmt.yamlgraph's: not read from the checkout at its first edit or SIGHUP, hours later,
+    when an upgrade may have put a newer version there (docs/operations.md, Installing)."""
+    graph = _one_file_graph(tmp_path, "a")
+    argv = ["run", "--converged-timeout=1", *watch, "--tmp-prefix", "yaml"]
+    script = _ran(f"{argv!r} + [sys.argv[1]]", ("engine.smallswap", "mgmt.yamlreparse"))
+    assert _python(script, str(graph)) == "['engine.smallswap', 'mgmt.yamlreparse']"
+
+
+@pytest.mark.parametrize("watch", [[], ["--no-watch"]])
 def test_a_cron_run_of_a_block_style_file_imports_no_libyaml(
     tmp_path: Path, watch: list[str]
 ) -> None:
