@@ -167,8 +167,11 @@ def _later_graphs_code() -> None:
     or SIGHUP may come after an upgrade (git pull, install.sh): imported then, they would be
     the new checkout's code inside the old engine, unchecked (engine.codestamp checks the
     kinds' modules), as they never were while they were engine.engine's and mgmt.yamlgraph's
-    (docs/operations.md, Installing)."""
+    (docs/operations.md, Installing). So are an edit's spans (mgmt.spans) and what a graph
+    with `collect` needs (mgmt.collectscope), which an edit may add."""
     import engine.smallswap  # noqa: F401
+    import mgmt.collectscope
+    import mgmt.spans
     import mgmt.yamlreparse  # noqa: F401
 
 

@@ -159,14 +159,15 @@ LIBYAML = ("yaml._yaml", "yaml.constructor", "yaml.reader", "yaml.events", "yaml
 def test_a_run_that_outlives_its_first_convergence_loads_its_edits_code_at_its_start(
     tmp_path: Path, watch: list[str]
 ) -> None:
-    """The code a later graph runs (engine.smallswap's swap, mgmt.yamlreparse's re-parse,
-    deferred for a cron run) is a daemon's from its start, as when it was engine.engine's and
+    """The code a later graph runs (engine.smallswap's swap, mgmt.yamlreparse's re-parse, its
+    spans, a `collect` an edit adds: deferred for a cron run) is a daemon's from its start, as when it was engine.engine's and
     mgmt.yamlgraph's: not read from the checkout at its first edit or SIGHUP, hours later,
     when an upgrade may have put a newer version there (docs/operations.md, Installing)."""
     graph = _one_file_graph(tmp_path, "a")
     argv = ["run", "--converged-timeout=1", *watch, "--tmp-prefix", "yaml"]
-    script = _ran(f"{argv!r} + [sys.argv[1]]", ("engine.smallswap", "mgmt.yamlreparse"))
-    assert _python(script, str(graph)) == "['engine.smallswap', 'mgmt.yamlreparse']"
+    later = ("engine.smallswap", "mgmt.collectscope", "mgmt.spans", "mgmt.yamlreparse")
+    script = _ran(f"{argv!r} + [sys.argv[1]]", later)
+    assert _python(script, str(graph)) == repr(list(later))
 
 
 @pytest.mark.parametrize("watch", [[], ["--no-watch"]])
