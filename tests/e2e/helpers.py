@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -277,3 +278,35 @@ class Notified:
 
     def close(self) -> None:
         self._socket.close()
+
+
+def guarded_exec_graph(
+    tmp_path: Path, guard: str, exits: int, notify: bool | None = None, name: str = "guards"
+) -> Path:
+    """A graph file: f0 (wanted `want`), then an exec whose guard `guard` (ifcmd or nifcmd)
+    overwrites f0 with `bad` and exits `exits`; its `cmd` touches `ran`. The edge f0 -> exec
+    says `notify: NOTIFY` unless `notify` is None."""
+    f0 = tmp_path / "f0"
+    path = tmp_path / "g.yaml"
+    said = "" if notify is None else f"\n    notify: {str(notify).lower()}"
+    path.write_text(
+        textwrap.dedent(f"""\
+            graph: {name}
+            resources:
+              file:
+                - name: f0
+                  path: {f0}
+                  content: "want\\n"
+              exec:
+                - name: guarded
+                  cmd: 'touch {tmp_path}/ran'
+                  shell: /bin/sh
+                  {guard}: 'printf bad > {f0}; exit {exits}'
+                  {guard.removesuffix("cmd")}shell: /bin/sh
+            edges:
+              - from: {{kind: file, name: f0}}
+                to: {{kind: exec, name: guarded}}""")
+        + said
+        + "\n"
+    )
+    return path

@@ -28,6 +28,13 @@ def graph_text(pids: Path, *, with_exec: bool = True) -> str:
     return text
 
 
+def life_graph(tmp_path: Path) -> tuple[Path, Path]:
+    """The graph file (a noop, the long exec) in `tmp_path`, and where its shell writes pids."""
+    pids, graph = tmp_path / "pids", tmp_path / "g.yaml"
+    graph.write_text(graph_text(pids))
+    return graph, pids
+
+
 async def started(pids: Path) -> tuple[int, int]:
     """The shell's pid and its sleep's, once written."""
     await wait_path(pids, Path.exists, timeout=30)
@@ -75,9 +82,8 @@ async def test_a_killed_agents_command_and_its_group_are_stopped_by_the_guard(
     group (the shell and its background sleep), says so on the agent's stderr, removes the
     record, and ends. Before 2026-12-06 (BASE too) both ran on, orphaned, until the next agent
     on that prefix (none for a --tmp-prefix run)."""
-    pids, prefix = tmp_path / "pids", tmp_path / "prefix"
-    graph = tmp_path / "g.yaml"
-    graph.write_text(graph_text(pids))
+    graph, pids = life_graph(tmp_path)
+    prefix = tmp_path / "prefix"
     async with Daemon(["run", "--prefix", str(prefix), "yaml", str(graph)]) as daemon:
         await daemon.wait_log("exec[long]: running:")
         shell, sleep = await started(pids)
@@ -96,9 +102,7 @@ async def test_a_killed_agents_command_and_its_group_are_stopped_by_the_guard(
 async def test_a_graceful_stop_ends_the_command_and_its_guard(tmp_path: Path) -> None:
     """SIGTERM to the agent: the command's group gets its `sig` (SIGTERM), the agent exits 0,
     and the guard ends with it (it found nothing left to stop: no line)."""
-    pids = tmp_path / "pids"
-    graph = tmp_path / "g.yaml"
-    graph.write_text(graph_text(pids))
+    graph, pids = life_graph(tmp_path)
     async with Daemon(["run", "--tmp-prefix", "yaml", str(graph)]) as daemon:
         await daemon.wait_log("exec[long]: running:")
         shell, sleep = await started(pids)
@@ -116,9 +120,7 @@ async def test_a_graceful_stop_ends_the_command_and_its_guard(tmp_path: Path) ->
 async def test_a_swap_that_drops_the_exec_stops_its_command(tmp_path: Path) -> None:
     """The graph file edited to drop the exec: its running command's group gets SIGTERM (the
     resource's stop) and ends; the rest of the graph runs on."""
-    pids = tmp_path / "pids"
-    graph = tmp_path / "g.yaml"
-    graph.write_text(graph_text(pids))
+    graph, pids = life_graph(tmp_path)
     async with Daemon(["run", "--tmp-prefix", "yaml", str(graph)]) as daemon:
         await daemon.wait_log("exec[long]: running:")
         shell, sleep = await started(pids)
@@ -133,9 +135,7 @@ async def test_a_cron_run_killed_by_timeout_leaves_no_command_running(tmp_path: 
     """The cron line `timeout -s KILL 10 mgmt run --converged-timeout=0 ...` with a command
     that outlasts it: timeout SIGKILLs the agent (and its own process group), the guard (in a
     session of its own) stops the command's group."""
-    pids = tmp_path / "pids"
-    graph = tmp_path / "g.yaml"
-    graph.write_text(graph_text(pids))
+    graph, pids = life_graph(tmp_path)
     argv = ["timeout", "-s", "KILL", "10", *MGMT, "run", "--converged-timeout=0"]
     proc = await asyncio.create_subprocess_exec(
         *argv, "--tmp-prefix", "yaml", str(graph), cwd=ROOT, stderr=asyncio.subprocess.PIPE

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import run_mgmt
+from tests.e2e.helpers import guarded_exec_graph, run_mgmt
 
 # (edge, guard's exit): a notify edge and a guard that fails (the exec is skipped), or a plain
 # edge and a guard that succeeds (the exec would run).
@@ -25,29 +25,7 @@ CASES = {"notify-skipped": (True, 1), "plain-would-run": (False, 0)}
 
 
 def yaml_graph(tmp_path: Path, notify: bool, exits: int) -> Path:
-    f0 = tmp_path / "f0"
-    path = tmp_path / "g.yaml"
-    path.write_text(
-        textwrap.dedent(f"""\
-            graph: noopguards
-            resources:
-              file:
-                - name: f0
-                  path: {f0}
-                  content: "want\\n"
-              exec:
-                - name: guarded
-                  cmd: 'touch {tmp_path}/ran'
-                  shell: /bin/sh
-                  ifcmd: 'printf bad > {f0}; exit {exits}'
-                  ifshell: /bin/sh
-            edges:
-              - from: {{kind: file, name: f0}}
-                to: {{kind: exec, name: guarded}}
-                notify: {str(notify).lower()}
-            """)
-    )
-    return path
+    return guarded_exec_graph(tmp_path, "ifcmd", exits, notify=notify, name="noopguards")
 
 
 def mcl_program(tmp_path: Path, notify: bool, exits: int) -> Path:

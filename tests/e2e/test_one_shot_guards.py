@@ -9,39 +9,11 @@ itself. The real `mgmt` command as a subprocess, real files, real commands, real
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import run_mgmt
-
-
-def graph(tmp_path: Path, guard: str, exits: int) -> Path:
-    """f0 (wanted `want`), then an exec whose guard `guard` overwrites f0 and exits `exits`,
-    so that the exec's `cmd` never runs."""
-    f0 = tmp_path / "f0"
-    path = tmp_path / "g.yaml"
-    path.write_text(
-        textwrap.dedent(f"""\
-            graph: guards
-            resources:
-              file:
-                - name: f0
-                  path: {f0}
-                  content: "want\\n"
-              exec:
-                - name: guarded
-                  cmd: 'touch {tmp_path}/ran'
-                  shell: /bin/sh
-                  {guard}: 'printf bad > {f0}; exit {exits}'
-                  {guard[0:-3]}shell: /bin/sh
-            edges:
-              - from: {{kind: file, name: f0}}
-                to: {{kind: exec, name: guarded}}
-            """)
-    )
-    return path
+from tests.e2e.helpers import guarded_exec_graph, run_mgmt
 
 
 @pytest.mark.parametrize(
@@ -52,7 +24,7 @@ def test_a_file_overwritten_by_a_later_guard_is_repaired_before_the_run_exits(
     tmp_path: Path, guard: str, exits: int, timeout: str
 ) -> None:
     (tmp_path / "f0").write_text("want\n")
-    path = graph(tmp_path, guard, exits)
+    path = guarded_exec_graph(tmp_path, guard, exits)
     args = ["run", f"--converged-timeout={timeout}", "--tmp-prefix", "--no-watch"]
     code, output = run_mgmt([*args, "yaml", str(path)], timeout=120)
     assert code == 0, output
@@ -65,7 +37,7 @@ def test_a_noop_run_reports_the_drift_a_guard_made(tmp_path: Path, timeout: str)
     """Under `--noop` the guard runs all the same (exec's guards are evaluated): its change
     to f0 is drift to report, `--detailed-exitcodes`' 3, with late watches too."""
     (tmp_path / "f0").write_text("want\n")
-    path = graph(tmp_path, "ifcmd", 1)
+    path = guarded_exec_graph(tmp_path, "ifcmd", 1)
     args = ["run", f"--converged-timeout={timeout}", "--tmp-prefix", "--no-watch", "--noop"]
     code, output = run_mgmt([*args, "--detailed-exitcodes", "yaml", str(path)], timeout=120)
     assert code == 3, output

@@ -253,13 +253,9 @@ def _pyc_edits() -> dict[str, Callable[[bytes], bytes]]:
     }
 
 
-@pytest.mark.parametrize("edit", sorted(_pyc_edits()))
-def test_a_pyc_cpython_rejects_is_rejected_and_one_it_accepts_accepted(
-    tmp_path: Path, edit: str
-) -> None:
-    """A `.pyc` whose header or body is not the matching one's: the same code object (the
-    source's, compiled again, or the `.pyc`'s), or the same error, as CPython's `get_code`
-    gives, and the same `.pyc` left behind."""
+def _edited_after_its_pyc(tmp_path: Path) -> tuple[Path, Path, Any]:
+    """mod.py compiled as `x = 1` (mtime 1000) into its .pyc, then written `x = 2` (the same
+    size; its mtime the caller's): the source, the .pyc and a loader of ours for it."""
     import py_compile
 
     source = tmp_path / "mod.py"
@@ -268,8 +264,20 @@ def test_a_pyc_cpython_rejects_is_rejected_and_one_it_accepts_accepted(
     source.write_text("x = 1\n")
     os.utime(source, (1000, 1000))
     py_compile.compile(str(source), str(cached))
-    source.write_text("x = 2\n")  # the header still matches: a code object read from the
-    os.utime(source, (1000, 1000))  # .pyc (1) is told from the source's compiled again (2)
+    source.write_text("x = 2\n")
+    return source, cached, loader
+
+
+@pytest.mark.parametrize("edit", sorted(_pyc_edits()))
+def test_a_pyc_cpython_rejects_is_rejected_and_one_it_accepts_accepted(
+    tmp_path: Path, edit: str
+) -> None:
+    """A `.pyc` whose header or body is not the matching one's: the same code object (the
+    source's, compiled again, or the `.pyc`'s), or the same error, as CPython's `get_code`
+    gives, and the same `.pyc` left behind."""
+    source, cached, loader = _edited_after_its_pyc(tmp_path)
+    os.utime(source, (1000, 1000))  # the header still matches: a code object read from the
+    # .pyc (1) is told from the source's compiled again (2)
     changed = _pyc_edits()[edit](cached.read_bytes())
     results = []
     for get_code in (quickimport._GET_CODE, quickimport.get_code):
@@ -286,15 +294,7 @@ def test_a_pyc_cpython_rejects_is_rejected_and_one_it_accepts_accepted(
 def test_a_source_edited_in_its_pycs_second_is_read_from_the_pyc_as_cpython_does(
     tmp_path: Path,
 ) -> None:
-    import py_compile
-
-    source = tmp_path / "mod.py"
-    cached = Path(importlib.util.cache_from_source(str(source)))
-    loader = quickimport._SOURCE_FILE_LOADER("mod", str(source))
-    source.write_text("x = 1\n")
-    os.utime(source, (1000, 1000))
-    py_compile.compile(str(source), str(cached))
-    source.write_text("x = 2\n")
+    source, _cached, loader = _edited_after_its_pyc(tmp_path)
     os.utime(source, (1000.5, 1000.5))  # the same second, the same size
     ours = _code(loader, "mod", quickimport.get_code)
     assert ours == _code(loader, "mod", quickimport._GET_CODE)
