@@ -12,7 +12,9 @@ file and is never logged (`Options.__repr__` hides it).
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +30,7 @@ from mgmt.cluster.pki import (
     TLSFiles,
     check_ca_dir,
     check_cert_dir,
+    check_given,
     check_key,
     has_ca,
     host_files,
@@ -161,12 +164,16 @@ def from_config(config: Config, prefix: Path | None = None) -> Options:
         safefs.check_private(prefix)
     except (OSError, ResourceError) as err:
         raise ValidationError(str(err), "--prefix") from None
-    for flag, key in (("--tls-key", tls.key), ("--peer-tls-key", peer_tls.key)):
-        try:
-            if key is not None:
-                check_key(key)
-        except (OSError, WorldError) as err:
-            raise ValidationError(str(err), flag) from None
+    for flag, files in (("tls", tls), ("peer-tls", peer_tls)):
+        for what in ("ca", "cert", "key"):
+            path = getattr(files, what)
+            try:
+                if path is not None:
+                    check_given(path)  # theirs to swap: their CA, their certificate
+                    if what == "key":
+                        check_key(path)
+            except (OSError, WorldError) as err:
+                raise ValidationError(str(err), f"--{flag}-{what}") from None
     ca_dir = None if identities else _ca_dir(config, prefix, lists["seeds"], tls, peer_tls)
     if ca_dir is None:
         _check_https(lists["client_urls"], tls, "--client-urls", "--tls-cert")
@@ -341,14 +348,42 @@ def _credentials(config: Config) -> tuple[str | None, str | None]:
             "etcd authentication needs both --cluster-user and --cluster-password-file",
             "--cluster-user",
         )
-    try:
-        password = config.cluster_password_file.read_text().rstrip("\r\n")
-    except OSError as err:
-        raise ValidationError(
-            f"cannot read {config.cluster_password_file}: {err.strerror}",
-            "--cluster-password-file",
-        ) from None
+    password = _read_password(config.cluster_password_file)
     if not password:
         raise ValidationError("the password file is empty", "--cluster-password-file")
     hide_secret(password)  # "***" in any line or status text that would show it
     return config.cluster_user, password
+
+
+PASSWORD_MAX = 4096  # bytes of a password file at most (etcd's own limit is bcrypt's 72)
+
+
+def _read_password(path: Path) -> str:
+    """The password in `path`, read as a private key is (ssh's rule): a regular file that
+    only root and this agent's user can change (nor swap through a directory above it or a
+    symlink: safefs.others_control) and that nobody else may read. A FIFO is refused, never
+    waited on; a file larger than PASSWORD_MAX (a link to /dev/zero) is refused unread."""
+    flag = "--cluster-password-file"
+    if why := safefs.others_control(str(path)):
+        raise ValidationError(f"{why}: refusing to read the cluster's password there", flag)
+    try:
+        with safefs.closing(safefs.open_regular(str(path))) as fd:
+            st = os.fstat(fd)
+            if st.st_mode & 0o077:
+                raise ValidationError(
+                    f"{path} (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}): "
+                    "the cluster's password must be readable by this agent's user only "
+                    "(mode 0600)",
+                    flag,
+                )
+            data = safefs.read_limited(fd, PASSWORD_MAX)
+    except OSError as err:
+        raise ValidationError(f"cannot read {path}: {err.strerror or err}", flag) from None
+    except ResourceError as err:  # a symlink swapped in since
+        raise ValidationError(f"cannot read {path}: {err}", flag) from None
+    if data is None:
+        raise ValidationError(f"{path} is larger than {PASSWORD_MAX} bytes", flag)
+    try:
+        return data.decode().rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise ValidationError(f"{path} is not UTF-8 text", flag) from None

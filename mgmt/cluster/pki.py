@@ -137,6 +137,19 @@ def _check_file(path: Path, others: int, what: str, rule: str) -> None:
         )
 
 
+def check_given(path: Path) -> None:
+    """WorldError unless only root and this agent's user can change the file `path` the agent
+    was given (--tls-ca, --tls-cert, --tls-key and the --peer-tls-* ones, read by etcd and the
+    agent at every start): the file, every directory above it, and a symlink on the way
+    (engine.safefs.others_control). Another local user who could swap `--tls-ca` would have
+    this host's etcd trust their CA, and the certificate they mint from it write the cluster."""
+    if why := safefs.others_control(str(path)):
+        raise WorldError(
+            f"{why}: refusing to trust {path} (another user could swap it: keep it and the "
+            "directories above it owned by root or this agent's user, writable only by them)"
+        )
+
+
 def check_credentials(files: TLSFiles) -> None:
     """WorldError unless an operator's credentials (`mgmt deploy`, `mgmt status --cluster`:
     a host's `<prefix>/cluster-tls/` or the --tls-* files) are this user's to trust: each below

@@ -555,6 +555,7 @@ async def test_tls_and_authentication_end_to_end(tmp_path: Path) -> None:
     password = "e2e-" + secrets.token_hex(8)
     secret = tmp_path / "password"
     secret.write_text(password + "\n")
+    secret.chmod(0o600)
     shared = tmp_path / "shared"
     hosts = []
     for name in ("h1", "h2"):

@@ -123,6 +123,7 @@ def test_insecure_cluster_is_the_plain_mode() -> None:
 def test_the_password_comes_from_a_file_and_is_never_shown(tmp_path: Path) -> None:
     secret = tmp_path / "pw"
     secret.write_text("hunter2\n")
+    secret.chmod(0o600)
     opts = from_config(Config(hostname="h", cluster_user="root", cluster_password_file=secret))
     assert opts.password == "hunter2"
     assert "hunter2" not in repr(opts)

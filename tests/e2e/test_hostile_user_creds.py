@@ -1,0 +1,148 @@
+"""End to end: a hostile local user (uid 65534, through setpriv) against the credentials a root
+`mgmt run` is given on its command line (--tls-ca/--tls-cert/--tls-key and
+--cluster-password-file), as the eighth session's hostile helper played it (2026-12-06):
+files they could swap must not be trusted (docs/security.md)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.helpers import NOBODY, as_nobody, needs_another_user, run_mgmt
+from tests.mgmt.cluster.certs import CA
+from tests.mgmt.cluster.helpers import free_ports
+
+pytestmark = needs_another_user
+URLS = ("client", "server")
+
+
+def _graph(tmp_path: Path) -> Path:
+    graph = tmp_path / "graph.yaml"
+    graph.write_text(
+        f'graph: g\nresources:\n  file:\n    - {{name: {tmp_path}/made, content: "x\\n"}}\n'
+    )
+    return graph
+
+
+def _cluster_run(tmp_path: Path, *flags: str, timeout: float = 60) -> tuple[int, str]:
+    client, peer = free_ports(2)
+    return run_mgmt(
+        [
+            "run",
+            "--tmp-prefix",
+            "--converged-timeout=0",
+            f"--client-urls=https://127.0.0.1:{client}",
+            f"--server-urls=https://127.0.0.1:{peer}",
+            *flags,
+            "yaml",
+            str(_graph(tmp_path)),
+        ],
+        timeout=timeout,
+    )
+
+
+def test_a_tls_ca_in_another_users_directory_is_not_trusted(tmp_path: Path) -> None:
+    """The operator's certificates copied into a directory uid 65534 owns (a shared `pki/`):
+    before, only --tls-key's own owner and mode were checked, so they swapped `ca.pem` for a
+    bundle with their CA, and etcd (`--trusted-ca-file`) took their client certificate: an
+    `etcdctl put` of theirs wrote the cluster (tried by hand on main 34747871)."""
+    ours = CA(tmp_path / "ours")
+    leaf = ours.leaf("h1")
+    theirs = CA(tmp_path / "theirs", name="their CA")
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    shutil.copy(ours.path, pki / "ca.pem")
+    shutil.copy(leaf.cert, pki / "host.pem")
+    shutil.copy(leaf.key, pki / "host.key")  # root's, 0600: what was checked
+    shutil.copy(theirs.path, pki / "their.pem")
+    os.chown(pki, NOBODY, NOBODY)
+    os.chown(pki / "their.pem", NOBODY, NOBODY)
+    as_nobody(pki, "cat ca.pem their.pem > ca.new && mv -f ca.new ca.pem")
+    assert (pki / "ca.pem").stat().st_uid == NOBODY  # their bundle: our CA and theirs
+    code, out = _cluster_run(
+        tmp_path,
+        f"--tls-ca={pki}/ca.pem",
+        f"--tls-cert={pki}/host.pem",
+        f"--tls-key={pki}/host.key",
+    )
+    assert code == 2, out
+    assert f"--tls-ca: {pki} is owned by uid {NOBODY}: refusing to trust {pki}/ca.pem" in out
+    assert "Traceback" not in out and not (tmp_path / "made").exists()
+    # Their file in a directory of root's is refused by its owner; a key of root's in their
+    # directory by the directory (the key's own owner and mode were all that was looked at).
+    safe = tmp_path / "safe"
+    safe.mkdir()
+    for name in ("ca.pem", "host.pem", "host.key"):
+        shutil.copy(pki / name if name != "ca.pem" else ours.path, safe / name)
+    os.chown(safe / "host.pem", NOBODY, NOBODY)
+    code, out = _cluster_run(
+        tmp_path,
+        f"--tls-ca={safe}/ca.pem",
+        f"--tls-cert={safe}/host.pem",
+        f"--tls-key={pki}/host.key",
+    )
+    assert code == 2 and f"--tls-cert: {safe}/host.pem is owned by uid {NOBODY}" in out, out
+    os.chown(safe / "host.pem", 0, 0)
+    code, out = _cluster_run(
+        tmp_path,
+        f"--tls-ca={safe}/ca.pem",
+        f"--tls-cert={safe}/host.pem",
+        f"--tls-key={pki}/host.key",
+    )
+    assert code == 2 and f"--tls-key: {pki} is owned by uid {NOBODY}" in out, out
+    # All of them root's: the cluster runs.
+    code, out = _cluster_run(
+        tmp_path,
+        f"--tls-ca={safe}/ca.pem",
+        f"--tls-cert={safe}/host.pem",
+        f"--tls-key={safe}/host.key",
+    )
+    assert code == 0, out
+    assert (tmp_path / "made").read_text() == "x\n"
+
+
+@pytest.mark.parametrize("planted", ["fifo", "readable", "link"])
+def test_a_cluster_password_file_another_user_could_change_or_read(
+    tmp_path: Path, planted: str
+) -> None:
+    """--cluster-password-file was read as given: uid 65534's FIFO at its path held the root
+    agent in its start for good (nothing applied, no line said); their file (or link) set the
+    cluster's root password to theirs; and a 0644 file gave every local user the password.
+    Now it is read as a key is: exit 2, one line naming it, nothing applied."""
+    home = tmp_path / "a"
+    home.mkdir()
+    os.chown(home, NOBODY, NOBODY)
+    secret = tmp_path / "pw"
+    secret.write_text("root-etcd-password\n")
+    if planted == "fifo":
+        as_nobody(home, "mkfifo pw")
+        given, said = home / "pw", f"{home} is owned by uid {NOBODY}"
+    elif planted == "link":
+        secret.chmod(0o600)
+        as_nobody(home, "ln -s /dev/zero pw")
+        given, said = home / "pw", f"{home} is owned by uid {NOBODY}"
+    else:
+        given, said = secret, f"{secret} (owner uid 0, mode 0644): the cluster's password"
+    code, out = run_mgmt(
+        [
+            "run",
+            "--tmp-prefix",
+            "--converged-timeout=0",
+            "--insecure-cluster",
+            *(
+                f"--{kind}-urls=http://127.0.0.1:{port}"
+                for kind, port in zip(URLS, free_ports(2), strict=True)
+            ),
+            "--cluster-user=root",
+            f"--cluster-password-file={given}",
+            "yaml",
+            str(_graph(tmp_path)),
+        ],
+        timeout=30,  # a bound against the old hang only
+    )
+    assert code == 2, out
+    assert f"--cluster-password-file: {said}" in out, out
+    assert "root-etcd-password" not in out and not (tmp_path / "made").exists()
