@@ -348,7 +348,7 @@ def _credentials(config: Config) -> tuple[str | None, str | None]:
             "etcd authentication needs both --cluster-user and --cluster-password-file",
             "--cluster-user",
         )
-    password = _read_password(config.cluster_password_file)
+    password = read_password(config.cluster_password_file)
     if not password:
         raise ValidationError("the password file is empty", "--cluster-password-file")
     hide_secret(password)  # "***" in any line or status text that would show it
@@ -358,7 +358,7 @@ def _credentials(config: Config) -> tuple[str | None, str | None]:
 PASSWORD_MAX = 4096  # bytes of a password file at most (etcd's own limit is bcrypt's 72)
 
 
-def _read_password(path: Path) -> str:
+def read_password(path: Path) -> str:
     """The password in `path`, read as a private key is (ssh's rule): a regular file that
     only root and this agent's user can change (nor swap through a directory above it or a
     symlink: safefs.others_control) and that nobody else may read. A FIFO is refused, never

@@ -156,10 +156,12 @@ def _new_client(args: argparse.Namespace) -> EtcdClient:
     if args.cluster_user is not None:
         if args.cluster_password_file is None:
             raise Refused("--cluster-user needs --cluster-password-file")
+        from mgmt.cluster.options import read_password  # as the agent's (ssh's rule)
+
         try:
-            password = args.cluster_password_file.read_text().rstrip("\r\n")
-        except OSError as err:
-            raise Refused(f"--cluster-password-file: {err.strerror}") from None
+            password = read_password(args.cluster_password_file)
+        except ValidationError as err:
+            raise Refused(str(err)) from None
     return EtcdClient(urls, tls=tls, user=args.cluster_user, password=password, name="deploy")
 
 

@@ -151,7 +151,7 @@ def test_the_cluster_password_is_hidden_once_read(tmp_path: Path) -> None:
     secret = "etcd-Pa55word-of-the-cluster"
     path = tmp_path / "pw"
     path.write_text(secret + "\n")
-    path.chmod(0o600)  # ssh's rule, as a key's (options._read_password)
+    path.chmod(0o600)  # ssh's rule, as a key's (options.read_password)
     config = Config(cluster_user="root", cluster_password_file=path)
     assert _credentials(config) == ("root", secret)
     assert redact_known(f"auth failed for root:{secret}") == "auth failed for root:***"
