@@ -92,14 +92,18 @@ def check_key(path: Path) -> None:
 
 def check_ca_dir(ca_dir: Path) -> None:
     """WorldError unless the CA directory (and every directory above it) is only ours to
-    change (engine.safefs's rule) and its key, if there, is ours alone: a CA another local user
-    planted would sign this host's certificate."""
+    change (engine.safefs's rule), its key, if there, is ours alone and its certificate ours
+    and writable by nobody else: a CA another local user planted would sign this host's
+    certificate, and a `ca.pem` they could write (a bundle of it and theirs) would have etcd
+    trust their CA too."""
     try:
         safefs.check_private(ca_dir)
     except ResourceError as err:
         raise WorldError(str(err)) from err
     if (ca_dir / CA_KEY).exists():
         check_key(ca_dir / CA_KEY)
+    if (ca_dir / CA_CERT).exists():  # copied as read into cluster-tls/ca.pem: etcd trusts it
+        check_cert(ca_dir / CA_CERT)
 
 
 def check_cert_dir(directory: Path) -> None:

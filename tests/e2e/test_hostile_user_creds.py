@@ -146,3 +146,31 @@ def test_a_cluster_password_file_another_user_could_change_or_read(
     assert code == 2, out
     assert f"--cluster-password-file: {said}" in out, out
     assert "root-etcd-password" not in out and not (tmp_path / "made").exists()
+
+
+def test_a_cluster_ca_certificate_another_user_can_write_is_not_trusted(tmp_path: Path) -> None:
+    """--cluster-ca-dir (root's, 0755) whose `ca.pem` uid 65534 owns (copied as them): they
+    wrote a bundle of it and their own CA there; the agent copied it as read into
+    `cluster-tls/ca.pem`, etcd's `--trusted-ca-file`, and their certificate wrote the cluster
+    (tried by hand on main 34747871: `etcdctl put` answered OK). Now refused at start."""
+    ca_dir = tmp_path / "ca"
+    code, out = run_mgmt(
+        ["cluster", "mint-cert", "x", "--ca-dir", str(ca_dir), "--out", str(tmp_path / "x")]
+    )
+    assert code == 0, out
+    ca_dir.chmod(0o755)
+    os.chown(ca_dir / "ca.pem", NOBODY, NOBODY)
+    home = tmp_path / "a"
+    home.mkdir()
+    shutil.copy(CA(tmp_path / "theirs", name="their CA").path, home / "their.pem")
+    os.chown(home, NOBODY, NOBODY)
+    os.chown(home / "their.pem", NOBODY, NOBODY)
+    tmp_path.chmod(0o755)  # (entered from here: the directories above stay root's alone)
+    as_nobody(ca_dir, "cat ca.pem ../a/their.pem > ../a/b.pem && cat ../a/b.pem > ca.pem")
+    code, out = _cluster_run(tmp_path, f"--cluster-ca-dir={ca_dir}")
+    assert code == 2, out
+    assert (
+        f"--cluster-ca-dir: {ca_dir}/ca.pem (owner uid {NOBODY}, mode 0644): a certificate must "
+        "be a file owned by this agent's user"
+    ) in out, out
+    assert not (tmp_path / "made").exists()
