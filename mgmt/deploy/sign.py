@@ -147,6 +147,13 @@ def check_trusted(trusted: Path) -> None:
             "change it can make this host run anything; it must be a file owned by root or "
             "this agent's user, writable by nobody else (0644 or stricter)"
         )
+    # The path as given, not only where it leads now: it is read again by its path after this
+    # check (here, then by ssh-keygen), so a link on the way that another user controls (theirs,
+    # or in a directory of theirs) could lead to a file of theirs by then.
+    if why := safefs.others_control(str(trusted)):
+        raise DeployError(
+            f"--trusted-keys: {why}: whoever can change it can make this host run anything"
+        )
 
 
 def verify(payload: bytes, signature: str, trusted: Path, key: str = "") -> tuple[str, str]:

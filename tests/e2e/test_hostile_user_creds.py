@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -174,3 +175,26 @@ def test_a_cluster_ca_certificate_another_user_can_write_is_not_trusted(tmp_path
         "be a file owned by this agent's user"
     ) in out, out
     assert not (tmp_path / "made").exists()
+
+
+def test_trusted_keys_through_another_users_link_are_refused(tmp_path: Path) -> None:
+    """--trusted-keys named through uid 65534's directory (their link to root's keys file):
+    only where the link led was checked (realpath), and the file was read again by its path
+    (and by ssh-keygen) after: their link, pointed at a keys file of theirs meanwhile, made
+    this host trust their key. Now the path as given must be root's or ours all the way."""
+    key = tmp_path / "op"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    keys = tmp_path / "keys"
+    keys.write_text("op " + " ".join(Path(f"{key}.pub").read_text().split()[:2]) + "\n")
+    home = tmp_path / "a"
+    home.mkdir()
+    os.chown(home, NOBODY, NOBODY)
+    tmp_path.chmod(0o755)
+    as_nobody(home, "ln -s ../keys keys")
+    deploy = ["--deploy", f"--sign-key={key}"]
+    code, out = _cluster_run(tmp_path, *deploy, f"--trusted-keys={home}/keys")
+    assert code == 2, out
+    assert f"--trusted-keys: {home} is owned by uid {NOBODY}: whoever can change it" in out, out
+    assert not (tmp_path / "made").exists()
+    code, out = _cluster_run(tmp_path, *deploy, f"--trusted-keys={keys}")  # root's: runs
+    assert code == 0, out
