@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import NOBODY, as_nobody, needs_another_user, run_mgmt
+from tests.e2e.helpers import (
+    NOBODY,
+    Daemon,
+    as_nobody,
+    has_content,
+    needs_another_user,
+    run_mgmt,
+    wait_path,
+)
 from tests.mgmt.cluster.certs import CA
 from tests.mgmt.cluster.helpers import free_ports
 
@@ -198,3 +206,41 @@ def test_trusted_keys_through_another_users_link_are_refused(tmp_path: Path) -> 
     assert not (tmp_path / "made").exists()
     code, out = _cluster_run(tmp_path, *deploy, f"--trusted-keys={keys}")  # root's: runs
     assert code == 0, out
+
+
+async def test_http_response_follows_no_link_another_user_planted(tmp_path: Path) -> None:
+    """net/http.response read the http:client's file by its path, links followed: uid 65534,
+    whose directory the download lands in, replaced it with a link to a root-only file; the
+    resource refused the link, but its next poll published the path (its stat followed the
+    link), and the function read the secret into the program, which wrote it to a 0644 file
+    (tried on main 34747871). Their FIFO would have stopped the loop (the read is on it)."""
+    from tests.resources.test_http_server import free_port
+
+    secret = tmp_path / "secret"
+    secret.write_text("root-only-secret\n")
+    secret.chmod(0o600)
+    home = tmp_path / "a"
+    home.mkdir()
+    os.chown(home, NOBODY, NOBODY)
+    os.chmod(tmp_path, 0o755)
+    port, dst, out = free_port(), home / "page", tmp_path / "out"
+    program = tmp_path / "h.mcl"
+    program.write_text(
+        f"""
+        import "fmt"
+        import "net/http"
+        http:server ":{port}" {{}}
+        http:server:file "/page" {{ data => "page\\n", }}
+        http:client "{dst}" {{ url => "http://127.0.0.1:{port}/page", Meta:poll => 1, }}
+        Http:Server[":{port}"] -> Http:Client["{dst}"]
+        $r = http.response("{dst}")
+        file "{out}" {{ state => "exists", content => fmt.printf("%s", $r->output), }}
+        """
+    )
+    async with Daemon(["run", "--tmp-prefix", "lang", str(program)]) as daemon:
+        await wait_path(out, has_content("page\n"), 30)
+        as_nobody(home, "ln -s ../secret new && mv -f new page")
+        await daemon.wait_log(f"could not read the output of '{dst}': refusing to follow", 30)
+        assert "root-only-secret" not in out.read_text()
+        assert await daemon.stop() == 0
+    assert "root-only-secret" not in daemon.log

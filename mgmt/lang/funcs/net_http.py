@@ -9,11 +9,10 @@ changes (not kept twice in memory), "" while there is none."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from engine import safefs
 from mgmt.lang.funcs.registry import define
 from mgmt.lang.funcs.value import FollowsLocal
-from mgmt.lang.values import Struct
+from mgmt.lang.values import MAX_LEN, Struct
 from resources.http_client import response_key
 
 
@@ -34,11 +33,18 @@ class Response(FollowsLocal):
             return
         output = ""
         if published.get("path"):
+            # As a program's files are read (streams.read_for_program): the path may be in a
+            # directory another user writes, where their link would lead to root's files
+            # (2026-12-06, eighth session: an `http:client` file replaced by their link to a
+            # 0600 file, published at the next poll, was read into the program) and their
+            # FIFO would stop this loop for good. A regular file only, of at most MAX_LEN.
             try:
-                output = Path(published["path"]).read_text(errors="replace")
-            except OSError as err:
-                self.fail(f"could not read the output of {self.args[0]!r}: {err.strerror}")
+                data = safefs.read_regular(str(published["path"]), MAX_LEN)
+            except (OSError, safefs.UnsafePathError) as err:
+                why = (err.strerror if isinstance(err, OSError) else None) or err
+                self.fail(f"could not read the output of {self.args[0]!r}: {why}")
                 return
+            output = data.decode(errors="replace")
         self.emit(Struct(status=int(published.get("status", 0)), output=output))
 
 
