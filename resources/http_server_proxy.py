@@ -34,6 +34,7 @@ from engine.handle import Handle
 from engine.resource import UID, Edgeable, Resource, register
 from engine.safefs import (
     closing,
+    controlled_by_others,
     lstat_at,
     make_dirs,
     open_dir,
@@ -257,19 +258,61 @@ class HTTPServerProxyRes(Edgeable, Resource):
                 await store.abort()
 
 
+def cache_top(cache: str, *, create: int | None = None) -> int:
+    """open_dir(cache): PermissionError (EPERM, saying why) if another user controls the cache
+    or a directory above it (a sticky root-owned one passes above it, /tmp, not as the cache
+    itself). What they put there would be served as the head's, and what we store swapped:
+    before 2026-12-06 (eighth session), uid 65534's `/tmp/cache/page`, made before the agent's
+    first download, was served to every client of the proxy."""
+    top = os.path.normpath(cache)
+
+    def check(fd: int, shown: str) -> None:
+        if why := controlled_by_others(os.fstat(fd), sticky_ok=os.path.normpath(shown) != top):
+            raise PermissionError(errno.EPERM, f"{shown} {why}: {_THEIRS}", cache)
+
+    return open_dir(cache, create=create, check=check)
+
+
+_THEIRS = "refusing to serve or keep what another user could have put there"
+
+
+def _sub_dir_ours(top: int, names: list[str]) -> int:
+    """sub_dir(top, names), each directory on the way only root's or ours to write."""
+    fd = os.dup(top)
+    try:
+        for name in names:
+            new = sub_dir(fd, (name,))
+            os.close(fd)
+            fd = new
+            if why := controlled_by_others(os.fstat(fd), sticky_ok=False):
+                raise PermissionError(errno.EPERM, f"{name} {why}: {_THEIRS}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def open_cached(cache: str, rel: list[str], ttl: int) -> tuple[int, os.stat_result] | None:
     """A read descriptor of the regular file cache/rel and its stat, following no symlink
-    (None: there is none, or it was stored more than `ttl` seconds ago; its ctime says when)."""
+    (None: there is none, it was stored more than `ttl` seconds ago (its ctime says when), or
+    another user controls the cache (`cache_top`), a directory in it, or the file)."""
     try:
-        with closing(open_dir(cache)) as top, closing(sub_dir(top, tuple(rel[:-1]))) as fd:
+        with closing(cache_top(cache)) as top, closing(_sub_dir_ours(top, rel[:-1])) as fd:
             handle = open_read(fd, rel[-1])
             st = os.fstat(handle)
-            if ttl > 0 and clock() - st.st_ctime > ttl:
+            if (ttl > 0 and clock() - st.st_ctime > ttl) or st.st_uid not in (0, os.geteuid()):
                 os.close(handle)
                 return None
             return handle, st
     except OSError as err:
-        if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EINVAL, errno.EACCES):
+        if err.errno in (
+            errno.ENOENT,
+            errno.ENOTDIR,
+            errno.ELOOP,
+            errno.EINVAL,
+            errno.EACCES,
+            errno.EPERM,  # theirs: fetched from the head, and not kept (said then)
+        ):
             return None
         raise
 
@@ -353,7 +396,7 @@ class CacheWriter:
 
     def _write(self, cache: str, rel: list[str]) -> None:
         with (
-            closing(open_dir(cache, create=CACHE_DIR_MODE)) as top,
+            closing(cache_top(cache, create=CACHE_DIR_MODE)) as top,
             closing(self._parents(top, rel[:-1])) as fd,
         ):
             if self._force and (st := lstat_at(fd, rel[-1])) and stat.S_ISDIR(st.st_mode):

@@ -5,6 +5,7 @@ files they could swap must not be trusted (docs/security.md)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -244,3 +245,42 @@ async def test_http_response_follows_no_link_another_user_planted(tmp_path: Path
         assert "root-only-secret" not in out.read_text()
         assert await daemon.stop() == 0
     assert "root-only-secret" not in daemon.log
+
+
+async def test_a_proxy_cache_another_user_made_is_not_served(tmp_path: Path) -> None:
+    """http:server:proxy's `cache` in a shared directory (sticky, as /tmp): uid 65534 made it
+    first, with their `page` in it; the root agent's proxy served their file as the head's to
+    every client (tried on main 34747871). Now their cache is neither read nor written: the
+    page comes from the head, and a warning says why it was not kept."""
+    import urllib.request
+
+    from tests.resources.test_http_server import free_port
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    os.chmod(tmp_path, 0o755)
+    as_nobody(shared, "mkdir cache && echo theirs > cache/page")
+    port, cache = free_port(), shared / "cache"
+    program = tmp_path / "p.mcl"
+    program.write_text(
+        f"""
+        http:server ":{port}" {{}}
+        http:server:file "/up/page" {{ data => "genuine\\n", }}
+        http:server:proxy "/p/" {{
+            head => "http://127.0.0.1:{port}/up/", sub => "/p/", cache => "{cache}/",
+        }}
+        """
+    )
+
+    def get() -> str:
+        url = f"http://127.0.0.1:{port}/p/page"
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            return str(reply.read().decode())
+
+    async with Daemon(["run", "--tmp-prefix", "lang", str(program)]) as daemon:
+        await daemon.wait_log("converged")
+        assert await asyncio.to_thread(get) == "genuine\n"
+        await daemon.wait_log(f"not cached: page: {cache} is owned by uid {NOBODY}")
+        assert await asyncio.to_thread(get) == "genuine\n"  # nor from the cache after
+        assert await daemon.stop() == 0
