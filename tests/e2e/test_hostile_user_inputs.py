@@ -1,7 +1,8 @@
-"""End to end: a hostile local user (uid 65534, through setpriv) against the credentials a root
-`mgmt run` is given on its command line (--tls-ca/--tls-cert/--tls-key and
---cluster-password-file), as the eighth session's hostile helper played it (2026-12-06):
-files they could swap must not be trusted (docs/security.md)."""
+"""End to end: a hostile local user (uid 65534, through setpriv) against what a root agent is
+given or reads besides its graph (the eighth session's hostile helper, 2026-12-06): the
+credentials on its command line (--tls-*, --cluster-ca-dir's ca.pem, --cluster-password-file,
+--trusted-keys), the file net/http.response reads, and http:server:proxy's cache. What another
+user could swap or plant there must not be trusted (docs/security.md)."""
 
 from __future__ import annotations
 
