@@ -170,8 +170,8 @@ def from_config(config: Config, prefix: Path | None = None) -> Options:
             try:
                 if path is not None:
                     check_given(path)  # theirs to swap: their CA, their certificate
-                    if what == "key":
-                        check_key(path)
+                    if what == "key":  # where its links lead (Let's Encrypt's live/ ->
+                        check_key(Path(os.path.realpath(path)))  # archive/), checked above
             except (OSError, WorldError) as err:
                 raise ValidationError(str(err), f"--{flag}-{what}") from None
     ca_dir = None if identities else _ca_dir(config, prefix, lists["seeds"], tls, peer_tls)
@@ -359,21 +359,23 @@ PASSWORD_MAX = 4096  # bytes of a password file at most (etcd's own limit is bcr
 
 
 def read_password(path: Path) -> str:
-    """The password in `path`, read as a private key is (ssh's rule): a regular file that
-    only root and this agent's user can change (nor swap through a directory above it or a
-    symlink: safefs.others_control) and that nobody else may read. A FIFO is refused, never
-    waited on; a file larger than PASSWORD_MAX (a link to /dev/zero) is refused unread."""
+    """The password in `path`: a regular file that only root and this agent's user can change
+    (nor swap through a directory above it or a symlink: safefs.others_control) and that
+    others may not read; its group may (root's 0640 file of a group the agent's user is in,
+    the 0440 that systemd's LoadCredential= shows for its ACL when the unit has a User=). A
+    FIFO is refused, never waited on; a file larger than PASSWORD_MAX (a link to /dev/zero) is
+    refused unread."""
     flag = "--cluster-password-file"
     if why := safefs.others_control(str(path)):
         raise ValidationError(f"{why}: refusing to read the cluster's password there", flag)
     try:
         with safefs.closing(safefs.open_regular(str(path))) as fd:
             st = os.fstat(fd)
-            if st.st_mode & 0o077:
+            if st.st_mode & 0o007:
                 raise ValidationError(
                     f"{path} (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}): "
-                    "the cluster's password must be readable by this agent's user only "
-                    "(mode 0600)",
+                    "the cluster's password must not be readable by others (mode 0600, or "
+                    "0640 for a group)",
                     flag,
                 )
             data = safefs.read_limited(fd, PASSWORD_MAX)

@@ -148,3 +148,51 @@ def test_which_runs_need_the_cluster() -> None:
     kv = parse_graph("graph: g\nresources:\n  kv:\n    - name: k\n      value: v\n")
     assert needs_cluster(Config(hostname="h"), kv)
     assert not needs_cluster(Config(hostname="h"), type(plain)(Graph("empty")))
+
+
+@pytest.mark.parametrize(
+    ("mode", "taken"), [(0o600, True), (0o640, True), (0o440, True), (0o604, False), (0o644, False)]
+)
+def test_a_password_file_its_group_may_read_but_not_others(
+    tmp_path: Path, mode: int, taken: bool
+) -> None:
+    """A group may read the password file (root's 0640 file of the agent's group, as a previous
+    run's `file` resource wrote it; the 0440 LoadCredential= shows for its ACL with a User=);
+    others may not. Refused on main 776e6558: 'must be readable by this agent's user only'."""
+    secret = tmp_path / "pw"
+    secret.write_text("hunter2\n")
+    secret.chmod(mode)
+    config = Config(hostname="h", cluster_user="root", cluster_password_file=secret)
+    if taken:
+        assert from_config(config).password == "hunter2"
+        return
+    with pytest.raises(ValidationError, match=r"mode 06.4\): the cluster's password must not"):
+        from_config(config)
+
+
+def test_a_tls_key_behind_root_links_is_taken(tmp_path: Path) -> None:
+    """Let's Encrypt's layout: live/<name>/privkey.pem -> ../../archive/<name>/privkey1.pem,
+    links owned by root in directories only root writes. The key was checked by lstat, so the
+    link itself was refused as 'a private key (mode 0777)' (main 776e6558); now where it leads
+    is checked (the whole path was by check_given), and a 0644 key there still is refused."""
+    ca = CA(tmp_path / "pki")
+    leaf = ca.leaf("h")
+    (tmp_path / "archive" / "h").mkdir(parents=True)
+    (tmp_path / "live" / "h").mkdir(parents=True)
+    for name, made in (("privkey", leaf.key), ("cert", leaf.cert)):
+        made.rename(tmp_path / "archive" / "h" / f"{name}1.pem")
+        (tmp_path / "live" / "h" / f"{name}.pem").symlink_to(f"../../archive/h/{name}1.pem")
+    live = tmp_path / "live" / "h"
+    config = Config(
+        hostname="h",
+        seeds="https://127.0.0.1:2379",
+        tls_ca=ca.path,
+        tls_cert=live / "cert.pem",
+        tls_key=live / "privkey.pem",
+    )
+    assert from_config(config).tls.key == live / "privkey.pem"
+    (tmp_path / "archive" / "h" / "privkey1.pem").chmod(0o644)
+    with pytest.raises(
+        ValidationError, match=r"--tls-key: .*privkey1.pem \(owner uid 0, mode 0644"
+    ):
+        from_config(config)
