@@ -138,6 +138,7 @@ class HTTPServerProxyRes(Edgeable, Resource):
     async def init(self, handle: Handle) -> None:
         await super().init(handle)
         self._keep = False  # downloads are cached: set by a check_apply that may apply
+        self._unkept = ""  # why the last download was not cached (warned once, not per request)
         routes(handle).answer_from(handle, self)  # until a swap drops it: never 404 meanwhile
 
     async def check_apply(self, apply: bool) -> bool:
@@ -247,8 +248,16 @@ class HTTPServerProxyRes(Edgeable, Resource):
                 try:
                     await store.commit()
                     self.handle.logger.traffic("cached: %s", where)
+                    self._unkept = ""
                 except OSError as err:  # the client gets it all; the cache could not keep it
-                    self.handle.logger.warning("not cached: %s: %s", where, err.strerror or err)
+                    why = str(err.strerror or err)
+                    # Once while the reason holds (another user's cache, a full disk): every
+                    # request of a busy proxy warned again (2026-12-06, eighth session's review).
+                    if why == self._unkept:
+                        self.handle.logger.traffic("not cached: %s (as said before)", where)
+                    else:
+                        self.handle.logger.warning("not cached: %s: %s", where, why)
+                    self._unkept = why
             if held:
                 yield held
         except (ValueError, TimeoutError) as err:  # upstream broke off: the client's body is short
