@@ -366,6 +366,8 @@ def read_password(path: Path) -> str:
     FIFO is refused, never waited on; a file larger than PASSWORD_MAX (a link to /dev/zero) is
     refused unread."""
     flag = "--cluster-password-file"
+    if (given := _given_fd(path)) is not None:
+        return _decoded(path, _read_given(path, given))
     if why := safefs.others_control(str(path)):
         raise ValidationError(f"{why}: refusing to read the cluster's password there", flag)
     try:
@@ -383,9 +385,51 @@ def read_password(path: Path) -> str:
         raise ValidationError(f"cannot read {path}: {err.strerror or err}", flag) from None
     except ResourceError as err:  # a symlink swapped in since
         raise ValidationError(f"cannot read {path}: {err}", flag) from None
+    return _decoded(path, data)
+
+
+def _decoded(path: Path, data: bytes | None) -> str:
+    flag = "--cluster-password-file"
     if data is None:
         raise ValidationError(f"{path} is larger than {PASSWORD_MAX} bytes", flag)
     try:
         return data.decode().rstrip("\r\n")
     except UnicodeDecodeError:
         raise ValidationError(f"{path} is not UTF-8 text", flag) from None
+
+
+_GIVEN_FD = re.compile(r"/(?:dev|proc/self)/fd/([0-9]+)|/dev/stdin")
+
+
+def _given_fd(path: Path) -> int | None:
+    """The descriptor N of `/dev/fd/N`, `/proc/self/fd/N` or `/dev/stdin` (a shell's
+    `<(pass show etcd)`, `< file`): one the agent was started with, the operator's. Its path
+    cannot be walked (`pipe:[...]` is no file), so it is read from the descriptor itself."""
+    match = _GIVEN_FD.fullmatch(os.path.normpath(str(path)))
+    return None if match is None else int(match[1] or 0)
+
+
+def _read_given(path: Path, fd: int) -> bytes | None:
+    """At most PASSWORD_MAX bytes of the operator's descriptor `fd` (None: more): a pipe is
+    read to its end (the operator's, as stdin is: no other user could have handed it to us),
+    a regular file as a named one is (not readable by others); anything else is refused."""
+    flag = "--cluster-password-file"
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode):
+            if st.st_mode & 0o007:
+                raise ValidationError(
+                    f"{path} (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}): "
+                    "the cluster's password must not be readable by others",
+                    flag,
+                )
+            return safefs.read_limited(fd, PASSWORD_MAX)
+        if not stat.S_ISFIFO(st.st_mode):
+            raise ValidationError(f"{path} is neither a pipe nor a regular file", flag)
+        chunks, size = [], 0
+        while size <= PASSWORD_MAX and (chunk := os.read(fd, PASSWORD_MAX + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as err:
+        raise ValidationError(f"cannot read {path}: {err.strerror or err}", flag) from None
+    return b"".join(chunks) if size <= PASSWORD_MAX else None

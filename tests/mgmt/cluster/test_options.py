@@ -196,3 +196,42 @@ def test_a_tls_key_behind_root_links_is_taken(tmp_path: Path) -> None:
         ValidationError, match=r"--tls-key: .*privkey1.pem \(owner uid 0, mode 0644"
     ):
         from_config(config)
+
+
+def test_a_password_from_the_operators_pipe(tmp_path: Path) -> None:
+    """`--cluster-password-file <(pass show etcd)`: the shell hands a pipe as /dev/fd/N, whose
+    link leads to no file (`pipe:[...]`). Read before 2026-12-06 (eighth session), then refused
+    as 'No such file or directory' (main 776e6558): now read from the descriptor itself."""
+    import os
+
+    for given in ("/dev/fd/{}", "/proc/self/fd/{}"):
+        read, write = os.pipe()
+        try:
+            os.write(write, b"hunter2\n")
+            os.close(write)
+            config = Config(
+                hostname="h",
+                cluster_user="root",
+                cluster_password_file=Path(given.format(read)),
+            )
+            assert from_config(config).password == "hunter2"
+        finally:
+            os.close(read)
+    read, write = os.pipe()
+    os.close(write)
+    with os.fdopen(read, "rb"):
+        config = Config(
+            hostname="h", cluster_user="root", cluster_password_file=Path(f"/dev/fd/{read}")
+        )
+        with pytest.raises(ValidationError, match="the password file is empty"):
+            from_config(config)
+    secret = tmp_path / "pw"
+    secret.write_text("hunter2\n")  # 0644 by the umask
+    with secret.open("rb") as opened:
+        config = Config(
+            hostname="h",
+            cluster_user="root",
+            cluster_password_file=Path(f"/dev/fd/{opened.fileno()}"),
+        )
+        with pytest.raises(ValidationError, match=r"mode 0644\): the cluster's password must not"):
+            from_config(config)
