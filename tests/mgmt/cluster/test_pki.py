@@ -161,3 +161,42 @@ def test_a_tls_key_given_as_a_file_must_be_ours_alone(tmp_path: Path) -> None:
     leaf.key.chmod(0o644)
     files = {"tls_ca": ca.path, "tls_cert": leaf.cert, "tls_key": leaf.key}
     assert "a private key must be" in refused(tmp_path / "prefix", "--tls-key", **files)
+
+
+def test_an_agent_of_another_user_takes_roots_ca_certificate() -> None:
+    """An agent running as uid 65534 with its own 0700 CA directory, into which root installed
+    `ca.pem` (root's, 0644: `install -m 0644`): root could change anything anyway, so its file
+    is trusted as ssh trusts root's. Refused on main 776e6558 ('a certificate must be a file
+    owned by this agent's user (uid 65534)'); one another user owns still is."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    from tests.e2e.helpers import NOBODY as nobody
+    from tests.e2e.helpers import SETPRIV
+
+    if SETPRIV is None or os.geteuid() != 0:
+        pytest.skip("needs root and setpriv (another real user)")
+    top = Path(tempfile.mkdtemp(prefix="mgmt-test-ca-", dir="/tmp"))  # (pytest's is 0700)
+    try:
+        top.chmod(0o755)
+        ca = top / "ca"
+        create_ca(ca)
+        os.chown(ca, nobody, nobody)
+        os.chown(ca / "ca.key", nobody, nobody)
+        check = f"import pathlib, mgmt.cluster.pki as p; p.check_ca_dir(pathlib.Path({str(ca)!r}))"
+        argv = [SETPRIV, f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups"]
+        run = [*argv, sys.executable, "-c", check]
+        cwd = Path(__file__).parents[3]
+
+        def as_nobody() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                run, cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+            )
+
+        assert as_nobody().returncode == 0
+        os.chown(ca / "ca.pem", 1, 1)  # daemon's
+        assert "ca.pem (owner uid 1, mode 0644): a certificate must be" in as_nobody().stderr
+    finally:
+        shutil.rmtree(top)
