@@ -369,7 +369,12 @@ def read_password(path: Path) -> str:
     if (given := _given_fd(path)) is not None:
         return _decoded(path, _read_given(path, given))
     if why := safefs.others_control(str(path)):
-        raise ValidationError(f"{why}: refusing to read the cluster's password there", flag)
+        raise ValidationError(
+            f"{why}: refusing to read the cluster's password there (another user could swap it: "
+            "keep it and the directories above it owned by root or this agent's user, writable "
+            "only by them)",
+            flag,
+        )
     try:
         with safefs.closing(safefs.open_regular(str(path))) as fd:
             st = os.fstat(fd)
