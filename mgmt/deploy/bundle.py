@@ -133,8 +133,9 @@ def program_files(
             raise DeployError(f"{path}: a `lang DIR/` deploy needs {path / LANG_ENTRY}")
         _imported(path / LANG_ENTRY, problems)  # DIR is carried whole, not imports outside it
         return LANG_ENTRY, _tree(path)
-    if not path.is_file():
-        raise DeployError(f"{path}: no such file")
+    if not path.is_file():  # as `mgmt check` says it (a directory is no "no such file")
+        why = "a directory" if path.is_dir() else "not a regular file" if path.exists() else ""
+        raise DeployError(f"{path}: cannot read: {why or 'No such file or directory'}")
     files = {path.name: path}
     if frontend == "lang":
         files.update(_imported(path, problems, compiled))

@@ -37,7 +37,17 @@ from mgmt.lang.clock import Clock, LoopClock
 from mgmt.lang.errors import NOWHERE, FuncError, GraphLimitError, LangError, NotReady, Pos
 from mgmt.lang.funcs import Builtin, Context
 from mgmt.lang.streams import Stream
-from mgmt.lang.values import INT_MIN, Closure, FrozenDict, Struct, int64, sized, sort_key
+from mgmt.lang.values import (
+    INT_MIN,
+    Closure,
+    FrozenDict,
+    Struct,
+    budget,
+    int64,
+    sized,
+    sort_key,
+    spend,
+)
 
 log = logging.getLogger("lang")
 
@@ -233,7 +243,8 @@ class Runtime:
         limit = sys.getrecursionlimit()
         sys.setrecursionlimit(max(limit, _RECURSION))
         try:
-            self._refresh(self.root)
+            with budget():
+                self._refresh(self.root)
         finally:
             sys.setrecursionlimit(limit)
             self._in_pass = False
@@ -488,6 +499,7 @@ class Runtime:
         out: list[Any] = []
         bound = 2 * max_resources()  # resources and edges: a runaway loop stops at it
         if env:  # nested: evaluated again with its enclosing iteration
+            spend(len(value), loop.pos)  # nested loops multiply (values.PASS_BUDGET)
             for first, second in pairs:
                 inner = FrozenDict({**env, loop.first.env_key: first, loop.second.env_key: second})
                 out += self._declare(loop.body, inner)
@@ -543,6 +555,7 @@ class Runtime:
         """One top-level loop iteration evaluated: what it declares and the cells it read (also
         added to `reads`, the loop's cell's, even when it fails: they make it recover)."""
         self.iterations += 1
+        spend(1, loop.pos)
         inner = FrozenDict({loop.first.env_key: first, loop.second.env_key: second})
         deps: list[Cell] = []
         self._stack.append(deps)
@@ -695,6 +708,7 @@ class Runtime:
 
     def _apply(self, closure: Closure, *args: Any) -> Any:
         lam: ast.Lambda = closure.node
+        spend(1, lam.pos)
         env = FrozenDict(
             {**closure.env, **{p.env_key: a for p, a in zip(lam.params, args, strict=True)}}
         )
@@ -736,8 +750,8 @@ class Runtime:
                 int64(result)
             return result
         except FuncError as err:
-            if err.pos is None:
-                raise FuncError(f"{target.name}: {err.message}", e.pos) from None
+            if err.pos is None:  # (a GraphLimitError stays one: `mgmt check` refuses it)
+                raise type(err)(f"{target.name}: {err.message}", e.pos) from None
             raise
         except LangError:
             raise

@@ -4,13 +4,24 @@ to skip unchanged results); functions are Closures."""
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mgmt.lang.errors import Pos
 
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # mcl's int is Go's int64
 MAX_LEN = 16 * 1024 * 1024  # the longest str or list a function or an operator may build
+# What one evaluation pass may do: the items of every str and list its functions and operators
+# build (`sized`) and the functions it applies (`spend`), together. Each list had a limit, not
+# their number: a map of ranges (`iter.map(iter.range(100000), func($x) {iter.range(100000)})`)
+# took 24 GB and more than 100 s to check; now ~0.6 GB and seconds at most, then an error.
+PASS_BUDGET = MAX_LEN
+_pass = threading.local()  # .left: what the pass running in this thread may still spend
 
 
 def int64(value: int) -> int:
@@ -22,10 +33,41 @@ def int64(value: int) -> int:
 
 
 def sized(length: int) -> int:
-    """The length if a str or list that long may be built; ValueError otherwise."""
+    """The length if a str or list that long may be built; ValueError otherwise (and
+    GraphLimitError past what the pass may build, `spend`)."""
     if length > MAX_LEN:
         raise ValueError(f"result too large: {length:,} items (the limit is {MAX_LEN:,})")
+    spend(length)
     return length
+
+
+@contextlib.contextmanager
+def budget() -> Iterator[None]:
+    """Bound what an evaluation pass spends (`spend`) to PASS_BUDGET, in this thread."""
+    before = getattr(_pass, "left", None)
+    _pass.left = PASS_BUDGET
+    try:
+        yield
+    finally:
+        _pass.left = before
+
+
+def spend(units: int, pos: Pos | None = None) -> None:
+    """Count `units` (items built, functions applied) against the pass's budget; past it,
+    GraphLimitError (the same on every host: `mgmt check` refuses the program), at `pos`."""
+    left = getattr(_pass, "left", None)
+    if left is None:  # no pass running (a test calling a function)
+        return
+    _pass.left = left - units
+    if left < units:
+        from mgmt.lang.errors import GraphLimitError
+
+        raise GraphLimitError(
+            f"the program takes more than {PASS_BUDGET:,} steps in one evaluation (a step: "
+            "an item of a list or str built, a function applied, a loop's iteration; nested "
+            "loops and maps multiply them)",
+            pos,
+        )
 
 
 def go_len(value: Any) -> int:

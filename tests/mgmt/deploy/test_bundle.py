@@ -93,6 +93,22 @@ def test_a_link_is_refused(tmp_path: Path) -> None:
         read_program("lang", tmp_path)
 
 
+def test_a_program_that_is_not_a_file_is_named_as_mgmt_check_names_it(tmp_path: Path) -> None:
+    """A directory or a FIFO given as `yaml FILE` was "no such file"."""
+    import os
+
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "dir").mkdir()
+    for name, why in (
+        ("dir", "a directory"),
+        ("fifo", "not a regular file"),
+        ("missing", "No such file or directory"),
+    ):
+        with pytest.raises(DeployError) as err:
+            read_program("yaml", tmp_path / name)
+        assert str(err.value) == f"{tmp_path / name}: cannot read: {why}"
+
+
 def record_of(bundle: Bundle) -> Record:
     return new_record(bundle, 1, 0)
 
