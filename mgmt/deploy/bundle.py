@@ -210,13 +210,15 @@ def read_program(
     program to `compiled` (program_files)."""
     if frontend not in FRONTENDS:
         raise DeployError(f"unknown front-end {frontend!r}: expected yaml or lang")
+    from mgmt.yamlgraph import read_regular
+
     entry, paths = program_files(frontend, path, problems, compiled)
     files: dict[str, bytes] = {}
     total = 0
     for rel, file in paths.items():
         check_relative(rel)
-        try:
-            data = file.read_bytes()
+        try:  # no further than the limit (a 10 GB file was read whole, then refused)
+            data = read_regular(file, MAX_BLOB - total)
         except OSError as err:
             raise DeployError(f"{file}: cannot read: {err.strerror or err}") from None
         total += len(data)
