@@ -39,10 +39,12 @@ from mgmt.lang.funcs import Builtin, Context
 from mgmt.lang.streams import Stream
 from mgmt.lang.values import (
     INT_MIN,
+    UNBOUNDED,
     Closure,
     FrozenDict,
     Struct,
     budget,
+    exceeded,
     int64,
     sized,
     sort_key,
@@ -190,6 +192,7 @@ class Runtime:
         self.notify = notify
         self.rev = 0
         self.pending = True  # something changed since the last evaluate()
+        self._budget = UNBOUNDED  # what the running pass may still spend (values.budget)
         self.recomputed = 0  # cells recomputed so far (tests and benchmarks read it)
         self.iterations = 0  # loop bodies evaluated so far (the same)
         self.revisited = 0  # kept loop iterations checked one by one so far (the same)
@@ -243,10 +246,11 @@ class Runtime:
         limit = sys.getrecursionlimit()
         sys.setrecursionlimit(max(limit, _RECURSION))
         try:
-            with budget():
+            with budget() as self._budget:
                 self._refresh(self.root)
         finally:
             sys.setrecursionlimit(limit)
+            self._budget = UNBOUNDED
             self._in_pass = False
         # A cell that failed read only part of what it reads when it succeeds: a full collection
         # now would stop streams still in use (a debounce would forget its state at a glitch of
@@ -555,7 +559,10 @@ class Runtime:
         """One top-level loop iteration evaluated: what it declares and the cells it read (also
         added to `reads`, the loop's cell's, even when it fails: they make it recover)."""
         self.iterations += 1
-        spend(1, loop.pos)
+        spent = self._budget
+        spent.left -= 1
+        if spent.left < 0:
+            raise exceeded(loop.pos)
         inner = FrozenDict({loop.first.env_key: first, loop.second.env_key: second})
         deps: list[Cell] = []
         self._stack.append(deps)
@@ -708,7 +715,10 @@ class Runtime:
 
     def _apply(self, closure: Closure, *args: Any) -> Any:
         lam: ast.Lambda = closure.node
-        spend(1, lam.pos)
+        spent = self._budget  # (spend(), inline: this is the hottest call of a map)
+        spent.left -= 1
+        if spent.left < 0:
+            raise exceeded(lam.pos)
         env = FrozenDict(
             {**closure.env, **{p.env_key: a for p, a in zip(lam.params, args, strict=True)}}
         )

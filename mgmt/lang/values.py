@@ -21,7 +21,7 @@ MAX_LEN = 16 * 1024 * 1024  # the longest str or list a function or an operator 
 # their number: a map of ranges (`iter.map(iter.range(100000), func($x) {iter.range(100000)})`)
 # took 24 GB and more than 100 s to check; now ~0.6 GB and seconds at most, then an error.
 PASS_BUDGET = MAX_LEN
-_pass = threading.local()  # .left: what the pass running in this thread may still spend
+_pass = threading.local()  # .budget: the Budget of the pass running in this thread
 
 
 def int64(value: int) -> int:
@@ -41,33 +41,51 @@ def sized(length: int) -> int:
     return length
 
 
+class Budget:
+    """What an evaluation pass may still spend (PASS_BUDGET at its start)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+
+
+UNBOUNDED = Budget(2**62)  # outside a pass: a function a test calls
+
+
 @contextlib.contextmanager
-def budget() -> Iterator[None]:
-    """Bound what an evaluation pass spends (`spend`) to PASS_BUDGET, in this thread."""
-    before = getattr(_pass, "left", None)
-    _pass.left = PASS_BUDGET
+def budget() -> Iterator[Budget]:
+    """Bound what an evaluation pass spends (`spend`, and the runtime's own count of the
+    functions it applies and loop iterations) to PASS_BUDGET, in this thread."""
+    before = getattr(_pass, "budget", None)
+    _pass.budget = spent = Budget(PASS_BUDGET)
     try:
-        yield
+        yield spent
     finally:
-        _pass.left = before
+        _pass.budget = before
 
 
 def spend(units: int, pos: Pos | None = None) -> None:
-    """Count `units` (items built, functions applied) against the pass's budget; past it,
-    GraphLimitError (the same on every host: `mgmt check` refuses the program), at `pos`."""
-    left = getattr(_pass, "left", None)
-    if left is None:  # no pass running (a test calling a function)
+    """Count `units` (items built, iterations) against the pass's budget; past it, `exceeded`."""
+    spent = getattr(_pass, "budget", None)
+    if spent is None:  # no pass running (a test calling a function)
         return
-    _pass.left = left - units
-    if left < units:
-        from mgmt.lang.errors import GraphLimitError
+    spent.left -= units
+    if spent.left < 0:
+        raise exceeded(pos)
 
-        raise GraphLimitError(
-            f"the program takes more than {PASS_BUDGET:,} steps in one evaluation (a step: "
-            "an item of a list or str built, a function applied, a loop's iteration; nested "
-            "loops and maps multiply them)",
-            pos,
-        )
+
+def exceeded(pos: Pos | None) -> Exception:
+    """The pass spent its budget: GraphLimitError (the same on every host: `mgmt check`
+    refuses the program), at `pos`."""
+    from mgmt.lang.errors import GraphLimitError
+
+    return GraphLimitError(
+        f"the program takes more than {PASS_BUDGET:,} steps in one evaluation (a step: "
+        "an item of a list or str built, a function applied, a loop's iteration; nested "
+        "loops and maps multiply them)",
+        pos,
+    )
 
 
 def go_len(value: Any) -> int:
