@@ -240,8 +240,8 @@ def _readable(path: Path, label: str, own: list[Path], kind: str = "") -> int:
     `own`: the files watched, where the fix is written."""
     try:
         info = path.stat()
-    except OSError as missing:
-        raise CompileFailed([f"{label}: cannot read: {missing.strerror}"], own) from None
+    except OSError as missing:  # (its cause: a missing file at the start exits 75, as yaml's)
+        raise CompileFailed([f"{label}: cannot read: {missing.strerror}"], own) from missing
     is_file, is_dir = stat.S_ISREG(info.st_mode), stat.S_ISDIR(info.st_mode)
     if not {"file": is_file, "directory": is_dir}.get(kind, is_file or is_dir):
         raise CompileFailed([f"{label}: cannot read: not a {kind or 'regular file'}"], own)
