@@ -133,9 +133,8 @@ def program_files(
             raise DeployError(f"{path}: a `lang DIR/` deploy needs {path / LANG_ENTRY}")
         _imported(path / LANG_ENTRY, problems)  # DIR is carried whole, not imports outside it
         return LANG_ENTRY, _tree(path)
-    if not path.is_file():  # as `mgmt check` says it (a directory is no "no such file")
-        why = "a directory" if path.is_dir() else "not a regular file" if path.exists() else ""
-        raise DeployError(f"{path}: cannot read: {why or 'No such file or directory'}")
+    if not path.is_file():
+        raise DeployError(f"{path}: cannot read: {not_a_file(path)}")
     files = {path.name: path}
     if frontend == "lang":
         files.update(_imported(path, problems, compiled))
@@ -143,6 +142,18 @@ def program_files(
         for rel, file in _tree(path.parent / FILES_DIR).items():
             files[f"{FILES_DIR}/{rel}"] = file
     return path.name, files
+
+
+def not_a_file(path: Path) -> str:
+    """Why `path` is not a regular file, as `mgmt check` says it (a directory was "no such
+    file")."""
+    return (
+        "a directory"
+        if path.is_dir()
+        else "not a regular file"
+        if path.exists()
+        else ("No such file or directory")
+    )
 
 
 def _imported(

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from mgmt.deploy.store import Record
 
 CONNECT_WAIT = 5.0  # seconds to reach a member before giving up
+PASSWORD_BYTES = 64 << 10  # the longest --cluster-password-file read
 DEFAULT_SEEDS = "https://127.0.0.1:2379"  # without --seeds, and no agent's URLs at --prefix
 
 
@@ -156,10 +157,24 @@ def _new_client(args: argparse.Namespace) -> EtcdClient:
     if args.cluster_user is not None:
         if args.cluster_password_file is None:
             raise Refused("--cluster-user needs --cluster-password-file")
-        try:
-            password = args.cluster_password_file.read_text().rstrip("\r\n")
+        from mgmt.yamlgraph import read_regular
+
+        file = args.cluster_password_file
+        try:  # (a FIFO waited for a writer forever; /dev/zero was read until memory ran out)
+            data = read_regular(file, PASSWORD_BYTES)
         except OSError as err:
-            raise Refused(f"--cluster-password-file: {err.strerror}") from None
+            raise Refused(f"--cluster-password-file: {file}: cannot read: {err.strerror}") from None
+        if len(data) > PASSWORD_BYTES:
+            raise Refused(
+                f"--cluster-password-file: {file}: larger than {PASSWORD_BYTES:,} bytes: "
+                "not a password"
+            )
+        try:  # (a byte not UTF-8 was a traceback)
+            password = data.decode().rstrip("\r\n")
+        except UnicodeDecodeError as err:
+            raise Refused(
+                f"--cluster-password-file: {file}: not UTF-8 text (byte {err.start + 1})"
+            ) from None
     return EtcdClient(urls, tls=tls, user=args.cluster_user, password=password, name="deploy")
 
 
