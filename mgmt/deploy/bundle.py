@@ -134,7 +134,7 @@ def program_files(
         _imported(path / LANG_ENTRY, problems)  # DIR is carried whole, not imports outside it
         return LANG_ENTRY, _tree(path)
     if not path.is_file():
-        raise DeployError(f"{path}: no such file")
+        raise DeployError(f"{path}: cannot read: {not_a_file(path)}")
     files = {path.name: path}
     if frontend == "lang":
         files.update(_imported(path, problems, compiled))
@@ -142,6 +142,18 @@ def program_files(
         for rel, file in _tree(path.parent / FILES_DIR).items():
             files[f"{FILES_DIR}/{rel}"] = file
     return path.name, files
+
+
+def not_a_file(path: Path) -> str:
+    """Why `path` is not a regular file, as `mgmt check` says it (a directory was "no such
+    file")."""
+    return (
+        "a directory"
+        if path.is_dir()
+        else "not a regular file"
+        if path.exists()
+        else ("No such file or directory")
+    )
 
 
 def _imported(
@@ -209,13 +221,15 @@ def read_program(
     program to `compiled` (program_files)."""
     if frontend not in FRONTENDS:
         raise DeployError(f"unknown front-end {frontend!r}: expected yaml or lang")
+    from mgmt.yamlgraph import read_regular
+
     entry, paths = program_files(frontend, path, problems, compiled)
     files: dict[str, bytes] = {}
     total = 0
     for rel, file in paths.items():
         check_relative(rel)
-        try:
-            data = file.read_bytes()
+        try:  # no further than the limit (a 10 GB file was read whole, then refused)
+            data = read_regular(file, MAX_BLOB - total)
         except OSError as err:
             raise DeployError(f"{file}: cannot read: {err.strerror or err}") from None
         total += len(data)

@@ -76,7 +76,9 @@ def _why_not_found(proc: subprocess.CompletedProcess[bytes]) -> str:
 def key_fingerprint(key: Path) -> str:
     """The SHA256 fingerprint of a key file (private or public), as `ssh-keygen -l` says."""
     if not key.is_file():
-        raise DeployError(f"--sign-key: no such file: {key}")
+        from mgmt.deploy.bundle import not_a_file
+
+        raise DeployError(f"--sign-key: {key}: cannot read: {not_a_file(key)}")
     try:
         blob = sshkey.public_blob(key.read_bytes())
     except OSError as err:

@@ -258,7 +258,8 @@ class ModuleLoader:
         self.start(str(target), directory)
         if directory:
             return self._directory(target, ())
-        return self._read(target.resolve(), ())
+        # A link to nowhere: named as given (where the fix goes), not as where it points.
+        return self._read(target.resolve() if target.exists() else target.absolute(), ())
 
     def load(self, imp: ImportName, importer: Module, pos: Pos) -> Module:
         """The entry file of a local or remote import made by `importer`; CompileError at

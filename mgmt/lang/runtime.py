@@ -37,7 +37,19 @@ from mgmt.lang.clock import Clock, LoopClock
 from mgmt.lang.errors import NOWHERE, FuncError, GraphLimitError, LangError, NotReady, Pos
 from mgmt.lang.funcs import Builtin, Context
 from mgmt.lang.streams import Stream
-from mgmt.lang.values import INT_MIN, Closure, FrozenDict, Struct, int64, sized, sort_key
+from mgmt.lang.values import (
+    INT_MIN,
+    UNBOUNDED,
+    Closure,
+    FrozenDict,
+    Struct,
+    budget,
+    exceeded,
+    int64,
+    sized,
+    sort_key,
+    spend,
+)
 
 log = logging.getLogger("lang")
 
@@ -180,6 +192,7 @@ class Runtime:
         self.notify = notify
         self.rev = 0
         self.pending = True  # something changed since the last evaluate()
+        self._budget = UNBOUNDED  # what the running pass may still spend (values.budget)
         self.recomputed = 0  # cells recomputed so far (tests and benchmarks read it)
         self.iterations = 0  # loop bodies evaluated so far (the same)
         self.revisited = 0  # kept loop iterations checked one by one so far (the same)
@@ -233,9 +246,11 @@ class Runtime:
         limit = sys.getrecursionlimit()
         sys.setrecursionlimit(max(limit, _RECURSION))
         try:
-            self._refresh(self.root)
+            with budget() as self._budget:
+                self._refresh(self.root)
         finally:
             sys.setrecursionlimit(limit)
+            self._budget = UNBOUNDED
             self._in_pass = False
         # A cell that failed read only part of what it reads when it succeeds: a full collection
         # now would stop streams still in use (a debounce would forget its state at a glitch of
@@ -488,6 +503,7 @@ class Runtime:
         out: list[Any] = []
         bound = 2 * max_resources()  # resources and edges: a runaway loop stops at it
         if env:  # nested: evaluated again with its enclosing iteration
+            spend(len(value), loop.pos)  # nested loops multiply (values.PASS_BUDGET)
             for first, second in pairs:
                 inner = FrozenDict({**env, loop.first.env_key: first, loop.second.env_key: second})
                 out += self._declare(loop.body, inner)
@@ -543,6 +559,10 @@ class Runtime:
         """One top-level loop iteration evaluated: what it declares and the cells it read (also
         added to `reads`, the loop's cell's, even when it fails: they make it recover)."""
         self.iterations += 1
+        spent = self._budget
+        spent.left -= 1
+        if spent.left < 0:
+            raise exceeded(loop.pos)
         inner = FrozenDict({loop.first.env_key: first, loop.second.env_key: second})
         deps: list[Cell] = []
         self._stack.append(deps)
@@ -695,6 +715,10 @@ class Runtime:
 
     def _apply(self, closure: Closure, *args: Any) -> Any:
         lam: ast.Lambda = closure.node
+        spent = self._budget  # (spend(), inline: this is the hottest call of a map)
+        spent.left -= 1
+        if spent.left < 0:
+            raise exceeded(lam.pos)
         env = FrozenDict(
             {**closure.env, **{p.env_key: a for p, a in zip(lam.params, args, strict=True)}}
         )
@@ -736,8 +760,8 @@ class Runtime:
                 int64(result)
             return result
         except FuncError as err:
-            if err.pos is None:
-                raise FuncError(f"{target.name}: {err.message}", e.pos) from None
+            if err.pos is None:  # (a GraphLimitError stays one: `mgmt check` refuses it)
+                raise type(err)(f"{target.name}: {err.message}", e.pos) from None
             raise
         except LangError:
             raise

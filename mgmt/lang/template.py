@@ -37,7 +37,7 @@ from mgmt.lang.template_parse import (
     compile_template,
     where,
 )
-from mgmt.lang.values import MAX_LEN, FrozenDict, Struct, go_str, sort_key
+from mgmt.lang.values import MAX_LEN, FrozenDict, Struct, go_str, sort_key, spend
 
 MAX_DEPTH = 100  # nested {{ template }} calls (Go allows 100000: Python's stack does not)
 
@@ -145,6 +145,7 @@ class _State:
         # the loop's variables are set per element, not by the pipeline
         value = self.pipe(Pipe(pipe.pos, [], False, pipe.cmds) if pipe.decl else pipe, dot)
         items = self.range_items(node.pos, value, len(pipe.decl))
+        spend(len(items))  # nested ranges multiply (the pass's budget: values.PASS_BUDGET)
         for key, item in items:
             mark = len(self.vars)
             if len(pipe.decl) == 1:

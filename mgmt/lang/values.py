@@ -4,13 +4,24 @@ to skip unchanged results); functions are Closures."""
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mgmt.lang.errors import Pos
 
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # mcl's int is Go's int64
 MAX_LEN = 16 * 1024 * 1024  # the longest str or list a function or an operator may build
+# What one evaluation pass may do: the items of every str and list its functions and operators
+# build (`sized`) and the functions it applies (`spend`), together. Each list had a limit, not
+# their number: a map of ranges (`iter.map(iter.range(100000), func($x) {iter.range(100000)})`)
+# took 24 GB and more than 100 s to check; now ~0.6 GB and seconds at most, then an error.
+PASS_BUDGET = MAX_LEN
+_pass = threading.local()  # .budget: the Budget of the pass running in this thread
 
 
 def int64(value: int) -> int:
@@ -22,10 +33,59 @@ def int64(value: int) -> int:
 
 
 def sized(length: int) -> int:
-    """The length if a str or list that long may be built; ValueError otherwise."""
+    """The length if a str or list that long may be built; ValueError otherwise (and
+    GraphLimitError past what the pass may build, `spend`)."""
     if length > MAX_LEN:
         raise ValueError(f"result too large: {length:,} items (the limit is {MAX_LEN:,})")
+    spend(length)
     return length
+
+
+class Budget:
+    """What an evaluation pass may still spend (PASS_BUDGET at its start)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+
+
+UNBOUNDED = Budget(2**62)  # outside a pass: a function a test calls
+
+
+@contextlib.contextmanager
+def budget() -> Iterator[Budget]:
+    """Bound what an evaluation pass spends (`spend`, and the runtime's own count of the
+    functions it applies and loop iterations) to PASS_BUDGET, in this thread."""
+    before = getattr(_pass, "budget", None)
+    _pass.budget = spent = Budget(PASS_BUDGET)
+    try:
+        yield spent
+    finally:
+        _pass.budget = before
+
+
+def spend(units: int, pos: Pos | None = None) -> None:
+    """Count `units` (items built, iterations) against the pass's budget; past it, `exceeded`."""
+    spent = getattr(_pass, "budget", None)
+    if spent is None:  # no pass running (a test calling a function)
+        return
+    spent.left -= units
+    if spent.left < 0:
+        raise exceeded(pos)
+
+
+def exceeded(pos: Pos | None) -> Exception:
+    """The pass spent its budget: GraphLimitError (the same on every host: `mgmt check`
+    refuses the program), at `pos`."""
+    from mgmt.lang.errors import GraphLimitError
+
+    return GraphLimitError(
+        f"the program takes more than {PASS_BUDGET:,} steps in one evaluation (a step: "
+        "an item of a list or str built, a function applied, a loop's iteration; nested "
+        "loops and maps multiply them)",
+        pos,
+    )
 
 
 def go_len(value: Any) -> int:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import ResourceError
+from mgmt.config import DEFAULT_MAX_GRAPH_SIZE
 from mgmt.yamlgraph import GraphFileError
 from resources._lib.proc import run_command
 
@@ -77,6 +78,7 @@ class Manifest:
     # (`--puppet-environment`); None: the manifest's own, if it has one (`environment_of`).
     environment: Path | None = None
     hiera_config: Path | None = None  # Hiera's global layer (`--hiera-config`)
+    max_size: int = DEFAULT_MAX_GRAPH_SIZE  # bytes of the manifest file or code (--max-graph-size)
 
     @classmethod
     def of(cls, config: Config) -> Manifest:
@@ -84,7 +86,8 @@ class Manifest:
         given = [os.path.abspath(d) for d in config.modulepath.split(":") if d]
         named = [config.puppet_environment, config.hiera_config]
         environment, hiera = (Path(os.path.abspath(p)) if p else None for p in named)
-        return cls(config.file, config.code, ":".join([*given, MODULEPATH]), environment, hiera)
+        modulepath = ":".join([*given, MODULEPATH])
+        return cls(config.file, config.code, modulepath, environment, hiera, config.max_graph_size)
 
     def environment_of(self) -> tuple[Path | None, Path | None, list[str]]:
         """The environment directory of the compile, the hiera.yaml to watch (written, it
@@ -180,8 +183,8 @@ async def compile_catalog(manifest: Manifest, hostname: str, timeout: float = TI
     if environment is not None:
         out, err = (text.replace(str(link), str(environment)) for text in (out, err))
     files = [*own, *_read(manifest, out)]
-    if code != 0:
-        last = files[-1] if files else None
+    if code != 0:  # (a silent failure names the last manifest or template read, not Hiera's)
+        last = next((f for f in reversed(files) if f.suffix in _CODE), own[0] if own else None)
         failure = _failure(manifest, err or out, code, last)
         if last is not None and failure == f"{last}: {SILENT.format(code=code)}":
             failure = await _erb_syntax(last) or failure
@@ -209,7 +212,17 @@ def _inputs(manifest: Manifest, own: list[Path]) -> tuple[Path | None, list[str]
     and a missing hiera.yaml or environment as none (every lookup would take its default).
     Adds to `own` (the files watched) the hiera.yamls of the global and environment layers."""
     if manifest.file is not None:
-        _readable(manifest.file, manifest.label, own)
+        size = _readable(manifest.file, manifest.label, own)
+    else:
+        size = len((manifest.code or "").encode())
+    if size > manifest.max_size:  # Puppet read 17 MiB of comments with 760 MB of memory
+        raise CompileFailed(
+            [
+                f"{manifest.label}:1: the manifest is larger than {manifest.max_size:,} bytes "
+                "(--max-graph-size, MGMT_MAX_GRAPH_SIZE)"
+            ],
+            own,
+        )
     environment, hiera, warnings = manifest.environment_of()
     own += [p for p in (hiera, manifest.hiera_config) if p is not None]
     if manifest.hiera_config is not None:
@@ -220,18 +233,19 @@ def _inputs(manifest: Manifest, own: list[Path]) -> tuple[Path | None, list[str]
     return environment, warnings
 
 
-def _readable(path: Path, label: str, own: list[Path], kind: str = "") -> None:
-    """CompileFailed unless `path` is a regular file or a directory (`kind`: only that one,
-    "file" or "directory"): Puppet takes a missing one as empty, and a FIFO held it until the
-    compile's timeout (300 s), waiting for a writer. `own`: the files watched, where the fix
-    is written."""
+def _readable(path: Path, label: str, own: list[Path], kind: str = "") -> int:
+    """The size of `path` (0 for a directory); CompileFailed unless it is a regular file or a
+    directory (`kind`: only that one, "file" or "directory"): Puppet takes a missing one as
+    empty, and a FIFO held it until the compile's timeout (300 s), waiting for a writer.
+    `own`: the files watched, where the fix is written."""
     try:
-        mode = path.stat().st_mode
-    except OSError as missing:
-        raise CompileFailed([f"{label}: cannot read: {missing.strerror}"], own) from None
-    is_file, is_dir = stat.S_ISREG(mode), stat.S_ISDIR(mode)
+        info = path.stat()
+    except OSError as missing:  # (its cause: a missing file at the start exits 75, as yaml's)
+        raise CompileFailed([f"{label}: cannot read: {missing.strerror}"], own) from missing
+    is_file, is_dir = stat.S_ISREG(info.st_mode), stat.S_ISDIR(info.st_mode)
     if not {"file": is_file, "directory": is_dir}.get(kind, is_file or is_dir):
         raise CompileFailed([f"{label}: cannot read: not a {kind or 'regular file'}"], own)
+    return info.st_size if is_file else 0
 
 
 def _read(manifest: Manifest, out: str) -> list[Path]:
@@ -300,8 +314,8 @@ def _failure(manifest: Manifest, output: str, code: int, last: Path | None) -> s
     (`last`)."""
     lines = [line for line in output.splitlines() if not line.startswith("Error: Facter:")]
     errors = _errors(lines)
-    if not errors and last is not None:
-        return f"{last}: {SILENT.format(code=code)}"
+    if not errors and (last is not None or not lines):
+        return f"{last or manifest.label}: {SILENT.format(code=code)}"
     if not errors:
         tail = "\n".join(lines).strip()[-300:]
         return f"{manifest.label}: puppet exited with code {code}: {tail}"
@@ -326,6 +340,7 @@ def _failure(manifest: Manifest, output: str, code: int, last: Path | None) -> s
     return f"{_place(place, line, col)}: puppet: {message}"
 
 
+_CODE = (".pp", ".erb", ".epp")  # what Puppet reads that may end a compile silently
 # What a compile that ends silently says (Puppet 7 on a Ruby syntax error in an ERB template).
 SILENT = "puppet exited with code {code}, saying nothing more, after reading it"
 

@@ -672,3 +672,21 @@ def test_an_exec_path_list_passes_to_puppet_resource(tmp_path: Path) -> None:
     assert status == 0, out
     assert "runs through `puppet resource` (--puppet-fallback)" in out
     assert (tmp_path / "ran").exists(), out
+
+
+def test_a_missing_manifest_at_the_start_exits_75_as_a_missing_graph_file(tmp_path: Path) -> None:
+    """A host problem that may pass (a manifest another tool provisions): 75, which the unit
+    restarts on, as for a yaml graph or an mcl program (docs/operations.md, "Restarts"); it
+    exited 2, the unit then `failed` for good. A FIFO is bad input: 2. `mgmt check`: 2."""
+    missing, fifo = tmp_path / "site.pp", tmp_path / "fifo.pp"
+    os.mkfifo(fifo)
+    run = ["run", "--tmp-prefix", "--converged-timeout=0", "puppet"]
+    for argv, want, why in (
+        ([*run, str(missing)], 75, "No such file or directory"),
+        ([*run, str(fifo)], 2, "not a regular file"),
+        (["check", str(missing)], 2, "No such file or directory"),
+    ):
+        code, out = run_mgmt(argv, 120)
+        assert code == want, out
+        (line,) = out.strip().splitlines()
+        assert line.endswith(f"{argv[-1]}: cannot read: {why}"), line

@@ -427,6 +427,37 @@ def test_a_manifest_that_is_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> N
     assert err.value.files == [fifo]  # watched: a file written there is compiled
 
 
+def test_a_manifest_past_the_size_limit_is_refused_before_puppet_reads_it(tmp_path: Path) -> None:
+    """Puppet compiled 17 MiB of comments with 760 MB of memory: a manifest (a file, or `-e`
+    code) is bounded as a graph file is (--max-graph-size), one line naming it."""
+    path = tmp_path / "big.pp"
+    path.write_text("# " + "x" * 200 + "\n")
+    for manifest, label in (
+        (Manifest(file=path, max_size=100), str(path)),
+        (Manifest(code="#" * 101, max_size=100), "<puppet -e>"),
+    ):
+        with pytest.raises(CompileFailed) as err:
+            asyncio.run(compile_catalog(manifest, "node1"))
+        assert err.value.problems == [
+            f"{label}:1: the manifest is larger than 100 bytes "
+            "(--max-graph-size, MGMT_MAX_GRAPH_SIZE)"
+        ]
+    compiled = asyncio.run(compile_catalog(Manifest(file=path, max_size=203), "node1"))
+    assert compiled.catalog["resources"]  # at the limit: compiled (Class[main]...)
+
+
+def test_a_silent_failure_names_the_manifest_not_hieras_file(tmp_path: Path) -> None:
+    """Puppet ends silently on a stack overflow (nesting 5,000 deep): the refusal named the
+    last file the compile read, Hiera's hiera.yaml (which does not exist), not the manifest."""
+    path = tmp_path / "deep.pp"
+    path.write_text("$x = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(CompileFailed) as err:
+        asyncio.run(compile_catalog(Manifest(file=path), "node1"))
+    assert err.value.problems == [
+        f"{path}: puppet exited with code 1, saying nothing more, after reading it"
+    ]
+
+
 HIERARCHY = (
     "version: 5\ndefaults: {datadir: data, data_hash: yaml_data}\nhierarchy:\n"
     "  - {name: node, path: 'nodes/%{trusted.certname}.yaml'}\n"

@@ -93,6 +93,41 @@ def test_a_link_is_refused(tmp_path: Path) -> None:
         read_program("lang", tmp_path)
 
 
+def test_a_program_that_is_not_a_file_is_named_as_mgmt_check_names_it(tmp_path: Path) -> None:
+    """A directory or a FIFO given as `yaml FILE` was "no such file"."""
+    import os
+
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "dir").mkdir()
+    for name, why in (
+        ("dir", "a directory"),
+        ("fifo", "not a regular file"),
+        ("missing", "No such file or directory"),
+    ):
+        with pytest.raises(DeployError) as err:
+            read_program("yaml", tmp_path / name)
+        assert str(err.value) == f"{tmp_path / name}: cannot read: {why}"
+
+
+def test_a_file_past_the_limit_is_read_no_further(tmp_path: Path) -> None:
+    """A 10 GB file under files/ was read whole (memory), then refused: now the read stops
+    at the limit (a sparse 256 MiB file here: at most ~1 MiB read)."""
+    import tracemalloc
+
+    (tmp_path / "g.yaml").write_text("graph: g\n")
+    (tmp_path / "files").mkdir()
+    with open(tmp_path / "files" / "big", "wb") as big:
+        big.truncate(256 << 20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DeployError, match="exceed 1048576 bytes"):
+            read_program("yaml", tmp_path / "g.yaml")
+        _now, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, peak
+
+
 def record_of(bundle: Bundle) -> Record:
     return new_record(bundle, 1, 0)
 

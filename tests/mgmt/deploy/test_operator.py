@@ -93,6 +93,33 @@ def test_without_credentials_the_commands_say_where_they_are(tmp_path: Path) -> 
         assert code == 2 and text.strip() == f"mgmt: --tls-ca: no such file: {tmp_path}/ca.pem"
 
 
+def test_a_password_or_key_file_that_is_not_one_is_one_line_at_once(tmp_path: Path) -> None:
+    """--cluster-password-file: a FIFO waited for a writer forever, /dev/zero was read until
+    memory ran out (12 GB in 20 s), a byte not UTF-8 was a traceback; --sign-key: a directory
+    or a FIFO was "no such file". Each is one line, exit 2, before connecting."""
+    program = tmp_path / "g.yaml"
+    program.write_text("graph: g\n")
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "latin1").write_bytes(b"pa\xe9ss\n")
+    (tmp_path / "long").write_bytes(b"x" * (65 << 10))
+    for name in ("latin1", "long"):  # (read as a key is: mode 0600, mgmt.cluster.options)
+        (tmp_path / name).chmod(0o600)
+    deploy = ["deploy", "--insecure-cluster", "--seeds", "http://127.0.0.1:9"]
+    password = [*deploy, "--unsigned", "--cluster-user", "u", "--cluster-password-file"]
+    for argv, said in (
+        ([*password, str(tmp_path / "fifo")], "fifo: not a regular file"),
+        ([*password, "/dev/zero"], "/dev/zero can be written by others (mode 0666)"),
+        ([*password, str(tmp_path / "latin1")], "latin1 is not UTF-8 text"),
+        ([*password, str(tmp_path / "long")], "long is larger than 4096 bytes"),
+        ([*deploy, "--sign-key", str(tmp_path / "dir")], "dir: cannot read: a directory"),
+        ([*deploy, "--sign-key", str(tmp_path / "fifo")], "fifo: cannot read: not a regular"),
+    ):
+        code, text = run_mgmt([*argv, "yaml", str(program)], timeout=60)  # a bound: the hang
+        assert code == 2 and text.count("\n") == 1 and said in text, text
+        assert "Traceback" not in text
+
+
 def test_credentials_another_user_could_change_are_refused(tmp_path: Path) -> None:
     """`mgmt deploy --prefix P` and the --tls-* files: a CA that another local user could swap
     (a file writable by others, a directory they own) would have the command trust their

@@ -373,3 +373,82 @@ def test_a_long_string_that_is_not_a_float_is_refused_at_once() -> None:
     assert _parse_float(digits[:300] + ".5e-300") == float(digits[:300] + ".5e-300")
     for text, value in (("1.", 1.0), (".5", 0.5), ("-1.5E2", -150.0), (" 2 ", 2.0)):
         assert _parse_float(text) == value
+
+
+# what one evaluation may do ------------------------------------------------------------------
+
+BUDGET = 100_000  # values.PASS_BUDGET in these tests: the real one (16 Mi) takes seconds
+
+
+@pytest.mark.parametrize(
+    ("expr", "where", "what"),
+    [
+        # each range is under the limit of one list; 1,000 of them are not (a map of ranges
+        # of 100,000 took 24 GB and more than 100 s to check)
+        ("iter.map(iter.range(1000), func($x) { iter.range(1000) })", "7:44: iter.range: ", ""),
+        # a map in a map of closures: functions applied, and their small ranges
+        (
+            "iter.map(iter.range(400), func($x) { len(iter.map(iter.range(400), func($y) "
+            "{ $x + $y })) })",
+            "7:56: iter.range: ",
+            "",
+        ),
+        # a template's ranges nested (took minutes, building nothing)
+        ('golang.template("{{range 1000}}{{range 1000}}{{end}}{{end}}", 1)', "7:6: golang", ""),
+    ],
+)
+def test_work_past_the_pass_budget_is_a_graph_limit_error(
+    monkeypatch: pytest.MonkeyPatch, expr: str, where: str, what: str
+) -> None:
+    from mgmt.lang import values
+    from mgmt.lang.errors import GraphLimitError
+
+    monkeypatch.setattr(values, "PASS_BUDGET", BUDGET)
+    _changed, _items, error = run('import "golang"\n' + shown(expr)).evaluate()
+    assert isinstance(error, GraphLimitError), error  # `mgmt check` refuses it (every host)
+    message = str(error)
+    assert message.startswith(f"t.mcl:{where}") and "\n" not in message, message
+    assert f"more than {BUDGET:,} steps in one evaluation" in message, message
+
+
+def test_nested_loops_past_the_pass_budget_are_a_graph_limit_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mgmt.lang import values
+    from mgmt.lang.errors import GraphLimitError
+
+    monkeypatch.setattr(values, "PASS_BUDGET", BUDGET)
+    src = 'import "iter"\n$a = iter.range(1000)\nfor $i, $x in $a {\n\tfor $j, $y in $a {\n'
+    src += "\t\t$z = $x + $y\n\t}\n}\n"
+    _changed, _items, error = run(src).evaluate()
+    assert isinstance(error, GraphLimitError), error
+    assert str(error).startswith("t.mcl:4:2: the program takes more than 100,000 steps")
+
+
+def test_the_budget_is_per_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each evaluation has the whole budget: programs using 60% of it evaluate one after the
+    other (passes never add up, as a daemon's would), and a function called outside a pass
+    has only the limit of one list."""
+    from mgmt.lang import values
+
+    monkeypatch.setattr(values, "PASS_BUDGET", BUDGET)
+    for _ in range(3):
+        rt = run(shown("len(iter.map(iter.range(300), func($x) { iter.range(200) }))"))
+        _changed, items, error = rt.evaluate()
+        assert error is None and items[0].params == (("comment", "300"),)
+    values.sized(BUDGET)
+    values.sized(BUDGET)
+
+
+def test_a_map_of_large_strings_is_refused_by_mgmt_check_at_once(tmp_path: Path) -> None:
+    """End to end, with the real budget: exit 2, one line, at once (~16 MB built) where a map
+    of ranges took 24 GB and more than 100 s (this map of strings: 10 GB)."""
+    program = tmp_path / "t.mcl"
+    program.write_text(
+        'import "iter"\nimport "strings"\n$b = iter.map(iter.range(100000), func($x) '
+        '{ strings.repeat("a", 100000) })\ntest "x" { anotherstr => $b[0], }\n'
+    )
+    code, out = run_mgmt(["check", str(program)], timeout=120)  # a bound against the hang
+    assert code == 2, out
+    (line,) = out.strip().splitlines()
+    assert line.startswith(f"{program}:3:46: strings.repeat: the program takes more than 16,"), line

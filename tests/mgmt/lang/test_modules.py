@@ -232,6 +232,9 @@ def test_every_file_of_a_program_is_named_in_the_form_the_program_was_given(
     ]
     (tmp_path / "p/main.mcl").unlink()
     assert problems(Path("main.mcl")) == ["main.mcl: cannot read: No such file or directory"]
+    # A link to nowhere is named as given, as yaml's is (not where it points: `/gone`).
+    (tmp_path / "p/main.mcl").symlink_to(tmp_path / "gone")
+    assert problems(Path("main.mcl")) == ["main.mcl: cannot read: No such file or directory"]
 
 
 def test_a_failed_import_is_said_once_and_what_it_looked_for_is_known(tmp_path: Path) -> None:
