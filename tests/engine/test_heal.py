@@ -25,6 +25,7 @@ from engine import heal
 from engine.engine import Engine, Status
 from engine.errors import ResourceError
 from engine.graph import Graph
+from engine.mountwatch import changed_points
 from engine.resource import Resource, register
 from resources.file import FileRes
 from tests.engine.conftest import settle
@@ -78,9 +79,11 @@ def tmpfs(where: Path, size: str = "256k") -> Iterator[Path]:
             _run("umount", "-l", str(where))  # busy (a file's spare still open): detached
 
 
-async def _failed_then_healed(engine: Engine, key: tuple[str, str], free: object) -> None:
+async def _failed_then_healed(
+    engine: Engine, key: tuple[str, str], free: object, told: bool = False
+) -> None:
     """`key` fails (out of retries) with an error that may pass; `free()` ends its cause; it
-    recovers without an event (its watch saw nothing)."""
+    recovers: without an event (its watch saw nothing), or `told` by one (the mount table's)."""
     await settle(engine)
     vertex = engine.vertices[key]
     assert vertex.status is Status.FAILED, vertex.error
@@ -89,7 +92,10 @@ async def _failed_then_healed(engine: Engine, key: tuple[str, str], free: object
     free()  # type: ignore[operator]
     await settle(engine, lambda: vertex.status is Status.OK)
     assert vertex.healing is None
-    assert vertex.stats.events == events  # no event told of it: the heal's own check did
+    if told:
+        assert vertex.stats.events > events  # the mount table's change was reported
+    else:
+        assert vertex.stats.events == events  # no event told of it: the heal's own check did
 
 
 async def test_a_full_disk_freed_heals(tmp_path: Path) -> None:
@@ -133,7 +139,7 @@ async def test_a_read_only_remount_made_rw_heals(tmp_path: Path) -> None:
             def rw() -> None:
                 assert _run("mount", "-o", "remount,rw", str(mnt)).returncode == 0
 
-            await _failed_then_healed(engine, ("file", "f"), rw)
+            await _failed_then_healed(engine, ("file", "f"), rw, told=True)
             assert (mnt / "data" / "f").read_text() == "hello\n"
         finally:
             await engine.stop(graceful=False)
@@ -238,3 +244,44 @@ def test_which_errors_pass() -> None:
     assert heal.passes(RuntimeError("no errno")) is None
     eperm = heal.passes(chained(errno.EPERM))
     assert eperm == (heal.IMMUTABLE if os.geteuid() == 0 else None)
+
+
+async def test_a_mount_over_a_managed_directory_is_seen(tmp_path: Path) -> None:
+    """A tmpfs mounted over the file's directory hides the file and the watches: the mount
+    table's change makes the file anew in the mount, watched there (a drift in it is
+    repaired); taken off, the file below is checked again."""
+    data = tmp_path / "data"
+    data.mkdir()
+    graph = Graph("g")
+    graph.add(FileRes(name="f", path=str(data / "f"), content="hello\n"))
+    engine = Engine(hostname="test", prefix=tmp_path / "prefix")
+    try:
+        await engine.apply(graph)
+        await settle(engine)
+        vertex = engine.vertices[("file", "f")]
+        assert (data / "f").read_text() == "hello\n"
+        with tmpfs(data):
+            assert not (data / "f").exists()
+            await settle(engine, lambda: (data / "f").exists() and vertex.status is Status.OK)
+            assert (data / "f").read_text() == "hello\n"
+            checks = vertex.stats.events
+            (data / "f").write_text("drift\n")  # in the mount: its watch is there now
+            await settle(engine, lambda: vertex.stats.events > checks)
+            await settle(engine, lambda: (data / "f").read_text() == "hello\n")
+            events = vertex.stats.events
+        await settle(engine, lambda: vertex.stats.events > events)  # taken off: told too
+        await settle(engine)
+        assert (data / "f").read_text() == "hello\n"
+    finally:
+        await engine.stop(graceful=False)
+
+
+def test_changed_points() -> None:
+    line = "36 35 98:0 / {point} rw,noatime master:1 - ext3 /dev/root {opts}\n"
+    old = {"36": line.format(point="/mnt/a", opts="rw"), "37": line.format(point="/b", opts="rw")}
+    new = {
+        "36": line.format(point="/mnt/a", opts="ro"),
+        "38": line.format(point="/c\\040d", opts="rw"),
+    }
+    assert changed_points(old, new) == {"/mnt/a", "/b", "/c d"}
+    assert changed_points(old, old) == set()
