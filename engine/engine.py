@@ -978,8 +978,7 @@ class Vertex:
             return
         if healing is None:
             self.healing = healing = Healing(why)
-            what = f"failed ({why}: checking again in {heal.HEAL_MIN:g}s, then less often)"
-            self._say_failure(what, err, False, logging.ERROR)
+            self._say_failure("failed", err, False, logging.ERROR, heal.told())
         elif healing.checking:  # its own check failed: not said again (the first line said it)
             healing.why, healing.wait = why, heal.next_wait(healing.wait)
             healing.cancel()
@@ -1011,7 +1010,12 @@ class Vertex:
             self.healing = None
 
     def _say_failure(
-        self, what: str, err: BaseException, again: bool, level: int = logging.WARNING
+        self,
+        what: str,
+        err: BaseException,
+        again: bool,
+        level: int = logging.WARNING,
+        then: str = "",
     ) -> None:
         """`what: err` for a failure that may repeat for ever (tester11: 2,400 lines a second
         of `retry: -1, delay: 0`): the same failure again is said at DEBUG and counted, and
@@ -1024,7 +1028,7 @@ class Vertex:
         now = time.monotonic()
         if not again:
             logger.again, logger.said_at, logger.differed = 0, now, False
-            logger.log(level, "%s: %s", what, err)
+            logger.log(level, "%s: %s%s", what, err, then)
         elif now - logger.said_at >= REPEAT_EVERY:
             times = logger.again + 1
             took = now - logger.said_at

@@ -56,6 +56,13 @@ def passes(err: BaseException | None) -> str | None:
     return None
 
 
+def told() -> str:
+    """What the line of such a failure adds: ` (checking again in 1s, then less often, at
+    most every 5 min: it may pass by itself)`."""
+    most = f"{HEAL_MAX / 60:g} min" if HEAL_MAX >= 60 else f"{HEAL_MAX:g}s"
+    return f" (checking again in {HEAL_MIN:g}s, then less often, at most every {most}: it may pass)"
+
+
 def next_wait(wait: float) -> float:
     """The wait after one of `wait` that ended in the same failure: twice as long, at most
     HEAL_MAX."""
