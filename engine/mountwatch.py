@@ -17,35 +17,43 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import select
 from collections.abc import Callable
 
 log = logging.getLogger("engine")
 
 MOUNTINFO = "/proc/self/mountinfo"
-_OCTAL = re.compile(r"\\([0-7]{3})")  # mountinfo escapes space, tab, newline, backslash
+OCTAL = frozenset(b"01234567")
 
 
-def _unescape(field: str) -> str:
-    if "\\" not in field:
-        return field
-    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), field)
+def unescape(field: bytes) -> str:
+    """A mountinfo field as a path: its octal escapes (`\\040` for a space; tab, newline and
+    backslash too) decoded, its bytes as the file system's (os.fsdecode)."""
+    if b"\\" not in field:
+        return os.fsdecode(field)
+    parts = field.split(b"\\")
+    out = [parts[0]]
+    for part in parts[1:]:
+        if len(part) >= 3 and all(c in OCTAL for c in part[:3]):
+            out.append(bytes((int(part[:3], 8),)) + part[3:])
+        else:
+            out.append(b"\\" + part)
+    return os.fsdecode(b"".join(out))
 
 
-def read_table(path: str = MOUNTINFO) -> dict[str, str]:
+def read_table(path: str = MOUNTINFO) -> dict[bytes, bytes]:
     """Mount id -> its whole line (mount point, options, source: any of them changing is a
-    change of that mount)."""
-    with open(path, encoding="utf-8", errors="surrogateescape") as lines:
-        return {line.split(" ", 1)[0]: line for line in lines}
+    change of that mount). Bytes, split once: nothing decoded but what changed."""
+    with open(path, "rb") as lines:
+        return {line.split(b" ", 1)[0]: line for line in lines.read().splitlines()}
 
 
-def mount_point(line: str) -> str:
+def mount_point(line: bytes) -> str:
     """The mount point of a mountinfo line (its fifth field, unescaped)."""
-    return _unescape(line.split(" ", 5)[4])
+    return unescape(line.split(b" ", 5)[4])
 
 
-def changed_points(old: dict[str, str], new: dict[str, str]) -> set[str]:
+def changed_points(old: dict[bytes, bytes], new: dict[bytes, bytes]) -> set[str]:
     """The mount points whose mount came, went or changed between two readings."""
     points = set()
     for mount_id, line in new.items():

@@ -25,7 +25,7 @@ from engine import heal
 from engine.engine import Engine, Status
 from engine.errors import ResourceError
 from engine.graph import Graph
-from engine.mountwatch import changed_points
+from engine.mountwatch import changed_points, unescape
 from engine.resource import Resource, register
 from resources.file import FileRes
 from tests.engine.conftest import settle
@@ -279,11 +279,13 @@ async def test_a_mount_over_a_managed_directory_is_seen(tmp_path: Path) -> None:
 
 
 def test_changed_points() -> None:
-    line = "36 35 98:0 / {point} rw,noatime master:1 - ext3 /dev/root {opts}\n"
-    old = {"36": line.format(point="/mnt/a", opts="rw"), "37": line.format(point="/b", opts="rw")}
+    line = "36 35 98:0 / {point} rw,noatime master:1 - ext3 /dev/root {opts}"
+    old = {b"36": line.format(point="/mnt/a", opts="rw"), b"37": line.format(point="/b", opts="rw")}
     new = {
-        "36": line.format(point="/mnt/a", opts="ro"),
-        "38": line.format(point="/c\\040d", opts="rw"),
+        b"36": line.format(point="/mnt/a", opts="ro"),
+        b"38": line.format(point="/c\\040d\\134e\\", opts="rw"),
     }
-    assert changed_points(old, new) == {"/mnt/a", "/b", "/c d"}
-    assert changed_points(old, old) == set()
+    as_bytes = [{k: v.encode() for k, v in table.items()} for table in (old, new)]
+    assert changed_points(*as_bytes) == {"/mnt/a", "/b", "/c d\\e\\"}
+    assert changed_points(as_bytes[0], as_bytes[0]) == set()
+    assert unescape(b"/x\\011y\\012") == "/x\ty\n"
