@@ -42,7 +42,8 @@ async def one(count: int, window: float, tree: Path) -> str:
     work = Path(tempfile.mkdtemp(prefix="mgmt-bench-heal-"))
     mnt = work / "m"
     mnt.mkdir()
-    mount = ["mount", "-t", "tmpfs", "-o", "size=16m,nr_inodes=100000", "tmpfs", str(mnt)]
+    size = count * 8 // 1024 + 8  # MiB: a page per file (twice over: spares), and room
+    mount = ["mount", "-t", "tmpfs", "-o", f"size={size}m,nr_inodes={count * 4}", "tmpfs", str(mnt)]
     await asyncio.to_thread(subprocess.run, mount, check=True, timeout=30)
     proc = None
     try:
