@@ -1099,8 +1099,10 @@ class Hub:
         moved above them (a check follows: a file system remounted read-write heals at once,
         a file in a new mount is seen and made). Paths elsewhere are not touched."""
         for top in sorted(points):
-            prefix = top if top.endswith("/") else top + "/"
-            if any(path == top or path.startswith(prefix) for path in self.masks):
+            # Something is watched at or below `top` when `top` is watched, or guarded (it is
+            # above a watched directory, and a watched file's directory is watched): no scan
+            # of the watched paths for a mount elsewhere (a container's, on a busy host).
+            if top in self.masks or top in self.guarded or (top == "/" and self.masks):
                 log.debug("mount table changed at %s: watching again below it", top)
                 self._gone_below(top, 0, itself=True)
 

@@ -8,6 +8,7 @@ Each mount is taken off again, whatever the test's end.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import logging
@@ -27,6 +28,7 @@ from engine.errors import ResourceError
 from engine.graph import Graph
 from engine.mountwatch import changed_points, unescape
 from engine.resource import Resource, register
+from engine.watcher import Hub
 from resources.file import FileRes
 from tests.engine.conftest import settle
 
@@ -289,3 +291,55 @@ def test_changed_points() -> None:
     assert changed_points(*as_bytes) == {"/mnt/a", "/b", "/c d\\e\\"}
     assert changed_points(as_bytes[0], as_bytes[0]) == set()
     assert unescape(b"/x\\011y\\012") == "/x\ty\n"
+
+
+async def test_a_mount_over_an_ancestor_is_seen_and_one_elsewhere_is_not(tmp_path: Path) -> None:
+    """A tmpfs over a directory above the file's (guarded, not watched itself): the file is
+    made in it, parents and all. One mounted beside the watched tree is read (the hub's
+    table changes) and reports nothing to the resource."""
+    top = tmp_path / "top"
+    (top / "a").mkdir(parents=True)
+    graph = Graph("g")
+    graph.add(FileRes(name="f", path=str(top / "a" / "f"), content="hello\n"))
+    engine = Engine(hostname="test", prefix=tmp_path / "prefix")
+    try:
+        await engine.apply(graph)
+        await settle(engine)
+        vertex = engine.vertices[("file", "f")]
+        hub = Hub.running()
+        assert hub is not None and hub.mounts is not None
+        told: set[str] = set()  # the mount points the hub was told of (others' mounts too)
+        news = asyncio.Event()
+        tell = hub.mounts.on_change
+
+        def on_change(points: set[str]) -> None:
+            tell(points)
+            told.update(points)
+            news.set()
+
+        async def seen(point: Path) -> None:
+            async with asyncio.timeout(10):
+                while str(point) not in told:
+                    news.clear()
+                    await news.wait()
+            told.discard(str(point))
+
+        hub.mounts.on_change = on_change
+        with tmpfs(tmp_path / "beside"):
+            await seen(tmp_path / "beside")
+            events = vertex.stats.events
+            with tmpfs(top):
+                await settle(engine, (top / "a" / "f").is_file)
+                assert vertex.stats.events > events
+                await settle(engine)
+                assert (top / "a" / "f").read_text() == "hello\n"
+                events = vertex.stats.events
+            await seen(top)  # taken off: reported too
+            await settle(engine, lambda: vertex.stats.events > events)
+            await settle(engine)
+            events = vertex.stats.events
+            with tmpfs(tmp_path / "beside" / "inner"):
+                await seen(tmp_path / "beside" / "inner")
+            assert vertex.stats.events == events  # mounts elsewhere: nothing reported
+    finally:
+        await engine.stop(graceful=False)
