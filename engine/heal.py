@@ -15,6 +15,8 @@ from __future__ import annotations
 import errno
 import os
 
+from engine.errors import Interfered
+
 HEAL_MIN = 1.0  # seconds to the first check on its own after a failure that may pass
 HEAL_MAX = 300.0  # seconds between two such checks at most (the doubling stops there)
 
@@ -40,12 +42,16 @@ IMMUTABLE = "immutable or append-only (chattr +i/+a)"
 
 
 def passes(err: BaseException | None) -> str | None:
-    """Why `err` may pass by itself (`read-only file system`), or None: the first OSError with
-    an errno in PASSING in its chain (`raise ... from`, then the error it was raised during),
-    a few links deep."""
+    """Why `err` may pass by itself (`read-only file system`), or None: the first OSError in its
+    chain (`raise ... from`, then the error it was raised during, a few links deep) decides, by
+    its errno. Never for another's change that cut a write short (errors.Interfered, whatever
+    errno it carries: an `rm -rf` racing a repair, EPERM for an O_TMPFILE in a removed
+    directory): the engine checks that again at once."""
     seen = 0
     while err is not None and seen < 8:
-        if isinstance(err, OSError) and err.errno is not None:
+        if isinstance(err, Interfered):
+            return None
+        if isinstance(err, OSError):
             if err.errno in PASSING:
                 return PASSING[err.errno]
             if err.errno == errno.EPERM and os.geteuid() == 0:

@@ -24,7 +24,7 @@ import pytest
 
 from engine import heal
 from engine.engine import Engine, Status
-from engine.errors import ResourceError
+from engine.errors import Interfered, ResourceError
 from engine.graph import Graph
 from engine.mountwatch import changed_points, unescape
 from engine.resource import Resource, register
@@ -246,6 +246,11 @@ def test_which_errors_pass() -> None:
     for code in (errno.EACCES, errno.EINVAL, errno.ENOENT, errno.EIO):
         assert heal.passes(chained(code)) is None
     assert heal.passes(RuntimeError("no errno")) is None
+    assert heal.passes(OSError("no errno either")) is None
+    try:  # another's rm -rf cut a write short: EPERM for its O_TMPFILE, checked again at once
+        raise ResourceError("vanished") from Interfered(errno.EPERM, "Operation not permitted")
+    except ResourceError as err:
+        assert heal.passes(err) is None
     eperm = heal.passes(chained(errno.EPERM))
     assert eperm == (heal.IMMUTABLE if os.geteuid() == 0 else None)
 
