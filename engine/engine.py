@@ -13,7 +13,9 @@ Semantics (mgmt's):
   returned False) also marks Refreshable targets of `notify` edges for refresh. A failure pokes
   nobody: it blocks the vertex's descendants and nothing else.
 - A failure is retried `meta.retry` times (-1: forever) every `meta.delay` ms; then the vertex
-  is failed until its next event, which buys it one more attempt.
+  is failed until its next event, which buys it one more attempt. A failure whose cause may
+  pass without an event (a full disk, a read-only remount: engine.heal) is also checked again
+  on its own, on a backoff, until it passes.
 
 A vertex's life is `Status`, moved along TRANSITIONS only (docs/engine.md, "A vertex's state").
 """
@@ -35,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine import collector, watcher
+from engine import collector, heal, watcher
 from engine.autoedge import (
     AutoIndex,
     Owners,
@@ -143,6 +145,25 @@ REPEAT_EVERY = 60.0
 REWATCH_MIN, REWATCH_MAX = 0.05, 10.0  # seconds between restarts of a failing watch (doubling)
 
 
+class Healing:
+    """The checks on its own of a vertex failed with an error that may pass (engine.heal): the
+    next one's timer, when it is due (wall clock, for `mgmt status`), the wait before it."""
+
+    __slots__ = ("at", "checking", "timer", "wait", "why")
+
+    def __init__(self, why: str) -> None:
+        self.why = why  # what may pass (heal.PASSING): `the disk is full`
+        self.wait = heal.HEAL_MIN
+        self.at = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.checking = False  # the check under way is this one's (not an event's)
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
 class VertexStats:
     """A vertex's counters (what happened so far, not what state it is in). A class with
     slots, not a dataclass: one per vertex, made in a third of the instructions."""
@@ -205,6 +226,7 @@ class Vertex:
         "error",
         "forward",
         "handle",
+        "healing",
         "key",
         "outcome",
         "poll_tick",
@@ -236,6 +258,7 @@ class Vertex:
         self.ts = 0  # logical time of the last successful process (0 = never)
         self.state_ok = False  # mgmt's isStateOK: no event since the last good check_apply
         self.error: BaseException | None = None
+        self.healing: Healing | None = None  # failed, checked again on its own (engine.heal)
         self.changed_last = False  # the last check_apply reported a change
         self.work: Work | None = None  # the running check_apply's (stopgate): refused if we stop
         # The work pending or running came from poll ticks only (a tick, or a poke from a tick
@@ -564,6 +587,8 @@ class Vertex:
         if self.work is not None:  # a check_apply whose work has not begun never begins it
             self.work.stop()
         self.handle.request_stop()  # work in progress that can end early does (exec: `sig`)
+        if self.healing is not None:
+            self._stop_healing()
         self._stop_listening()
         if self._watch_task is not None:
             self._watch_task.cancel()
@@ -889,6 +914,8 @@ class Vertex:
             self.handle.logger.repeats = None
         if self.outcome in (RETRYING, FAILED):
             self.handle.logger.info("recovered")
+        if self.healing is not None:
+            self._stop_healing()
         if self.res.meta.retryreset:  # else the retries are spent for good (mgmt's)
             self.engine.retries.pop(self.key, None)
         self.error = None
@@ -929,15 +956,66 @@ class Vertex:
             self.handle.logger.warning("failed, retrying in %gs (%s): %s", delay, left, err)
         elif meta.retry == -1:  # for ever: said once, then counted while it keeps failing
             self._say_failure(f"failed, retrying in {delay:g}s (forever)", err, again)
-        else:  # out of retries; run again by an event or a poll, it may fail again
-            self._say_failure("failed", err, again and self.outcome is FAILED, logging.ERROR)
+        else:  # out of retries; run again by an event, a poll or a heal, it may fail again
+            self._failed_for_now(err, again and self.outcome is FAILED)
             self._set_outcome(FAILED)
             return None
         self._set_outcome(RETRYING)
         return delay
 
+    def _failed_for_now(self, err: BaseException, again: bool) -> None:
+        """Out of retries: said (`again`: it was failed already), and, when its error may pass
+        by itself (engine.heal), checked again on its own later: HEAL_MIN s after the first
+        such failure, twice as long after each of those checks that fails again, at most
+        HEAL_MAX. The first is said with when; the checks that fail again at DEBUG only."""
+        healing = self.healing
+        poll = self.res.meta.poll
+        why = heal.passes(err) if poll <= 0 or poll > heal.HEAL_MAX else None
+        if why is None:  # nothing says it may pass (or its poll checks it soon enough)
+            if healing is not None:
+                self._stop_healing()
+            self._say_failure("failed", err, again, logging.ERROR)
+            return
+        if healing is None:
+            self.healing = healing = Healing(why)
+            self._say_failure("failed", err, False, logging.ERROR, heal.told())
+        elif healing.checking:  # its own check failed: not said again (the first line said it)
+            healing.why, healing.wait = why, heal.next_wait(healing.wait)
+            healing.cancel()
+            self.handle.logger.debug("failed again, checking again in %gs: %s", healing.wait, err)
+        else:  # an event's check, while it was failed: its own check stays as it was due
+            healing.why = why
+            self._say_failure("failed", err, again, logging.ERROR)
+        healing.checking = False
+        if healing.timer is None:
+            healing.at = time.time() + healing.wait
+            healing.timer = running_loop().call_later(healing.wait, self._heal_now)
+
+    def _heal_now(self) -> None:
+        """A heal's check is due (_failed_for_now): a tick's poke (not activity for the
+        converger unless it changes something). A vertex no longer failed (an event's check
+        runs) is left to that check's end."""
+        healing = self.healing
+        if healing is None:
+            return
+        healing.timer = None
+        if self.status is not FAILED:
+            return
+        healing.checking = True
+        self.poke(tick=True)
+
+    def _stop_healing(self) -> None:
+        if self.healing is not None:
+            self.healing.cancel()
+            self.healing = None
+
     def _say_failure(
-        self, what: str, err: BaseException, again: bool, level: int = logging.WARNING
+        self,
+        what: str,
+        err: BaseException,
+        again: bool,
+        level: int = logging.WARNING,
+        then: str = "",
     ) -> None:
         """`what: err` for a failure that may repeat for ever (tester11: 2,400 lines a second
         of `retry: -1, delay: 0`): the same failure again is said at DEBUG and counted, and
@@ -950,7 +1028,7 @@ class Vertex:
         now = time.monotonic()
         if not again:
             logger.again, logger.said_at, logger.differed = 0, now, False
-            logger.log(level, "%s: %s", what, err)
+            logger.log(level, "%s: %s%s", what, err, then)
         elif now - logger.said_at >= REPEAT_EVERY:
             times = logger.again + 1
             took = now - logger.said_at
@@ -967,6 +1045,7 @@ class Vertex:
 
     def _fail_permanently(self, err: BaseException, where: str) -> None:
         self.error = err
+        self._stop_healing()
         self.handle.logger.error("%s failed: %s", where, err)
         self.engine.listeners.emit(VertexFailed(self, err, where, hard=True))
         self._set_outcome(DEAD)

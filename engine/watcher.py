@@ -78,6 +78,7 @@ from typing import ClassVar, TypeVar
 from engine import inotify, libc
 from engine.flag import Flag
 from engine.inotify import Blind, Event, Inotify
+from engine.mountwatch import MountWatch
 
 log = logging.getLogger("engine")
 
@@ -788,6 +789,9 @@ class Hub:
         # flight (`own_writes`: the `expecting()` contexts open).
         self._read_this_step = False
         self.own_writes = 0
+        # The mount table (engine.mountwatch): a mount over a watched directory, or a remount,
+        # says nothing to the watches; while the hub is open, its changes are (_mounts_changed).
+        self.mounts = MountWatch.open(loop, self._mounts_changed)
 
     def hold_reads(self) -> None:
         """An own write begins in a thread beside others (a first run's creations): until
@@ -944,6 +948,8 @@ class Hub:
             if self._read_timer is not None:
                 self._read_timer.cancel()
                 self._read_timer = None
+            if self.mounts is not None:
+                self.mounts.close()
             self.inotify.close()
         elif self.closing:
             self.released[watcher] = old
@@ -1085,6 +1091,20 @@ class Hub:
             targets.update(self.masks[path])
         for watcher in targets:
             watcher.deliver(True, mask)
+
+    def _mounts_changed(self, points: set[str]) -> None:
+        """A file system was mounted, taken off or remounted at each of `points`: the watched
+        paths at or below one (their watches are on the inodes the mount hid or uncovered) are
+        taken as moved, and their watchers re-sync and report a change, as for a directory
+        moved above them (a check follows: a file system remounted read-write heals at once,
+        a file in a new mount is seen and made). Paths elsewhere are not touched."""
+        for top in sorted(points):
+            # Something is watched at or below `top` when `top` is watched, or guarded (it is
+            # above a watched directory, and a watched file's directory is watched): no scan
+            # of the watched paths for a mount elsewhere (a container's, on a busy host).
+            if top in self.masks or top in self.guarded or (top == "/" and self.masks):
+                log.debug("mount table changed at %s: watching again below it", top)
+                self._gone_below(top, 0, itself=True)
 
     def _suspect_above(self, top: str) -> None:
         """`top` went: the guards above it (watches no watcher registered) may be going with

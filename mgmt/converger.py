@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from engine.engine import OK, PENDING, RUNNING, Engine, Vertex
+from engine.engine import FAILED, OK, PENDING, RUNNING, Engine, Vertex
 from engine.events import CheckApplied, GraphSwapped, ReversalsChanged, VertexChanged
 from engine.graph import Key
 
@@ -174,6 +174,8 @@ class Converger:
             return  # a vertex being stopped by a swap; recompute() follows the swap
         status = vertex.status  # not failed while pending, running or OK: no property call
         failed = not (status is OK or status is RUNNING or status is PENDING) and vertex.failed
+        if not failed and vertex.poll_tick and vertex.outcome is FAILED and key in self._failed:
+            failed = True  # a failed vertex's tick (a poll's, a heal's): failed until it is not
         if failed != (key in self._failed):
             self._failure_changed(key, failed)
             return

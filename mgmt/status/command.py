@@ -164,6 +164,8 @@ def table(snapshot: dict[str, Any]) -> str:
     rows = [("RESOURCE", "STATE", "SINCE", "LAST CHANGE / ERROR")]
     for v in snapshot["vertices"]:
         detail = f"error: {v['error']}" if v["error"] else v["last_change"]
+        if v.get("next_check"):  # failed with an error that may pass: checked again on its own
+            detail = f"next check {_clock(v['next_check'])}; {detail}"
         if v.get("waits"):
             detail = "waits for " + ", ".join(f"{w['id']} ({w['state']})" for w in v["waits"])
         if v.get("churn"):  # engine.churn

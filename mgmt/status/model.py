@@ -326,6 +326,8 @@ class StatusModel:
         if self.unwatched and key in self.unwatched:
             vertex["unwatched"] = True
         running = self.engine.vertices.get(key)
+        if running is not None and (healing := running.healing) and healing.timer is not None:
+            vertex["next_check"] = healing.at  # failed, checked again on its own (engine.heal)
         if running is not None and running.stats.churn:  # changed behind its back (engine.churn)
             vertex["churn"] = running.stats.churn
         return vertex

@@ -197,3 +197,31 @@ async def test_a_change_while_another_vertex_runs_keeps_it_diverged_until_all_se
         gate.set()
         converger.close()
         await engine.stop(graceful=False)
+
+
+async def test_a_failed_vertexs_own_checks_do_not_hold_convergence_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A vertex failed with an error that may pass (engine.heal) is checked again on its own
+    every 0.02 s here (fewer under load), against a converged timeout of 0.3 s: each check is a tick, not
+    activity, so the graph converges anyway, and the vertex counts as failed throughout."""
+    from engine import heal
+    from tests.engine.test_heal import FAILING, HealProbe
+
+    monkeypatch.setattr(heal, "HEAL_MIN", 0.01)
+    monkeypatch.setattr(heal, "HEAL_MAX", 0.02)
+    FAILING["a"] = [28] * 100_000  # ENOSPC, for the test's life
+    engine = Engine(hostname="test", prefix=tmp_path)
+    converger = Converger(engine, timeout=0.3)
+    graph = make_graph("b")
+    graph.add(HealProbe(name="a"))
+    try:
+        await engine.apply(graph)
+        async with asyncio.timeout(20):  # hang-preventing bound only
+            await converger.converged.wait()
+        assert 100_000 - len(FAILING["a"]) > 2  # checked again and again meanwhile
+        assert [v.name for v in converger.failed()] == ["healprobe[a]"]
+    finally:
+        FAILING.clear()
+        converger.close()
+        await engine.stop(graceful=False)

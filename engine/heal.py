@@ -1,0 +1,75 @@
+"""Failures that pass by themselves: which errors name a condition whose end no event tells of,
+and how often a resource failed so is checked again (docs/engine.md, "Failures that pass by
+themselves").
+
+A full disk freed, a quota raised, a file system remounted read-write, `chattr -i`: the kernel
+sends no inotify event when any of these passes, so a resource out of its meta retries would
+stay failed until a reload. One failed with such an error is checked again HEAL_MIN seconds
+later, then twice as long after each check that fails again, at most HEAL_MAX apart
+(Vertex._heal_later), until a check succeeds, its error becomes one that does not pass, or the
+vertex stops (a swap that replaces or removes it, the agent's end).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from engine.errors import Interfered
+
+HEAL_MIN = 1.0  # seconds to the first check on its own after a failure that may pass
+HEAL_MAX = 300.0  # seconds between two such checks at most (the doubling stops there)
+
+# errno -> why it may pass without anyone touching the graph (what frees it).
+PASSING: dict[int, str] = {
+    errno.ENOSPC: "the disk is full",  # space freed (rm, a log rotated, a snapshot dropped)
+    errno.EDQUOT: "over quota",  # files removed, the quota raised (setquota: no event)
+    errno.EROFS: "read-only file system",  # mount -o remount,rw; fsck then rw after errors
+    errno.ETXTBSY: "the file is running",  # the program that ran it ends
+    errno.EBUSY: "busy",  # a mount point, a device or a lock released
+    errno.EAGAIN: "temporarily unavailable",  # a lock or a resource limit released
+    errno.ENOMEM: "out of memory",  # memory freed
+    errno.EMFILE: "out of file descriptors",  # another task closes its files
+    errno.ENFILE: "the system is out of open files",  # as EMFILE, host-wide
+}
+# EPERM as root: an immutable or append-only file (chattr +i/+a; `chattr -i` sends no event),
+# a read-only bind mount's file. Not as another user: there it is mostly an owner or a mode the
+# agent may not set (the graph asks what it cannot do), which no time passing changes.
+IMMUTABLE = "immutable or append-only (chattr +i/+a)"
+# Not here: EACCES (a mode, an owner: the graph's own or another's choice, which an event
+# tells of when it changes), EINVAL, ENOENT, ENOTDIR, EEXIST, ELOOP (what the graph asks
+# cannot be done as it stands), EIO (a failing disk: a repair is a person's work).
+
+
+def passes(err: BaseException | None) -> str | None:
+    """Why `err` may pass by itself (`read-only file system`), or None: the first OSError in its
+    chain (`raise ... from`, then the error it was raised during, a few links deep) decides, by
+    its errno. Never for another's change that cut a write short (errors.Interfered, whatever
+    errno it carries: an `rm -rf` racing a repair, EPERM for an O_TMPFILE in a removed
+    directory): the engine checks that again at once."""
+    seen = 0
+    while err is not None and seen < 8:
+        if isinstance(err, Interfered):
+            return None
+        if isinstance(err, OSError):
+            if err.errno in PASSING:
+                return PASSING[err.errno]
+            if err.errno == errno.EPERM and os.geteuid() == 0:
+                return IMMUTABLE
+            return None  # the first errno decides: a chained one is what it was caused by
+        err = err.__cause__ or err.__context__
+        seen += 1
+    return None
+
+
+def told() -> str:
+    """What the line of such a failure adds: ` (checking again in 1s, then less often, at
+    most every 5 min: it may pass by itself)`."""
+    most = f"{HEAL_MAX / 60:g} min" if HEAL_MAX >= 60 else f"{HEAL_MAX:g}s"
+    return f" (checking again in {HEAL_MIN:g}s, then less often, at most every {most}: it may pass)"
+
+
+def next_wait(wait: float) -> float:
+    """The wait after one of `wait` that ended in the same failure: twice as long, at most
+    HEAL_MAX."""
+    return min(wait * 2, HEAL_MAX)

@@ -1,0 +1,350 @@
+"""Failures that pass by themselves (engine.heal): a resource failed with such an error is
+checked again on its own, on a backoff, and recovers once its cause has passed, with no event.
+
+The file-system causes are real: a small tmpfs mounted for the test, filled (ENOSPC) and
+freed, remounted read-only and read-write, a directory made immutable (`chattr +i`) and not.
+Each mount is taken off again, whatever the test's end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from engine import heal
+from engine.engine import Engine, Status
+from engine.errors import Interfered, ResourceError
+from engine.graph import Graph
+from engine.mountwatch import changed_points, unescape
+from engine.resource import Resource, register
+from engine.watcher import Hub
+from resources.file import FileRes
+from tests.engine.conftest import settle
+
+FAILING: dict[str, list[int]] = {}  # a failing probe's name -> the errnos its next checks raise
+
+
+@register("healprobe")
+@dataclass(kw_only=True, eq=False)
+class HealProbe(Resource):
+    """Fails with the errnos FAILING lists for it (one per check), then succeeds."""
+
+    async def check_apply(self, apply: bool) -> bool:
+        left = FAILING.get(self.name)
+        if left:
+            code = left.pop(0)
+            cause = OSError(code, os.strerror(code))
+            raise ResourceError(f"could not write /x: {os.strerror(code)}") from cause
+        return True
+
+
+@pytest.fixture(autouse=True)
+def _quick(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A backoff in hundredths of seconds (the doubling and the cap as they are)."""
+    monkeypatch.setattr(heal, "HEAL_MIN", 0.01)
+    monkeypatch.setattr(heal, "HEAL_MAX", 0.08)
+    FAILING.clear()
+    yield
+    FAILING.clear()
+
+
+def _run(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=30, check=False)
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str = "256k") -> Iterator[Path]:
+    """A tmpfs of `size` mounted on `where` for the block; skipped where the kernel or the
+    container refuses a mount (not root, no CAP_SYS_ADMIN); always taken off again."""
+    where.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root and mount(8)")
+    done = _run("mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where))
+    if done.returncode != 0:
+        pytest.skip(f"the kernel or the container refuses a tmpfs mount: {done.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        _run("chattr", "-R", "-i", str(where))
+        if _run("umount", str(where)).returncode != 0:
+            _run("umount", "-l", str(where))  # busy (a file's spare still open): detached
+
+
+async def _failed_then_healed(
+    engine: Engine, key: tuple[str, str], free: object, told: bool = False
+) -> None:
+    """`key` fails (out of retries) with an error that may pass; `free()` ends its cause; it
+    recovers: without an event (its watch saw nothing), or `told` by one (the mount table's)."""
+    await settle(engine)
+    vertex = engine.vertices[key]
+    assert vertex.status is Status.FAILED, vertex.error
+    assert vertex.healing is not None, vertex.error
+    events = vertex.stats.events
+    free()  # type: ignore[operator]
+    await settle(engine, lambda: vertex.status is Status.OK)
+    assert vertex.healing is None
+    if told:
+        assert vertex.stats.events > events  # the mount table's change was reported
+    else:
+        assert vertex.stats.events == events  # no event told of it: the heal's own check did
+
+
+async def test_a_full_disk_freed_heals(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "m", size="64k") as mnt:
+        (mnt / "data").mkdir()
+        (mnt / "fill").mkdir()
+        filler = mnt / "fill" / "big"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            with contextlib.suppress(OSError):
+                while True:  # until ENOSPC
+                    os.write(fd, b"x" * 4096)
+        finally:
+            os.close(fd)
+        graph = Graph("g")
+        graph.add(FileRes(name="f", path=str(mnt / "data" / "f"), content="hello\n" * 2000))
+        engine = Engine(hostname="test", prefix=tmp_path / "prefix")
+        try:
+            await engine.apply(graph)
+            await settle(engine)
+            assert "No space left" in str(engine.vertices[("file", "f")].error)
+            await _failed_then_healed(engine, ("file", "f"), filler.unlink)
+            assert (mnt / "data" / "f").read_text() == "hello\n" * 2000
+        finally:
+            await engine.stop(graceful=False)
+
+
+async def test_a_read_only_remount_made_rw_heals(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "m") as mnt:
+        (mnt / "data").mkdir()
+        if _run("mount", "-o", "remount,ro", str(mnt)).returncode != 0:
+            pytest.skip("the kernel or the container refuses mount -o remount,ro")
+        graph = Graph("g")
+        graph.add(FileRes(name="f", path=str(mnt / "data" / "f"), content="hello\n"))
+        engine = Engine(hostname="test", prefix=tmp_path / "prefix")
+        try:
+            await engine.apply(graph)
+            await settle(engine)
+            assert "Read-only file system" in str(engine.vertices[("file", "f")].error)
+
+            def rw() -> None:
+                assert _run("mount", "-o", "remount,rw", str(mnt)).returncode == 0
+
+            await _failed_then_healed(engine, ("file", "f"), rw, told=True)
+            assert (mnt / "data" / "f").read_text() == "hello\n"
+        finally:
+            await engine.stop(graceful=False)
+
+
+async def test_an_immutable_directory_made_mutable_heals(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "m") as mnt:
+        data = mnt / "data"
+        data.mkdir()
+        if _run("chattr", "+i", str(data)).returncode != 0:
+            pytest.skip("chattr +i is refused here (no chattr, or the fs has no such flag)")
+        graph = Graph("g")
+        graph.add(FileRes(name="f", path=str(data / "f"), content="hello\n"))
+        engine = Engine(hostname="test", prefix=tmp_path / "prefix")
+        try:
+            await engine.apply(graph)
+            await settle(engine)
+            vertex = engine.vertices[("file", "f")]
+            assert vertex.status is Status.FAILED
+            assert vertex.healing is not None and vertex.healing.why == heal.IMMUTABLE
+
+            def mutable() -> None:
+                assert _run("chattr", "-i", str(data)).returncode == 0
+
+            await _failed_then_healed(engine, ("file", "f"), mutable)
+            assert (data / "f").read_text() == "hello\n"
+        finally:
+            await engine.stop(graceful=False)
+
+
+async def test_backoff_doubles_to_its_cap_and_is_said_once(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One line as it starts failing, one as it recovers; the checks between at DEBUG only;
+    their waits double up to HEAL_MAX."""
+    FAILING["a"] = [errno.ENOSPC] * 6
+    graph = Graph("g")
+    graph.add(HealProbe(name="a"))
+    with caplog.at_level(logging.DEBUG):
+        await engine.apply(graph)
+        vertex = engine.vertices[("healprobe", "a")]
+        await settle(engine, lambda: vertex.status is Status.OK)
+    lines = [r.getMessage() for r in caplog.records]
+    waits = [float(m.group(1)) for line in lines if (m := re.search(r"again in ([0-9.]+)s", line))]
+    assert waits == [0.01, 0.02, 0.04, 0.08, 0.08, 0.08]
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    failed = [line for line in said if "failed" in line]
+    assert len(failed) == 1, said
+    assert failed[0].endswith(
+        "(checking again in 0.01s, then less often, at most every 0.08s: it may pass)"
+    )
+    assert [line for line in said if line.endswith("recovered")] == ["healprobe[a]: recovered"]
+
+
+async def test_an_error_that_does_not_pass_is_not_checked_on_its_own(engine: Engine) -> None:
+    FAILING["a"] = [errno.EINVAL]
+    FAILING["b"] = [errno.EACCES]
+    graph = Graph("g")
+    graph.add(HealProbe(name="a"))
+    graph.add(HealProbe(name="b"))
+    await engine.apply(graph)
+    await settle(engine)
+    for name in "ab":
+        vertex = engine.vertices[("healprobe", name)]
+        assert vertex.status is Status.FAILED and vertex.healing is None
+
+
+async def test_an_error_that_stops_passing_ends_the_heal(engine: Engine) -> None:
+    """ENOSPC, then EINVAL at the heal's check: failed until an event, no timer left."""
+    FAILING["a"] = [errno.ENOSPC, errno.EINVAL]
+    graph = Graph("g")
+    graph.add(HealProbe(name="a"))
+    await engine.apply(graph)
+    vertex = engine.vertices[("healprobe", "a")]
+    await settle(engine, lambda: not FAILING["a"] and vertex.status is Status.FAILED)
+    assert vertex.healing is None
+    assert isinstance(vertex.error, ResourceError) and "Invalid argument" in str(vertex.error)
+
+
+async def test_a_stop_cancels_the_heal(engine: Engine) -> None:
+    FAILING["a"] = [errno.EROFS] * 1000
+    graph = Graph("g")
+    graph.add(HealProbe(name="a"))
+    await engine.apply(graph)
+    await settle(engine)
+    vertex = engine.vertices[("healprobe", "a")]
+    healing = vertex.healing
+    assert healing is not None and healing.timer is not None
+    await engine.stop()
+    assert vertex.healing is None and healing.timer is None
+
+
+def test_which_errors_pass() -> None:
+    def chained(code: int) -> ResourceError:
+        try:
+            raise ResourceError("could not write") from OSError(code, os.strerror(code))
+        except ResourceError as err:
+            return err
+
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ETXTBSY, errno.EBUSY):
+        assert heal.passes(chained(code)) == heal.PASSING[code]
+    for code in (errno.EACCES, errno.EINVAL, errno.ENOENT, errno.EIO):
+        assert heal.passes(chained(code)) is None
+    assert heal.passes(RuntimeError("no errno")) is None
+    assert heal.passes(OSError("no errno either")) is None
+    try:  # another's rm -rf cut a write short: EPERM for its O_TMPFILE, checked again at once
+        raise ResourceError("vanished") from Interfered(errno.EPERM, "Operation not permitted")
+    except ResourceError as err:
+        assert heal.passes(err) is None
+    eperm = heal.passes(chained(errno.EPERM))
+    assert eperm == (heal.IMMUTABLE if os.geteuid() == 0 else None)
+
+
+async def test_a_mount_over_a_managed_directory_is_seen(tmp_path: Path) -> None:
+    """A tmpfs mounted over the file's directory hides the file and the watches: the mount
+    table's change makes the file anew in the mount, watched there (a drift in it is
+    repaired); taken off, the file below is checked again."""
+    data = tmp_path / "data"
+    data.mkdir()
+    graph = Graph("g")
+    graph.add(FileRes(name="f", path=str(data / "f"), content="hello\n"))
+    engine = Engine(hostname="test", prefix=tmp_path / "prefix")
+    try:
+        await engine.apply(graph)
+        await settle(engine)
+        vertex = engine.vertices[("file", "f")]
+        assert (data / "f").read_text() == "hello\n"
+        with tmpfs(data):
+            assert not (data / "f").exists()
+            await settle(engine, lambda: (data / "f").exists() and vertex.status is Status.OK)
+            assert (data / "f").read_text() == "hello\n"
+            checks = vertex.stats.events
+            (data / "f").write_text("drift\n")  # in the mount: its watch is there now
+            await settle(engine, lambda: vertex.stats.events > checks)
+            await settle(engine, lambda: (data / "f").read_text() == "hello\n")
+            events = vertex.stats.events
+        await settle(engine, lambda: vertex.stats.events > events)  # taken off: told too
+        await settle(engine)
+        assert (data / "f").read_text() == "hello\n"
+    finally:
+        await engine.stop(graceful=False)
+
+
+def test_changed_points() -> None:
+    line = "36 35 98:0 / {point} rw,noatime master:1 - ext3 /dev/root {opts}"
+    old = {b"36": line.format(point="/mnt/a", opts="rw"), b"37": line.format(point="/b", opts="rw")}
+    new = {
+        b"36": line.format(point="/mnt/a", opts="ro"),
+        b"38": line.format(point="/c\\040d\\134e\\", opts="rw"),
+    }
+    as_bytes = [{k: v.encode() for k, v in table.items()} for table in (old, new)]
+    assert changed_points(*as_bytes) == {"/mnt/a", "/b", "/c d\\e\\"}
+    assert changed_points(as_bytes[0], as_bytes[0]) == set()
+    assert unescape(b"/x\\011y\\012") == "/x\ty\n"
+
+
+async def test_a_mount_over_an_ancestor_is_seen_and_one_elsewhere_is_not(tmp_path: Path) -> None:
+    """A tmpfs over a directory above the file's (guarded, not watched itself): the file is
+    made in it, parents and all. One mounted beside the watched tree is read (the hub's
+    table changes) and reports nothing to the resource."""
+    top = tmp_path / "top"
+    (top / "a").mkdir(parents=True)
+    graph = Graph("g")
+    graph.add(FileRes(name="f", path=str(top / "a" / "f"), content="hello\n"))
+    engine = Engine(hostname="test", prefix=tmp_path / "prefix")
+    try:
+        await engine.apply(graph)
+        await settle(engine)
+        vertex = engine.vertices[("file", "f")]
+        hub = Hub.running()
+        assert hub is not None and hub.mounts is not None
+        told: set[str] = set()  # the mount points the hub was told of (others' mounts too)
+        news = asyncio.Event()
+        tell = hub.mounts.on_change
+
+        def on_change(points: set[str]) -> None:
+            tell(points)
+            told.update(points)
+            news.set()
+
+        async def seen(point: Path) -> None:
+            async with asyncio.timeout(10):
+                while str(point) not in told:
+                    news.clear()
+                    await news.wait()
+            told.discard(str(point))
+
+        hub.mounts.on_change = on_change
+        with tmpfs(tmp_path / "beside"):
+            await seen(tmp_path / "beside")
+            events = vertex.stats.events
+            with tmpfs(top):
+                await settle(engine, (top / "a" / "f").is_file)
+                assert vertex.stats.events > events
+                await settle(engine)
+                assert (top / "a" / "f").read_text() == "hello\n"
+                events = vertex.stats.events
+            await seen(top)  # taken off: reported too
+            await settle(engine, lambda: vertex.stats.events > events)
+            await settle(engine)
+            events = vertex.stats.events
+            with tmpfs(tmp_path / "beside" / "inner"):
+                await seen(tmp_path / "beside" / "inner")
+            assert vertex.stats.events == events  # mounts elsewhere: nothing reported
+    finally:
+        await engine.stop(graceful=False)
