@@ -39,7 +39,8 @@ async def test_a_tmp_prefix_agent_is_found_and_named_when_stopped(tmp_path: Path
         code, out = await asyncio.to_thread(run_mgmt, ["status", "--prefix", str(prefix)])
         assert code == 0 and "1 converged" in out, out
         daemon.signal(signal.SIGSTOP)  # (what `mgmt status` says after its 10 s wait)
-        try:
+        try:  # stopped once the kernel says so (our child: waitid, which leaves it waitable)
+            await asyncio.to_thread(os.waitid, os.P_PID, pid, os.WSTOPPED | os.WNOWAIT)
             said = silent(prefix / "status.sock", prefix)
         finally:
             daemon.signal(signal.SIGCONT)
