@@ -8,10 +8,13 @@ it took 2379/2380 as any run: beside an agent already serving there, its etcd co
 and its client reached the other cluster instead ("presents a certificate that the CA ... did
 not sign"). mgmt (Go) takes etcd's defaults there too, and its embedded etcd fails to bind.
 
-In every mode, each port this host's etcd would listen on is bound once, as etcd binds it
-(SO_REUSEADDR), before anything is applied (`check_free`): one taken by another process is a
-one-line error naming the port, the flag to change and, when /proc says, the process
-(exit 2). The port can still be taken between that look and etcd's start: etcd then fails to
+Each port this host's etcd would listen on is bound once, as etcd binds it (SO_REUSEADDR),
+before anything is applied (`check_free`): one taken by another process is a one-line error
+naming the port, the flag to change and, when /proc says, the process (exit 2), for a host
+that starts a cluster (no `--seeds`: its member is needed at once). A host that joins one
+(`--seeds`) runs a member only if the leader nominates it, maybe never: the same line is a
+warning, and it goes on as a client (its member, if nominated, fails to bind, says so once
+and backs off: mgmt/cluster/cluster.py, `_cool_down`; tester9's design). The port can still be taken between that look and etcd's start: etcd then fails to
 bind and the cluster says so (mgmt/cluster/cluster.py, `_cool_down`).
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
+import logging
 import os
 import socket
 from typing import TYPE_CHECKING
@@ -32,6 +36,8 @@ if TYPE_CHECKING:
     from mgmt.config import Config
 
 LOOPBACK = "127.0.0.1"
+log = logging.getLogger("cluster")
+_warned: set[str] = set()  # the URLs a joining host was warned of
 
 
 def tmp_ports(config: Config) -> None:
@@ -59,7 +65,8 @@ def free_port(host: str) -> int:
 
 def check_free(options: Options) -> None:
     """ValidationError (naming the flag) if a port this host's etcd listens on is held by
-    another process (none with --no-server: it listens on none)."""
+    another process (none with --no-server: it listens on none); for a host joining a
+    cluster (--seeds), a warning of it instead."""
     if options.no_server:
         return
     for flag, urls in (
@@ -72,12 +79,22 @@ def check_free(options: Options) -> None:
             if host is None or port is None:
                 continue  # (refused by options.check_url already)
             if _taken(host, port):
-                who = holder(port)
-                raise ValidationError(
-                    f"port {port} of {url} is taken by {who or 'another process'}: stop it or "
-                    f"give this host another {flag}",
-                    flag,
-                )
+                who = holder(port) or "another process"
+                if not options.seeds:
+                    raise ValidationError(
+                        f"port {port} of {url} is taken by {who}: stop it or give this host "
+                        f"another {flag}",
+                        flag,
+                    )
+                if url in _warned:  # (checked again as the cluster starts: said once)
+                    continue
+                _warned.add(url)
+                log.warning(
+                    "%s: port %d of %s is taken by %s: this host's etcd member cannot start "
+                    "if the cluster nominates it (a client until then); stop it or give this "
+                    "host another %s",
+                    flag, port, url, who, flag,
+                )  # fmt: skip
 
 
 def _taken(host: str, port: int) -> bool:

@@ -128,3 +128,22 @@ def test_tmp_prefix_run_beside_a_cluster_on_the_default_ports() -> None:
     served = re.search(r"serving clients on https://127\.0\.0\.1:(\d+)", out)
     assert served, out
     assert int(served[1]) != 2379, out
+
+
+def test_a_joining_host_is_warned_once_and_goes_on(
+    tmp_path: Path, held: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A host given --seeds runs a member only if nominated: its taken port is a warning,
+    said once (the agent checks again as its cluster starts), not a refusal."""
+    url = f"http://127.0.0.1:{held}"
+    options = from_config(
+        Config(hostname="h", prefix=tmp_path, server_urls=url, insecure_cluster=True,
+               seeds=f"http://127.0.0.1:{free_port()}",
+               client_urls=f"http://127.0.0.1:{free_port()}")
+    )  # fmt: skip
+    check_free(options)
+    check_free(options)
+    said = [r.getMessage() for r in caplog.records if "is taken by" in r.getMessage()]
+    assert len(said) == 1, said
+    assert said[0].startswith(f"--server-urls: port {held} of {url} is taken by ")
+    assert "cannot start if the cluster nominates it" in said[0]
