@@ -7,6 +7,16 @@ repairs drift REPAIRS times within WINDOW seconds, one warning says what is know
 repairs are counted (`VertexStats.churn`, shown by `mgmt status`). A burst that starts again
 after WINDOW seconds of quiet is told again. mgmt has nothing like it.
 
+Its repairs' lines are summed up while it lasts (`Quieted`): a process rewriting a managed
+file in a loop made ~300-1,000 "content updated" lines a second, flooding the journal. The
+first QUIET_AFTER repairs within SUMMARY_EVERY seconds are said in full; from the next on,
+the lines of the resource's INFO level (each repair's change) reach the status model, never
+the log (mgmt/log.py's handlers leave out a resource in MUTED), and one line every
+SUMMARY_EVERY seconds says how many repairs there were (`file[x]: repaired 812 times in the
+last 10 s`). An interval without a repair ends it: the next repair after quiet is said in
+full again. Warnings and errors are never left out; counts (`mgmt status`, metrics) stay
+exact; `--verbose` (DEBUG) says every line, as before.
+
 A repair here is a change made with apply, after the resource had been applied once, on an
 event of its own watch: not one asked for by a refresh (a notify edge), nor by values it
 received (send/recv), nor its first application (a new resource or a graph swap's). Under
@@ -24,7 +34,9 @@ command's too (one generates what the next watches: a pipeline).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import logging
 import time
 from collections import deque
 from typing import TYPE_CHECKING
@@ -39,6 +51,8 @@ if TYPE_CHECKING:
 REPAIRS = 20  # repairs of drift within WINDOW seconds that mean another writer
 WINDOW = 60.0
 SLACK = 0.5  # seconds after a command's end in which an event may still be its doing
+QUIET_AFTER = 5  # repairs of one resource said in full within SUMMARY_EVERY s, then summed up
+SUMMARY_EVERY = 10.0  # seconds between two summary lines of a resource's repairs
 COMMANDS = "engine.churn:commands"  # the engine's Commands, in its Shared (handle.shared)
 
 
@@ -98,13 +112,98 @@ class Churn:
         _repaired(vertex, time.monotonic(), causes, cause, event.apply)
 
 
+class Quieted:
+    """A resource whose repairs' lines are left out of the log (`MUTED`) and summed up every
+    SUMMARY_EVERY seconds, while it keeps being repaired (see the module doc)."""
+
+    __slots__ = ("apply", "count", "last", "loop", "started", "timer", "vertex")
+
+    def __init__(self, vertex: Vertex, apply: bool, now: float) -> None:
+        self.vertex, self.apply, self.count, self.started, self.last = vertex, apply, 0, now, now
+        self.loop = asyncio.get_running_loop()
+        self.timer = self.loop.call_later(SUMMARY_EVERY, self.tick)
+
+    def hides(self) -> bool:
+        """Whether a line of the resource is left out now (mgmt/log.py asks, at each): not
+        once SUMMARY_EVERY s passed without a repair, the first repair after quiet (its
+        lines said in full, after the count of those before it)."""
+        if time.monotonic() - self.last < SUMMARY_EVERY and not self.loop.is_closed():
+            return True  # (its loop closed: its engine's run is over, its tick never comes)
+        self.end()
+        return False
+
+    def tick(self) -> None:
+        """An interval is over: its repairs said in one line (the log's, not left out), or,
+        none, the resource's lines are said again."""
+        if MUTED.get(self.vertex.key) is not self:
+            return
+        if not self.count:
+            self.end()  # quiet: the next repair is said in full
+            return
+        self._say(time.monotonic())
+        self.timer = self.loop.call_later(SUMMARY_EVERY, self.tick)
+
+    def end(self) -> None:
+        """Its lines said again, the repairs not said yet first."""
+        self.timer.cancel()
+        if MUTED.get(self.vertex.key) is self:
+            del MUTED[self.vertex.key]
+            if self.count:
+                self._say(time.monotonic())
+
+    def _say(self, now: float) -> None:
+        """The count in one line: logged (never left out: a `traffic` line), not kept as the
+        resource's last change (its repairs' own line is, in `mgmt status`)."""
+        done = _done(self.vertex, self.apply, self.count)
+        self.vertex.handle.logger.traffic("%s in the last %.0f s", done, now - self.started)
+        self.count, self.started = 0, now
+
+
+# The resources whose INFO lines the log leaves out for now (mgmt/log.py), by (kind, name).
+MUTED: dict[Key, Quieted] = {}
+
+
+def _done(vertex: Vertex, apply: bool, count: int) -> str:
+    if not vertex.res.DRIFTS:
+        return f"ran again {count} times"
+    return f"repaired {count} times" if apply else f"found changed {count} times (noop)"
+
+
+def _quiet(vertex: Vertex, now: float, repairs: deque[float], apply: bool) -> None:
+    """Count a repair of a resource summed up already; else, its QUIET_AFTER-th within
+    SUMMARY_EVERY s, leave its next repairs' lines out (`Quieted`), said in one line."""
+    quieted = MUTED.get(vertex.key)
+    if quieted is not None:
+        quieted.count += 1
+        quieted.last = now
+        return
+    if len(repairs) < QUIET_AFTER or now - repairs[-QUIET_AFTER] > SUMMARY_EVERY:
+        return
+    logger = vertex.handle.logger
+    if logger.isEnabledFor(logging.DEBUG):  # --verbose: every line, as asked
+        return
+    try:
+        quieted = Quieted(vertex, apply, now)
+    except RuntimeError:  # no running loop (a test's direct call): nothing to sum up with
+        return
+    took = now - repairs[-QUIET_AFTER]
+    logger.traffic(
+        "%s %s: its next repairs are summed up in one line every %.0f s while they go on "
+        "(--verbose: each)",
+        _done(vertex, apply, QUIET_AFTER),
+        f"in {took:.0f} s" if took >= 1 else "in under a second",
+        SUMMARY_EVERY,
+    )
+    MUTED[vertex.key] = quieted
+
+
 def _repaired(
     vertex: Vertex, now: float, causes: deque[str | None], cause: str | None, apply: bool
 ) -> None:
     stats = vertex.stats
     repairs = stats.repairs
     if repairs is None:  # (a new vertex: what its key's former vertex left is not its own)
-        repairs = stats.repairs = deque(maxlen=REPAIRS)
+        repairs = stats.repairs = deque(maxlen=max(REPAIRS, QUIET_AFTER))
         causes.clear()
     elif repairs and now - repairs[-1] > WINDOW:  # left alone for a while: a new burst
         repairs.clear()
@@ -112,12 +211,15 @@ def _repaired(
         stats.churn_told = False
     repairs.append(now)
     causes.append(cause)
+    _quiet(vertex, now, repairs, apply)
     if stats.churn_told:
         stats.churn += 1
-    elif len(repairs) == REPAIRS and now - repairs[0] <= WINDOW:
+    elif len(repairs) >= REPAIRS and now - repairs[-REPAIRS] <= WINDOW:
         stats.churn_told = True
         stats.churn += REPAIRS
-        vertex.handle.logger.warning("%s", _told(vertex, max(now - repairs[0], 1.0), causes, apply))
+        vertex.handle.logger.warning(
+            "%s", _told(vertex, max(now - repairs[-REPAIRS], 1.0), causes, apply)
+        )
 
 
 def _told(vertex: Vertex, took: float, causes: deque[str | None], apply: bool) -> str:

@@ -395,9 +395,11 @@ async def _run(config: Config, given: Loaded | None, prefix: Path, made: bool = 
     try:
         if needs_cluster(config, held[0]):
             from mgmt.cluster.options import from_config as cluster_options
+            from mgmt.cluster.ports import check_free, tmp_ports
 
-            try:
-                cluster_options(config, prefix)
+            try:  # its ports too: one another process holds is said now (mgmt/cluster/ports.py)
+                tmp_ports(config)
+                check_free(cluster_options(config, prefix))
             except ValidationError as err:
                 log.error("%s", err)
                 return ExitCode.USAGE
@@ -1192,10 +1194,13 @@ class Agent:
     async def _start_cluster(self) -> None:
         from mgmt.cluster.link import ClusterLink  # etcd client: only for graphs that need it
         from mgmt.cluster.options import from_config as cluster_options
+        from mgmt.cluster.ports import check_free, tmp_ports
 
         try:
+            tmp_ports(self.config)
+            check_free(options := cluster_options(self.config, self.engine.prefix))
             link = ClusterLink(
-                cluster_options(self.config, self.engine.prefix),
+                options,
                 self.engine.prefix,
                 self._collected.set,
             )

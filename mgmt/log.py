@@ -44,6 +44,7 @@ from _thread import start_new_thread
 from types import TracebackType
 from typing import Any, Generic, TextIO, TypeVar
 
+from engine.churn import MUTED
 from engine.params import knows_secrets, redact_known
 from engine.tasks import running_loop_or_none
 
@@ -422,6 +423,8 @@ class WriterHandler(logging.Handler, Generic[Item]):
         return bool(kept)
 
     def emit(self, record: logging.LogRecord) -> None:
+        if MUTED and record.levelno == logging.INFO and _muted(record):
+            return  # a repair of a resource summed up for now (engine.churn.Quieted)
         try:
             if knows_secrets():
                 record = redacted(record)
@@ -483,6 +486,17 @@ class WriterHandler(logging.Handler, Generic[Item]):
         super().close()
 
 
+def _muted(record: logging.LogRecord) -> bool:
+    """Whether `record` is a change line of a resource whose repairs are summed up for now
+    (engine.churn.Quieted: its lines reach the status model, not the log); a line about what
+    a server was asked (`traffic`) is not a change: said."""
+    kind = getattr(record, "res_kind", None)
+    if kind is None or getattr(record, "traffic", False):
+        return False
+    quieted = MUTED.get((str(kind), str(getattr(record, "res_name", ""))))
+    return quieted is not None and quieted.hides()
+
+
 class BatchingStreamHandler(WriterHandler[str]):
     """Lines to a text stream (stderr), formatted by the handler's formatter; the lines of a
     loop pass are written with one write (see WriterHandler)."""
@@ -515,6 +529,8 @@ class BatchingStreamHandler(WriterHandler[str]):
         takes_lines() said so: the formatter is ours, one of _RESOURCE_LINES)."""
         # (no cast(): its union, built at each call, and the call cost ~1.5 K instructions a line)
         formatter: TextFormatter | JsonFormatter = self.formatter  # type: ignore[assignment]
+        if MUTED and (quieted := MUTED.get((kind, name))) is not None and quieted.hides():
+            return  # a repair of a resource summed up for now (engine.churn.Quieted)
         if knows_secrets():
             message = redact_known(message)
         self._put(formatter.resource_line(logger, created, kind, name, message) + self.terminator)
@@ -624,6 +640,8 @@ class JournalHandler(WriterHandler[bytes]):
 
     def emit_line(self, logger: str, created: float, kind: str, name: str, message: str) -> None:
         """A resource's INFO line, as render() makes the record of it (engine.handle.LineSink)."""
+        if MUTED and (quieted := MUTED.get((kind, name))) is not None and quieted.hides():
+            return  # a repair of a resource summed up for now (engine.churn.Quieted)
         if knows_secrets():
             message = redact_known(message)
         self._put(self._datagram(f"{kind}[{name}]: {message}", logging.INFO, logger, kind, name))

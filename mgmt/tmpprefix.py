@@ -265,6 +265,60 @@ def remove_stale(parent: Path, names: list[str]) -> list[str]:
     return removed
 
 
+def running() -> list[tuple[Path, str]]:
+    """The temporary prefixes of this user's live runs that serve a status socket, with each
+    run's pid as its lock file says it ("?" if it does not), in every directory a prefix may
+    be made in (`_parents()`): where `mgmt status` finds an agent run with --tmp-prefix."""
+    found: list[tuple[Path, str]] = []
+    seen: set[str] = set()
+    for where, _ in _parents():
+        parent = os.path.realpath(where)
+        if parent in seen:
+            continue
+        seen.add(parent)
+        try:
+            parent_fd = os.open(parent, _DIR)
+        except OSError:
+            continue
+        with closing(parent_fd), os.scandir(parent_fd) as entries:
+            names = sorted(e.name for e in entries if e.name.startswith(PREFIX))
+            for name in names:
+                pid = _live_pid(parent_fd, name)
+                if pid is not None:
+                    found.append((Path(parent, name), pid))
+    return found
+
+
+def _live_pid(parent_fd: int, name: str) -> str | None:
+    """The pid in parent/name's lock file if it is a prefix of ours whose run holds its lock
+    and serves a status socket there; else None."""
+    try:
+        fd = os.open(name, _DIR, dir_fd=parent_fd)
+    except OSError:
+        return None
+    with closing(fd):
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) != 0o700:
+            return None
+        try:
+            lock = os.open(LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        except OSError:
+            return None
+        with closing(lock):
+            try:
+                fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:  # held: its run is alive
+                pid = os.pread(lock, 32, 0).decode(errors="replace").strip()
+            else:
+                return None  # its run is gone (closing the descriptor drops our lock)
+        try:
+            if not stat.S_ISSOCK(os.stat("status.sock", dir_fd=fd, follow_symlinks=False).st_mode):
+                return None
+        except OSError:
+            return None  # a cron run that serves none (yet), or already stopped serving
+        return pid if pid.isdigit() else "?"
+
+
 def _stale(parent_fd: int, name: str) -> bool:
     """Whether parent/name is a prefix of ours whose run no longer holds its lock."""
     try:

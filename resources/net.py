@@ -16,6 +16,9 @@ import ipaddress
 import json
 import os
 import shutil
+import socket
+import struct
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -60,6 +63,8 @@ class NetRes(Resource):
     # IPForward= in the networkd file. Default None: not written.
     ip_forward: bool | None = None
 
+    _seen = -1  # the index of its interface when last looked up (`_concerns`)
+
     @property
     def _file(self) -> str:
         return os.path.join(networkd_dir(), f"{PREFIX}{self.name}.network")
@@ -102,9 +107,58 @@ class NetRes(Resource):
                 )
 
     async def watch(self) -> None:
-        async with Netlink(NETLINK_ROUTE, GROUPS) as kernel, PathWatcher([self._file]) as unit:
+        kernel_events = Netlink(NETLINK_ROUTE, GROUPS, self._concerns)
+        async with kernel_events as kernel, PathWatcher([self._file]) as unit:
             await self.handle.event()
             await pump_events(self.handle, [kernel, unit])
+
+    def _concerns(self, data: bytes) -> bool:
+        """Whether a datagram of rtnetlink messages may change what this resource checks:
+        a link message of its interface (by index, or by name: made, renamed), an address
+        message of its interface not of link scope (those are the kernel's, left alone: an
+        IPv6 link-local address's DAD ends ~1 s after a link comes up), a default route
+        message of its interface; any message it cannot read. Before 2026-12-06 every
+        message woke it, of every interface: a --noop run said its `would ...` lines again
+        at each (dhcp1: three times, a veth's and its peer's link-local addresses). mgmt's
+        net watch has the same FIXME ("gets events from ALL interfaces")."""
+        try:
+            index = self._seen = socket.if_nametoindex(self.name)
+        except OSError:
+            index = -1  # not there (now): only a link message naming it, or the interface
+            # it named last (renamed, deleted), is news
+        seen = self._seen
+        offset, end = 0, len(data)
+        while offset + _NLMSG.size <= end:
+            length, kind = _NLMSG.unpack_from(data, offset)
+            if length < _NLMSG.size or offset + length > end:
+                return True  # not readable: re-read
+            body = offset + _NLMSG.size
+            if kind in _LINK_MESSAGES:
+                if length < _NLMSG.size + _IFINFO.size:
+                    return True
+                if _IFINFO.unpack_from(data, body)[0] in (index, seen):
+                    return True
+                name = _attribute(data, body + _IFINFO.size, offset + length, _IFLA_IFNAME)
+                if name is None or name.rstrip(b"\0") == self.name.encode():
+                    return True
+            elif kind in _ADDR_MESSAGES:
+                if length < _NLMSG.size + _IFADDR.size:
+                    return True
+                scope, owner = _IFADDR.unpack_from(data, body)
+                if owner == index and scope != _RT_SCOPE_LINK and self.addrs is not None:
+                    return True
+            elif kind in _ROUTE_MESSAGES:
+                if length < _NLMSG.size + _RTMSG.size:
+                    return True
+                dst_len = data[body + 1]
+                oif = _attribute(data, body + _RTMSG.size, offset + length, _RTA_OIF)
+                ours = oif is None or int.from_bytes(oif[:4], sys.byteorder) == index
+                if self.gateway is not None and dst_len == 0 and ours:
+                    return True
+            elif kind not in _QUIET_MESSAGES:
+                return True
+            offset += (length + 3) & ~3
+        return False
 
     async def check_apply(self, apply: bool) -> bool:
         try:
@@ -241,6 +295,34 @@ class NetRes(Resource):
                 return []
             raise ResourceError(f"ip {' '.join(args)}: {err.strip() or f'exit code {code}'}")
         return json.loads(out or "[]") if json_out else None
+
+
+# rtnetlink (linux/netlink.h, linux/rtnetlink.h, linux/if_link.h): a message's header, the
+# fixed part of a link, address and route message (what `_concerns` reads of each), and the
+# attributes it looks for.
+_NLMSG = struct.Struct("=IH10x")  # length, type (flags, seq, pid skipped)
+_IFINFO = struct.Struct("=4xi8x")  # ifi_index
+_IFADDR = struct.Struct("=3xBI")  # ifa_scope, ifa_index
+_RTMSG = struct.Struct("=12x")
+_LINK_MESSAGES = frozenset({16, 17})  # RTM_NEWLINK, RTM_DELLINK
+_ADDR_MESSAGES = frozenset({20, 21})  # RTM_NEWADDR, RTM_DELADDR
+_ROUTE_MESSAGES = frozenset({24, 25})  # RTM_NEWROUTE, RTM_DELROUTE
+_QUIET_MESSAGES = frozenset({1, 3})  # NLMSG_NOOP, NLMSG_DONE
+_IFLA_IFNAME = 3
+_RTA_OIF = 4
+_RT_SCOPE_LINK = 253
+
+
+def _attribute(data: bytes, offset: int, end: int, wanted: int) -> bytes | None:
+    """The payload of the first route attribute of type `wanted` in data[offset:end]."""
+    while offset + 4 <= end:
+        length, kind = struct.unpack_from("=HH", data, offset)
+        if length < 4:
+            return None
+        if kind & 0x3FFF == wanted:
+            return data[offset + 4 : offset + length]
+        offset += (length + 3) & ~3
+    return None
 
 
 def _remove(path: str) -> None:

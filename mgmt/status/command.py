@@ -108,6 +108,8 @@ def main(argv: list[str]) -> int:
         return _no_answer(args, silent(path, args.prefix))
     except (OSError, ValueError) as err:
         reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+        if isinstance(err, FileNotFoundError | ConnectionRefusedError):
+            reason += _tmp_agents(args.prefix)
         return _no_answer(args, f"no agent answers on {path}: {reason}")
     text = json.dumps(snapshot, indent=2) + "\n" if args.json else table(snapshot)
     try:
@@ -237,11 +239,15 @@ def silent(path: Path, prefix: Path) -> str:
     which agent holds the prefix (its lock file's pid, when it runs mgmt) and, from its
     /proc state, why it may not answer. Before (opsuser, 2026-12-06) it was `no agent answers
     on ...: TimeoutError` for an agent that `systemctl status` showed running."""
-    from mgmt.tmpprefix import AGENT_LOCK
+    from mgmt.tmpprefix import AGENT_LOCK, LOCK
 
     waited = f"did not answer on {path} within {TIMEOUT:g} s"
     try:
-        pid = int((prefix / AGENT_LOCK).read_text().split()[0])
+        try:
+            held = (prefix / AGENT_LOCK).read_text()
+        except FileNotFoundError:  # a --tmp-prefix run's prefix: its run's lock holds the pid
+            held = (prefix / LOCK).read_text()
+        pid = int(held.split()[0])
         proc = Path(f"/proc/{pid}")
         # The state first: reading a process's cmdline takes its memory map's lock, which an
         # agent in state D may hold (the read would hang as the agent does); stat's does not.
@@ -252,6 +258,20 @@ def silent(path: Path, prefix: Path) -> str:
         return f"no agent answers on {path}: it said nothing within {TIMEOUT:g} s"
     why = _STATES.get(state, "running: busy or wedged")
     return f"the agent (pid {pid}) {waited}: it is {why.format(pid=pid)}"
+
+
+def _tmp_agents(prefix: Path) -> str:
+    """Where the agents of this user run with --tmp-prefix (their prefix is theirs alone, made
+    at their start: `mgmt status` without --prefix cannot know it), as more of the message
+    that no agent answers at `prefix` ("": none runs)."""
+    from mgmt.tmpprefix import running
+
+    found = [(path, pid) for path, pid in running() if path != prefix]
+    if not found:
+        return ""
+    runs = "; ".join(f"pid {pid}: mgmt status --prefix {path}" for path, pid in found[:5])
+    more = f" (and {len(found) - 5} more)" if len(found) > 5 else ""
+    return f"; an agent of this user runs with --tmp-prefix ({runs}{more})"
 
 
 def _no_answer(args: argparse.Namespace, message: str) -> int:

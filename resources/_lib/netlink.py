@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 
 NETLINK_ROUTE = 0
@@ -33,9 +33,14 @@ UEVENT_KERNEL = 0x1
 class Netlink:
     """A netlink socket bound to multicast groups; iterating waits for the next batch."""
 
-    def __init__(self, protocol: int, groups: int) -> None:
+    def __init__(
+        self, protocol: int, groups: int, wanted: Callable[[bytes], bool] | None = None
+    ) -> None:
+        """`wanted`: whether a datagram (its messages) is news to the reader; a batch of
+        none it wants is no wake-up (None: every one is)."""
         self.protocol = protocol
         self.groups = groups
+        self.wanted = wanted
         self._ready = asyncio.Event()
         self._sock: socket.socket | None = None
 
@@ -64,17 +69,23 @@ class Netlink:
 
     def _readable(self) -> None:
         assert self._sock is not None
+        wanted, news = self.wanted, self.wanted is None
         while True:  # drain: one wake-up per batch
             try:
-                if not self._sock.recv(65536):
+                data = self._sock.recv(65536)
+                if not data:
                     break
+                news = news or wanted is None or wanted(data)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as err:
                 if err.errno == errno.ENOBUFS:  # messages were lost: the re-read covers them
+                    news = True
                     continue
+                news = True
                 break
-        self._ready.set()
+        if news:
+            self._ready.set()
 
     async def __aiter__(self) -> AsyncIterator[None]:
         while True:

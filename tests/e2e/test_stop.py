@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import Daemon, run_mgmt, wait_path
+from tests.e2e.helpers import Daemon, free_port, run_mgmt, wait_path
 from tests.e2e.test_exec_lifetime import guards
 
 N = 10000  # files: a first run of a few seconds here (2,000 were written whole before a stop landed, once in CI, 2026-12-05)
@@ -240,7 +240,9 @@ async def test_an_agent_that_does_not_stop_in_time_is_killed_not_left_running(
     collected during a later test's setup, failed that test (CI: test_http_server_ui's
     "unraisable exception warnings", from the cluster fight test's agent). SIGCONT is a
     signal the agent does not stop for."""
-    daemon = Daemon(["run", "--prefix", str(tmp_path / "prefix"), "empty"])
+    ports = [f"--client-urls=https://127.0.0.1:{free_port()}"]  # not 2379/2380: another
+    ports.append(f"--server-urls=https://127.0.0.1:{free_port()}")  # agent's may be there
+    daemon = Daemon(["run", "--prefix", str(tmp_path / "prefix"), *ports, "empty"])
     await daemon.__aenter__()
     try:
         await daemon.wait_log("agent starting")

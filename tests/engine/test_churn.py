@@ -3,6 +3,7 @@ once, then counted; a resource's first application, and a kind of actions, are n
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from pathlib import Path
 
@@ -45,3 +46,56 @@ async def test_repairs_of_drift_are_told_once_a_burst_then_counted(
         churn._repaired(vertex, later + n, deque(), None, True)
     told = [r.getMessage() for r in caplog.records if "behind our back" in r.getMessage()]
     assert len(told) == 2 and vertex.stats.churn == 7
+
+
+async def test_a_fights_repairs_are_summed_up_in_the_log_and_counted_exactly(
+    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """leads, 2026-12-06: a process rewriting a managed file in a loop made ~300-1,000
+    "content updated" lines a second. The first QUIET_AFTER repairs are said in full, then one
+    line per interval sums them up (the tick is called here, not waited for); the warning is
+    said; the status model and the counts see every repair; the first repair after quiet is
+    said in full again. Real handlers of ours (stderr's), a real file, a real engine."""
+    from tests.mgmt.test_log_lines import ours_only
+
+    monkeypatch.setattr(churn, "REPAIRS", 3)  # told at the 3rd: stats.churn counts them all
+    path = tmp_path / "f"
+    graph = Graph("g")
+    graph.add(FileRes(name="f", path=str(path), content="ours\n"))
+    with ours_only(tmp_path, "text") as (read, model):
+        await engine.apply(graph)
+        await settle(engine, path.exists)
+        vertex = engine.vertices[("file", "f")]
+        read()
+        for n in range(30):
+            path.write_text(f"theirs {n}\n")
+            await settle(engine, lambda: path.read_text() == "ours\n")
+            await settle(engine)
+        quieted = churn.MUTED[("file", "f")]
+        quieted.tick()  # the interval's end
+        lines = read()
+        repairs = vertex.stats.churn
+        assert repairs >= 30
+        full = [line for line in lines if line == "engine: file[f]: content updated"]
+        assert len(full) == churn.QUIET_AFTER, lines
+        assert "file[f]: repaired 5 times in " in "\n".join(lines)
+        assert any("changed behind our back 3 times" in line for line in lines), lines
+        summed = [
+            line
+            for line in lines
+            if re.match(r"engine: file\[f\]: repaired \d+ times in the last", line)
+        ]
+        assert len(summed) == 1, lines
+        assert f"file[f]: repaired {repairs - churn.QUIET_AFTER} times in the last " in summed[0]
+        assert model.info[("file", "f")].last_change == "content updated"  # every line seen
+        # Quiet for an interval: the next repair is said in full, and the summing up ends.
+        quieted.last -= churn.SUMMARY_EVERY
+        assert vertex.stats.repairs is not None
+        vertex.stats.repairs = deque(
+            (t - churn.SUMMARY_EVERY for t in vertex.stats.repairs), vertex.stats.repairs.maxlen
+        )
+        path.write_text("theirs again\n")
+        await settle(engine, lambda: path.read_text() == "ours\n")
+        await settle(engine)
+        assert "engine: file[f]: content updated" in read()
+        assert ("file", "f") not in churn.MUTED

@@ -20,6 +20,7 @@ from engine.safefs import private_dir
 from mgmt import agent
 from mgmt.config import Config
 from mgmt.tmpprefix import LOCK, PrefixBusy, TmpPrefix, hold_prefix, make_private, sweep
+from tests.e2e.helpers import free_port
 
 HOLD = "import sys; from mgmt.tmpprefix import TmpPrefix; t = TmpPrefix(); print(t.path, flush=True); sys.stdin.read()"
 
@@ -292,6 +293,9 @@ async def test_only_a_prefix_the_run_did_not_make_is_made_private_for_the_status
     config = Config(
         frontend="empty", tmp_prefix=tmp_prefix, prefix=prefix, hostname="t", converged_timeout=0
     )
+    if not tmp_prefix:  # not 2379/2380, where another agent may serve (--tmp-prefix: free ones)
+        config.client_urls = f"https://127.0.0.1:{free_port()}"
+        config.server_urls = f"https://127.0.0.1:{free_port()}"
     assert await agent.run(config) == 0
     assert checked == ([] if tmp_prefix else [prefix, prefix])  # (its lock's, the socket's)
 

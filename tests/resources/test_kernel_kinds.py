@@ -482,3 +482,34 @@ async def test_net_timeline_on_a_veth_link(
         with pytest.raises(ValidationError) as err:
             NetRes(**params).validate()  # type: ignore[arg-type]
         assert err.value.key == key
+
+
+@inside
+async def test_net_wakes_only_for_what_it_checks(
+    run_resource: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """leads, 2026-12-06: every rtnetlink message woke net (another interface's, a link-local
+    address's): mgmt's dhcp1 under --noop said its `would write ...` three times, once more
+    for each IPv6 link-local address (its veth's and the peer's) when their DAD ended. A
+    message of another interface, or of a link-local address, is no event now; one of its
+    own address, link or default route is."""
+    monkeypatch.setenv("MGMT_NETWORKD_DIR", str(tmp_path))
+    await _ip("link", "add", "mgmt4", "type", "veth", "peer", "name", "mgmt5")
+    res = NetRes(name="mgmt4", state="up", addrs=["192.0.2.14/24"], gateway="192.0.2.1")
+    running: Running = await run_resource(res)  # type: ignore[operator]
+    running.handle.rearm()
+    await _ip("link", "set", "dev", "mgmt5", "up")  # the peer: another interface
+    await _ip("addr", "add", "198.51.100.5/24", "dev", "mgmt5")
+    await _ip("addr", "add", "fe80::14/64", "dev", "mgmt4")  # link scope: the kernel's
+    await _ip("route", "add", "203.0.113.0/24", "dev", "mgmt5")
+    assert await running.handle.no_event(0.5)
+    await _ip("addr", "add", "198.51.100.14/24", "dev", "mgmt4")  # its own: news
+    await running.handle.next_event()
+    await _ip("link", "set", "dev", "mgmt4", "up")
+    await running.handle.next_event()
+    await _ip("route", "add", "default", "via", "198.51.100.1", "dev", "mgmt4")
+    await running.handle.next_event()
+    await _ip("link", "set", "dev", "mgmt4", "down")
+    await running.handle.next_event()
+    await _ip("link", "set", "dev", "mgmt4", "name", "mgmt6")  # renamed away: news
+    await running.handle.next_event()

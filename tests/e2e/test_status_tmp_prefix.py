@@ -1,0 +1,63 @@
+"""`mgmt status` against an agent run with --tmp-prefix: found, and named when it does not
+answer (leads, 2026-12-06: its prefix is made at its start, so `mgmt status` could not know
+it, and a stopped one read `no agent answers ...` with no pid: the pid was looked for in the
+lock file of a normal prefix only)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+
+from mgmt.status.command import silent
+from mgmt.tmpprefix import TmpPrefix, running
+from tests.e2e.helpers import Daemon, run_mgmt
+
+
+async def test_a_tmp_prefix_agent_is_found_and_named_when_stopped(tmp_path: Path) -> None:
+    graph = tmp_path / "graph.yaml"
+    graph.write_text(f"graph: tmp\nresources:\n  file:\n    - {{name: {tmp_path}/f}}\n")
+    async with Daemon(["run", "--tmp-prefix", "yaml", str(graph)]) as daemon:
+        await daemon.wait_log("temporary prefix")
+        assert daemon.proc is not None
+        pid = daemon.proc.pid
+        found = re.search(r"temporary prefix (\S+) ", daemon.log)
+        assert found, daemon.log
+        prefix = Path(found[1])
+        await daemon.wait_log("converged")
+        # Asked at another prefix (the default one, where no agent runs): where it runs.
+        code, out = await asyncio.to_thread(
+            run_mgmt, ["status", "--prefix", str(tmp_path / "none")]
+        )
+        assert code == 2, out
+        assert f"pid {pid}: mgmt status --prefix {prefix}" in out, out
+        code, out = await asyncio.to_thread(run_mgmt, ["status", "--prefix", str(prefix)])
+        assert code == 0 and "1 converged" in out, out
+        daemon.signal(signal.SIGSTOP)  # (what `mgmt status` says after its 10 s wait)
+        try:  # stopped once the kernel says so (our child: waitid, which leaves it waitable)
+            await asyncio.to_thread(os.waitid, os.P_PID, pid, os.WSTOPPED | os.WNOWAIT)
+            said = silent(prefix / "status.sock", prefix)
+        finally:
+            daemon.signal(signal.SIGCONT)
+        assert said.startswith(f"the agent (pid {pid}) did not answer on {prefix}/status.sock")
+        assert f"it is stopped (SIGSTOP, ^Z: `kill -CONT {pid}` resumes it)" in said, said
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+
+
+def test_running_lists_live_prefixes_that_serve_a_socket(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    with TmpPrefix(tmp_path) as quiet, TmpPrefix(tmp_path) as serving:
+        assert (quiet.path, str(os.getpid())) not in running()  # no socket
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(str(serving.path / "status.sock"))
+            mine = [found for found in running() if found[0].parent == tmp_path]
+            assert mine == [(serving.path, str(os.getpid()))]
+    assert not [found for found in running() if found[0].parent == tmp_path]  # gone
