@@ -395,14 +395,14 @@ async def _run(config: Config, given: Loaded | None, prefix: Path, made: bool = 
     try:
         if needs_cluster(config, held[0]):
             from mgmt.cluster.options import from_config as cluster_options
-            from mgmt.cluster.ports import check_free, tmp_ports
+            from mgmt.cluster.ports import PortTaken, check_free, tmp_ports
 
             try:  # its ports too: one another process holds is said now (mgmt/cluster/ports.py)
                 tmp_ports(config)
                 check_free(cluster_options(config, prefix))
             except ValidationError as err:
                 log.error("%s", err)
-                return ExitCode.USAGE
+                return ExitCode.UNAVAILABLE if isinstance(err, PortTaken) else ExitCode.USAGE
         deploy_source = await open_deploys(config, prefix) if deploys else None
         if deploys and deploy_source is None:
             return ExitCode.USAGE

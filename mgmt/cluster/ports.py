@@ -10,7 +10,8 @@ not sign"). mgmt (Go) takes etcd's defaults there too, and its embedded etcd fai
 
 Each port this host's etcd would listen on is bound once, as etcd binds it (SO_REUSEADDR),
 before anything is applied (`check_free`): one taken by another process is a one-line error
-naming the port, the flag to change and, when /proc says, the process (exit 2), for a host
+naming the port, the flag to change and, when /proc says, the process (exit 75: a host's state
+that may pass, as a full disk is: a unit restarts on it, not on exit 2's bad input), for a host
 that starts a cluster (no `--seeds`: its member is needed at once). A host that joins one
 (`--seeds`) runs a member only if the leader nominates it, maybe never: the same line is a
 warning, and it goes on as a client (its member, if nominated, fails to bind, says so once
@@ -40,6 +41,11 @@ log = logging.getLogger("cluster")
 _warned: set[str] = set()  # the URLs a joining host was warned of
 
 
+class PortTaken(ValidationError):
+    """A port this host's etcd listens on is held by another process (exit 75, not 2: the
+    flags are fine, the host's state may pass)."""
+
+
 def tmp_ports(config: Config) -> None:
     """For a `--tmp-prefix` run: `config`'s client and server URLs on free loopback ports, for
     those neither given nor advertised (`--client-urls`, `--advertise-client-urls`...). The
@@ -64,7 +70,7 @@ def free_port(host: str) -> int:
 
 
 def check_free(options: Options) -> None:
-    """ValidationError (naming the flag) if a port this host's etcd listens on is held by
+    """PortTaken (naming the flag) if a port this host's etcd listens on is held by
     another process (none with --no-server: it listens on none); for a host joining a
     cluster (--seeds), a warning of it instead."""
     if options.no_server:
@@ -81,7 +87,7 @@ def check_free(options: Options) -> None:
             if _taken(host, port):
                 who = holder(port) or "another process"
                 if not options.seeds:
-                    raise ValidationError(
+                    raise PortTaken(
                         f"port {port} of {url} is taken by {who}: stop it or give this host "
                         f"another {flag}",
                         flag,

@@ -114,7 +114,7 @@ def test_agent_refuses_a_taken_port_before_applying(tmp_path: Path, held: int) -
             str(graph),
         ]
     )
-    assert code == 2, out
+    assert code == 75, out  # the host's state, not bad input: a unit restarts on it
     lines = [line for line in out.splitlines() if "error" in line or "taken" in line]
     assert len(lines) == 1 and f"--client-urls: port {held} of " in lines[0], out
     assert not made.exists()  # nothing applied
