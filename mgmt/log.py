@@ -50,8 +50,10 @@ from engine.tasks import running_loop_or_none
 
 # Control characters of a message, escaped in a text line (the tab kept): a newline in a name
 # (a file a local user made in a purged directory) forged whole log lines, and a terminal
-# reads the escape sequences of a name.
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# reads the escape sequences of a name: C0's and C1's (U+009B is a one-character CSI to a
+# terminal that takes 8-bit controls; before 2026-12-06 only C0 was escaped, where `mgmt status`
+# escaped both).
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
 def _escape(char: re.Match[str]) -> str:

@@ -40,7 +40,13 @@ class TmpPrefix:
         those found in a thread, beside the run)."""
         self.path = make_private(parent)
         self.parent = self.path.parent
-        self._lock = _hold_lock(self.path)
+        try:
+            self._lock = _hold_lock(self.path)
+        except OSError as err:  # a full $TMPDIR: the directory made, its lock not written
+            _unmake(self.path)  # (a sweep never takes a prefix without its lock: left for good)
+            if err.filename is None:
+                err.filename = str(self.path)
+            raise
         self.removed = self.sweep() if swept else []
         self._leaving = False  # `leave_to_exit`: the lock goes to a holder at the latest here
 
@@ -173,6 +179,16 @@ def make_private(parent: Path | None = None) -> Path:
     raise FileNotFoundError(
         errno.ENOENT, f"No usable temporary directory found in {[c for c, _ in candidates]}"
     )
+
+
+def _unmake(path: Path) -> None:
+    """Remove `path`, the private directory this run just made, and the lock file it may hold
+    (`_hold_lock` failed: nothing else is in it); what cannot be removed is left."""
+    with contextlib.suppress(OSError), closing(os.open(path, _DIR)) as dir_fd:
+        for name in (f"{LOCK}.new", LOCK):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=dir_fd)
+        os.rmdir(path)
 
 
 def _hold_lock(path: Path) -> int:

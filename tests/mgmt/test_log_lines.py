@@ -38,7 +38,7 @@ LINES: list[tuple[str, str, str, tuple[Any, ...]]] = [
     ("file", "/srv/100%", "%s", ("created /srv/100%",)),  # a '%' in the name, and in the line
     ("file", "/srv/%s%d", "%s", ("content updated",)),
     ("file", "/srv/b", "created /srv/b 100%", ()),  # no args: not %-formatted
-    ("file", "/srv/c\nforged: line", "%s", ("created /srv/c\n\x1b[31m",)),  # control chars
+    ("file", "/srv/c\nforged: line", "%s", ("created /srv/c\n\x1b[31m\x9b2J",)),  # C0, C1
     ("exec", "x", "ran %s: exit %d", ("true", 0)),
     ("kv", "k", "%(key)s set", ({"key": "k1"},)),  # one mapping: logging's own case
     ("kv", "bad", "%d", ("not a number",)),  # a bad format: its handler says so
@@ -158,7 +158,7 @@ def test_our_handlers_only_get_the_lines_logging_would_give_them(tmp_path: Path,
             "engine: file[/srv/100%]: created /srv/100%",
             "engine: file[/srv/%s%d]: content updated",
             "engine: file[/srv/b]: created /srv/b 100%",
-            "engine: file[/srv/c\\nforged: line]: created /srv/c\\n\\x1b[31m",
+            "engine: file[/srv/c\\nforged: line]: created /srv/c\\n\\x1b[31m\\x9b2J",
             "engine: exec[x]: ran true: exit 0",
             "engine: kv[k]: k1 set",
             "log: cannot log a line of engine ('kv[bad]: %d'): TypeError: %d format: a real"
@@ -180,7 +180,7 @@ def test_our_handlers_only_get_the_lines_logging_would_give_them(tmp_path: Path,
             b"MGMT_LOGGER=engine\nMGMT_KIND=file\nMGMT_NAME=/srv/100%\n"
         )
     assert changes[("file", "/srv/100%")] == "created /srv/100%"
-    assert changes[("file", "/srv/c\nforged: line")] == "created /srv/c\n\x1b[31m"
+    assert changes[("file", "/srv/c\nforged: line")] == "created /srv/c\n\x1b[31m\x9b2J"
     assert ("kv", "bad") not in changes
     assert [r.getMessage() for r in other.records[:2]] == [
         "file[/srv/a]: created /srv/a",

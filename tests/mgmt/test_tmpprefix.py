@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import select
@@ -20,7 +21,7 @@ from engine.safefs import private_dir
 from mgmt import agent
 from mgmt.config import Config
 from mgmt.tmpprefix import LOCK, PrefixBusy, TmpPrefix, hold_prefix, make_private, sweep
-from tests.e2e.helpers import free_port
+from tests.e2e.helpers import free_port, small_fs
 
 HOLD = "import sys; from mgmt.tmpprefix import TmpPrefix; t = TmpPrefix(); print(t.path, flush=True); sys.stdin.read()"
 
@@ -362,3 +363,30 @@ def test_a_tmpdir_another_user_controls_is_refused_before_anything(
     assert done.stderr.count("\n") == 1 and f"$TMPDIR: {shared} " in done.stderr, done.stderr
     assert why in done.stderr and "--tmp-prefix" in done.stderr, done.stderr
     assert list(shared.iterdir()) == []
+
+
+def test_a_full_tmpdir_is_said_with_the_prefix_and_leaves_nothing(tmp_path: Path) -> None:
+    """$TMPDIR on a full file system (another user can fill /tmp): the prefix's directory and
+    its lock file can be made, the lock's pid not written. Before 2026-12-06 the run said
+    `--tmp-prefix: [Errno 28] No space left on device`, naming no path, and left the directory
+    with `.mgmt-run.lock.new` for good (a sweep takes only a prefix with its lock): one more per
+    cron run. Now: one line naming the prefix, exit 75 (it may pass), nothing left."""
+    full = tmp_path / "full"
+    with small_fs(full, "64k"):
+        with contextlib.suppress(OSError), (full / "filler").open("wb") as filler:
+            while True:
+                filler.write(b"x" * 4096)
+                filler.flush()
+        done = subprocess.run(
+            [sys.executable, "-m", "mgmt", "run", "--tmp-prefix", "--converged-timeout=0", "empty"],
+            env={**os.environ, "TMPDIR": str(full)},
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        left = sorted(p.name for p in full.iterdir())
+    assert done.returncode == 75, done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert f"{full}/mgmt-" in done.stderr and "No space left on device" in done.stderr, done.stderr
+    assert left == ["filler"], left
