@@ -46,7 +46,7 @@ from mgmt.lang.values import (
     budget,
     exceeded,
     int64,
-    sized,
+    sized_str,
     sort_key,
     spend,
 )
@@ -793,7 +793,7 @@ class Runtime:
             return left in right
         try:
             if op == "+" and isinstance(left, str):
-                sized(len(left) + len(right))
+                sized_str(len(left) + len(right))
             result = _OPS[op](left, right)
             return int64(result) if type(result) is int else result
         except (ArithmeticError, ValueError) as err:

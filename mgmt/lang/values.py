@@ -21,6 +21,11 @@ MAX_LEN = 16 * 1024 * 1024  # the longest str or list a function or an operator 
 # their number: a map of ranges (`iter.map(iter.range(100000), func($x) {iter.range(100000)})`)
 # took 24 GB and more than 100 s to check; now ~0.6 GB and seconds at most, then an error.
 PASS_BUDGET = MAX_LEN
+# A str's bytes cost a step each STR_BYTES (`sized_str`): copying them is cheap, and a left fold
+# that appends lines (`iter.reduce("", $lines, func($a, $l) { $a + $l })`) copies its text
+# again at every line: counted byte by byte, a hosts file of 1,000 lines (40 KB) was refused.
+# The strs one pass may build stay bounded (PASS_BUDGET * STR_BYTES: 256 MB).
+STR_BYTES = 16
 _pass = threading.local()  # .budget: the Budget of the pass running in this thread
 
 
@@ -38,6 +43,14 @@ def sized(length: int) -> int:
     if length > MAX_LEN:
         raise ValueError(f"result too large: {length:,} items (the limit is {MAX_LEN:,})")
     spend(length)
+    return length
+
+
+def sized_str(length: int) -> int:
+    """`sized` for a str `length` bytes long: a step every STR_BYTES of it (at least one)."""
+    if length > MAX_LEN:
+        raise ValueError(f"result too large: {length:,} items (the limit is {MAX_LEN:,})")
+    spend(length // STR_BYTES + 1)
     return length
 
 
@@ -82,8 +95,8 @@ def exceeded(pos: Pos | None) -> Exception:
 
     return GraphLimitError(
         f"the program takes more than {PASS_BUDGET:,} steps in one evaluation (a step: "
-        "an item of a list or str built, a function applied, a loop's iteration; nested "
-        "loops and maps multiply them)",
+        f"an item of a list or {STR_BYTES} bytes of a str built, a function applied, a loop's "
+        "iteration; nested loops and maps multiply them)",
         pos,
     )
 

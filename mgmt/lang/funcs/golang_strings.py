@@ -5,7 +5,7 @@ Indexes count characters (Go counts bytes: the same for ASCII text)."""
 from __future__ import annotations
 
 from mgmt.lang.funcs.registry import define
-from mgmt.lang.values import sized
+from mgmt.lang.values import sized_str
 
 
 def _title(s: str) -> str:
@@ -28,16 +28,16 @@ def _index_any(s: str, chars: str, last: bool) -> int:
 def _replace(s: str, old: str, new: str, n: int) -> str:
     count = -1 if n < 0 else n
     if count and old == "" and len(new):  # the result grows with every match
-        sized(len(s) + (len(s) + 1) * len(new))
+        sized_str(len(s) + (len(s) + 1) * len(new))
     elif new and len(new) > len(old):
-        sized(len(s) + s.count(old) * (len(new) - len(old)))
+        sized_str(len(s) + s.count(old) * (len(new) - len(old)))
     return s.replace(old, new, count)
 
 
 def _repeat(s: str, count: int) -> str:
     if count < 0:
         raise ValueError(f"negative repeat count {count}")
-    sized(len(s) * count)
+    sized_str(len(s) * count)
     return s * count
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mgmt.lang.funcs.registry import define, fail
-from mgmt.lang.values import go_len, sized
+from mgmt.lang.values import go_len, sized_str
 
 
 def _pad(text: str, pad: str, length: int, left: bool) -> str:
@@ -13,13 +13,13 @@ def _pad(text: str, pad: str, length: int, left: bool) -> str:
     if len(text) >= length:
         return text
     copies = -(-(length - len(text)) // len(pad))
-    sized(len(text) + copies * len(pad))
+    sized_str(len(text) + copies * len(pad))
     return pad * copies + text if left else text + pad * copies
 
 
 def _repeat(text: str, count: int) -> str:
     count = max(count, 0)
-    sized(len(text) * count)
+    sized_str(len(text) * count)
     return text * count
 
 
