@@ -41,7 +41,7 @@ from engine.tasks import TaskSet, first_done, surviving, thread_to_end
 from mgmt import log as logsetup
 from mgmt import priority
 from mgmt.cluster import NotAdmitted, needs_cluster
-from mgmt.config import Config, ExitCode, set_max_program_size
+from mgmt.config import Config, ExitCode, set_max_program_size, set_max_steps
 from mgmt.converger import Converger
 from mgmt.listing import first_of, named, resource_count
 from mgmt.signals import Signals
@@ -249,6 +249,7 @@ async def _run_in_prefix(config: Config, given: Loaded | None) -> int:
     priority.renice(config.nice)
     set_max_resources(config.max_resources)  # what every graph builder counts against
     set_max_program_size(config.max_graph_size)  # and every program file read
+    set_max_steps(config.max_steps)  # and every mcl evaluation pass
     # Known before the program runs: its functions keep their files there too (local.*).
     if config.tmp_prefix:  # removed at exit; a killed run's is removed by the next one
         try:  # on the loop: a directory and its lock, a few system calls; before, a hop to

@@ -38,10 +38,12 @@ from engine.params import parse_int
 from mgmt import default_prefix, early_warning, priority, warn_misspelled_env
 from mgmt.config import (
     DEFAULT_MAX_GRAPH_SIZE,
+    DEFAULT_MAX_STEPS,
     Config,
     ExitCode,
     option_fields,
     set_max_program_size,
+    set_max_steps,
 )
 
 if TYPE_CHECKING:
@@ -351,12 +353,18 @@ def parse(argv: list[str]) -> Config:
 # `mgmt check`'s options: the front-ends' options of `mgmt run` (each also read from its
 # MGMT_<FLAG>, as run reads it), so what run takes is checked as run would take it.
 _CHECK_FLAGS = ("--puppet-fallback", "--no-autoedges")
-_CHECK_VALUES = ("--hostname", "--max-graph-size", "--max-resources", "--modulepath")
+_CHECK_VALUES = (
+    "--hostname",
+    "--max-graph-size",
+    "--max-resources",
+    "--max-steps",
+    "--modulepath",
+)
 _CHECK_PATHS = ("--hiera-config", "--puppet-environment")
 _CHECK_USAGE = (
     "usage: mgmt check [--graph] [--hostname NAME] [--puppet-fallback] [--modulepath DIRS] "
     "[--hiera-config FILE] [--puppet-environment DIR] "
-    "[--no-autoedges] [--max-graph-size BYTES] [--max-resources N] [lang|yaml|puppet] FILE.mcl|DIR|FILE.yaml|FILE.pp... | "
+    "[--no-autoedges] [--max-graph-size BYTES] [--max-resources N] [--max-steps N] [lang|yaml|puppet] FILE.mcl|DIR|FILE.yaml|FILE.pp... | "
     "mgmt check [...] [puppet] -e CODE"
 )
 _CHECK_HELP = """
@@ -377,7 +385,8 @@ options:
   --puppet-environment DIR  as mgmt run's: the environment directory (hiera.yaml, data/)
   --no-autoedges       as mgmt run's: --graph without automatic edges
   --max-graph-size B   as mgmt run's: the largest graph (or mcl program) file read
-  --max-resources N    as mgmt run's: the most resources (and edges) a graph may have"""
+  --max-resources N    as mgmt run's: the most resources (and edges) a graph may have
+  --max-steps N        as mgmt run's: the most steps an mcl evaluation may take"""
 
 
 def _check_args(args: list[str]) -> tuple[dict[str, Any], list[str], str | None] | str:
@@ -388,6 +397,7 @@ def _check_args(args: list[str]) -> tuple[dict[str, Any], list[str], str | None]
         "puppet_fallback": _env_default("puppet_fallback", "bool", False),
         "max_graph_size": _env_default("max_graph_size", "int", DEFAULT_MAX_GRAPH_SIZE),
         "max_resources": _env_default("max_resources", "int", DEFAULT_MAX_RESOURCES),
+        "max_steps": _env_default("max_steps", "int", DEFAULT_MAX_STEPS),
         "no_autoedges": _env_default("no_autoedges", "bool", False),
         "modulepath": _env_default("modulepath", "str", ""),
         "hiera_config": _env_default("hiera_config", "Path | None", None),
@@ -453,6 +463,7 @@ def check(args: list[str]) -> int:
     options, files, inline = parsed
     set_max_resources(options["max_resources"])
     set_max_program_size(options["max_graph_size"])
+    set_max_steps(options["max_steps"])
     graph = options.pop("graph")
     frontend = options.pop("frontend", None)
     code = ExitCode.OK

@@ -28,6 +28,21 @@ def set_max_program_size(limit: int) -> None:
     _max_program_size[0] = limit
 
 
+# The steps one mcl evaluation pass may take (`--max-steps`: mgmt.lang.values.budget), set
+# once per process by each command as the two above are.
+DEFAULT_MAX_STEPS = 16 << 20
+_max_steps = [DEFAULT_MAX_STEPS]
+
+
+def set_max_steps(limit: int) -> None:
+    """This process's `--max-steps` (docs/language.md, "Limits")."""
+    _max_steps[0] = limit
+
+
+def max_steps() -> int:
+    return _max_steps[0]
+
+
 def max_program_size() -> int:
     return _max_program_size[0]
 
@@ -193,6 +208,16 @@ class Config:
             "refuse a graph of more than N resources (or N edges), counted while it is built: "
             "a runaway program fails there, the last good graph kept (also for mgmt check, "
             "mgmt deploy)",
+            metavar="N",
+        ),
+    )
+    max_steps: int = field(
+        default=DEFAULT_MAX_STEPS,
+        metadata=opt(
+            "refuse an mcl program that takes more than N steps in one evaluation (an item of "
+            "a list or 16 bytes of a str built, a function applied, a loop's iteration): a "
+            "runaway program fails there, the last good graph kept (also for mgmt check, mgmt "
+            "deploy)",
             metavar="N",
         ),
     )

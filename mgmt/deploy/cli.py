@@ -24,7 +24,13 @@ from engine.errors import ValidationError, WorldError
 from engine.limits import DEFAULT_MAX_RESOURCES, set_max_resources
 from engine.params import parse_int
 from mgmt import default_prefix, warn_misspelled_env
-from mgmt.config import DEFAULT_MAX_GRAPH_SIZE, ExitCode, set_max_program_size
+from mgmt.config import (
+    DEFAULT_MAX_GRAPH_SIZE,
+    DEFAULT_MAX_STEPS,
+    ExitCode,
+    set_max_program_size,
+    set_max_steps,
+)
 from mgmt.deploy import DeployError
 from mgmt.deploy.client import UNSIGNED, Timings
 from mgmt.usage import Parser
@@ -240,6 +246,13 @@ def deploy_parser() -> argparse.ArgumentParser:
         help="refuse a graph of more than N resources (or N edges), as mgmt check does",
     )
     parser.add_argument(
+        "--max-steps",
+        type=_int,
+        default=DEFAULT_MAX_STEPS,
+        metavar="N",
+        help="refuse an mcl program taking more than N steps in one evaluation, as mgmt check does",
+    )
+    parser.add_argument(
         "--direct",
         action="store_true",
         help="push from this process even when a local agent offers to (its deploy socket)",
@@ -347,6 +360,7 @@ def _read_checked(frontend: str, path: Path, args: argparse.Namespace) -> Bundle
 
     set_max_resources(args.max_resources)
     set_max_program_size(args.max_graph_size)
+    set_max_steps(args.max_steps)
     try:
         bundle, problems = read_checked(frontend, path, args.max_graph_size)
     except DeployError as err:

@@ -503,7 +503,7 @@ class Runtime:
         out: list[Any] = []
         bound = 2 * max_resources()  # resources and edges: a runaway loop stops at it
         if env:  # nested: evaluated again with its enclosing iteration
-            spend(len(value), loop.pos)  # nested loops multiply (values.PASS_BUDGET)
+            spend(len(value), loop.pos)  # nested loops multiply (values.budget: --max-steps)
             for first, second in pairs:
                 inner = FrozenDict({**env, loop.first.env_key: first, loop.second.env_key: second})
                 out += self._declare(loop.body, inner)

@@ -145,7 +145,7 @@ class _State:
         # the loop's variables are set per element, not by the pipeline
         value = self.pipe(Pipe(pipe.pos, [], False, pipe.cmds) if pipe.decl else pipe, dot)
         items = self.range_items(node.pos, value, len(pipe.decl))
-        spend(len(items))  # nested ranges multiply (the pass's budget: values.PASS_BUDGET)
+        spend(len(items))  # nested ranges multiply (the pass's budget: values.budget, --max-steps)
         for key, item in items:
             mark = len(self.vars)
             if len(pipe.decl) == 1:

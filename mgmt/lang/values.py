@@ -20,11 +20,11 @@ MAX_LEN = 16 * 1024 * 1024  # the longest str or list a function or an operator 
 # build (`sized`) and the functions it applies (`spend`), together. Each list had a limit, not
 # their number: a map of ranges (`iter.map(iter.range(100000), func($x) {iter.range(100000)})`)
 # took 24 GB and more than 100 s to check; now ~0.6 GB and seconds at most, then an error.
-PASS_BUDGET = MAX_LEN
+# `--max-steps N` (mgmt.config.max_steps, 16 Mi by default) sets it for a program that needs more.
 # A str's bytes cost a step each STR_BYTES (`sized_str`): copying them is cheap, and a left fold
 # that appends lines (`iter.reduce("", $lines, func($a, $l) { $a + $l })`) copies its text
 # again at every line: counted byte by byte, a hosts file of 1,000 lines (40 KB) was refused.
-# The strs one pass may build stay bounded (PASS_BUDGET * STR_BYTES: 256 MB).
+# The strs one pass may build stay bounded (--max-steps * STR_BYTES: 256 MB by default).
 STR_BYTES = 16
 _pass = threading.local()  # .budget: the Budget of the pass running in this thread
 
@@ -55,12 +55,12 @@ def sized_str(length: int) -> int:
 
 
 class Budget:
-    """What an evaluation pass may still spend (PASS_BUDGET at its start)."""
+    """What an evaluation pass may still spend (`limit`, --max-steps, at its start)."""
 
-    __slots__ = ("left",)
+    __slots__ = ("left", "limit")
 
     def __init__(self, left: int) -> None:
-        self.left = left
+        self.left = self.limit = left
 
 
 UNBOUNDED = Budget(2**62)  # outside a pass: a function a test calls
@@ -69,9 +69,11 @@ UNBOUNDED = Budget(2**62)  # outside a pass: a function a test calls
 @contextlib.contextmanager
 def budget() -> Iterator[Budget]:
     """Bound what an evaluation pass spends (`spend`, and the runtime's own count of the
-    functions it applies and loop iterations) to PASS_BUDGET, in this thread."""
+    functions it applies and loop iterations) to --max-steps (mgmt.config), in this thread."""
+    from mgmt.config import max_steps
+
     before = getattr(_pass, "budget", None)
-    _pass.budget = spent = Budget(PASS_BUDGET)
+    _pass.budget = spent = Budget(max_steps())
     try:
         yield spent
     finally:
@@ -93,10 +95,12 @@ def exceeded(pos: Pos | None) -> Exception:
     refuses the program), at `pos`."""
     from mgmt.lang.errors import GraphLimitError
 
+    spent = getattr(_pass, "budget", None)
+    limit = spent.limit if spent is not None else 0
     return GraphLimitError(
-        f"the program takes more than {PASS_BUDGET:,} steps in one evaluation (a step: "
+        f"the program takes more than {limit:,} steps in one evaluation (a step: "
         f"an item of a list or {STR_BYTES} bytes of a str built, a function applied, a loop's "
-        "iteration; nested loops and maps multiply them)",
+        "iteration; nested loops and maps multiply them; --max-steps N sets the limit)",
         pos,
     )
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from mgmt import config
 from mgmt.lang import compile_file, compile_text
 from mgmt.lang.errors import CompileError, LangError
 from mgmt.lang.parser import MAX_DEPTH, parse
@@ -377,7 +378,7 @@ def test_a_long_string_that_is_not_a_float_is_refused_at_once() -> None:
 
 # what one evaluation may do ------------------------------------------------------------------
 
-BUDGET = 100_000  # values.PASS_BUDGET in these tests: the real one (16 Mi) takes seconds
+BUDGET = 100_000  # --max-steps in these tests: the real one (16 Mi) takes seconds
 
 
 @pytest.mark.parametrize(
@@ -400,10 +401,9 @@ BUDGET = 100_000  # values.PASS_BUDGET in these tests: the real one (16 Mi) take
 def test_work_past_the_pass_budget_is_a_graph_limit_error(
     monkeypatch: pytest.MonkeyPatch, expr: str, where: str, what: str
 ) -> None:
-    from mgmt.lang import values
     from mgmt.lang.errors import GraphLimitError
 
-    monkeypatch.setattr(values, "PASS_BUDGET", BUDGET)
+    monkeypatch.setattr(config, "_max_steps", [BUDGET])
     _changed, _items, error = run('import "golang"\n' + shown(expr)).evaluate()
     assert isinstance(error, GraphLimitError), error  # `mgmt check` refuses it (every host)
     message = str(error)
@@ -414,10 +414,9 @@ def test_work_past_the_pass_budget_is_a_graph_limit_error(
 def test_nested_loops_past_the_pass_budget_are_a_graph_limit_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from mgmt.lang import values
     from mgmt.lang.errors import GraphLimitError
 
-    monkeypatch.setattr(values, "PASS_BUDGET", BUDGET)
+    monkeypatch.setattr(config, "_max_steps", [BUDGET])
     src = 'import "iter"\n$a = iter.range(1000)\nfor $i, $x in $a {\n\tfor $j, $y in $a {\n'
     src += "\t\t$z = $x + $y\n\t}\n}\n"
     _changed, _items, error = run(src).evaluate()
@@ -431,7 +430,7 @@ def test_the_budget_is_per_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     has only the limit of one list."""
     from mgmt.lang import values
 
-    monkeypatch.setattr(values, "PASS_BUDGET", BUDGET)
+    monkeypatch.setattr(config, "_max_steps", [BUDGET])
     for _ in range(3):
         rt = run(shown("len(iter.map(iter.range(300), func($x) { iter.range(200) }))"))
         _changed, items, error = rt.evaluate()
@@ -445,9 +444,8 @@ def test_a_fold_that_appends_lines_is_within_the_budget(monkeypatch: pytest.Monk
     the square of the lines): a str's bytes count a step every values.STR_BYTES, so 200 lines
     of 40 bytes (804,000 bytes copied) fit a budget of 100,000 steps; counted byte by byte, they
     did not (with the real budget: a hosts file of 1,000 lines)."""
-    from mgmt.lang import values
 
-    monkeypatch.setattr(values, "PASS_BUDGET", BUDGET)
+    monkeypatch.setattr(config, "_max_steps", [BUDGET])
     expr = (
         'iter.reduce("", iter.map(iter.range(200), func($i) { fmt.printf("10.0.1.%03d '
         'host%03d.example.com # a line\\n", $i, $i) }), func($a, $l) { $a + $l })'
@@ -482,3 +480,30 @@ def test_a_map_of_large_strings_is_refused_by_mgmt_check_at_once(tmp_path: Path)
     assert code == 2, out
     (line,) = out.strip().splitlines()
     assert line.startswith(f"{program}:3:46: strings.repeat: the program takes more than 16,"), line
+
+
+@pytest.mark.parametrize("command", ["check", "deploy", "run"])
+def test_max_steps_sets_the_budget_of_each_command(tmp_path: Path, command: str) -> None:
+    """`--max-steps N` (and MGMT_MAX_STEPS) is the pass's budget for mgmt check, deploy and
+    run alike: a program within the default is refused under a lower one, with the limit named
+    and the flag that sets it; nothing is applied (before 2026-12-06 the budget had no flag: a
+    program that needs more could not run at all)."""
+    made = tmp_path / "made"
+    program = tmp_path / "t.mcl"
+    program.write_text(
+        'import "iter"\nimport "fmt"\n$l = iter.map(iter.range(5000), func($i) { $i + 1 })\n'
+        f'file "{made}" {{ state => "exists", content => fmt.printf("%d", len($l)), }}\n'
+    )
+    argv = {
+        "check": ["check"],
+        "deploy": ["deploy", "--seeds", "http://127.0.0.1:9", "--insecure-cluster", "--unsigned"],
+        "run": ["run", "--tmp-prefix", "--converged-timeout=0"],
+    }[command]
+    code, out = run_mgmt([*argv, "--max-steps", "1000", "lang", str(program)], timeout=120)
+    assert code == 2, out
+    (line,) = [line for line in out.splitlines() if "steps" in line]
+    assert "more than 1,000 steps in one evaluation" in line and "--max-steps N" in line, out
+    assert not made.exists()
+    if command == "check":  # within the default
+        code, out = run_mgmt(["check", "lang", str(program)], timeout=120)
+        assert code == 0, out
