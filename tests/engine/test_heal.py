@@ -348,3 +348,48 @@ async def test_a_mount_over_an_ancestor_is_seen_and_one_elsewhere_is_not(tmp_pat
             assert vertex.stats.events == events  # mounts elsewhere: nothing reported
     finally:
         await engine.stop(graceful=False)
+
+
+FULL: list[int] = []  # the checks of SharedProbe, while its file system is "full"; [] ends
+
+
+@register("sharedprobe")
+@dataclass(kw_only=True, eq=False)
+class SharedProbe(Resource):
+    """ENOSPC (on its name, a path) while FULL is not empty; each check counted in CHECKS."""
+
+    async def check_apply(self, apply: bool) -> bool:
+        CHECKS.append(self.name)
+        if FULL:
+            cause = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.name)
+            raise ResourceError(f"could not write {self.name}: disk full") from cause
+        return True
+
+
+CHECKS: list[str] = []
+
+
+async def test_one_full_file_system_is_checked_once_a_step(engine: Engine, tmp_path: Path) -> None:
+    """50 files failed on the same full file system: one check for them all per step (not 50),
+    and once one passes the others are checked at once and recover, with no event."""
+    FULL[:] = [1]
+    CHECKS.clear()
+    graph = Graph("g")
+    for i in range(50):
+        graph.add(SharedProbe(name=str(tmp_path / f"f{i}")))
+    try:
+        await engine.apply(graph)
+        vertices = list(engine.vertices.values())
+        await settle(engine, lambda: all(v.status is Status.FAILED for v in vertices))
+        assert len(engine.heal_groups) == 1
+        first = len(CHECKS)
+        await settle(engine, lambda: len(CHECKS) - first >= 6)
+        assert len(CHECKS) - first < 25, len(CHECKS) - first  # each at each step: 50 at once
+        events = [v.stats.events for v in vertices]
+        FULL.clear()
+        await settle(engine, lambda: all(v.status is Status.OK for v in vertices))
+        assert all(v.healing is None for v in vertices)
+        assert [v.stats.events for v in vertices] == events  # no event told of it
+        assert not engine.heal_groups
+    finally:
+        FULL.clear()
