@@ -1007,12 +1007,14 @@ class Vertex:
         group = healing.group
         if group is not None:
             now = time.monotonic()
-            if now - group.probed_at < healing.wait:  # another checked for the group: skip
+            if now - group.probed_at < healing.wait or (
+                group.last is self and len(group.members) > 1
+            ):  # another checked for the group, or its turn was the last: skipped
                 healing.wait = heal.next_wait(healing.wait)
                 healing.at = time.time() + healing.wait
                 healing.timer = running_loop().call_later(healing.wait, self._heal_now)
                 return
-            group.probed_at = now
+            group.probed_at, group.last = now, self
         healing.checking = True
         self.poke(tick=True)
 
@@ -1041,6 +1043,8 @@ class Vertex:
         if group is None:
             return
         group.members.discard(self)
+        if group.last is self:
+            group.last = None
         if not group.members:
             if self.engine.heal_groups.get(healing.key) is group:  # type: ignore[arg-type]
                 del self.engine.heal_groups[healing.key]  # type: ignore[arg-type]

@@ -98,14 +98,18 @@ class Group:
     """Failures of one cause on one file system (group_of): checked on its own by one member per
     step, not each (bench/heal.py: 10,000 files on a full disk checked each at each step used
     a third of a core). A member whose own check falls due while another's of the group was
-    done less than its wait ago skips it (and waits longer, as if it failed again); the first
-    check that succeeds has every other member checked at once."""
+    done less than its wait ago, or whose own was the group's last, skips it (and waits longer,
+    as if it failed again); the first check that succeeds has every other member checked at
+    once."""
 
-    __slots__ = ("members", "probed_at")
+    __slots__ = ("last", "members", "probed_at")
 
     def __init__(self) -> None:
         self.members: set[Vertex] = set()
         self.probed_at = float("-inf")  # monotonic time of the group's last check on its own
+        # Who did it: not again while others wait (its timer, set from that check, falls due
+        # first each time: one that cannot pass would check for the group for ever).
+        self.last: Vertex | None = None
 
 
 def told() -> str:
