@@ -149,10 +149,12 @@ class Healing:
     """The checks on its own of a vertex failed with an error that may pass (engine.heal): the
     next one's timer, when it is due (wall clock, for `mgmt status`), the wait before it."""
 
-    __slots__ = ("at", "checking", "timer", "wait", "why")
+    __slots__ = ("at", "checking", "group", "key", "timer", "wait", "why")
 
     def __init__(self, why: str) -> None:
         self.why = why  # what may pass (heal.PASSING): `the disk is full`
+        self.key: tuple[str, int] | None = None  # its heal.Group's (heal.group_of), if any
+        self.group: heal.Group | None = None
         self.wait = heal.HEAL_MIN
         self.at = 0.0
         self.timer: asyncio.TimerHandle | None = None
@@ -915,7 +917,7 @@ class Vertex:
         if self.outcome in (RETRYING, FAILED):
             self.handle.logger.info("recovered")
         if self.healing is not None:
-            self._stop_healing()
+            self._stop_healing(passed=True)
         if self.res.meta.retryreset:  # else the retries are spent for good (mgmt's)
             self.engine.retries.pop(self.key, None)
         self.error = None
@@ -978,6 +980,7 @@ class Vertex:
             return
         if healing is None:
             self.healing = healing = Healing(why)
+            self._join_group(healing, err)
             self._say_failure("failed", err, False, logging.ERROR, heal.told())
         elif healing.checking:  # its own check failed: not said again (the first line said it)
             healing.why, healing.wait = why, heal.next_wait(healing.wait)
@@ -1001,13 +1004,58 @@ class Vertex:
         healing.timer = None
         if self.status is not FAILED:
             return
+        group = healing.group
+        if group is not None:
+            now = time.monotonic()
+            if now - group.probed_at < healing.wait or (
+                group.last is self and len(group.members) > 1
+            ):  # another checked for the group, or its turn was the last: skipped
+                healing.wait = heal.next_wait(healing.wait)
+                healing.at = time.time() + healing.wait
+                healing.timer = running_loop().call_later(healing.wait, self._heal_now)
+                return
+            group.probed_at, group.last = now, self
         healing.checking = True
         self.poke(tick=True)
 
-    def _stop_healing(self) -> None:
-        if self.healing is not None:
-            self.healing.cancel()
-            self.healing = None
+    def _join_group(self, healing: Healing, err: BaseException) -> None:
+        """Its failure's heal.Group, joined (made if it is the first)."""
+        path = getattr(self.res, "path", None) or self.res.name
+        key = heal.group_of(healing.why, err, path if isinstance(path, str) else None)
+        if key is None:
+            return
+        groups = self.engine.heal_groups
+        group = groups.get(key)
+        if group is None:
+            groups[key] = group = heal.Group()
+        group.members.add(self)
+        healing.key, healing.group = key, group
+
+    def _stop_healing(self, passed: bool = False) -> None:
+        """No longer healing; `passed`: its check succeeded, so every other member of its group
+        is checked at once (their cause has passed too, most likely)."""
+        healing = self.healing
+        if healing is None:
+            return
+        healing.cancel()
+        self.healing = None
+        group = healing.group
+        if group is None:
+            return
+        group.members.discard(self)
+        if group.last is self:
+            group.last = None
+        if not group.members:
+            if self.engine.heal_groups.get(healing.key) is group:  # type: ignore[arg-type]
+                del self.engine.heal_groups[healing.key]  # type: ignore[arg-type]
+            return
+        if passed:
+            for other in list(group.members):
+                if other.healing is not None and other.healing.timer is not None:
+                    other.healing.cancel()
+                    if other.status is FAILED:
+                        other.healing.checking = True
+                        other.poke(tick=True)
 
     def _say_failure(
         self,
@@ -1413,6 +1461,7 @@ class Engine:
         # Failures counted against meta retry, by kind+name: a swap that changes the resource
         # keeps its count unless its meta reset (mgmt's MetaState); dropped when it leaves.
         self.retries: dict[Key, int] = {}
+        self.heal_groups: dict[tuple[str, int], heal.Group] = {}  # (Vertex._join_group)
         self._semas: dict[tuple[str, int], asyncio.Semaphore] = {}
         self._global_sema = Slots(sema) if sema > 0 else None
         # check_applies at once (0: from the descriptor limit, see check_limit()); first checks

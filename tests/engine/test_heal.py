@@ -348,3 +348,115 @@ async def test_a_mount_over_an_ancestor_is_seen_and_one_elsewhere_is_not(tmp_pat
             assert vertex.stats.events == events  # mounts elsewhere: nothing reported
     finally:
         await engine.stop(graceful=False)
+
+
+FULL: list[int] = []  # the checks of SharedProbe, while its file system is "full"; [] ends
+
+
+@register("sharedprobe")
+@dataclass(kw_only=True, eq=False)
+class SharedProbe(Resource):
+    """ENOSPC (on its name, a path) while FULL is not empty; each check counted in CHECKS."""
+
+    async def check_apply(self, apply: bool) -> bool:
+        CHECKS.append(self.name)
+        if FULL or self.name in STUCK:
+            cause = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.name)
+            raise ResourceError(f"could not write {self.name}: disk full") from cause
+        return True
+
+
+CHECKS: list[str] = []
+STUCK: set[str] = set()  # names that fail with ENOSPC even once FULL is empty (too big)
+
+
+async def test_one_full_file_system_is_checked_once_a_step(engine: Engine, tmp_path: Path) -> None:
+    """50 files failed on the same full file system: one check for them all per step (not 50),
+    and once one passes the others are checked at once and recover, with no event."""
+    FULL[:] = [1]
+    CHECKS.clear()
+    graph = Graph("g")
+    for i in range(50):
+        graph.add(SharedProbe(name=str(tmp_path / f"f{i}")))
+    try:
+        await engine.apply(graph)
+        vertices = list(engine.vertices.values())
+        await settle(engine, lambda: all(v.status is Status.FAILED for v in vertices))
+        assert len(engine.heal_groups) == 1
+        first = len(CHECKS)
+        await settle(engine, lambda: len(CHECKS) - first >= 6)
+        assert len(CHECKS) - first < 25, len(CHECKS) - first  # each at each step: 50 at once
+        events = [v.stats.events for v in vertices]
+        FULL.clear()
+        await settle(engine, lambda: all(v.status is Status.OK for v in vertices))
+        assert all(v.healing is None for v in vertices)
+        assert [v.stats.events for v in vertices] == events  # no event told of it
+        assert not engine.heal_groups
+    finally:
+        FULL.clear()
+
+
+async def test_a_swap_leaves_no_heal_behind(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While their checks wait: the same graph again keeps them waiting (no check at once, no
+    second timer); a swap that removes some cancels theirs and takes them out of their group;
+    the agent's stop leaves no group, no timer."""
+    monkeypatch.setattr(heal, "HEAL_MIN", 100.0)  # none falls due during the test
+    FULL[:] = [1]
+    names = [str(tmp_path / f"f{i}") for i in range(4)]
+
+    def graph_of(kept: list[str]) -> Graph:
+        graph = Graph("g")
+        for name in kept:
+            graph.add(SharedProbe(name=name))
+        return graph
+
+    try:
+        await engine.apply(graph_of(names))
+        vertices = list(engine.vertices.values())
+        await settle(engine, lambda: all(v.status is Status.FAILED for v in vertices))
+        timers = [v.healing.timer for v in vertices if v.healing is not None]
+        assert len(timers) == 4 and all(timer is not None for timer in timers)
+        await engine.apply(graph_of(names))
+        assert list(engine.vertices.values()) == vertices
+        assert [v.healing.timer for v in vertices if v.healing is not None] == timers
+        await engine.apply(graph_of(names[:1]))
+        await settle(engine)
+        assert all(v.healing is None for v in vertices[1:])
+        assert all(t.cancelled() for t in timers[1:])  # type: ignore[union-attr]
+        (group,) = engine.heal_groups.values()
+        assert group.members == {engine.vertices[("sharedprobe", names[0])]}
+        await engine.stop()
+        assert not engine.heal_groups and vertices[0].healing is None
+        assert timers[0] is not None and timers[0].cancelled()
+    finally:
+        FULL.clear()
+
+
+async def test_a_member_that_cannot_pass_does_not_hold_its_group(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The member that checks for the group stays full (a file too big for the space freed):
+    the others take their turn, and recover once the space is freed (heal.Group.last: its
+    timer, set from its check, may fall due first at each step while the others' are spread)."""
+    monkeypatch.setattr(heal, "HEAL_MAX", 1000.0)  # the waits double all through the test
+    FULL[:] = [1]
+    CHECKS.clear()
+    graph = Graph("g")
+    for i in range(4):
+        graph.add(SharedProbe(name=str(tmp_path / f"f{i}")))
+    try:
+        await engine.apply(graph)
+        vertices = list(engine.vertices.values())
+        await settle(engine, lambda: all(v.status is Status.FAILED for v in vertices))
+        first = len(CHECKS)
+        await settle(engine, lambda: len(CHECKS) > first)
+        STUCK.add(CHECKS[-1])  # the member that checked for the group
+        FULL.clear()
+        await settle(engine, lambda: sum(v.status is Status.OK for v in vertices) == 3)
+        (stuck,) = [v for v in vertices if v.status is Status.FAILED]
+        assert stuck.res.name in STUCK and stuck.healing is not None
+    finally:
+        FULL.clear()
+        STUCK.clear()
