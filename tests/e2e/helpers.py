@@ -245,9 +245,21 @@ def small_fs(path: Path, size: str) -> Iterator[Callable[[str], None]]:
         subprocess.run(["umount", "-l", str(path)], timeout=10, check=False)
 
 
+def fill(path: Path) -> None:
+    """Write `path` until its file system is full (ENOSPC)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"\0" * 4096)
+    finally:
+        os.close(fd)
+
+
 __all__ = [
     "ROOT",
     "Daemon",
+    "fill",
     "has_content",
     "has_mode",
     "pid_alive",

@@ -5,24 +5,11 @@ The mounts are taken off whatever the end (helpers.small_fs)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import signal
 import textwrap
 from pathlib import Path
 
-from tests.e2e.helpers import Daemon, has_content, run_mgmt, small_fs, wait_path
-
-
-def fill(path: Path) -> None:
-    """Write `path` until the file system is full (ENOSPC)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        with contextlib.suppress(OSError):
-            while True:
-                os.write(fd, b"\0" * 4096)
-    finally:
-        os.close(fd)
+from tests.e2e.helpers import Daemon, fill, has_content, run_mgmt, small_fs, wait_path
 
 
 async def test_a_full_disk_freed_is_repaired_without_a_reload(tmp_path: Path) -> None:

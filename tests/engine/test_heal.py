@@ -30,6 +30,7 @@ from engine.mountwatch import changed_points, unescape
 from engine.resource import Resource, register
 from engine.watcher import Hub
 from resources.file import FileRes
+from tests.e2e.helpers import fill
 from tests.engine.conftest import settle
 
 FAILING: dict[str, list[int]] = {}  # a failing probe's name -> the errnos its next checks raise
@@ -105,13 +106,7 @@ async def test_a_full_disk_freed_heals(tmp_path: Path) -> None:
         (mnt / "data").mkdir()
         (mnt / "fill").mkdir()
         filler = mnt / "fill" / "big"
-        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            with contextlib.suppress(OSError):
-                while True:  # until ENOSPC
-                    os.write(fd, b"x" * 4096)
-        finally:
-            os.close(fd)
+        fill(filler)
         graph = Graph("g")
         graph.add(FileRes(name="f", path=str(mnt / "data" / "f"), content="hello\n" * 2000))
         engine = Engine(hostname="test", prefix=tmp_path / "prefix")

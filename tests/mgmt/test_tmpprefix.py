@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import select
@@ -21,7 +20,7 @@ from engine.safefs import private_dir
 from mgmt import agent
 from mgmt.config import Config
 from mgmt.tmpprefix import LOCK, PrefixBusy, TmpPrefix, hold_prefix, make_private, sweep
-from tests.e2e.helpers import free_port, small_fs
+from tests.e2e.helpers import fill, free_port, small_fs
 
 HOLD = "import sys; from mgmt.tmpprefix import TmpPrefix; t = TmpPrefix(); print(t.path, flush=True); sys.stdin.read()"
 
@@ -373,10 +372,7 @@ def test_a_full_tmpdir_is_said_with_the_prefix_and_leaves_nothing(tmp_path: Path
     cron run. Now: one line naming the prefix, exit 75 (it may pass), nothing left."""
     full = tmp_path / "full"
     with small_fs(full, "64k"):
-        with contextlib.suppress(OSError), (full / "filler").open("wb") as filler:
-            while True:
-                filler.write(b"x" * 4096)
-                filler.flush()
+        fill(full / "filler")
         done = subprocess.run(
             [sys.executable, "-m", "mgmt", "run", "--tmp-prefix", "--converged-timeout=0", "empty"],
             env={**os.environ, "TMPDIR": str(full)},
