@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine import collector, heal, watcher
+from engine import collector, watcher
 from engine.autoedge import (
     AutoIndex,
     Owners,
@@ -87,6 +87,7 @@ from engine.stopgate import Gate, Stopped, Work
 from engine.tasks import running_loop
 
 if TYPE_CHECKING:
+    from engine import heal
     from engine.program import ProgramRef
     from engine.smallswap import Small
     from engine.world import World
@@ -152,6 +153,8 @@ class Healing:
     __slots__ = ("at", "checking", "group", "key", "timer", "wait", "why")
 
     def __init__(self, why: str) -> None:
+        from engine import heal  # (a failure's module: a run whose resources pass never reads it)
+
         self.why = why  # what may pass (heal.PASSING): `the disk is full`
         self.key: tuple[str, int] | None = None  # its heal.Group's (heal.group_of), if any
         self.group: heal.Group | None = None
@@ -970,6 +973,8 @@ class Vertex:
         by itself (engine.heal), checked again on its own later: HEAL_MIN s after the first
         such failure, twice as long after each of those checks that fails again, at most
         HEAL_MAX. The first is said with when; the checks that fail again at DEBUG only."""
+        from engine import heal
+
         healing = self.healing
         poll = self.res.meta.poll
         why = heal.passes(err) if poll <= 0 or poll > heal.HEAL_MAX else None
@@ -998,6 +1003,8 @@ class Vertex:
         """A heal's check is due (_failed_for_now): a tick's poke (not activity for the
         converger unless it changes something). A vertex no longer failed (an event's check
         runs) is left to that check's end."""
+        from engine import heal
+
         healing = self.healing
         if healing is None:
             return
@@ -1020,6 +1027,8 @@ class Vertex:
 
     def _join_group(self, healing: Healing, err: BaseException) -> None:
         """Its failure's heal.Group, joined (made if it is the first)."""
+        from engine import heal
+
         path = getattr(self.res, "path", None) or self.res.name
         key = heal.group_of(healing.why, err, path if isinstance(path, str) else None)
         if key is None:

@@ -78,7 +78,6 @@ from typing import ClassVar, TypeVar
 from engine import inotify, libc
 from engine.flag import Flag
 from engine.inotify import Blind, Event, Inotify
-from engine.mountwatch import MountWatch
 
 log = logging.getLogger("engine")
 
@@ -791,6 +790,8 @@ class Hub:
         self.own_writes = 0
         # The mount table (engine.mountwatch): a mount over a watched directory, or a remount,
         # says nothing to the watches; while the hub is open, its changes are (_mounts_changed).
+        from engine.mountwatch import MountWatch  # (a run with no hub never reads it)
+
         self.mounts = MountWatch.open(loop, self._mounts_changed)
 
     def hold_reads(self) -> None:
