@@ -124,6 +124,8 @@ UNUSED += ("mgmt.sdnotify", "mgmt.spans")
 UNUSED += ("mgmt.yamlreparse",)
 # A later graph swapped in O(change): a run that ends at its first convergence has one graph.
 UNUSED += ("engine.smallswap", "engine.derive")  # (and a front-end's next graph: derive)
+# A failure's heal (checks again on its own what may pass: a run whose resources pass has none).
+UNUSED += ("engine.heal",)
 # asyncio's package code (its streams, subprocess, taskgroups, timeouts and queues:
 # lazyimport.PARTS gives the names of its other parts beforehand).
 UNUSED += ("asyncio", "asyncio.streams", "asyncio.subprocess", "asyncio.taskgroups")
