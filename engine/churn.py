@@ -161,6 +161,21 @@ class Quieted:
 
 # The resources whose INFO lines the log leaves out for now (mgmt/log.py), by (kind, name).
 MUTED: dict[Key, Quieted] = {}
+QUIETED = "engine.churn:quieted"  # an engine's Quieting, in its Shared (handle.shared)
+
+
+class Quieting:
+    """An engine's resources summed up (`Quieted`): at its stop (its Shared closed), each
+    one's repairs not said yet are, and its lines are no longer left out. Before 2026-12-06
+    (review4) the interval a stop cut short was never said (its tick never came)."""
+
+    def __init__(self) -> None:
+        self.quieted: list[Quieted] = []
+
+    async def aclose(self) -> None:
+        quieted, self.quieted = self.quieted, []
+        for one in quieted:
+            one.end()
 
 
 def _done(vertex: Vertex, apply: bool, count: int) -> str:
@@ -195,6 +210,9 @@ def _quiet(vertex: Vertex, now: float, repairs: deque[float], apply: bool) -> No
         SUMMARY_EVERY,
     )
     MUTED[vertex.key] = quieted
+    held = vertex.handle.shared.get(QUIETED, Quieting).quieted
+    held[:] = [one for one in held if MUTED.get(one.vertex.key) is one]  # (ended ones gone)
+    held.append(quieted)
 
 
 def _repaired(

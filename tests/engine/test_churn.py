@@ -99,3 +99,31 @@ async def test_a_fights_repairs_are_summed_up_in_the_log_and_counted_exactly(
         await settle(engine)
         assert "engine: file[f]: content updated" in read()
         assert ("file", "f") not in churn.MUTED
+
+
+async def test_a_fights_last_repairs_are_said_at_stop(
+    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """review4, 2026-12-06: the repairs of the interval a stop cut short were never said (the
+    tick never came, its loop gone): a run stopped during a fight left its last repairs out of
+    the log, counted only by metrics. The engine's stop says them (its Shared's aclose), and
+    the resource's lines are no longer left out."""
+    from tests.mgmt.test_log_lines import ours_only
+
+    path = tmp_path / "f"
+    graph = Graph("g")
+    graph.add(FileRes(name="f", path=str(path), content="ours\n"))
+    with ours_only(tmp_path, "text") as (read, _model):
+        await engine.apply(graph)
+        await settle(engine, path.exists)
+        read()
+        for n in range(churn.QUIET_AFTER + 4):
+            path.write_text(f"theirs {n}\n")
+            await settle(engine, lambda: path.read_text() == "ours\n")
+            await settle(engine)
+        assert ("file", "f") in churn.MUTED
+        await engine.stop()
+        lines = read()
+        assert ("file", "f") not in churn.MUTED
+        summed = [line for line in lines if "file[f]: repaired 4 times in the last " in line]
+        assert len(summed) == 1, lines
