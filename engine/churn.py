@@ -13,8 +13,8 @@ first QUIET_AFTER repairs within SUMMARY_EVERY seconds are said in full; from th
 the lines of the resource's INFO level (each repair's change) reach the status model, never
 the log (mgmt/log.py's handlers leave out a resource in MUTED), and one line every
 SUMMARY_EVERY seconds says how many repairs there were (`file[x]: repaired 812 times in the
-last 10 s`). An interval without a repair ends it: the next repair after quiet is said in
-full again. Warnings and errors are never left out; counts (`mgmt status`, metrics) stay
+last 10 s`; one line for all of an engine's resources summed up at once: `Quieting`). An
+interval without a repair ends it: the next repair after quiet is said in full again. Warnings and errors are never left out; counts (`mgmt status`, metrics) stay
 exact; `--verbose` (DEBUG) says every line, as before.
 
 A repair here is a change made with apply, after the resource had been applied once, on an
@@ -53,6 +53,7 @@ WINDOW = 60.0
 SLACK = 0.5  # seconds after a command's end in which an event may still be its doing
 QUIET_AFTER = 5  # repairs of one resource said in full within SUMMARY_EVERY s, then summed up
 SUMMARY_EVERY = 10.0  # seconds between two summary lines of a resource's repairs
+log = logging.getLogger("engine")
 COMMANDS = "engine.churn:commands"  # the engine's Commands, in its Shared (handle.shared)
 
 
@@ -114,14 +115,15 @@ class Churn:
 
 class Quieted:
     """A resource whose repairs' lines are left out of the log (`MUTED`) and summed up every
-    SUMMARY_EVERY seconds, while it keeps being repaired (see the module doc)."""
+    SUMMARY_EVERY seconds by its engine's `Quieting`, while it keeps being repaired (see the
+    module doc)."""
 
-    __slots__ = ("apply", "count", "last", "loop", "started", "timer", "vertex")
+    __slots__ = ("apply", "count", "last", "loop", "quieting", "started", "vertex")
 
-    def __init__(self, vertex: Vertex, apply: bool, now: float) -> None:
+    def __init__(self, vertex: Vertex, apply: bool, now: float, quieting: Quieting) -> None:
         self.vertex, self.apply, self.count, self.started, self.last = vertex, apply, 0, now, now
         self.loop = asyncio.get_running_loop()
-        self.timer = self.loop.call_later(SUMMARY_EVERY, self.tick)
+        self.quieting = quieting
 
     def hides(self) -> bool:
         """Whether a line of the resource is left out now (mgmt/log.py asks, at each): not
@@ -132,20 +134,8 @@ class Quieted:
         self.end()
         return False
 
-    def tick(self) -> None:
-        """An interval is over: its repairs said in one line (the log's, not left out), or,
-        none, the resource's lines are said again."""
-        if MUTED.get(self.vertex.key) is not self:
-            return
-        if not self.count:
-            self.end()  # quiet: the next repair is said in full
-            return
-        self._say(time.monotonic())
-        self.timer = self.loop.call_later(SUMMARY_EVERY, self.tick)
-
     def end(self) -> None:
         """Its lines said again, the repairs not said yet first."""
-        self.timer.cancel()
         if MUTED.get(self.vertex.key) is self:
             del MUTED[self.vertex.key]
             if self.count:
@@ -161,12 +151,86 @@ class Quieted:
 
 # The resources whose INFO lines the log leaves out for now (mgmt/log.py), by (kind, name).
 MUTED: dict[Key, Quieted] = {}
+QUIETED = "engine.churn:quieted"  # an engine's Quieting, in its Shared (handle.shared)
+NAMED = 3  # resources named in a line summing up several, the most repaired first
+
+
+class Quieting:
+    """An engine's resources summed up (`Quieted`), said every SUMMARY_EVERY s: one line for
+    all of them (a fight over 1,000 files made 100 lines a second, one per resource every
+    10 s: review4, 2026-12-06), the resource's own when it is the only one. At the engine's
+    stop (its Shared closed) the repairs not said yet are, and the lines are no longer left
+    out (before, the interval a stop cut short was never said: its tick never came)."""
+
+    def __init__(self) -> None:
+        self.quieted: dict[Key, Quieted] = {}
+        self.joined = 0  # resources summed up since the last line
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, quieted: Quieted) -> None:
+        """Sum up `quieted`'s repairs from now on: told with the next line if others are."""
+        self.quieted[quieted.vertex.key] = quieted
+        self.joined += 1
+        if self.timer is None:
+            self.timer = quieted.loop.call_later(SUMMARY_EVERY, self.tick)
+
+    def tick(self) -> None:
+        """An interval is over: its repairs said in one line (the log's, not left out); the
+        resources repaired in none of it said again in full."""
+        self.timer = None
+        now = time.monotonic()
+        self._say(now)
+        if self.quieted:
+            loop = next(iter(self.quieted.values())).loop
+            self.timer = loop.call_later(SUMMARY_EVERY, self.tick)
+
+    def _say(self, now: float) -> None:
+        live = {k: q for k, q in self.quieted.items() if MUTED.get(k) is q}
+        counted = [q for q in live.values() if q.count]
+        for key, quieted in list(live.items()):
+            if not quieted.count:  # quiet: the next repair is said in full
+                quieted.end()
+                del live[key]
+        self.quieted = live
+        if len(counted) == 1:
+            counted[0]._say(now)
+        elif counted:
+            counted.sort(key=lambda q: -q.count)
+            verbs = {_verb(q.vertex, q.apply) for q in counted}
+            verb = verbs.pop() if len(verbs) == 1 else "changed"
+            named = ", ".join(f"{q.vertex.res} {q.count}" for q in counted[:NAMED])
+            more = f" and {len(counted) - NAMED} more" if len(counted) > NAMED else ""
+            new = f", {self.joined} of them since the last such line" if self.joined else ""
+            log.info(
+                "%d resources %s %d times in the last %.0f s, their lines summed up%s: %s%s "
+                "(mgmt status counts each; --verbose says each)",
+                len(counted), verb, sum(q.count for q in counted),
+                max(now - q.started for q in counted), new, named, more,
+            )  # fmt: skip
+            for quieted in counted:
+                quieted.count, quieted.started = 0, now
+        self.joined = 0
+
+    async def aclose(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self._say(time.monotonic())
+        for quieted in self.quieted.values():
+            quieted.end()
+        self.quieted = {}
+
+
+def _verb(vertex: Vertex, apply: bool) -> str:
+    if not vertex.res.DRIFTS:
+        return "ran again"
+    return "repaired" if apply else "found changed (noop)"
 
 
 def _done(vertex: Vertex, apply: bool, count: int) -> str:
-    if not vertex.res.DRIFTS:
-        return f"ran again {count} times"
-    return f"repaired {count} times" if apply else f"found changed {count} times (noop)"
+    verb, _, noop = _verb(vertex, apply).partition(" (")
+    times = "once" if count == 1 else f"{count} times"
+    return f"{verb} {times}" + (f" ({noop}" if noop else "")
 
 
 def _quiet(vertex: Vertex, now: float, repairs: deque[float], apply: bool) -> None:
@@ -182,19 +246,22 @@ def _quiet(vertex: Vertex, now: float, repairs: deque[float], apply: bool) -> No
     logger = vertex.handle.logger
     if logger.isEnabledFor(logging.DEBUG):  # --verbose: every line, as asked
         return
+    quieting = vertex.handle.shared.get(QUIETED, Quieting)
     try:
-        quieted = Quieted(vertex, apply, now)
+        quieted = Quieted(vertex, apply, now, quieting)
     except RuntimeError:  # no running loop (a test's direct call): nothing to sum up with
         return
-    took = now - repairs[-QUIET_AFTER]
-    logger.traffic(
-        "%s %s: its next repairs are summed up in one line every %.0f s while they go on "
-        "(--verbose: each)",
-        _done(vertex, apply, QUIET_AFTER),
-        f"in {took:.0f} s" if took >= 1 else "in under a second",
-        SUMMARY_EVERY,
-    )
+    if not any(MUTED.get(key) is one for key, one in quieting.quieted.items()):
+        took = now - repairs[-QUIET_AFTER]  # (else: told in the next line, with the others)
+        logger.traffic(
+            "%s %s: its next repairs are summed up in one line every %.0f s while they go on "
+            "(--verbose: each)",
+            _done(vertex, apply, QUIET_AFTER),
+            f"in {took:.0f} s" if took >= 1 else "in under a second",
+            SUMMARY_EVERY,
+        )
     MUTED[vertex.key] = quieted
+    quieting.add(quieted)
 
 
 def _repaired(

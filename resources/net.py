@@ -35,6 +35,7 @@ from resources._lib.netlink import (
     RTMGRP_IPV4_IFADDR,
     RTMGRP_IPV4_ROUTE,
     RTMGRP_IPV6_IFADDR,
+    RTMGRP_IPV6_ROUTE,
     RTMGRP_LINK,
     Netlink,
 )
@@ -43,8 +44,11 @@ from resources._lib.proc import run_command
 
 IP_TIMEOUT = 30
 PREFIX = "mgmt-"
-# rtnetlink multicast groups: links, IPv4 addresses, IPv4 routes, IPv6 addresses.
-GROUPS = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR
+# rtnetlink multicast groups: links, addresses and routes of both families (the IPv6 routes
+# since 2026-12-06: an IPv6 default gateway deleted by hand was no event).
+GROUPS = (
+    RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE
+)
 
 
 def networkd_dir() -> str:
@@ -145,7 +149,10 @@ class NetRes(Resource):
                 if length < _NLMSG.size + _IFADDR.size:
                     return True
                 scope, owner = _IFADDR.unpack_from(data, body)
-                if owner == index and scope != _RT_SCOPE_LINK and self.addrs is not None:
+                # The gateway's too: an IPv4 default route goes with the address that made
+                # its gateway reachable, and no route message says so.
+                managed = self.addrs is not None or self.gateway is not None
+                if owner == index and scope != _RT_SCOPE_LINK and managed:
                     return True
             elif kind in _ROUTE_MESSAGES:
                 if length < _NLMSG.size + _RTMSG.size:

@@ -26,6 +26,7 @@ RTMGRP_LINK = 0x1
 RTMGRP_IPV4_IFADDR = 0x10
 RTMGRP_IPV4_ROUTE = 0x40
 RTMGRP_IPV6_IFADDR = 0x100
+RTMGRP_IPV6_ROUTE = 0x400
 # The kernel's own uevents (not udev's re-broadcast).
 UEVENT_KERNEL = 0x1
 

@@ -61,3 +61,31 @@ def test_running_lists_live_prefixes_that_serve_a_socket(
             mine = [found for found in running() if found[0].parent == tmp_path]
             assert mine == [(serving.path, str(os.getpid()))]
     assert not [found for found in running() if found[0].parent == tmp_path]  # gone
+
+
+def test_running_trusts_no_prefix_another_user_could_have_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """review4, 2026-12-06: a live, serving prefix is listed only when it is a directory of
+    this user's, 0700, not a symlink: another user's (a plant in /tmp naming a socket of
+    theirs for `mgmt status --prefix` to be pointed at), one others may enter, or a link to
+    ours are not."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (chown)")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    with TmpPrefix(tmp_path) as theirs, TmpPrefix(tmp_path) as open_, TmpPrefix(tmp_path) as ours:
+        socks = []
+        for prefix in (theirs, open_, ours):
+            sock = socket.socket(socket.AF_UNIX)
+            sock.bind(str(prefix.path / "status.sock"))
+            socks.append(sock)
+        try:
+            os.chown(theirs.path, 65534, 65534)
+            os.chmod(open_.path, 0o755)
+            (tmp_path / "mgmt-link").symlink_to(ours.path)
+            mine = [found for found in running() if found[0].parent == tmp_path]
+            assert mine == [(ours.path, str(os.getpid()))]
+        finally:
+            os.chown(theirs.path, 0, 0)
+            for sock in socks:
+                sock.close()

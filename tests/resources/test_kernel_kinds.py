@@ -513,3 +513,42 @@ async def test_net_wakes_only_for_what_it_checks(
     await running.handle.next_event()
     await _ip("link", "set", "dev", "mgmt4", "name", "mgmt6")  # renamed away: news
     await running.handle.next_event()
+
+
+@inside
+async def test_net_gateway_lost_with_its_address_is_an_event(
+    run_resource: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """review4, 2026-12-06: the kernel flushes an IPv4 default route whose gateway an address
+    made reachable when that address goes, with no RTM_DELROUTE (`ip monitor` shows none). A
+    net managing the gateway but not the addresses (addrs unset: another tool's) ignored its
+    interface's address messages since the leads' filter: the route, gone with the address,
+    was not repaired when the address came back. An IPv6 default route deleted by hand was no
+    event at all (the IPv6 route group was not subscribed, before the filter too)."""
+    monkeypatch.setenv("MGMT_NETWORKD_DIR", str(tmp_path))
+    await _ip("link", "add", "mgmt7", "type", "veth", "peer", "name", "mgmt8")
+    await _ip("link", "set", "dev", "mgmt8", "up")
+    await _ip("link", "set", "dev", "mgmt7", "up")
+    await _ip("addr", "add", "192.0.2.17/24", "dev", "mgmt7")  # not net's: another tool's
+    res = NetRes(name="mgmt7", gateway="192.0.2.1")
+    running: Running = await run_resource(res)  # type: ignore[operator]
+    assert await res.check_apply(True) is False
+    assert "default via 192.0.2.1" in await _ip("route", "show", "dev", "mgmt7")
+    running.handle.rearm()
+    await _ip("addr", "del", "192.0.2.17/24", "dev", "mgmt7")  # the route goes with it
+    await running.handle.next_event()
+    assert "default" not in await _ip("route", "show", "dev", "mgmt7")
+    await _ip("addr", "add", "192.0.2.17/24", "dev", "mgmt7")  # back: the route can be too
+    await running.handle.next_event()
+    assert await res.check_apply(True) is False
+    assert "default via 192.0.2.1" in await _ip("route", "show", "dev", "mgmt7")
+    await _ip("-6", "addr", "add", "2001:db8::17/64", "dev", "mgmt7", "nodad")
+    six = NetRes(name="mgmt7", gateway="2001:db8::1")
+    running6: Running = await run_resource(six)  # type: ignore[operator]
+    assert await six.check_apply(True) is False
+    assert "default via 2001:db8::1" in await _ip("-6", "route", "show", "dev", "mgmt7")
+    running6.handle.rearm()
+    await _ip("-6", "route", "del", "default", "via", "2001:db8::1", "dev", "mgmt7")
+    await running6.handle.next_event()
+    assert await six.check_apply(True) is False
+    assert "default via 2001:db8::1" in await _ip("-6", "route", "show", "dev", "mgmt7")
