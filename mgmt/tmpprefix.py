@@ -17,6 +17,7 @@ import errno
 import fcntl
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 from engine.errors import MgmtError
@@ -305,28 +306,44 @@ def running() -> list[tuple[Path, str]]:
     return found
 
 
-def _live_pid(parent_fd: int, name: str) -> str | None:
-    """The pid in parent/name's lock file if it is a prefix of ours whose run holds its lock
-    and serves a status socket there; else None."""
+@contextlib.contextmanager
+def _our_lock(parent_fd: int, name: str) -> Iterator[tuple[int, int] | None]:
+    """(parent/name's descriptor, its lock file's) if it is a prefix of ours (private, this
+    user's) with a lock file (a regular one); else None (gone, a symlink, not a directory, not
+    ours, no lock file: not made by this code or still being made). Neither is followed
+    through a symlink; both are closed at the end of the block."""
     try:
         fd = os.open(name, _DIR, dir_fd=parent_fd)
     except OSError:
-        return None
+        yield None
+        return
     with closing(fd):
         st = os.fstat(fd)
         if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) != 0o700:
-            return None
+            yield None
+            return
         try:
             lock = os.open(LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
         except OSError:
-            return None
+            yield None
+            return
         with closing(lock):
-            try:
-                fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except OSError:  # held: its run is alive
-                pid = os.pread(lock, 32, 0).decode(errors="replace").strip()
-            else:
-                return None  # its run is gone (closing the descriptor drops our lock)
+            yield (fd, lock) if stat.S_ISREG(os.fstat(lock).st_mode) else None
+
+
+def _live_pid(parent_fd: int, name: str) -> str | None:
+    """The pid in parent/name's lock file if it is a prefix of ours whose run holds its lock
+    and serves a status socket there; else None."""
+    with _our_lock(parent_fd, name) as found:
+        if found is None:
+            return None
+        fd, lock = found
+        try:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:  # held: its run is alive
+            pid = os.pread(lock, 32, 0).decode(errors="replace").strip()
+        else:
+            return None  # its run is gone (closing the descriptor drops our lock)
         try:
             if not stat.S_ISSOCK(os.stat("status.sock", dir_fd=fd, follow_symlinks=False).st_mode):
                 return None
@@ -337,27 +354,16 @@ def _live_pid(parent_fd: int, name: str) -> str | None:
 
 def _stale(parent_fd: int, name: str) -> bool:
     """Whether parent/name is a prefix of ours whose run no longer holds its lock."""
-    try:
-        fd = os.open(name, _DIR, dir_fd=parent_fd)
-    except OSError:  # gone, a symlink, not a directory, not ours to read
-        return False
-    with closing(fd):
-        st = os.fstat(fd)
-        if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) != 0o700:
+    with _our_lock(parent_fd, name) as found:
+        if found is None:
             return False
+        _, lock = found
         try:
-            lock = os.open(LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-        except OSError:  # no lock file: not made by this code (or still being made)
-            return False
-        with closing(lock):
-            if not stat.S_ISREG(os.fstat(lock).st_mode):
-                return False
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as err:
-                if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    return False  # its run is alive
-                raise
-            with contextlib.suppress(OSError):
-                fcntl.flock(lock, fcntl.LOCK_UN)
-            return True
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return False  # its run is alive
+            raise
+        with contextlib.suppress(OSError):
+            fcntl.flock(lock, fcntl.LOCK_UN)
+        return True
