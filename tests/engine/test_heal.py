@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from engine import heal
-from engine.engine import Engine, Status
+from engine.engine import Engine, Status, Vertex
 from engine.errors import Interfered, ResourceError
 from engine.graph import Graph
 from engine.mountwatch import changed_points, unescape
@@ -365,18 +365,34 @@ CHECKS: list[str] = []
 STUCK: set[str] = set()  # names that fail with ENOSPC even once FULL is empty (too big)
 
 
+def _probes(tmp_path: Path, count: int) -> list[str]:
+    """The names of `count` SharedProbes on the full file system (FULL set, CHECKS cleared)."""
+    FULL[:] = [1]
+    CHECKS.clear()
+    return [str(tmp_path / f"f{i}") for i in range(count)]
+
+
+def _graph_of(names: list[str]) -> Graph:
+    graph = Graph("g")
+    for name in names:
+        graph.add(SharedProbe(name=name))
+    return graph
+
+
+async def _all_failed(engine: Engine, names: list[str]) -> list[Vertex]:
+    """`names`' graph applied, each of its vertices failed (out of retries)."""
+    await engine.apply(_graph_of(names))
+    vertices = list(engine.vertices.values())
+    await settle(engine, lambda: all(v.status is Status.FAILED for v in vertices))
+    return vertices
+
+
 async def test_one_full_file_system_is_checked_once_a_step(engine: Engine, tmp_path: Path) -> None:
     """50 files failed on the same full file system: one check for them all per step (not 50),
     and once one passes the others are checked at once and recover, with no event."""
-    FULL[:] = [1]
-    CHECKS.clear()
-    graph = Graph("g")
-    for i in range(50):
-        graph.add(SharedProbe(name=str(tmp_path / f"f{i}")))
+    names = _probes(tmp_path, 50)
     try:
-        await engine.apply(graph)
-        vertices = list(engine.vertices.values())
-        await settle(engine, lambda: all(v.status is Status.FAILED for v in vertices))
+        vertices = await _all_failed(engine, names)
         assert len(engine.heal_groups) == 1
         first = len(CHECKS)
         await settle(engine, lambda: len(CHECKS) - first >= 6)
@@ -398,25 +414,15 @@ async def test_a_swap_leaves_no_heal_behind(
     second timer); a swap that removes some cancels theirs and takes them out of their group;
     the agent's stop leaves no group, no timer."""
     monkeypatch.setattr(heal, "HEAL_MIN", 100.0)  # none falls due during the test
-    FULL[:] = [1]
-    names = [str(tmp_path / f"f{i}") for i in range(4)]
-
-    def graph_of(kept: list[str]) -> Graph:
-        graph = Graph("g")
-        for name in kept:
-            graph.add(SharedProbe(name=name))
-        return graph
-
+    names = _probes(tmp_path, 4)
     try:
-        await engine.apply(graph_of(names))
-        vertices = list(engine.vertices.values())
-        await settle(engine, lambda: all(v.status is Status.FAILED for v in vertices))
+        vertices = await _all_failed(engine, names)
         timers = [v.healing.timer for v in vertices if v.healing is not None]
         assert len(timers) == 4 and all(timer is not None for timer in timers)
-        await engine.apply(graph_of(names))
+        await engine.apply(_graph_of(names))
         assert list(engine.vertices.values()) == vertices
         assert [v.healing.timer for v in vertices if v.healing is not None] == timers
-        await engine.apply(graph_of(names[:1]))
+        await engine.apply(_graph_of(names[:1]))
         await settle(engine)
         assert all(v.healing is None for v in vertices[1:])
         assert all(t.cancelled() for t in timers[1:])  # type: ignore[union-attr]
@@ -436,15 +442,9 @@ async def test_a_member_that_cannot_pass_does_not_hold_its_group(
     the others take their turn, and recover once the space is freed (heal.Group.last: its
     timer, set from its check, may fall due first at each step while the others' are spread)."""
     monkeypatch.setattr(heal, "HEAL_MAX", 1000.0)  # the waits double all through the test
-    FULL[:] = [1]
-    CHECKS.clear()
-    graph = Graph("g")
-    for i in range(4):
-        graph.add(SharedProbe(name=str(tmp_path / f"f{i}")))
+    names = _probes(tmp_path, 4)
     try:
-        await engine.apply(graph)
-        vertices = list(engine.vertices.values())
-        await settle(engine, lambda: all(v.status is Status.FAILED for v in vertices))
+        vertices = await _all_failed(engine, names)
         first = len(CHECKS)
         await settle(engine, lambda: len(CHECKS) > first)
         STUCK.add(CHECKS[-1])  # the member that checked for the group
