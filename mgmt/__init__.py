@@ -130,6 +130,7 @@ FLAG_ENV = frozenset(
         "MGMT_PROMETHEUS_LISTEN",
         "MGMT_MAX_GRAPH_SIZE",
         "MGMT_MAX_RESOURCES",
+        "MGMT_MAX_STEPS",
         "MGMT_SEEDS",
         "MGMT_CLIENT_URLS",
         "MGMT_SERVER_URLS",
