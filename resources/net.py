@@ -124,7 +124,7 @@ class NetRes(Resource):
         message of its interface; any message it cannot read. Before 2026-12-06 every
         message woke it, of every interface: a --noop run said its `would ...` lines again
         at each (dhcp1: three times, a veth's and its peer's link-local addresses). mgmt's
-        net watch has the same FIXME ("gets events from ALL interfaces")."""
+        net watch notes the same open problem in a comment ("gets events from ALL interfaces")."""
         try:
             index = self._seen = socket.if_nametoindex(self.name)
         except OSError:
