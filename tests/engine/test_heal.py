@@ -82,6 +82,20 @@ def tmpfs(where: Path, size: str = "256k") -> Iterator[Path]:
             _run("umount", "-l", str(where))  # busy (a file's spare still open): detached
 
 
+async def _one_file(tmp_path: Path, path: str, content: str = "hello\n") -> tuple[Engine, Vertex]:
+    """An engine running one file resource `f` at `path`, applied and settled (its vertex)."""
+    graph = Graph("g")
+    graph.add(FileRes(name="f", path=path, content=content))
+    engine = Engine(hostname="test", prefix=tmp_path / "prefix")
+    try:
+        await engine.apply(graph)
+        await settle(engine)
+    except BaseException:
+        await engine.stop(graceful=False)
+        raise
+    return engine, engine.vertices[("file", "f")]
+
+
 async def _failed_then_healed(
     engine: Engine, key: tuple[str, str], free: object, told: bool = False
 ) -> None:
@@ -107,13 +121,9 @@ async def test_a_full_disk_freed_heals(tmp_path: Path) -> None:
         (mnt / "fill").mkdir()
         filler = mnt / "fill" / "big"
         fill(filler)
-        graph = Graph("g")
-        graph.add(FileRes(name="f", path=str(mnt / "data" / "f"), content="hello\n" * 2000))
-        engine = Engine(hostname="test", prefix=tmp_path / "prefix")
+        engine, vertex = await _one_file(tmp_path, str(mnt / "data" / "f"), "hello\n" * 2000)
         try:
-            await engine.apply(graph)
-            await settle(engine)
-            assert "No space left" in str(engine.vertices[("file", "f")].error)
+            assert "No space left" in str(vertex.error)
             await _failed_then_healed(engine, ("file", "f"), filler.unlink)
             assert (mnt / "data" / "f").read_text() == "hello\n" * 2000
         finally:
@@ -125,13 +135,9 @@ async def test_a_read_only_remount_made_rw_heals(tmp_path: Path) -> None:
         (mnt / "data").mkdir()
         if _run("mount", "-o", "remount,ro", str(mnt)).returncode != 0:
             pytest.skip("the kernel or the container refuses mount -o remount,ro")
-        graph = Graph("g")
-        graph.add(FileRes(name="f", path=str(mnt / "data" / "f"), content="hello\n"))
-        engine = Engine(hostname="test", prefix=tmp_path / "prefix")
+        engine, vertex = await _one_file(tmp_path, str(mnt / "data" / "f"))
         try:
-            await engine.apply(graph)
-            await settle(engine)
-            assert "Read-only file system" in str(engine.vertices[("file", "f")].error)
+            assert "Read-only file system" in str(vertex.error)
 
             def rw() -> None:
                 assert _run("mount", "-o", "remount,rw", str(mnt)).returncode == 0
@@ -148,13 +154,8 @@ async def test_an_immutable_directory_made_mutable_heals(tmp_path: Path) -> None
         data.mkdir()
         if _run("chattr", "+i", str(data)).returncode != 0:
             pytest.skip("chattr +i is refused here (no chattr, or the fs has no such flag)")
-        graph = Graph("g")
-        graph.add(FileRes(name="f", path=str(data / "f"), content="hello\n"))
-        engine = Engine(hostname="test", prefix=tmp_path / "prefix")
+        engine, vertex = await _one_file(tmp_path, str(data / "f"))
         try:
-            await engine.apply(graph)
-            await settle(engine)
-            vertex = engine.vertices[("file", "f")]
             assert vertex.status is Status.FAILED
             assert vertex.healing is not None and vertex.healing.why == heal.IMMUTABLE
 
@@ -256,13 +257,8 @@ async def test_a_mount_over_a_managed_directory_is_seen(tmp_path: Path) -> None:
     repaired); taken off, the file below is checked again."""
     data = tmp_path / "data"
     data.mkdir()
-    graph = Graph("g")
-    graph.add(FileRes(name="f", path=str(data / "f"), content="hello\n"))
-    engine = Engine(hostname="test", prefix=tmp_path / "prefix")
+    engine, vertex = await _one_file(tmp_path, str(data / "f"))
     try:
-        await engine.apply(graph)
-        await settle(engine)
-        vertex = engine.vertices[("file", "f")]
         assert (data / "f").read_text() == "hello\n"
         with tmpfs(data):
             assert not (data / "f").exists()
@@ -299,13 +295,8 @@ async def test_a_mount_over_an_ancestor_is_seen_and_one_elsewhere_is_not(tmp_pat
     table changes) and reports nothing to the resource."""
     top = tmp_path / "top"
     (top / "a").mkdir(parents=True)
-    graph = Graph("g")
-    graph.add(FileRes(name="f", path=str(top / "a" / "f"), content="hello\n"))
-    engine = Engine(hostname="test", prefix=tmp_path / "prefix")
+    engine, vertex = await _one_file(tmp_path, str(top / "a" / "f"))
     try:
-        await engine.apply(graph)
-        await settle(engine)
-        vertex = engine.vertices[("file", "f")]
         hub = Hub.running()
         assert hub is not None and hub.mounts is not None
         told: set[str] = set()  # the mount points the hub was told of (others' mounts too)
