@@ -288,3 +288,41 @@ async def test_a_proxy_cache_another_user_made_is_not_served(tmp_path: Path) -> 
             assert await asyncio.to_thread(get) == "genuine\n"
         assert await daemon.stop() == 0
     assert daemon.log.count(said) == 1, daemon.log
+
+
+def test_admit_refuses_credentials_another_user_could_swap(tmp_path: Path) -> None:
+    """`mgmt cluster admit --cert-dir DIR` signs in to the cluster as root with DIR's key and
+    trusts DIR's ca.pem: before (2026-12-06, ninth session) nothing in DIR was checked, so uid
+    65534, owning DIR, swapped in their CA and the command trusted their server as the cluster
+    (it went on to connect). Now refused before connecting, one line, exit 2."""
+    ours = CA(tmp_path / "ours")
+    leaf = ours.leaf("root")
+    theirs = CA(tmp_path / "theirs", name="their CA")
+    creds = tmp_path / "creds"
+    creds.mkdir(mode=0o700)
+    for name, source in (("ca.pem", ours.path), ("host.pem", leaf.cert), ("host.key", leaf.key)):
+        shutil.copy(source, creds / name)
+        (creds / name).chmod(0o600 if name == "host.key" else 0o644)
+    shutil.copy(theirs.path, creds / "their.pem")
+    os.chown(creds, NOBODY, NOBODY)
+    os.chown(creds / "their.pem", NOBODY, NOBODY)
+    as_nobody(creds, "cat ca.pem their.pem > ca.new && mv -f ca.new ca.pem")
+    (port,) = free_ports(1)
+    admit = ["cluster", "admit", "h2", "--endpoints", f"https://127.0.0.1:{port}"]
+    code, out = run_mgmt([*admit, "--cert-dir", str(creds)])
+    assert code == 2 and out.count("\n") == 1, out
+    assert f"--cert-dir: {creds} is owned by uid {NOBODY}: refusing to trust" in out
+    # Root's directory again, their ca.pem left in it: refused by the file's owner.
+    os.chown(creds, 0, 0)
+    code, out = run_mgmt([*admit, "--cert-dir", str(creds)])
+    assert code == 2 and f"{creds}/ca.pem is owned by uid {NOBODY}" in out, out
+    # A key others may read: anyone could sign in as root.
+    (creds / "ca.pem").unlink()
+    shutil.copy(ours.path, creds / "ca.pem")
+    (creds / "host.key").chmod(0o644)
+    code, out = run_mgmt([*admit, "--cert-dir", str(creds)])
+    assert code == 2 and f"{creds}/host.key (owner uid 0, mode 0644)" in out, out
+    # All root's: checked, then the cluster is tried (none listens: exit 1).
+    (creds / "host.key").chmod(0o600)
+    code, out = run_mgmt([*admit, "--cert-dir", str(creds)], timeout=120)
+    assert code == 1 and "Traceback" not in out, out
