@@ -326,3 +326,52 @@ def test_admit_refuses_credentials_another_user_could_swap(tmp_path: Path) -> No
     (creds / "host.key").chmod(0o600)
     code, out = run_mgmt([*admit, "--cert-dir", str(creds)], timeout=120)
     assert code == 1 and "Traceback" not in out, out
+
+
+@pytest.mark.skipif(shutil.which("puppet") is None, reason="needs puppet")
+def test_puppet_code_and_data_another_user_could_change_are_refused(tmp_path: Path) -> None:
+    """--modulepath, --puppet-environment and --hiera-config: a module's manifest and Hiera's
+    data become the resources a root agent applies. Before (2026-12-06, ninth session), a
+    module uid 65534 wrote in their own directory ran as root: here it made a file of theirs
+    choosing. Now refused before anything runs, one line each, exit 2, naming who controls it;
+    the same tree of root's runs."""
+    mods = tmp_path / "mods"
+    mods.mkdir(mode=0o755)
+    os.chown(mods, NOBODY, NOBODY)
+    made = tmp_path / "made-by-them"
+    as_nobody(
+        mods,
+        f'mkdir -p m/manifests && echo \'class m {{ file {{ "{made}": content => "x" }} }}\' '
+        "> m/manifests/init.pp",
+    )
+    run = ["run", "--tmp-prefix", "--converged-timeout=0"]
+    code, out = run_mgmt([*run, "--modulepath", str(mods), "puppet", "-e", "include m"], 180)
+    assert code == 2 and f"--modulepath: {mods} is owned by uid {NOBODY}" in out, out
+    assert not made.exists() and "Traceback" not in out
+    # Root's directory, a module of theirs in it: the walk finds it.
+    os.chown(mods, 0, 0)
+    code, out = run_mgmt([*run, "--modulepath", str(mods), "puppet", "-e", "include m"], 180)
+    assert code == 2 and f"--modulepath: {mods}/m is owned by uid {NOBODY}" in out, out
+    assert not made.exists()
+    # An environment and a global hiera.yaml: their data/ beside it, or a file others may write.
+    env = tmp_path / "env"
+    (env / "data").mkdir(parents=True)
+    (env / "hiera.yaml").write_text("---\nversion: 5\n")
+    (env / "data" / "common.yaml").write_text("---\n")
+    os.chown(env / "data" / "common.yaml", NOBODY, NOBODY)
+    code, out = run_mgmt([*run, "--puppet-environment", str(env), "puppet", "-e", "notice(1)"])
+    assert code == 2 and f"--puppet-environment: {env}/data/common.yaml is owned by uid" in out
+    code, out = run_mgmt([*run, "--hiera-config", f"{env}/hiera.yaml", "puppet", "-e", "notice(1)"])
+    assert code == 2 and f"--hiera-config: {env}/data/common.yaml is owned by uid" in out, out
+    os.chown(env / "data" / "common.yaml", 0, 0)
+    (env / "hiera.yaml").chmod(0o666)
+    code, out = run_mgmt(
+        ["check", "--hiera-config", f"{env}/hiera.yaml", "puppet", "-e", "notice(1)"]
+    )
+    assert code == 2 and f"{env}/hiera.yaml can be written by others (mode 0666)" in out, out
+    # All root's: it runs (their module, now root's, makes its file).
+    (env / "hiera.yaml").chmod(0o644)
+    subprocess.run(["chown", "-R", "0:0", str(mods)], check=True)
+    flags = ["--modulepath", str(mods), "--puppet-environment", str(env)]
+    code, out = run_mgmt([*run, *flags, "puppet", "-e", "include m"], 180)
+    assert code == 0 and made.exists(), out
