@@ -272,9 +272,8 @@ def read_files(frontend: str, path: str) -> tuple[str, str, dict[str, bytes]]:
 def _signature(payload: bytes, key: str) -> str:
     from mgmt.deploy import sshkey
 
-    with open(key, "rb") as file:
-        text = file.read()
-    signature = sshkey.sign_here(payload, text)
+    text = sshkey.read_simple(key)  # checked by _fingerprint before anything was sent
+    signature = None if text is None else sshkey.sign_here(payload, text)
     if signature is None:  # an encrypted key, one in ssh-agent, another type: ssh-keygen
         from pathlib import Path
 
@@ -287,9 +286,9 @@ def _signature(payload: bytes, key: str) -> str:
 def _fingerprint(key: str) -> str:
     from mgmt.deploy import sshkey
 
-    try:
-        with open(key, "rb") as file:
-            blob = sshkey.public_blob(file.read())
+    try:  # a key another user could change, or readable by others: the full path refuses it
+        text = sshkey.read_simple(key)
+        blob = None if text is None else sshkey.public_blob(text)
     except OSError:
         blob = None
     if blob is None:

@@ -375,3 +375,82 @@ def test_puppet_code_and_data_another_user_could_change_are_refused(tmp_path: Pa
     flags = ["--modulepath", str(mods), "--puppet-environment", str(env)]
     code, out = run_mgmt([*run, *flags, "puppet", "-e", "include m"], 180)
     assert code == 0 and made.exists(), out
+
+
+def test_a_sign_key_another_user_could_change_or_read_is_refused(tmp_path: Path) -> None:
+    """`mgmt deploy --sign-key`: before (2026-12-06, ninth session) an Ed25519 key was read as
+    given and signed with in-process: 0644 (`ssh-keygen -Y sign` itself refuses it), uid
+    65534's own, or in their directory, where they could swap it for theirs. Now as
+    --cluster-password-file: refused before connecting, one line, exit 2."""
+    program = tmp_path / "g.yaml"
+    program.write_text("graph: g\n")
+    keys = tmp_path / "keys"
+    keys.mkdir(mode=0o755)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / "k")], check=True
+    )
+    (port,) = free_ports(1)
+    deploy = ["deploy", "--insecure-cluster", "--seeds", f"http://127.0.0.1:{port}"]
+    deploy += ["--prefix", str(tmp_path / "no-agent")]
+
+    def refused(key: Path, says: str) -> None:
+        code, out = run_mgmt([*deploy, "--sign-key", str(key), "yaml", str(program)])
+        assert code == 2 and out.count("\n") == 1 and says in out, out
+        assert "Traceback" not in out
+
+    (keys / "k").chmod(0o644)
+    refused(keys / "k", f"{keys}/k (owner uid 0, mode 0644): a private key must be")
+    (keys / "k").chmod(0o600)
+    os.chown(keys / "k", NOBODY, NOBODY)
+    refused(keys / "k", f"--sign-key: {keys}/k is owned by uid {NOBODY}: refusing to sign")
+    os.chown(keys / "k", 0, 0)
+    os.chown(keys, NOBODY, NOBODY)
+    refused(keys / "k", f"--sign-key: {keys} is owned by uid {NOBODY}: refusing to sign")
+    os.chown(keys, 0, 0)
+    (tmp_path / "theirs").mkdir()
+    os.chown(tmp_path / "theirs", NOBODY, NOBODY)
+    as_nobody(tmp_path / "theirs", "ln -s ../keys/k k")  # their link to root's key
+    refused(tmp_path / "theirs" / "k", "refusing to sign")
+    # Root's, 0600, in root's directory: taken; no cluster listens there (exit 1).
+    code, out = run_mgmt([*deploy, "--sign-key", str(keys / "k"), "yaml", str(program)], 120)
+    assert code == 1 and "no etcd member reachable" in out, out
+
+
+async def test_a_proxy_cache_directory_another_user_owns_gets_no_download(tmp_path: Path) -> None:
+    """The cache itself root's, a directory in it uid 65534's (left from a tree they once
+    owned): reads refused it already, but the writer made the file's directories without
+    looking at the ones there, and stored the download in theirs (before 2026-12-06, ninth
+    session), where they could swap it. Now it is not kept there, and a warning says why."""
+    import urllib.request
+
+    from tests.resources.test_http_server import free_port
+
+    cache = tmp_path / "cache"
+    (cache / "sub").mkdir(parents=True)
+    os.chown(cache / "sub", NOBODY, NOBODY)
+    port = free_port()
+    program = tmp_path / "p.mcl"
+    program.write_text(
+        f"""
+        http:server ":{port}" {{}}
+        http:server:file "/up/sub/page" {{ data => "genuine\\n", }}
+        http:server:file "/up/other/page" {{ data => "kept\\n", }}
+        http:server:proxy "/p/" {{
+            head => "http://127.0.0.1:{port}/up/", sub => "/p/", cache => "{cache}/",
+        }}
+        """
+    )
+
+    def get(path: str) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/p/{path}", timeout=10) as reply:
+            return str(reply.read().decode())
+
+    async with Daemon(["run", "--tmp-prefix", "lang", str(program)]) as daemon:
+        await daemon.wait_log("converged")
+        assert await asyncio.to_thread(get, "sub/page") == "genuine\n"
+        await daemon.wait_log(f"not cached: sub/page: sub is owned by uid {NOBODY}")
+        assert await asyncio.to_thread(get, "other/page") == "kept\n"
+        await daemon.wait_log("cached: other/page")
+        assert await daemon.stop() == 0
+    assert not (cache / "sub" / "page").exists()
+    assert (cache / "other" / "page").read_text() == "kept\n"
