@@ -942,6 +942,42 @@ def others_control(path: str) -> str:
     return f"{path} {why}" if why else ""
 
 
+def others_control_tree(path: str) -> str:
+    """`others_control(path)`, then the same of everything below the directory `path`: an
+    entry owned by another user, one others may write (a directory sticky and root's passes),
+    or a symlink whose way `others_control` refuses; a linked directory is walked too (once:
+    a loop of links ends). For trees whose files become what root runs (Puppet's
+    --modulepath, --puppet-environment). The first reason found; "" if none. One lstat per
+    entry: for start-up only."""
+    if why := others_control(path):
+        return why
+    path = os.path.abspath(path)
+    seen: set[tuple[int, int]] = set()
+    for top, dirs, files in os.walk(path, onerror=lambda err: None, followlinks=True):
+        try:
+            here = os.stat(top)
+        except OSError:
+            dirs[:] = []
+            continue
+        if (here.st_dev, here.st_ino) in seen:
+            dirs[:] = []  # walked already (a link back up, or two links to one directory)
+            continue
+        seen.add((here.st_dev, here.st_ino))
+        for name in (*dirs, *files):
+            full = os.path.join(top, name)
+            try:
+                st = os.lstat(full)
+            except OSError:
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                why = others_control(full)
+            elif why := controlled_by_others(st, sticky_ok=stat.S_ISDIR(st.st_mode)):
+                why = f"{full} {why}"
+            if why:
+                return why
+    return ""
+
+
 def check_private(path: Path, *, parent: bool = False) -> None:
     """What `private_dir(path)` would refuse, creating nothing: a directory above it that
     another user controls (`trusted_dir`), or `path` itself owned by another user or not a

@@ -49,6 +49,7 @@ from mgmt.config import (
 if TYPE_CHECKING:
     import argparse
 
+    from mgmt.cluster.pki import TLSFiles
     from mgmt.yamlgraph import Loaded
 
 T = TypeVar("T")
@@ -614,6 +615,29 @@ def build_cluster_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _admit_inputs(args: argparse.Namespace) -> tuple[list[str], TLSFiles]:
+    """`mgmt cluster admit`'s endpoints and --cert-dir files, checked (ValidationError): the
+    CA it trusts and the key it signs in with as root must be nobody else's to swap
+    (pki.check_credentials; before 2026-12-06, ninth session, they were read unchecked)."""
+    from engine.errors import WorldError
+    from mgmt.cluster import pki
+    from mgmt.cluster.options import check_url, split_urls
+
+    endpoints = split_urls(args.endpoints)
+    for url in endpoints:
+        check_url(url, "--endpoints", insecure=False)
+    files = pki.host_files(args.cert_dir)
+    for path in (files.ca, files.cert, files.key):
+        assert path is not None
+        if not path.is_file():
+            raise ValidationError(f"no {path.name} in {args.cert_dir}", "--cert-dir")
+    try:
+        pki.check_credentials(files)
+    except (OSError, WorldError) as err:
+        raise ValidationError(str(err), "--cert-dir") from None
+    return endpoints, files
+
+
 def cluster(argv: list[str]) -> int:
     """`mgmt cluster ...`: 0 done, 1 the cluster refused or could not be reached, 2 usage."""
     args = build_cluster_parser().parse_args(argv)
@@ -654,16 +678,8 @@ def cluster(argv: list[str]) -> int:
             print(f"minted {args.host}'s certificate ({kind}) in {files.cert}", file=sys.stderr)
             return int(ExitCode.OK)
         from mgmt.cluster.identity import admit_remote
-        from mgmt.cluster.options import check_url, split_urls
 
-        endpoints = split_urls(args.endpoints)
-        for url in endpoints:
-            check_url(url, "--endpoints", insecure=False)
-        files = pki.host_files(args.cert_dir)
-        for path in (files.ca, files.cert, files.key):
-            assert path is not None
-            if not path.is_file():
-                raise ValidationError(f"no {path.name} in {args.cert_dir}", "--cert-dir")
+        endpoints, files = _admit_inputs(args)
         name = args.operator or args.host
         # The command says itself what went wrong with the cluster, once (as mgmt deploy does).
         logging.getLogger("cluster").setLevel(logging.ERROR)

@@ -513,6 +513,8 @@ class ExecRes(Refreshable, Edgeable, Resource):
         self._groups.guard(self.handle.logger)  # (its first command: the guard starts)
         try:
             try:
+                identity = self._identity()
+                uid: int = identity.get("user", os.geteuid())  # its real uid: the record's
                 proc = await asyncio.create_subprocess_exec(
                     *argv,
                     stdin=asyncio.subprocess.DEVNULL,
@@ -520,13 +522,13 @@ class ExecRes(Refreshable, Edgeable, Resource):
                     stderr=asyncio.subprocess.PIPE,
                     cwd=cwd,
                     start_new_session=True,
-                    **self._identity(),
+                    **identity,
                 )
             except (OSError, ValueError) as err:
                 raise ResourceError(self._redact(f"{what}: cannot start: {err}")) from err
             begun()  # its later jobs are not refused by a stop
             # Recorded beside the run, and forgotten once it ended, by the records' own thread.
-            self._groups.write(lambda: record_group(self._group_file(what), proc.pid))
+            self._groups.write(lambda: record_group(self._group_file(what), proc.pid, uid))
             try:
                 yield proc
             finally:

@@ -414,17 +414,21 @@ class CacheWriter:
 
     def _parents(self, top: int, names: list[str]) -> int:
         """The directory top/names..., made where missing; with force, a file or a symlink in
-        the way is removed first (the link itself, never its target)."""
-        if not self._force:
-            return make_dirs(top, names, CACHE_DIR_MODE)
+        the way is removed first (the link itself, never its target). One that is there must
+        be only root's or ours to write, as reads require (`_sub_dir_ours`): PermissionError
+        EPERM otherwise, and the download is not kept. Before 2026-12-06 (ninth session), a
+        directory another user owned in the cache got our files (one fstat per level)."""
         fd = os.dup(top)
         try:
-            for name in names:
-                if (st := lstat_at(fd, name)) and not stat.S_ISDIR(st.st_mode):
+            for index, name in enumerate(names):
+                if self._force and (st := lstat_at(fd, name)) and not stat.S_ISDIR(st.st_mode):
                     remove_at(fd, name)
                 new = make_dirs(fd, [name], CACHE_DIR_MODE)
                 os.close(fd)
                 fd = new
+                if why := controlled_by_others(os.fstat(fd), sticky_ok=False):
+                    shown = "/".join(names[: index + 1])
+                    raise PermissionError(errno.EPERM, f"{shown} {why}: {_THEIRS}")
         except BaseException:
             os.close(fd)
             raise

@@ -85,9 +85,16 @@ def names_core(name: str) -> bool:
 
 
 def check_key(path: Path) -> None:
-    """WorldError unless the private key `path` is this agent's alone: a regular file owned by
-    its user, no access for group or others (ssh's rule)."""
-    _check_file(path, 0o077, "a private key", "mode 0600")
+    """WorldError unless the private key `path` is this agent's: a regular file owned by its
+    user with no access for group or others (ssh's rule), or owned by root and readable by its
+    group at most (PostgreSQL's rule: Debian's `/etc/ssl/private` keys are 0640 root:ssl-cert,
+    the agent's user in ssl-cert; systemd's LoadCredential= shows 0440 root's files). Never
+    writable but by its owner, never readable by others."""
+    st = os.lstat(path)
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid == 0 and stat.S_ISREG(st.st_mode) and not mode & 0o037:
+        return
+    _check_file(path, 0o077, "a private key", "mode 0600 (or root's, 0640 for its group)")
 
 
 def check_ca_dir(ca_dir: Path) -> None:
@@ -157,19 +164,19 @@ def check_given(path: Path) -> None:
 
 
 def check_credentials(files: TLSFiles) -> None:
-    """WorldError unless an operator's credentials (`mgmt deploy`, `mgmt status --cluster`:
-    a host's `<prefix>/cluster-tls/` or the --tls-* files) are this user's to trust: each below
-    directories only it (or root) controls, the certificates writable by nobody else, the key
-    its alone. Another local user's CA would have the command trust their server as the
-    cluster, and give it the deploy."""
+    """WorldError unless an operator's credentials (`mgmt deploy`, `mgmt status --cluster`,
+    `mgmt cluster admit --cert-dir`: a host's `<prefix>/cluster-tls/`, a `--cluster-cert-dir`
+    or the --tls-* files) are this user's to trust: only root and this user can change each
+    file, a directory above it or a link on the way (`check_given`), the certificates writable
+    by nobody else, the key not readable by others (`check_key`, where its links lead). The
+    directories need not be this user's own: root's 0700 one for root, systemd's
+    /run/credentials/UNIT (root's) for a service's user. Another local user's CA would have
+    the command trust their server as the cluster, and give it the deploy (or the admission)."""
     for path in (files.ca, files.cert, files.key):
         if path is None:
             continue
-        try:
-            safefs.check_private(path.parent)
-        except ResourceError as err:
-            raise WorldError(f"{path}: {err}") from err
-        (check_key if path == files.key else check_cert)(path)
+        check_given(path)
+        (check_key if path == files.key else check_cert)(Path(os.path.realpath(path)))
 
 
 def check_new_or_private(directory: Path) -> None:

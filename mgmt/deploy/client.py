@@ -269,12 +269,24 @@ def read_files(frontend: str, path: str) -> tuple[str, str, dict[str, bytes]]:
 # the push -------------------------------------------------------------------------------------
 
 
+_key_text: dict[str, bytes | None] = {}  # --sign-key's text, read (and checked) once
+
+
+def _read_key(key: str) -> bytes | None:
+    """sshkey.read_simple(key), once per command: the fingerprint sent and the signature
+    made are of the same bytes (and the checks, ~80 us, are not made twice)."""
+    from mgmt.deploy import sshkey
+
+    if key not in _key_text:
+        _key_text[key] = sshkey.read_simple(key)
+    return _key_text[key]
+
+
 def _signature(payload: bytes, key: str) -> str:
     from mgmt.deploy import sshkey
 
-    with open(key, "rb") as file:
-        text = file.read()
-    signature = sshkey.sign_here(payload, text)
+    text = _read_key(key)  # checked by _fingerprint before anything was sent
+    signature = None if text is None else sshkey.sign_here(payload, text)
     if signature is None:  # an encrypted key, one in ssh-agent, another type: ssh-keygen
         from pathlib import Path
 
@@ -287,9 +299,9 @@ def _signature(payload: bytes, key: str) -> str:
 def _fingerprint(key: str) -> str:
     from mgmt.deploy import sshkey
 
-    try:
-        with open(key, "rb") as file:
-            blob = sshkey.public_blob(file.read())
+    try:  # a key another user could change, or readable by others: the full path refuses it
+        text = _read_key(key)
+        blob = None if text is None else sshkey.public_blob(text)
     except OSError:
         blob = None
     if blob is None:

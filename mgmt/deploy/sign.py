@@ -73,16 +73,44 @@ def _why_not_found(proc: subprocess.CompletedProcess[bytes]) -> str:
     return f": {'; '.join(said)}" if said else ""
 
 
-def key_fingerprint(key: Path) -> str:
-    """The SHA256 fingerprint of a key file (private or public), as `ssh-keygen -l` says."""
+def read_key(key: Path) -> bytes:
+    """The text of the --sign-key file, read only if no other local user could change it (the
+    file, a directory above it, a symlink on the way: safefs.others_control), a regular file
+    (a FIFO is never waited on) of at most KEY_MAX bytes, and, a private key, readable by
+    nobody else (ssh's rule, which `ssh-keygen -Y sign` applies itself: the in-process signer
+    did not, before 2026-12-06, ninth session, and signed with a 0644 key or one of another
+    user's). DeployError naming the file otherwise."""
     if not key.is_file():
         from mgmt.deploy.bundle import not_a_file
 
         raise DeployError(f"--sign-key: {key}: cannot read: {not_a_file(key)}")
+    if why := safefs.others_control(str(key)):
+        raise DeployError(
+            f"--sign-key: {why}: refusing to sign with {key} (another user could swap it: keep "
+            "it and the directories above it owned by root or this user, writable only by them)"
+        )
     try:
-        blob = sshkey.public_blob(key.read_bytes())
+        with safefs.closing(safefs.open_regular(str(key))) as fd:
+            st = os.fstat(fd)
+            text = safefs.read_limited(fd, sshkey.KEY_MAX)
     except OSError as err:
         raise DeployError(f"--sign-key {key}: cannot read it: {err.strerror or err}") from None
+    except MgmtError as err:  # a symlink swapped in since
+        raise DeployError(f"--sign-key {key}: cannot read it: {err}") from None
+    if text is None:
+        raise DeployError(f"--sign-key {key}: larger than {sshkey.KEY_MAX} bytes: not a key")
+    if sshkey.is_private(text) and not sshkey.key_mode_ok(st.st_uid, st.st_mode):
+        raise DeployError(
+            f"--sign-key: {key} (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}): "
+            f"a private key must be this user's (uid {os.geteuid()}) with mode 0600, or "
+            "root's readable by its group at most (0640)"
+        )
+    return text
+
+
+def key_fingerprint(key: Path) -> str:
+    """The SHA256 fingerprint of a key file (private or public), as `ssh-keygen -l` says."""
+    blob = sshkey.public_blob(read_key(key))
     if blob is not None:
         return sshkey.fingerprint(blob)
     proc = _ssh_keygen(["-l", "-f", str(key)])
@@ -96,10 +124,7 @@ def sign(payload: bytes, key: Path) -> str:
     """Sign `payload` with the private key `key` (or the public key of a key held by
     ssh-agent); returns the armored signature. An unencrypted Ed25519 key is used in-process
     (the same bytes as ssh-keygen's), any other with `ssh-keygen -Y sign`."""
-    try:
-        here = sshkey.sign_here(payload, key.read_bytes())
-    except OSError as err:
-        raise DeployError(f"--sign-key {key}: cannot read it: {err.strerror or err}") from None
+    here = sshkey.sign_here(payload, read_key(key))
     if here is not None:
         return here
     proc = _ssh_keygen(["-Y", "sign", "-q", "-f", str(key), "-n", NAMESPACE], payload)

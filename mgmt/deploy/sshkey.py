@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import binascii
 import hashlib
+import os
 import struct
 
 TYPE_CHECKING = False  # not `typing`'s: the thin client imports this module
@@ -78,6 +79,57 @@ def _openssh_private(text: bytes) -> Reader | None:
     if not raw.startswith(_OPENSSH_KEY):
         return None
     return Reader(raw[len(_OPENSSH_KEY) :])
+
+
+KEY_MAX = 1 << 16  # bytes of a --sign-key file: an RSA 16384 key is ~13 KB
+
+
+def is_private(text: bytes) -> bool:
+    """Whether a key file's text is a private key (OpenSSH's or PEM's), not a public one."""
+    return b"PRIVATE KEY-----" in text
+
+
+def key_mode_ok(uid: int, mode: int) -> bool:
+    """ssh's rule for a private key file of owner `uid` and `mode`: this user's with no access
+    for group or others, or root's readable by its group at most (PostgreSQL's rule: Debian's
+    0640 root:ssl-cert; mgmt.cluster.pki.check_key)."""
+    if uid == os.geteuid():
+        return not mode & 0o077
+    return uid == 0 and not mode & 0o037
+
+
+def read_simple(path: str) -> bytes | None:
+    """The key file `path` when nothing about it needs a closer look (the thin client's path):
+    no symlink on its way, every directory above it root's or this user's and writable by
+    nobody else (a sticky one of root's passes), the file a regular one of root's or this
+    user's that nobody else may write, a private key readable by nobody else (key_mode_ok).
+    None otherwise: `sign.read_key` decides, and says why. A few stat calls."""
+    full = os.path.abspath(path)
+    if os.path.realpath(full) != full:
+        return None
+    parent = os.path.dirname(full)
+    while True:
+        st = os.stat(parent)
+        if st.st_uid not in (0, os.geteuid()):
+            return None
+        if st.st_mode & 0o022 and not (st.st_uid == 0 and st.st_mode & 0o1000):
+            return None
+        if parent == "/":
+            break
+        parent = os.path.dirname(parent)
+    fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if st.st_mode & 0o170000 != 0o100000 or st.st_uid not in (0, os.geteuid()):
+            return None
+        if st.st_mode & 0o022 or st.st_size > KEY_MAX:
+            return None
+        text = os.read(fd, KEY_MAX + 1)
+    finally:
+        os.close(fd)
+    if len(text) > KEY_MAX or (is_private(text) and not key_mode_ok(st.st_uid, st.st_mode)):
+        return None
+    return text
 
 
 def public_blob(text: bytes) -> bytes | None:

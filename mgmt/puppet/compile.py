@@ -67,6 +67,35 @@ _NOT_FOUND = re.compile(
 )
 
 
+def _check_trusted(modulepath: list[str], environment: Path | None, hiera: Path | None) -> None:
+    """GraphFileError, one line each, naming the flag, the path and who controls it, when
+    another local user could change Puppet code or data the flags name: a module's manifests
+    and an environment's data become resources the agent applies as its user (root), and a
+    compile runs a module's functions. Each tree is walked (`safefs.others_control_tree`);
+    for --hiera-config, the file and the `data/` beside it (Hiera's default datadir). Before
+    2026-12-06 (ninth session) they were read as given."""
+    from engine.safefs import others_control, others_control_tree
+
+    named: list[tuple[str, str, bool]] = [("--modulepath", d, True) for d in modulepath]
+    if environment is not None:
+        named.append(("--puppet-environment", str(environment), True))
+    if hiera is not None:
+        named += [
+            ("--hiera-config", str(hiera), False),
+            ("--hiera-config", str(hiera.parent / "data"), True),
+        ]
+    problems = []
+    for flag, path, tree in named:
+        if why := (others_control_tree if tree else others_control)(path):
+            problems.append(
+                f"{flag}: {why}: refusing to read Puppet code or data there (it becomes what "
+                f"this agent, uid {os.geteuid()}, applies): keep it owned by root (or this "
+                "agent's user), writable only by them"
+            )
+    if problems:
+        raise GraphFileError(problems)
+
+
 @dataclass(frozen=True)
 class Manifest:
     """What to compile: a manifest file, or inline code (`-e`)."""
@@ -86,6 +115,7 @@ class Manifest:
         given = [os.path.abspath(d) for d in config.modulepath.split(":") if d]
         named = [config.puppet_environment, config.hiera_config]
         environment, hiera = (Path(os.path.abspath(p)) if p else None for p in named)
+        _check_trusted(given, environment, hiera)
         modulepath = ":".join([*given, MODULEPATH])
         return cls(config.file, config.code, modulepath, environment, hiera, config.max_graph_size)
 

@@ -52,8 +52,9 @@ def start_time(pid: int) -> int | None:
     return int(fields[19])  # field 22 of stat; fields here start at field 3
 
 
-def record_group(path: Path, pid: int) -> None:
-    """Write `path`: the group of `pid` (a new session's leader) runs a command now.
+def record_group(path: Path, pid: int, uid: int | None = None) -> None:
+    """Write `path`: the group of `pid` (a new session's leader) runs a command now, as the
+    real user `uid` (default: ours), "PID STARTTIME UID".
     Removed by `forget_group` once it has ended; found by `stop_recorded_group` when the agent
     that started it died (SIGKILL, a crash) before it ended."""
     started = start_time(pid)
@@ -67,7 +68,7 @@ def record_group(path: Path, pid: int) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with open(fd, "w") as out:
-            out.write(f"{pid} {started}\n")
+            out.write(f"{pid} {started} {os.geteuid() if uid is None else uid}\n")
         os.rename(aside, path)
 
 
@@ -87,13 +88,18 @@ def stop_recorded_groups(paths: Iterable[Path], grace: float = GRACE) -> list[in
     """Stop the process groups recorded in `paths` that still run, all at once (blocking);
     the pids stopped. A recorded pid is signalled only as the group it was: its leader with
     the recorded start time, or, the leader gone, the processes left in its group (a pid is
-    not reused while a group of that id has a member). Each record is removed."""
+    not reused while a group of that id has a member) if one of them runs as the recorded
+    real user (`_group_of`: the group may be another's, see there). A record without a user
+    (an agent before 2026-12-06, ninth session) is taken as ours. Each record is removed."""
     alive: list[int] = []
     booted = _boot_time()
     for path in paths:
         try:
-            pid_text, started_text = path.read_text().split()
-            pid, started = int(pid_text), int(started_text)
+            fields = path.read_text().split()
+            if len(fields) not in (2, 3):
+                raise ValueError(path)
+            pid, started = int(fields[0]), int(fields[1])
+            uid = int(fields[2]) if len(fields) == 3 else os.geteuid()
             # One from before this boot (a crash of the host): its pid names another process
             # now, and the group of a daemon whose leader left (fork, setsid, fork) passes the
             # check below: a start time is counted from the boot.
@@ -108,7 +114,7 @@ def stop_recorded_groups(paths: Iterable[Path], grace: float = GRACE) -> list[in
             forget_group(path)
             continue
         now = start_time(pid)
-        if now == started or (now is None and _group_exists(pid)):
+        if now == started or (now is None and _group_of(pid, uid)):
             alive.append(pid)
             _signal_group(pid, signal.SIGTERM)
         forget_group(path)
@@ -143,6 +149,36 @@ def _boot_time() -> float:
     return 0.0
 
 
+def _group_of(pgid: int, uid: int) -> bool:
+    """Whether a process of the group `pgid` runs as the real user `uid` (/proc/N/stat's field
+    5, /proc/N/status's Uid). The leader of a recorded command gone, the group of its id may
+    be another's: once the command's whole group ended (the agent killed meanwhile), the pid
+    is free, and in the same boot (pid_max is 32768 by default) another user's process that
+    gets it, makes it a session (setsid) and leaves a child (a daemon: fork, setsid, fork)
+    holds a group of that id. Before 2026-12-06 (ninth session) the guard and the next agent
+    signalled it as root: uid 65534's daemon was stopped (tests/resources/test_reaper.py).
+    Their processes run as them, ours as the command's user: one member of that user is
+    enough (a member that changed its real user, su, is no sign of another's group). A scan
+    of /proc: only when a record's leader is gone, after a crash of the agent."""
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as stat_file:
+                    if int(stat_file.read().rsplit(b")", 1)[1].split()[2]) != pgid:
+                        continue
+                with open(f"/proc/{entry.name}/status", "rb") as status:
+                    for line in status:
+                        if line.startswith(b"Uid:"):
+                            if int(line.split()[1]) == uid:
+                                return True
+                            break
+            except (OSError, ValueError, IndexError):
+                continue
+    return False
+
+
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)
@@ -159,24 +195,40 @@ def _group_exists(pgid: int) -> bool:
 
 
 # The guard (dash, POSIX sh): $1 the records' directory, stdin the agent's pipe. A record is
-# "PID STARTTIME"; STARTTIME is field 22 of /proc/PID/stat, read after the command's name
-# (which may hold spaces and parentheses: everything up to the last ") " is dropped).
+# "PID STARTTIME UID" (UID missing: an older agent's, ours); STARTTIME is field 22 of
+# /proc/PID/stat, read after the command's name (which may hold spaces and parentheses:
+# everything up to the last ") " is dropped). The leader gone, its group is stopped only if
+# one of its processes runs as UID (stat's field 5, status's Uid: `_group_of`).
 GUARD = r"""
 while read -r _; do :; done
+ours() {
+    for stat_file in /proc/[0-9]*/stat; do
+        read -r stat < "$stat_file" 2> /dev/null || continue
+        set -- ${stat##*) }
+        [ "$3" = "$pid" ] || continue  # field 5: its group
+        while read -r key real _; do
+            [ "$key" = "Uid:" ] || continue
+            [ "$real" = "$uid" ] && return 0
+            break
+        done < "${stat_file%stat}status" 2> /dev/null
+    done
+    return 1
+}
 stopped=
 for record in "$1"/*/running.*; do
     [ -f "$record" ] || continue
-    pid= start= now=
-    read -r pid start < "$record"
+    pid= start= uid= now=
+    read -r pid start uid < "$record"
     rm -f -- "$record"
     # Digits only, no leading 0, not 1: "-1" (or "-01") is every process, "-0" our group.
     case "$pid:$start" in *[!0-9:]* | :* | *: | 0* | 1:*) continue ;; esac
+    case "$uid" in "") uid=$(id -ru) ;; *[!0-9]*) continue ;; esac
     if read -r stat < "/proc/$pid/stat" 2> /dev/null; then
         set -- ${stat##*) }
         shift 19
         now=$1
     fi
-    if [ "$now" = "$start" ] || { [ -z "$now" ] && kill -s 0 -- "-$pid" 2> /dev/null; }; then
+    if [ "$now" = "$start" ] || { [ -z "$now" ] && kill -s 0 -- "-$pid" 2> /dev/null && ours; }; then
         kill -s TERM -- "-$pid" 2> /dev/null
         stopped="$stopped $pid"
     fi

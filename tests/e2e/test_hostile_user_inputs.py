@@ -288,3 +288,169 @@ async def test_a_proxy_cache_another_user_made_is_not_served(tmp_path: Path) -> 
             assert await asyncio.to_thread(get) == "genuine\n"
         assert await daemon.stop() == 0
     assert daemon.log.count(said) == 1, daemon.log
+
+
+def test_admit_refuses_credentials_another_user_could_swap(tmp_path: Path) -> None:
+    """`mgmt cluster admit --cert-dir DIR` signs in to the cluster as root with DIR's key and
+    trusts DIR's ca.pem: before (2026-12-06, ninth session) nothing in DIR was checked, so uid
+    65534, owning DIR, swapped in their CA and the command trusted their server as the cluster
+    (it went on to connect). Now refused before connecting, one line, exit 2."""
+    ours = CA(tmp_path / "ours")
+    leaf = ours.leaf("root")
+    theirs = CA(tmp_path / "theirs", name="their CA")
+    creds = tmp_path / "creds"
+    creds.mkdir(mode=0o700)
+    for name, source in (("ca.pem", ours.path), ("host.pem", leaf.cert), ("host.key", leaf.key)):
+        shutil.copy(source, creds / name)
+        (creds / name).chmod(0o600 if name == "host.key" else 0o644)
+    shutil.copy(theirs.path, creds / "their.pem")
+    os.chown(creds, NOBODY, NOBODY)
+    os.chown(creds / "their.pem", NOBODY, NOBODY)
+    as_nobody(creds, "cat ca.pem their.pem > ca.new && mv -f ca.new ca.pem")
+    (port,) = free_ports(1)
+    admit = ["cluster", "admit", "h2", "--endpoints", f"https://127.0.0.1:{port}"]
+    code, out = run_mgmt([*admit, "--cert-dir", str(creds)])
+    assert code == 2 and out.count("\n") == 1, out
+    assert f"--cert-dir: {creds} is owned by uid {NOBODY}: refusing to trust" in out
+    # Root's directory again, their ca.pem left in it: refused by the file's owner.
+    os.chown(creds, 0, 0)
+    code, out = run_mgmt([*admit, "--cert-dir", str(creds)])
+    assert code == 2 and f"{creds}/ca.pem is owned by uid {NOBODY}" in out, out
+    # A key others may read: anyone could sign in as root.
+    (creds / "ca.pem").unlink()
+    shutil.copy(ours.path, creds / "ca.pem")
+    (creds / "host.key").chmod(0o644)
+    code, out = run_mgmt([*admit, "--cert-dir", str(creds)])
+    assert code == 2 and f"{creds}/host.key (owner uid 0, mode 0644)" in out, out
+    # All root's: checked, then the cluster is tried (none listens: exit 1).
+    (creds / "host.key").chmod(0o600)
+    code, out = run_mgmt([*admit, "--cert-dir", str(creds)], timeout=120)
+    assert code == 1 and "Traceback" not in out, out
+
+
+@pytest.mark.skipif(shutil.which("puppet") is None, reason="needs puppet")
+def test_puppet_code_and_data_another_user_could_change_are_refused(tmp_path: Path) -> None:
+    """--modulepath, --puppet-environment and --hiera-config: a module's manifest and Hiera's
+    data become the resources a root agent applies. Before (2026-12-06, ninth session), a
+    module uid 65534 wrote in their own directory ran as root: here it made a file of theirs
+    choosing. Now refused before anything runs, one line each, exit 2, naming who controls it;
+    the same tree of root's runs."""
+    mods = tmp_path / "mods"
+    mods.mkdir(mode=0o755)
+    os.chown(mods, NOBODY, NOBODY)
+    made = tmp_path / "made-by-them"
+    as_nobody(
+        mods,
+        f'mkdir -p m/manifests && echo \'class m {{ file {{ "{made}": content => "x" }} }}\' '
+        "> m/manifests/init.pp",
+    )
+    run = ["run", "--tmp-prefix", "--converged-timeout=0"]
+    code, out = run_mgmt([*run, "--modulepath", str(mods), "puppet", "-e", "include m"], 180)
+    assert code == 2 and f"--modulepath: {mods} is owned by uid {NOBODY}" in out, out
+    assert not made.exists() and "Traceback" not in out
+    # Root's directory, a module of theirs in it: the walk finds it.
+    os.chown(mods, 0, 0)
+    code, out = run_mgmt([*run, "--modulepath", str(mods), "puppet", "-e", "include m"], 180)
+    assert code == 2 and f"--modulepath: {mods}/m is owned by uid {NOBODY}" in out, out
+    assert not made.exists()
+    # An environment and a global hiera.yaml: their data/ beside it, or a file others may write.
+    env = tmp_path / "env"
+    (env / "data").mkdir(parents=True)
+    (env / "hiera.yaml").write_text("---\nversion: 5\n")
+    (env / "data" / "common.yaml").write_text("---\n")
+    os.chown(env / "data" / "common.yaml", NOBODY, NOBODY)
+    code, out = run_mgmt([*run, "--puppet-environment", str(env), "puppet", "-e", "notice(1)"])
+    assert code == 2 and f"--puppet-environment: {env}/data/common.yaml is owned by uid" in out
+    code, out = run_mgmt([*run, "--hiera-config", f"{env}/hiera.yaml", "puppet", "-e", "notice(1)"])
+    assert code == 2 and f"--hiera-config: {env}/data/common.yaml is owned by uid" in out, out
+    os.chown(env / "data" / "common.yaml", 0, 0)
+    (env / "hiera.yaml").chmod(0o666)
+    code, out = run_mgmt(
+        ["check", "--hiera-config", f"{env}/hiera.yaml", "puppet", "-e", "notice(1)"]
+    )
+    assert code == 2 and f"{env}/hiera.yaml can be written by others (mode 0666)" in out, out
+    # All root's: it runs (their module, now root's, makes its file).
+    (env / "hiera.yaml").chmod(0o644)
+    subprocess.run(["chown", "-R", "0:0", str(mods)], check=True)
+    flags = ["--modulepath", str(mods), "--puppet-environment", str(env)]
+    code, out = run_mgmt([*run, *flags, "puppet", "-e", "include m"], 180)
+    assert code == 0 and made.exists(), out
+
+
+def test_a_sign_key_another_user_could_change_or_read_is_refused(tmp_path: Path) -> None:
+    """`mgmt deploy --sign-key`: before (2026-12-06, ninth session) an Ed25519 key was read as
+    given and signed with in-process: 0644 (`ssh-keygen -Y sign` itself refuses it), uid
+    65534's own, or in their directory, where they could swap it for theirs. Now as
+    --cluster-password-file: refused before connecting, one line, exit 2."""
+    program = tmp_path / "g.yaml"
+    program.write_text("graph: g\n")
+    keys = tmp_path / "keys"
+    keys.mkdir(mode=0o755)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / "k")], check=True
+    )
+    (port,) = free_ports(1)
+    deploy = ["deploy", "--insecure-cluster", "--seeds", f"http://127.0.0.1:{port}"]
+    deploy += ["--prefix", str(tmp_path / "no-agent")]
+
+    def refused(key: Path, says: str) -> None:
+        code, out = run_mgmt([*deploy, "--sign-key", str(key), "yaml", str(program)])
+        assert code == 2 and out.count("\n") == 1 and says in out, out
+        assert "Traceback" not in out
+
+    (keys / "k").chmod(0o644)
+    refused(keys / "k", f"{keys}/k (owner uid 0, mode 0644): a private key must be")
+    (keys / "k").chmod(0o600)
+    os.chown(keys / "k", NOBODY, NOBODY)
+    refused(keys / "k", f"--sign-key: {keys}/k is owned by uid {NOBODY}: refusing to sign")
+    os.chown(keys / "k", 0, 0)
+    os.chown(keys, NOBODY, NOBODY)
+    refused(keys / "k", f"--sign-key: {keys} is owned by uid {NOBODY}: refusing to sign")
+    os.chown(keys, 0, 0)
+    (tmp_path / "theirs").mkdir()
+    os.chown(tmp_path / "theirs", NOBODY, NOBODY)
+    as_nobody(tmp_path / "theirs", "ln -s ../keys/k k")  # their link to root's key
+    refused(tmp_path / "theirs" / "k", "refusing to sign")
+    # Root's, 0600, in root's directory: taken; no cluster listens there (exit 1).
+    code, out = run_mgmt([*deploy, "--sign-key", str(keys / "k"), "yaml", str(program)], 120)
+    assert code == 1 and "no etcd member reachable" in out, out
+
+
+async def test_a_proxy_cache_directory_another_user_owns_gets_no_download(tmp_path: Path) -> None:
+    """The cache itself root's, a directory in it uid 65534's (left from a tree they once
+    owned): reads refused it already, but the writer made the file's directories without
+    looking at the ones there, and stored the download in theirs (before 2026-12-06, ninth
+    session), where they could swap it. Now it is not kept there, and a warning says why."""
+    import urllib.request
+
+    from tests.resources.test_http_server import free_port
+
+    cache = tmp_path / "cache"
+    (cache / "sub").mkdir(parents=True)
+    os.chown(cache / "sub", NOBODY, NOBODY)
+    port = free_port()
+    program = tmp_path / "p.mcl"
+    program.write_text(
+        f"""
+        http:server ":{port}" {{}}
+        http:server:file "/up/sub/page" {{ data => "genuine\\n", }}
+        http:server:file "/up/other/page" {{ data => "kept\\n", }}
+        http:server:proxy "/p/" {{
+            head => "http://127.0.0.1:{port}/up/", sub => "/p/", cache => "{cache}/",
+        }}
+        """
+    )
+
+    def get(path: str) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/p/{path}", timeout=10) as reply:
+            return str(reply.read().decode())
+
+    async with Daemon(["run", "--tmp-prefix", "lang", str(program)]) as daemon:
+        await daemon.wait_log("converged")
+        assert await asyncio.to_thread(get, "sub/page") == "genuine\n"
+        await daemon.wait_log(f"not cached: sub/page: sub is owned by uid {NOBODY}")
+        assert await asyncio.to_thread(get, "other/page") == "kept\n"
+        await daemon.wait_log("cached: other/page")
+        assert await daemon.stop() == 0
+    assert not (cache / "sub" / "page").exists()
+    assert (cache / "other" / "page").read_text() == "kept\n"

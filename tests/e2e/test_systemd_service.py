@@ -523,3 +523,36 @@ async def test_status_follows_the_first_run_as_resources_settle_and_fail(
         return await sd.active(service) in ("inactive", "failed")
 
     await sd.wait_until(stopped)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown)")
+def test_setup_refuses_code_another_user_could_change(tmp_path: Path) -> None:
+    """The unit has root run the interpreter, the virtualenv's packages and the code at every
+    boot: a virtualenv of uid 65534's (a real other user) would have root run what they put
+    in it. Before (2026-12-06, ninth session) the unit was written; now exit 2, one line,
+    naming the path and its owner. The same virtualenv root's: the unit is printed."""
+    import site
+    import sys
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    paths = [str(Path(__file__).parents[2]), *site.getsitepackages()]  # the checkout's deps
+    site_dir = next(venv.glob("lib/python*/site-packages"))
+    (site_dir / "checkout.pth").write_text("\n".join(paths) + "\n")
+    graph = tmp_path / "g.yaml"
+    graph.write_text("graph: g\n")
+    argv = [str(venv / "bin" / "python"), "-m", "mgmt", "setup", "--install-service"]
+    argv += ["--dry-run", "--prefix", str(tmp_path / "p"), "yaml", str(graph)]
+    subprocess.run(["chown", "-R", "65534:65534", str(venv)], check=True)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert f"the interpreter: {venv} is owned by uid 65534: refusing" in done.stderr
+    assert not done.stdout
+    subprocess.run(["chown", "-R", "0:0", str(venv)], check=True)
+    os.chown(site_dir / "checkout.pth", 65534, 65534)  # their file among its packages
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stderr
+    assert f"the virtualenv: {site_dir}/checkout.pth is owned by uid 65534" in done.stderr
+    os.chown(site_dir / "checkout.pth", 0, 0)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0 and "ExecStart=" in done.stdout, done.stderr

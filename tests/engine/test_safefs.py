@@ -773,3 +773,30 @@ def test_a_replaced_files_old_inode_is_held_until_let_go_the_oldest_beyond_the_m
     for chunk in chunks:
         safefs.close_all(chunk)
     assert sorted(os.listdir(tmp_path)) == ["f0", "f1", "f2"]  # no temp name left
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown)")
+def test_others_control_tree_walks_below_and_through_links(tmp_path: Path) -> None:
+    """What is below a tree of root's counts (Puppet's modules): a file uid 65534 owns, one
+    others may write, and what is below a directory a link of root's leads to; a loop of links
+    ends."""
+    from engine.safefs import others_control_tree
+
+    tree, elsewhere = tmp_path / "mods", tmp_path / "elsewhere"
+    (tree / "m" / "manifests").mkdir(parents=True)
+    (elsewhere / "n").mkdir(parents=True)
+    (tree / "m" / "manifests" / "init.pp").write_text("class m {}\n")
+    (tree / "loop").symlink_to(tree)  # a loop: walked once
+    assert others_control_tree(str(tree)) == ""
+    (tree / "m" / "manifests" / "init.pp").chmod(0o666)
+    assert others_control_tree(str(tree)) == (
+        f"{tree}/m/manifests/init.pp can be written by others (mode 0666)"
+    )
+    (tree / "m" / "manifests" / "init.pp").chmod(0o644)
+    (tree / "n").symlink_to(elsewhere / "n")
+    (elsewhere / "n" / "init.pp").write_text("class n {}\n")
+    os.chown(elsewhere / "n" / "init.pp", 65534, 65534)
+    assert others_control_tree(str(tree)) == f"{tree}/n/init.pp is owned by uid 65534"
+    os.chown(elsewhere / "n" / "init.pp", 0, 0)
+    assert others_control_tree(str(tree)) == ""
+    assert others_control_tree(str(tmp_path / "missing")) == ""

@@ -452,7 +452,8 @@ async def test_a_running_commands_group_is_recorded_and_the_record_removed_in_or
     record = tmp_path / "var" / "exec" / "x" / "running.cmd"
     run = asyncio.create_task(running.res.check_apply(True))
     await wait_path(record, lambda p: p.exists() and p.read_text().endswith("\n"), 10)
-    pid, _started = record.read_text().split()
+    pid, _started, uid = record.read_text().split()
+    assert int(uid) == os.geteuid()  # the command's real user (a group found is stopped as its)
     # Open once cat has the FIFO open: its exec is done. Read before, the arguments could be
     # empty (the kernel sets a new image's arguments after the exec's close-on-exec, which is
     # when the spawn returns; firstcap saw it once in a suite).

@@ -100,3 +100,85 @@ def test_record_from_before_boot_is_not_signalled(tmp_path: Path) -> None:
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(sh.pid, 9)
+
+
+NOBODY = 65534
+
+
+def _group_with_pid(pid: int, argv: list[str]) -> subprocess.Popen[bytes] | None:
+    """`argv` started as the leader of a new session whose pid is `pid` (the kernel's next
+    pid set through /proc/sys/kernel/ns_last_pid, as a wrap of the pids gives it in time), or
+    None if another process of the host took that pid first."""
+    Path("/proc/sys/kernel/ns_last_pid").write_text(str(pid - 1))
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True
+    )
+    if proc.pid == pid:
+        return proc
+    os.killpg(proc.pid, 9)  # ours: started just above, in a session of its own
+    proc.wait(timeout=60)
+    return None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (ns_last_pid, setpriv)")
+@pytest.mark.parametrize("theirs", [True, False])
+def test_a_pid_reused_by_another_users_group_is_not_signalled(tmp_path: Path, theirs: bool) -> None:
+    """A command's whole group ended while the agent was killed; in the same boot its pid went
+    to uid 65534's process (a real other user), which made it a session and left a child, as a
+    daemon does (fork, setsid, fork). Before (2026-12-06, ninth session) the leader gone and
+    the group there were enough: the guard and the next agent sent SIGTERM, as root, to
+    their group. Now a group is stopped only if one of its processes runs as the recorded user:
+    theirs is left alone; ours (the same shape, root's) is stopped. Every kill is stubbed."""
+    first = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    started = reaper.start_time(first.pid)
+    os.killpg(first.pid, 9)  # ours: the command's group ended
+    first.wait(timeout=60)
+    who = [f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"] if theirs else []
+    argv = ["setpriv", *who, "sh", "-c", "sleep 300 & echo $!"]
+    reused = None
+    for _ in range(20):  # another process of the host may take the pid first
+        if (reused := _group_with_pid(first.pid, argv)) is not None:
+            break
+    if reused is None:  # (nothing of ours left to stop)
+        pytest.skip("the pid was taken by another process each time")
+    try:
+        assert reused.stdout is not None
+        child = int(reused.stdout.readline())
+        reused.stdout.close()
+        reused.wait(timeout=60)  # the leader is gone, its group remains
+        assert os.getpgid(child) == first.pid
+        kind_dir = _records(tmp_path, f"{first.pid} {started} 0")
+        # The next agent's reaper (Python)...
+        done = subprocess.run(
+            [sys.executable, "-c", PYTHON, str(kind_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            start_new_session=True,
+        )
+        assert done.returncode == 0, done.stderr
+        want = "[] []" if theirs else f"[{first.pid}] [{first.pid}]"
+        assert done.stdout.strip() == want
+        # ... and the guard (sh), kill stubbed but for its probe (`kill -s 0`).
+        kind_dir = _records(tmp_path / "guard", f"{first.pid} {started} 0")
+        log = tmp_path / "kills"
+        stubs = (
+            'kill() { [ "$2" = 0 ] && command kill "$@" && return 0; '
+            'printf "%s\\n" "$*" >> "$LOG"; return 0; }\nsleep() { :; }\n'
+        )
+        guard = subprocess.run(
+            ["/bin/sh", "-c", stubs + reaper.GUARD, "mgmt-exec-guard", str(kind_dir)],
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "LOG": str(log)},
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert guard.returncode == 0, guard.stderr
+        said = log.read_text() if log.exists() else ""
+        assert (f"-s TERM -- -{first.pid}" in said) != theirs, said
+        os.kill(child, 0)  # still runs: nothing was signalled
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(reused.pid, 9)  # the group this test started: reused.pid is first.pid

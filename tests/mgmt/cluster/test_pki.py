@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -123,7 +127,8 @@ def test_a_ca_another_user_planted_is_never_trusted(tmp_path: Path) -> None:
         # The key: theirs, or readable by others.
         (lambda ca: os.chown(ca / "ca.key", NOBODY, NOBODY), "(owner uid 65534, mode 0600)"),
         (lambda ca: (ca / "ca.key").chmod(0o644), "(owner uid 0, mode 0644): a private key"),
-        (lambda ca: (ca / "ca.key").chmod(0o640), "mode 0640"),
+        (lambda ca: (ca / "ca.key").chmod(0o660), "mode 0660"),  # root's: its group may read
+        (lambda ca: (ca / "ca.key").chmod(0o604), "mode 0604"),
     ],
 )
 def test_an_unsafe_ca_dir_is_refused_naming_the_path(
@@ -198,5 +203,60 @@ def test_an_agent_of_another_user_takes_roots_ca_certificate() -> None:
         assert as_nobody().returncode == 0
         os.chown(ca / "ca.pem", 1, 1)  # daemon's
         assert "ca.pem (owner uid 1, mode 0644): a certificate must be" in as_nobody().stderr
+    finally:
+        shutil.rmtree(top)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root")
+@pytest.mark.parametrize(
+    ("dir_mode", "key_mode", "taken"),
+    [
+        (0o710, 0o640, True),  # Debian's /etc/ssl/private: root:ssl-cert, the agent in ssl-cert
+        (0o550, 0o440, True),  # systemd's LoadCredential= with a User= (root's, the ACL's mask)
+        (0o710, 0o660, False),  # its group could write it
+        (0o710, 0o644, False),  # everybody may read it
+        (0o770, 0o640, False),  # its group could swap it
+    ],
+)
+def test_a_key_of_roots_that_the_agents_group_reads_is_taken(
+    dir_mode: int, key_mode: int, taken: bool
+) -> None:
+    """A non-root agent (uid 65534 here, a real other user) in the key's group: root's key
+    readable by that group only is its (PostgreSQL's rule; before 2026-12-06, ninth session,
+    only a 0600 key of the agent's own was, and Debian's ssl-cert convention was refused)."""
+    group = 4242  # a group of its own (setpriv takes a number not in /etc/group)
+    top = Path(tempfile.mkdtemp(prefix="mgmt-pki-"))  # not below pytest's 0700 directory
+    try:
+        top.chmod(0o711)
+        leaf = CA(top / "src").leaf("h")
+        private = top / "private"
+        private.mkdir()
+        for name, source in (("ca.pem", CA(top / "src").path), ("host.pem", leaf.cert)):
+            shutil.copy(source, private / name)
+            (private / name).chmod(0o644)
+        shutil.copy(leaf.key, private / "host.key")
+        os.chown(private / "host.key", 0, group)
+        (private / "host.key").chmod(key_mode)
+        os.chown(private, 0, group)
+        private.chmod(dir_mode)
+        script = (
+            "import sys; from pathlib import Path; from mgmt.cluster.pki import "
+            "check_credentials, host_files\ntry:\n"
+            f"    check_credentials(host_files(Path({str(private)!r})))\n"
+            "except Exception as err:\n    sys.exit(str(err))\n"
+            f"open({str(private / 'host.key')!r}, 'rb').read()\n"
+        )
+        argv = ["setpriv", "--reuid=65534", "--regid=65534", f"--groups={group}"]
+        proc = subprocess.run(
+            [*argv, sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=Path(__file__).parents[3],
+            check=False,
+        )
+        assert (proc.returncode == 0) == taken, proc.stderr
+        if not taken:
+            assert str(private) in proc.stderr and "Traceback" not in proc.stderr
     finally:
         shutil.rmtree(top)

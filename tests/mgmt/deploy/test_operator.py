@@ -139,13 +139,13 @@ def test_credentials_another_user_could_change_are_refused(tmp_path: Path) -> No
         assert code == 2 and text.count("\n") == 1 and says in text, text
 
     (own / "ca.pem").chmod(0o666)
-    refused(listing, f"{own}/ca.pem (owner uid 0, mode 0666): a certificate must be")
+    refused(listing, f"{own}/ca.pem can be written by others (mode 0666): refusing to trust")
     (own / "ca.pem").chmod(0o644)
-    (own / "host.key").chmod(0o640)
-    refused(listing, f"{own}/host.key (owner uid 0, mode 0640): a private key must be")
+    (own / "host.key").chmod(0o644)
+    refused(listing, f"{own}/host.key (owner uid 0, mode 0644): a private key must be")
     (own / "host.key").chmod(0o600)
     os.chown(own, 65534, 65534)  # nobody's directory: they could swap what is in it
-    refused(listing, f"{own}/ca.pem: {own} is owned by uid 65534")
+    refused(listing, f"{own} is owned by uid 65534: refusing to trust {own}/ca.pem")
     os.chown(own, 0, 0)
     explicit = [*listing[:4], f"--tls-ca={own / 'ca.pem'}", f"--tls-cert={alice / 'host.pem'}"]
     (alice / "host.key").chmod(0o604)
