@@ -1,0 +1,94 @@
+"""Where the tasks of a stop that does not end wait: said by a forced stop (a second SIGINT or
+SIGTERM, `Agent._force`), and by the exit a forced stop ends with if it still does not end.
+
+One line: each task still running, by name, with the innermost frame its coroutine chain
+reaches (`file:line in function`), the same place counted once ("3x"). A chain is followed
+through coroutines only: one that waits in an async generator (an `asynccontextmanager`'s
+body) or on a future stops there, which says enough to find it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+MAX_PLACES = 12  # places said, the most crowded first (an agent runs a task per resource)
+
+
+def where(task: asyncio.Task[Any]) -> str:
+    """The innermost frame of `task`'s coroutine chain, as `file:line in function`: the
+    innermost outside asyncio's and contextlib's own modules (an `Event.wait` says less than
+    its caller; else the innermost), through an `asynccontextmanager`'s generator too."""
+    link: Any = task.get_coro()
+    place, inner = "", "?"
+    for _ in range(100):  # (a chain is never that deep: a bound, not a limit)
+        frame = next((f for f in (getattr(link, a, None) for a in _FRAMES) if f is not None), None)
+        if frame is None:
+            break
+        code = frame.f_code
+        inner = f"{os.path.basename(code.co_filename)}:{frame.f_lineno} in {code.co_name}"
+        if not code.co_filename.endswith(_THEIRS):
+            place = inner
+        nxt = next((n for n in (getattr(link, a, None) for a in _AWAITS) if n is not None), None)
+        if nxt is None or not any(hasattr(nxt, a) for a in _FRAMES):
+            # An async generator's step (`asend`) hides its generator: an asynccontextmanager
+            # keeps it as `self.gen`.
+            nxt = getattr(frame.f_locals.get("self"), "gen", None)
+        if nxt is None:
+            break
+        link = nxt
+    return place or inner
+
+
+_FRAMES = ("cr_frame", "ag_frame", "gi_frame")
+_AWAITS = ("cr_await", "ag_await", "gi_yieldfrom")
+_THEIRS = (
+    f"{os.sep}contextlib.py",
+    *(f"{os.sep}asyncio{os.sep}{m}.py" for m in ("locks", "tasks", "timeouts", "queues")),
+)
+
+
+def _named(task: asyncio.Task[Any]) -> str:
+    name = task.get_name()
+    return where(task) if name.startswith("Task-") else f"{name} @ {where(task)}"
+
+
+def still_running(loop: asyncio.AbstractEventLoop | None = None) -> str:
+    """Every task of `loop` (the running one) but the current one, in one line ("" if none):
+    `name @ place` (a name asyncio made, `Task-N`, left out), counted."""
+    current = asyncio.current_task() if loop is None else None
+    tasks = [t for t in asyncio.all_tasks(loop) if t is not current]
+    places = Counter(_named(t) for t in tasks if not t.done())
+    said = [f"{n}x {place}" if n > 1 else place for place, n in places.most_common(MAX_PLACES)]
+    more = len(places) - len(said)
+    return "; ".join(said) + (f"; and {more} other places" if more > 0 else "")
+
+
+async def cancel_within(
+    tasks: Iterable[asyncio.Task[Any]], within: float, what: str, logger: logging.Logger
+) -> bool:
+    """Cancel `tasks` and wait until they end, at most `within` s: a stop's bound. One that
+    does not end by then (it ignores its cancellation, or its cleanup waits without bound) is
+    said, with where it waits, and left behind; False if any was."""
+    pending = [t for t in tasks if not t.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=within)
+    for task in pending:  # their errors taken (logged by their owner, if it logs them)
+        if task.done() and not task.cancelled():
+            task.exception()
+    left = [t for t in pending if not t.done()]
+    if left:
+        logger.warning(
+            "%s: %d task(s) did not end within %gs of their cancellation, left behind: %s",
+            what,
+            len(left),
+            within,
+            "; ".join(_named(t) for t in left),
+        )
+    return not left
