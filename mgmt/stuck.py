@@ -17,22 +17,25 @@ from collections.abc import Iterable
 from typing import Any
 
 MAX_PLACES = 12  # places said, the most crowded first (an agent runs a task per resource)
+DEPTH = 3  # frames said of each
 
 
 def where(task: asyncio.Task[Any]) -> str:
-    """The innermost frame of `task`'s coroutine chain, as `file:line in function`: the
-    innermost outside asyncio's and contextlib's own modules (an `Event.wait` says less than
-    its caller; else the innermost), through an `asynccontextmanager`'s generator too."""
+    """Where `task` waits: the innermost DEPTH frames of its coroutine chain outside asyncio's,
+    contextlib's and grpc's own modules (an `Event.wait` says less than its callers; none:
+    the innermost frame), innermost first, as `file:line in function < ...`. The chain is
+    followed through an `asynccontextmanager`'s generator too."""
     link: Any = task.get_coro()
-    place, inner = "", "?"
+    ours: list[str] = []
+    inner = "?"
     for _ in range(100):  # (a chain is never that deep: a bound, not a limit)
         frame = next((f for f in (getattr(link, a, None) for a in _FRAMES) if f is not None), None)
         if frame is None:
             break
         code = frame.f_code
         inner = f"{os.path.basename(code.co_filename)}:{frame.f_lineno} in {code.co_name}"
-        if not code.co_filename.endswith(_THEIRS):
-            place = inner
+        if not any(part in code.co_filename for part in _THEIRS):
+            ours.append(inner)
         nxt = next((n for n in (getattr(link, a, None) for a in _AWAITS) if n is not None), None)
         if nxt is None or not any(hasattr(nxt, a) for a in _FRAMES):
             # An async generator's step (`asend`) hides its generator: an asynccontextmanager
@@ -41,13 +44,14 @@ def where(task: asyncio.Task[Any]) -> str:
         if nxt is None:
             break
         link = nxt
-    return place or inner
+    return " < ".join(reversed(ours[-DEPTH:])) if ours else inner
 
 
 _FRAMES = ("cr_frame", "ag_frame", "gi_frame")
 _AWAITS = ("cr_await", "ag_await", "gi_yieldfrom")
 _THEIRS = (
     f"{os.sep}contextlib.py",
+    f"{os.sep}grpc{os.sep}aio{os.sep}",
     *(f"{os.sep}asyncio{os.sep}{m}.py" for m in ("locks", "tasks", "timeouts", "queues")),
 )
 
