@@ -1,0 +1,120 @@
+"""A stop ends in bounded time: the etcd client closed under a call in flight, a call made after
+the close, a lease stream that ended between two renewals, a task that ignores its
+cancellation. Real etcd on 127.0.0.1 (stopped with SIGSTOP, by the pid this test started)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.errors import WorldError
+from mgmt import stuck
+from mgmt.cluster.client import EtcdClient
+from tests.mgmt.cluster.helpers import members
+
+BOUND = 30.0  # seconds: a generous bound against a hang, never a timing
+
+
+@contextlib.contextmanager
+def stopped(pid: int) -> Iterator[None]:
+    """The etcd this test started (`pid`) hangs (SIGSTOP) while the block runs."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+async def test_a_call_in_flight_as_its_client_closes_fails_at_once(tmp_path: Path) -> None:
+    """A call waits on a member that hangs when its client is closed (the agent stops): it
+    fails at once. Before, its channel's closing looked like a failover's: it waited for a
+    connection that a closed client never makes again, until `retry_for` ran out (here: an
+    hour)."""
+    async with members(tmp_path) as (node,):
+        client = EtcdClient([node.client_url], call_timeout=3600, retry_for=3600)
+        try:
+            async with asyncio.timeout(BOUND):
+                await client.put(b"k", b"v")  # connected
+            with stopped(node.pid):
+                call = asyncio.create_task(client.get(b"k"))
+                await asyncio.sleep(0)  # its first step: the request sent, its answer awaited
+                await client.close()
+                async with asyncio.timeout(BOUND):
+                    with pytest.raises(WorldError, match="the etcd client is closed"):
+                        await call
+        finally:
+            await client.close()
+
+
+async def test_a_closed_client_connects_no_more(tmp_path: Path) -> None:
+    """A call or watch made after the close fails at once (WorldError), and nothing connects
+    again. Before, a call started a new connection (and its maintainer task), which no one
+    closed: a stop's leftover, running until the process ended."""
+    async with members(tmp_path) as (node,):
+        client = EtcdClient([node.client_url])
+        async with asyncio.timeout(BOUND):
+            await client.put(b"k", b"v")
+        await client.close()
+        async with asyncio.timeout(BOUND):
+            with pytest.raises(WorldError, match="get k: the etcd client is closed"):
+                await client.get(b"k")
+            with pytest.raises(WorldError, match="the etcd client is closed"):
+                await client.subscribe(b"k", lambda: None)
+            assert not await client.reconnected(grace=BOUND)  # (not waited for)
+            with pytest.raises(WorldError, match="the etcd client is closed"):
+                await client.connection()
+        assert client._maintainer is None
+        assert client.endpoint is None
+
+
+async def test_a_lease_stream_that_ended_between_renewals_is_opened_again(
+    tmp_path: Path,
+) -> None:
+    """The LeaseKeepAlive stream, kept open between renewals, ended meanwhile (etcd ended it,
+    or its call was cancelled): the next renewal opens a new one. Before, it wrote to the
+    ended one: asyncio.InvalidStateError, which neither a renewal's caller (WorldError) nor
+    the failover took: the agent's lease holder died, and its liveness key expired."""
+    async with members(tmp_path) as (node,):
+        client = EtcdClient([node.client_url])
+        try:
+            async with asyncio.timeout(BOUND):
+                lease = await client.lease_grant(30)
+                async with client.renewal(lease) as renew:
+                    assert await renew() > 0
+                    stream = renew.__self__  # type: ignore[attr-defined]
+                    stream._call.cancel()  # the stream ends, its connection stays
+                    assert await renew() > 0
+        finally:
+            await client.close()
+
+
+async def test_a_task_that_ignores_its_cancellation_is_said_and_left(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`stuck.cancel_within` (every wait of the cluster's stop for a task it cancelled) waits
+    its bound, no longer, and says which task did not end and where it waited."""
+    release = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await release.wait()
+
+    task = asyncio.create_task(stubborn(), name="stubborn")
+    await asyncio.sleep(0)  # (started: waiting)
+    caplog.set_level(logging.WARNING, "cluster")
+    async with asyncio.timeout(BOUND):
+        ended = await stuck.cancel_within([task], 0.1, "test", logging.getLogger("cluster"))
+    assert not ended
+    assert "test: 1 task(s) did not end within 0.1s of their cancellation" in caplog.text
+    assert "stubborn @ test_stop_bounded.py:" in caplog.text
+    assert "in stubborn" in caplog.text
+    release.set()
+    await task
