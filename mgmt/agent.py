@@ -41,7 +41,7 @@ from engine.safefs import check_private, others_control, private_dir
 from engine.stopgate import GatedExecutor
 from engine.tasks import TaskSet, first_done, surviving, thread_to_end
 from mgmt import log as logsetup
-from mgmt import priority, stuck
+from mgmt import priority
 from mgmt.cluster import NotAdmitted, needs_cluster
 from mgmt.config import Config, ExitCode, set_max_program_size, set_max_steps
 from mgmt.converger import Converger
@@ -1013,6 +1013,8 @@ class Agent:
         ended FORCED_EXIT s later exits anyway (`_exit_stuck`)."""
         if self._forced:
             return
+        from mgmt import stuck  # (a stop forced: not imported by every run)
+
         running = stuck.still_running()
         log.warning(
             "%s: stopping now, cancelling what still runs%s",
@@ -1030,12 +1032,16 @@ class Agent:
         kills this host's etcd and exits 1."""
         if not self.config.own_process:
             return
+        from mgmt import stuck  # noqa: F401  # (imported here: the thread only finds it)
+
         loop = asyncio.get_running_loop()
         timer = threading.Timer(within, self._exit_stuck, (loop, within, what))
         timer.daemon = True
         timer.start()
 
     def _exit_stuck(self, loop: asyncio.AbstractEventLoop, within: float, what: str) -> None:
+        from mgmt import stuck
+
         try:  # (from this thread, as the loop runs: a glance, not a snapshot)
             left = stuck.still_running(loop)
         except Exception as err:  # (the exit goes on whatever)
