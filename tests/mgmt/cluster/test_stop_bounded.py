@@ -1,6 +1,6 @@
 """A stop ends in bounded time: the etcd client closed under a call in flight, a call made after
 the close, a lease stream that ended between two renewals, a task that ignores its
-cancellation. Real etcd on 127.0.0.1 (stopped with SIGSTOP, by the pid this test started)."""
+cancellation, a graceful stop cancelled by a second signal. Real etcd on 127.0.0.1 (stopped with SIGSTOP, by the pid this test started)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from engine.engine import Engine
 from engine.errors import WorldError
 from mgmt import stuck
 from mgmt.cluster.client import EtcdClient
+from mgmt.status.cluster import ClusterStatus
+from mgmt.status.model import StatusModel
 from tests.mgmt.cluster.helpers import members
 
 BOUND = 30.0  # seconds: a generous bound against a hang, never a timing
@@ -118,3 +121,31 @@ async def test_a_task_that_ignores_its_cancellation_is_said_and_left(
     assert "in stubborn" in caplog.text
     release.set()
     await task
+
+
+async def test_a_status_stop_cancelled_as_its_put_waits_lets_the_forced_stop_run(
+    tmp_path: Path,
+) -> None:
+    """The agent's stop of its cluster status waits for the summary's put in flight (its
+    member hangs); a second signal cancels that stop and runs it again without grace (the
+    agent's `_step`). The forced one ends, without raising: before, it awaited the put that
+    the cancellation had cancelled, re-raised CancelledError, and the agent's stop ended
+    there, before the cluster's (etcd left running)."""
+    engine = Engine(hostname="h", prefix=tmp_path / "prefix")
+    async with members(tmp_path) as (node,):
+        client = EtcdClient([node.client_url], call_timeout=3600, retry_for=3600)
+        status = ClusterStatus(StatusModel(engine, "h"), client, "h")
+        try:
+            async with asyncio.timeout(BOUND):
+                await client.put(b"k", b"v")  # connected
+            with stopped(node.pid):
+                status._putting = asyncio.ensure_future(client.put(status.key, b"{}"))
+                graceful = asyncio.create_task(status.stop(graceful=True))
+                await asyncio.sleep(0)  # its first step: waiting for the put
+                graceful.cancel()
+                async with asyncio.timeout(BOUND):
+                    with pytest.raises(asyncio.CancelledError):
+                        await graceful
+                    await status.stop(graceful=False)
+        finally:
+            await client.close()
