@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import functools
 import gc
@@ -16,7 +15,6 @@ import signal
 import socket
 import stat
 import sys
-import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -1027,33 +1025,15 @@ class Agent:
         self._bound_exit(FORCED_EXIT, "the forced stop")
 
     def _bound_exit(self, within: float, what: str) -> None:
-        """A process of its own ends within `within` s from now, whatever its loop does: a
-        daemon thread's timer (the loop may be what is stuck) then says what still runs,
-        kills this host's etcd and exits 1."""
+        """A process of its own ends within `within` s from now, whatever its loop does
+        (`stuck.exit_within`: what still runs said, this host's etcd killed, exit 1)."""
         if not self.config.own_process:
             return
-        from mgmt import stuck  # noqa: F401  # (imported here: the thread only finds it)
-
-        loop = asyncio.get_running_loop()
-        timer = threading.Timer(within, self._exit_stuck, (loop, within, what))
-        timer.daemon = True
-        timer.start()
-
-    def _exit_stuck(self, loop: asyncio.AbstractEventLoop, within: float, what: str) -> None:
         from mgmt import stuck
 
-        try:  # (from this thread, as the loop runs: a glance, not a snapshot)
-            left = stuck.still_running(loop)
-        except Exception as err:  # (the exit goes on whatever)
-            left = f"unknown ({err})"
-        log.error(
-            "%s did not end within %gs: exiting now; still running: %s",
-            *(what, within, left or "no task (a thread?)"),
-        )
-        if self.cluster is not None:
-            self.cluster.kill_member()
-        atexit._run_exitfuncs()  # logging's flush (bounded once stopping: mgmt.log)
-        os._exit(ExitCode.FAILED)
+        cluster = self.cluster
+        kill = cluster.kill_member if cluster is not None else lambda: None
+        stuck.exit_within(within, what, asyncio.get_running_loop(), kill, ExitCode.FAILED)
 
     async def _step(self, stop: Callable[[bool], Coroutine[Any, Any, None]]) -> None:
         """One step of the stop, `stop(graceful)`: graceful unless forced before or during it

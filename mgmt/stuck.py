@@ -1,5 +1,6 @@
 """Where the tasks of a stop that does not end wait: said by a forced stop (a second SIGINT or
-SIGTERM, `Agent._force`), and by the exit a forced stop ends with if it still does not end.
+SIGTERM, `Agent._force`), and by the exit a forced stop ends with if it still does not end
+(`exit_within`); and the bounded waits of a stop for the tasks it cancelled (`cancel_within`).
 
 One line: each task still running, by name, with the innermost frame its coroutine chain
 reaches (`file:line in function`), the same place counted once ("3x"). A chain is followed
@@ -10,10 +11,12 @@ body) or on a future stops there, which says enough to find it.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
+import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 MAX_PLACES = 12  # places said, the most crowded first (an agent runs a task per resource)
@@ -96,3 +99,37 @@ async def cancel_within(
             "; ".join(_named(t) for t in left),
         )
     return not left
+
+
+def exit_within(
+    within: float,
+    what: str,
+    loop: asyncio.AbstractEventLoop,
+    before: Callable[[], None],
+    code: int,
+) -> threading.Timer:
+    """Exit the process with `code` in `within` s unless it has ended: a daemon thread's timer
+    (the loop may be what is stuck: a blocking call, or a join of a thread that does not end)
+    says what `loop` still runs, calls `before()` (e.g. SIGKILL to a child) and exits, the
+    log flushed (logging's `atexit` handler)."""
+    log = logging.getLogger("main")
+
+    def expired() -> None:
+        try:  # (from this thread, as the loop runs: a glance, not a snapshot)
+            left = still_running(loop)
+        except Exception as err:  # (the exit goes on whatever)
+            left = f"unknown ({err})"
+        log.error(
+            "%s did not end within %gs: exiting now; still running: %s",
+            *(what, within, left or "no task (a thread?)"),
+        )
+        try:
+            before()
+        finally:
+            atexit._run_exitfuncs()
+            os._exit(code)
+
+    timer = threading.Timer(within, expired)
+    timer.daemon = True
+    timer.start()
+    return timer

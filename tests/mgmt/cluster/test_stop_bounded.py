@@ -9,6 +9,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from mgmt.status.model import StatusModel
 from tests.mgmt.cluster.helpers import members
 
 BOUND = 30.0  # seconds: a generous bound against a hang, never a timing
+ROOT = Path(__file__).resolve().parents[3]  # where `python -c` finds mgmt
 
 
 @contextlib.contextmanager
@@ -149,3 +151,53 @@ async def test_a_status_stop_cancelled_as_its_put_waits_lets_the_forced_stop_run
                     await status.stop(graceful=False)
         finally:
             await client.close()
+
+
+STUCK = """
+import asyncio, logging, sys, time
+from mgmt import stuck
+
+async def stubborn():
+    while True:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            pass
+
+async def main():
+    logging.basicConfig(stream=sys.stderr, format="%(name)s: %(message)s")
+    asyncio.create_task(stubborn(), name="stubborn")
+    stuck.exit_within(0.2, "the test's stop", asyncio.get_running_loop(),
+                      lambda: print("before", flush=True), 1)
+    while True:
+        await asyncio.sleep(0)
+        time.sleep(0.01)  # (the loop busy, or blocked: the timer is a thread's)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_stop_that_does_not_end_exits_anyway_saying_what_ran() -> None:
+    """`stuck.exit_within` (a forced stop's bound, and a clustered agent's exit's): the
+    process exits with its code whatever its loop does, having said what still ran and done
+    what must precede the exit (the agent: SIGKILL to its etcd)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        STUCK,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(BOUND):
+            out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 1, err
+    assert out == b"before\n"
+    line = err.decode()
+    assert "main: the test's stop did not end within 0.2s: exiting now; still running: " in line
+    assert "stubborn @ <string>:" in line, line
