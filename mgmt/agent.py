@@ -1008,7 +1008,7 @@ class Agent:
         """Stop now: the step of the stop under way is cancelled and what is left of the stop
         is done without grace (the run then exits 1). What still runs is said, and where it
         waits (mgmt.stuck): a stop that hung shows why. A process of its own that has not
-        ended FORCED_EXIT s later exits anyway (`_exit_stuck`)."""
+        ended FORCED_EXIT s later exits anyway (`_bound_exit`)."""
         if self._forced:
             return
         from mgmt import stuck  # (a stop forced: not imported by every run)
