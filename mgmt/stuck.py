@@ -66,11 +66,22 @@ def _named(task: asyncio.Task[Any]) -> str:
 
 def still_running(loop: asyncio.AbstractEventLoop | None = None) -> str:
     """Every task of `loop` (the running one) but the current one, in one line ("" if none):
-    `name @ place` (a name asyncio made, `Task-N`, left out), counted."""
+    by place, the most crowded first, each `[N x] place` and the name of one task there (not
+    one asyncio made, `Task-N`): `3x NAME @ FILE:LINE in FUNCTION < CALLER`."""
     current = asyncio.current_task() if loop is None else None
-    tasks = [t for t in asyncio.all_tasks(loop) if t is not current]
-    places = Counter(_named(t) for t in tasks if not t.done())
-    said = [f"{n}x {place}" if n > 1 else place for place, n in places.most_common(MAX_PLACES)]
+    places: Counter[str] = Counter()
+    names: dict[str, str] = {}
+    for task in asyncio.all_tasks(loop):
+        if task is current or task.done():
+            continue
+        place, name = where(task), task.get_name()
+        places[place] += 1
+        if not name.startswith("Task-"):
+            names.setdefault(place, name)
+    said = [
+        (f"{n}x " if n > 1 else "") + (f"{names[p]} @ " if p in names else "") + p
+        for p, n in places.most_common(MAX_PLACES)
+    ]
     more = len(places) - len(said)
     return "; ".join(said) + (f"; and {more} other places" if more > 0 else "")
 
