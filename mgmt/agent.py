@@ -73,6 +73,12 @@ PROGRESS_EVERY = 2.0  # seconds between progress lines on a terminal, before the
 # Once --max-runtime is reached, running operations (an exec's command...) get this long to
 # finish before they are cancelled: the flag bounds the run, whatever a command does.
 MAX_RUNTIME_GRACE = 5.0
+# Seconds a forced stop (a second SIGINT or SIGTERM) may take before the process exits anyway,
+# saying what still ran: more than etcd's own stop (SIGTERM, then SIGKILL after 10 s).
+FORCED_EXIT = 15.0
+# Seconds the exit may take once a clustered agent's stop is done (the loop's last tasks
+# cancelled, its threads joined), before it exits anyway, saying what still ran.
+EXIT_WAIT = 30.0
 LISTEN_RETRY_MAX = (
     60  # seconds: the longest wait between tries to bind a --prometheus-listen in use
 )
@@ -521,7 +527,10 @@ class Agent:
         with Signals(loop, {signal.SIGINT: stop, signal.SIGTERM: stop, signal.SIGHUP: hup}):
             first = [loaded]  # popped once applied: not referenced for the agent's life
             del loaded
-            return await self._run(loop, first)
+            code = await self._run(loop, first)
+        if self.cluster is not None:  # what is left of the exit (its tasks, its threads)
+            self._bound_exit(EXIT_WAIT, "the exit after the stop")
+        return code
 
     async def _run(self, loop: asyncio.AbstractEventLoop, first: list[Loaded]) -> int:
         reason = ""
@@ -996,13 +1005,50 @@ class Agent:
             self._force(f"{sig.name} again")
 
     def _force(self, why: str) -> None:
-        """Stop now: running operations are cancelled (the run then exits 1)."""
+        """Stop now: the step of the stop under way is cancelled and what is left of the stop
+        is done without grace (the run then exits 1). What still runs is said, and where it
+        waits (mgmt.stuck): a stop that hung shows why. A process of its own that has not
+        ended FORCED_EXIT s later exits anyway (`_bound_exit`)."""
         if self._forced:
             return
-        log.warning("%s: stopping now, cancelling what still runs", why)
+        from mgmt import stuck  # (a stop forced: not imported by every run)
+
+        running = stuck.still_running()
+        log.warning(
+            "%s: stopping now, cancelling what still runs%s",
+            why,
+            f" (waiting: {running})" if running else "",
+        )
         self._forced = True
         if self._stop_task:
             self._stop_task.cancel()
+        self._bound_exit(FORCED_EXIT, "the forced stop")
+
+    def _bound_exit(self, within: float, what: str) -> None:
+        """A process of its own ends within `within` s from now, whatever its loop does
+        (`stuck.exit_within`: what still runs said, this host's etcd killed, exit 1)."""
+        if not self.config.own_process:
+            return
+        from mgmt import stuck
+
+        cluster = self.cluster
+        kill = cluster.kill_member if cluster is not None else lambda: None
+        stuck.exit_within(within, what, asyncio.get_running_loop(), kill, ExitCode.FAILED)
+
+    async def _step(self, stop: Callable[[bool], Coroutine[Any, Any, None]]) -> None:
+        """One step of the stop, `stop(graceful)`: graceful unless forced before or during it
+        (a second signal cancels it, and it is done again without grace)."""
+        if not self._forced:
+            self._stop_task = asyncio.create_task(stop(True))
+            try:
+                await self._stop_task
+                return
+            except asyncio.CancelledError:
+                if not self._forced:
+                    raise
+            finally:
+                self._stop_task = None
+        await stop(False)
 
     async def _shutdown(self) -> None:
         if self.config.own_process:  # the process ends with this stop (mgmt.__main__)
@@ -1037,20 +1083,15 @@ class Agent:
             # of a 10,000-file cron run's exit), only to delay the exit.
             self.heap.close(ending=True)
         self.converger.stopping()
-        self._stop_task = asyncio.create_task(self.engine.stop(graceful=not self._forced))
-        try:
-            await self._stop_task
-        except asyncio.CancelledError:
-            if not self._forced:
-                raise
-            await self.engine.stop(graceful=False)
+        await self._step(lambda graceful: self.engine.stop(graceful=graceful))
         if self.source is not None:  # after the engine: a scheduled host leaves once idle
             await self.source.aclose()
         self.converger.close()
-        if self.cluster_status is not None:
-            await self.cluster_status.stop(graceful=not self._forced)
-        if self.cluster is not None:  # withdraw exports, leave, stop etcd
-            await self.cluster.stop(graceful=not self._forced)
+        # Each step of the cluster's stop too: a second signal during a leave cancels it.
+        if (status := self.cluster_status) is not None:
+            await self._step(lambda graceful: status.stop(graceful=graceful))
+        if (cluster := self.cluster) is not None:  # withdraw exports, leave, stop etcd
+            await self._step(lambda graceful: cluster.stop(graceful=graceful))
         if self.notifier is not None:
             self.notifier.close()
 

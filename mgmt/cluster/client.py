@@ -31,6 +31,7 @@ from aetcd import rpc
 
 from engine.errors import WorldError
 from engine.tasks import TaskSet
+from mgmt import stuck
 from mgmt.cluster.pki import TLSFiles
 
 log = logging.getLogger("cluster")
@@ -53,6 +54,10 @@ _DENIED = ("permission denied", "user name is empty")
 # 0.5 s at load 16 (not a write caught in an election, which `call_timeout` bounds: with a
 # short --etcd-election-timeout, every check timed out and was made again, adding load).
 AUTH_TIMEOUT = 2.0
+CLOSED = "the etcd client is closed (this agent stops)"
+# Seconds a task cancelled as the client closes (a watch, the connection's maintainer) may take
+# to end: a bound on the stop (it ends at once; one that does not is said, and left behind).
+STOP_WAIT = 5.0
 RECONNECT_GRACE = 1.0  # seconds a stop's last writes wait for a connection between two (a failover)
 # Keys per read of a prefix: 32 values of etcd's largest (1.5 MiB) stay under the receive limit.
 _PAGE = 32
@@ -178,7 +183,10 @@ class _Renewal:
         return 0 if resp is grpc.aio.EOF else int(resp.TTL)
 
     async def _once(self, conn: _Conn) -> Any:
-        if self._call is None or self._conn is not conn or self._sent != conn.metadata:
+        # A stream that ended since (etcd's error, between two renewals) is opened again: a
+        # write to it raised InvalidStateError, which no caller took for a failover.
+        call = self._call
+        if call is None or call.done() or self._conn is not conn or self._sent != conn.metadata:
             self.close()
             self._call = conn.lease.LeaseKeepAlive(metadata=conn.metadata)  # no deadline
             self._conn, self._sent = conn, conn.metadata
@@ -255,6 +263,11 @@ class EtcdClient:
         self._tasks = TaskSet("etcd client", log)
         self._watches: set[_Watch] = set()  # live subscriptions: closing the client ends them
         self._maintainer: asyncio.Task[None] | None = None
+        # Closed (`close`): every call and wait from then on fails at once (WorldError), and
+        # nothing connects again. Before, a call in flight as its channel was closed retried
+        # for `retry_for` s, and one made after the close started a new connection, which no
+        # one closed.
+        self.closed = False
         self._credentials: grpc.ChannelCredentials | None = None
         self._was_connected = False
         self._refused = False  # the last failure to connect was a TLS refusal (TLSRefused)
@@ -276,7 +289,7 @@ class EtcdClient:
     # connection ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._maintainer is None:
+        if self._maintainer is None and not self.closed:
             self._maintainer = asyncio.create_task(self._maintain(), name=f"etcd {self!r}")
 
     async def wait_connected(self, timeout: float) -> bool:
@@ -294,7 +307,8 @@ class EtcdClient:
         for, nor one that a wait of this outage already gave up on (a stop's writes one after
         the other wait once)."""
         if (
-            self.attempted.is_set()
+            not self.closed
+            and self.attempted.is_set()
             and not self.connected.is_set()
             and self._gave_up != self.generation
         ):
@@ -305,19 +319,25 @@ class EtcdClient:
                 self._gave_up = self.generation
         return self.connected.is_set()
 
+    def _check_open(self, what: str) -> None:
+        if self.closed:
+            raise WorldError(f"{what}: {CLOSED}")
+
     async def close(self) -> None:
+        self.closed = True
         live, self._watches = self._watches, set()
         watches = [w.task for w in live]
         for watch in live:
             watch.task = None  # (see _Watch.cancel)
-        tasks = [t for t in (*watches, self._maintainer) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, self._tasks.close(), return_exceptions=True)
+        tasks = [t for t in (*watches, self._maintainer, *self._tasks) if t is not None]
+        await stuck.cancel_within(tasks, STOP_WAIT, f"{self._tag}etcd client", log)
         self._maintainer = None
         if self._conn is not None:
             await self._conn.channel.close()
             self._conn = None
+        # Whatever waits for a connection wakes, and finds the client closed.
+        self.connected.set()
+        self.attempted.set()
         self.connected.clear()
 
     def set_endpoints(self, endpoints: Sequence[str], preferred: str | None = None) -> None:
@@ -475,9 +495,10 @@ class EtcdClient:
         return self._credentials
 
     async def connection(self) -> _Conn:
-        """The current connection, waiting (without limit) for one."""
+        """The current connection, waiting (without limit) for one; WorldError once closed."""
         self.start()
         while self._conn is None:
+            self._check_open("connecting")
             await self.connected.wait()
         return self._conn
 
@@ -489,6 +510,7 @@ class EtcdClient:
         last = ""
         delay = 0.01
         while True:
+            self._check_open(what)  # (its channel closed under it: not retried)
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise WorldError(f"{what}: {last or self.last_error or 'no etcd member reachable'}")
@@ -703,6 +725,8 @@ class EtcdClient:
                         await asyncio.sleep(ttl / 3)  # a renewal period, not a poll
                 log.warning("a lease of %d s expired (a partition?): taking a new one", ttl)
             except WorldError as err:
+                if self.closed:  # (its owner stops: its lease is revoked or expires)
+                    return
                 troubled = True
                 said = False
                 if self.connected.is_set() and self.explain is not None:
@@ -926,6 +950,7 @@ class EtcdClient:
         read again. Returns once the etcd watch exists (or after `call_timeout` if no member
         answers: then it signals as soon as the watch exists).
         """
+        self._check_open(f"watch {key.decode(errors='replace')}")
         watch = _Watch(self, key, range_end(key) if prefix else b"", signal, events)
         watch.task = asyncio.create_task(watch.run(), name=f"watch {key.decode(errors='replace')}")
         self._watches.add(watch)
@@ -963,13 +988,15 @@ class _Watch:
         self.client._watches.discard(self)
         task, self.task = self.task, None  # its CancelledError's frames hold the gRPC call
         if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await stuck.cancel_within([task], STOP_WAIT, f"watch {self.key!r}", log)
 
     async def run(self) -> None:
         delay = 0.02
         while True:
-            conn = await self.client.connection()
+            try:
+                conn = await self.client.connection()
+            except WorldError:  # closed: the watch ends with it
+                return
             if await self._stream(conn):
                 delay = 0.02
             else:

@@ -59,8 +59,9 @@ from engine import safefs
 from engine.errors import ResourceError, WorldError
 from engine.tasks import TaskSet, first_done
 from engine.world import EXPORTED, ROOT, JoinInfo
+from mgmt import stuck
 from mgmt.cluster import HostnameTaken, NotAdmitted, datadir, identity
-from mgmt.cluster.client import RECONNECT_GRACE, EtcdClient, Member, range_end
+from mgmt.cluster.client import RECONNECT_GRACE, STOP_WAIT, EtcdClient, Member, range_end
 from mgmt.cluster.etcdproc import EtcdProcess, EtcdSpec
 from mgmt.cluster.identity import HOSTS, IDEAL, NOMINATED, VOLUNTEERS
 from mgmt.cluster.options import Options
@@ -88,6 +89,9 @@ LEAVE_WAIT = 10.0  # seconds a stopping host waits for its turn to leave (then i
 # for another reason (no quorum, every host stopping at once) holds no host's exit long.
 STOPPED_WAIT = 10.0
 REMOVED_WAIT = 2.0
+# Seconds a stop waits for this host's etcd to stop (its own stop SIGKILLs it after 10 s);
+# then it is killed (SIGKILL) and the stop goes on.
+ETCD_STOP_WAIT = 15.0
 # What a request says when this host's etcd stopped serving (raft's ErrStopped, etcd's).
 _STOPPED = ("raft: stopped", "server stopped")
 PEERS_FILE = "cluster-peers.json"  # in the prefix: the other members a host knew last
@@ -466,7 +470,7 @@ class Cluster:
         for timer in (self._expiry, self._wake_volunteer):
             if timer is not None:
                 timer.cancel()
-        await self._tasks.close()
+        await stuck.cancel_within(list(self._tasks), STOP_WAIT, "cluster", log)
         self.client.retry_for = 2.0  # a cluster that is gone must not hold up the exit
         left = False
         if graceful and await self.client.reconnected(RECONNECT_GRACE):
@@ -478,11 +482,18 @@ class Cluster:
             if self.member is not None:  # serving, or still starting: the leader may promote
                 left = await self._leave()  # it any moment (two voters, one gone: no quorum)
         await self.client.close()
-        if self._serve_task is not None:
-            self._serve_task.cancel()
-            await asyncio.gather(self._serve_task, return_exceptions=True)
+        serving = [self._serve_task] if self._serve_task is not None else []
+        # etcd's own stop: SIGTERM, SIGKILL 10 s later; a stop stuck beyond: killed now
+        if not await stuck.cancel_within(serving, ETCD_STOP_WAIT, "etcd", log):
+            self.kill_member()
         if left:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def kill_member(self) -> None:
+        """SIGKILL this host's etcd now, if it runs: a forced stop that did not end exits
+        without waiting for it (its data is etcd's to recover, as after a crash)."""
+        if self.member is not None:
+            self.member.kill()
 
     async def _join_remembered(self) -> None:
         """This host left a cluster at its last stop: join its members (besides the seeds)
@@ -566,8 +577,7 @@ class Cluster:
             try:
                 yield
             finally:
-                renew.cancel()
-                await asyncio.gather(renew, return_exceptions=True)
+                await stuck.cancel_within([renew], STOP_WAIT, "leave turn", log)
         finally:
             await unsubscribe()
             if lease:

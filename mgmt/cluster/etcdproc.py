@@ -434,6 +434,12 @@ class EtcdProcess:
         elif level == "warn":
             log.debug("etcd: %s", msg)
 
+    def kill(self) -> None:
+        """SIGKILL etcd now if it runs (not reaped: its owner exits)."""
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+
     async def stop(self, timeout: float = 10) -> None:
         """SIGTERM, wait (SIGKILL after `timeout`), and reap: never leaves a process behind."""
         self._stopping = True

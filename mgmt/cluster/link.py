@@ -130,9 +130,14 @@ class ClusterLink:
         if self._keep.is_set():  # a change not kept yet (KEEP_EVERY): before the process ends
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(write_kept, self.prefix / KEPT_FILE, self._visible())
-        if self._changes is not None:
-            await self._changes.__aexit__(None, None, None)
+        changes, self._changes = self._changes, None  # (a forced stop runs this again)
+        if changes is not None:
+            await changes.__aexit__(None, None, None)
         await self.cluster.stop(graceful)
+
+    def kill_member(self) -> None:
+        """SIGKILL this host's etcd now, if it runs (Cluster.kill_member)."""
+        self.cluster.kill_member()
 
     # graphs -------------------------------------------------------------------------------
 

@@ -117,13 +117,17 @@ class ClusterStatus:
         not `down`: mgmt.deploy.status), within LEAVE_WAIT s or not at all."""
         self._unwatch()
         await self._tasks.close()
-        if self._putting is not None:
-            with contextlib.suppress(WorldError, TimeoutError):  # (its error: the task's log)
-                async with asyncio.timeout(LEAVE_WAIT):
-                    await self._putting
-            self._putting.cancel()
-            await asyncio.gather(self._putting, return_exceptions=True)
-            self._putting = None
+        putting, self._putting = self._putting, None
+        if putting is not None:  # (its error: the task's log)
+            # Taken first and waited for, not awaited: a stop cancelled here (a second signal)
+            # ends the put, and the forced stop run next finds none; awaited again there, the
+            # cancelled put raised CancelledError, which ended the agent's stop before the
+            # cluster's (etcd left running).
+            try:
+                await asyncio.wait([putting], timeout=LEAVE_WAIT)
+            finally:
+                putting.cancel()
+                await asyncio.gather(putting, return_exceptions=True)
         # Between two connections (its agent's switch to its own member as it starts to
         # vote): not skipped, else the leader saw no "left" and waited for its member to be
         # gone (tests: a stop of a host that had just become a voter).

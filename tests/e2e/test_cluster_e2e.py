@@ -22,6 +22,7 @@ import pytest
 from engine.world import Exported
 from mgmt.cluster.client import EtcdClient
 from mgmt.cluster.cluster import LEAVING
+from mgmt.cluster.identity import HOSTS
 from mgmt.cluster.pki import TLSFiles, create_ca, mint
 from mgmt.cluster.world import EtcdWorld
 from mgmt.deploy.status import SUMMARY
@@ -858,3 +859,49 @@ async def _removed_as_it_leaves(tmp_path: Path) -> None:
         assert "could not leave" not in h1.daemon.log, h1.daemon.log
         assert "this host's member left the cluster" in h1.daemon.log, h1.daemon.log
         await wait_dot(h2, lacks(f"{shared}/h1"))
+
+
+async def key_gone(client: EtcdClient, key: str) -> None:
+    """Wait (on its watch) until `key` is not in the cluster."""
+    changed = asyncio.Event()
+    unsubscribe = await client.subscribe(key.encode(), changed.set)
+    try:
+        async with asyncio.timeout(15):
+            while True:
+                changed.clear()  # before the read: a change after it wakes the wait
+                if await client.get(key.encode()) is None:
+                    return
+                await changed.wait()
+    finally:
+        await unsubscribe()
+
+
+@pytest.mark.slow
+async def test_a_second_sigterm_during_a_leave_ends_it(tmp_path: Path) -> None:
+    """h1 stops cleanly while another host holds the turn to leave: its leave waits for it
+    (LEAVE_WAIT s). A second SIGTERM cancels the leave, says where the stop waited, and the
+    agent exits 1 (forced), its etcd stopped. Before, the second signal cancelled only the
+    engine's stop, long over: the leave went on as if unsaid (CI: an agent that hung in its
+    leave ignored its second SIGTERM, and was killed)."""
+    shared = tmp_path / "shared"
+    h1, h2 = Host("h1", tmp_path), Host("h2", tmp_path)
+    for host in (h1, h2):
+        host.graph.write_text(exporter(shared, host.name, f"from {host.name}"))
+    async with fleet([h1, h2]):
+        await h2.start()
+        await h1.start(seeds=[h2])
+        assert h1.daemon is not None and h2.daemon is not None
+        await h2.daemon.wait_log("h1 is now a voting member")
+        async with client_of(h2) as client:
+            await summary_written(client, "h1")
+            await client.put(LEAVING.encode(), b"another host")
+            h1.daemon.signal(signal.SIGTERM)
+            await key_gone(client, HOSTS + "h1")  # its lease revoked: next, its turn to leave
+            h1.pids()
+            h1.daemon.signal(signal.SIGTERM)
+            assert await h1.daemon.wait(30) == 1  # (h2 is left without a quorum)
+        log = h1.daemon.log
+        assert "SIGTERM again: stopping now, cancelling what still runs (waiting: " in log, log
+        # Its leave did not go on: it neither left (as the leader removed it) nor stayed.
+        assert "this host's member left" not in log, log
+        assert "this host's member stays" not in log, log
