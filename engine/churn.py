@@ -201,11 +201,15 @@ class Quieting:
             named = ", ".join(f"{q.vertex.res} {q.count}" for q in counted[:NAMED])
             more = f" and {len(counted) - NAMED} more" if len(counted) > NAMED else ""
             new = f", {self.joined} of them since the last such line" if self.joined else ""
+            # Each one's kind, name and count, for a structured log (--log-format json: its
+            # `resources`), where the line names only the NAMED most repaired.
+            every = [(q.vertex.res.kind, q.vertex.res.name, q.count) for q in counted]
             log.info(
                 "%d resources %s %d times in the last %.0f s, their lines summed up%s: %s%s "
                 "(mgmt status counts each; --verbose says each)",
                 len(counted), verb, sum(q.count for q in counted),
                 max(now - q.started for q in counted), new, named, more,
+                extra={"res_counts": every},
             )  # fmt: skip
             for quieted in counted:
                 quieted.count, quieted.started = 0, now
