@@ -204,3 +204,35 @@ async def test_the_line_summing_up_several_names_each_by_its_fields_in_json(
         assert sum(one["count"] for one in summed["resources"]) == total > 0
         assert "kind" not in summed  # (the engine's line: no one resource's)
         await engine.stop()
+
+
+async def test_a_summed_up_resources_lines_outside_its_checks_are_said(
+    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ops lead 2: while a fight's repairs were summed up, every INFO line of the resource was
+    left out of the log, its repairs' and any other (its watch's, said between checks). Only
+    the lines of its checks (RUNNING: the repairs) are left out; another is said at once."""
+    from tests.mgmt.test_log_lines import ours_only
+
+    monkeypatch.setattr(churn, "REPAIRS", 3)
+    path = tmp_path / "f"
+    graph = Graph("g")
+    graph.add(FileRes(name="f", path=str(path), content="ours\n"))
+    with ours_only(tmp_path, "text") as (read, _model):
+        await engine.apply(graph)
+        await settle(engine, path.exists)
+        vertex = engine.vertices[("file", "f")]
+        for n in range(churn.QUIET_AFTER + 3):
+            path.write_text(f"theirs {n}\n")
+            await settle(engine, lambda: path.read_text() == "ours\n")
+            await settle(engine)
+        assert ("file", "f") in churn.MUTED
+        read()
+        path.write_text("theirs again\n")
+        await settle(engine, lambda: path.read_text() == "ours\n")
+        await settle(engine)
+        vertex.handle.logger.info("a line of its watch")  # between its checks
+        lines = read()
+        assert "engine: file[f]: a line of its watch" in lines, lines
+        assert "engine: file[f]: content updated" not in lines, lines  # its repair's: summed
+        await engine.stop()
