@@ -124,6 +124,16 @@ class Spare:
         directory = (st.st_dev, st.st_ino, st.st_gid, st.st_mode)
         return Want(directory, data, mode, uid, gid, libc.mount_id(dir_fd))
 
+    @staticmethod
+    def in_memory(dir_fd: int, data: bytes) -> bool:
+        """Whether a write of `data` into dir_fd waits for no disk (a file system of NO_GAIN,
+        content up to SIZE_MAX): the repair that makes no spare there writes on the loop, as
+        one links a spare in (a hand-off to a thread and back cost it more than the write)."""
+        if len(data) > SIZE_MAX:
+            return False
+        dev = os.fstat(dir_fd).st_dev
+        return libc.fs_type(os.major(dev), os.minor(dev)) in NO_GAIN
+
     def held(self) -> int:
         """How many spares it holds (ready or being made)."""
         return len(self._made)
