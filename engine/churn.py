@@ -121,10 +121,10 @@ class Quieted:
     __slots__ = ("apply", "count", "last", "loop", "quieting", "running", "started", "vertex")
 
     def __init__(self, vertex: Vertex, apply: bool, now: float, quieting: Quieting) -> None:
-        from engine.engine import Status  # (engine imports this module: loaded by now)
-
         self.vertex, self.apply, self.count, self.started, self.last = vertex, apply, 0, now, now
-        self.running = Status.RUNNING  # a check under way: its lines are a repair's
+        # A check under way: its lines are a repair's (engine.engine.Status, from its vertex:
+        # engine imports this module).
+        self.running = type(vertex.status).RUNNING
         self.loop = asyncio.get_running_loop()
         self.quieting = quieting
 
