@@ -10,8 +10,8 @@ after WINDOW seconds of quiet is told again. mgmt has nothing like it.
 Its repairs' lines are summed up while it lasts (`Quieted`): a process rewriting a managed
 file in a loop made ~300-1,000 "content updated" lines a second, flooding the journal. The
 first QUIET_AFTER repairs within SUMMARY_EVERY seconds are said in full; from the next on,
-the lines of the resource's INFO level (each repair's change) reach the status model, never
-the log (mgmt/log.py's handlers leave out a resource in MUTED), and one line every
+the lines of the resource's INFO level said during its checks (each repair's change; not its
+other lines, its watch's) reach the status model, never the log (mgmt/log.py's handlers leave out a resource in MUTED), and one line every
 SUMMARY_EVERY seconds says how many repairs there were (`file[x]: repaired 812 times in the
 last 10 s`; one line for all of an engine's resources summed up at once: `Quieting`). An
 interval without a repair ends it: the next repair after quiet is said in full again. Warnings and errors are never left out; counts (`mgmt status`, metrics) stay
@@ -118,19 +118,25 @@ class Quieted:
     SUMMARY_EVERY seconds by its engine's `Quieting`, while it keeps being repaired (see the
     module doc)."""
 
-    __slots__ = ("apply", "count", "last", "loop", "quieting", "started", "vertex")
+    __slots__ = ("apply", "count", "last", "loop", "quieting", "running", "started", "vertex")
 
     def __init__(self, vertex: Vertex, apply: bool, now: float, quieting: Quieting) -> None:
         self.vertex, self.apply, self.count, self.started, self.last = vertex, apply, 0, now, now
+        # A check under way: its lines are a repair's (engine.engine.Status, from its vertex:
+        # engine imports this module).
+        self.running = type(vertex.status).RUNNING
         self.loop = asyncio.get_running_loop()
         self.quieting = quieting
 
     def hides(self) -> bool:
-        """Whether a line of the resource is left out now (mgmt/log.py asks, at each): not
-        once SUMMARY_EVERY s passed without a repair, the first repair after quiet (its
-        lines said in full, after the count of those before it)."""
+        """Whether a line of the resource is left out now (mgmt/log.py asks, at each): only
+        a line of its check under way (a repair's: the vertex RUNNING), not another of its
+        lines (its watch's, a swap's, said at once: before the ninth session of 2026-12-06
+        they were left out too); not once SUMMARY_EVERY s passed without a repair, the
+        first repair after quiet (its lines said in full, after the count of those before)."""
         if time.monotonic() - self.last < SUMMARY_EVERY and not self.loop.is_closed():
-            return True  # (its loop closed: its engine's run is over, its tick never comes)
+            # (its loop closed: its engine's run is over, its tick never comes)
+            return self.vertex.status is self.running
         self.end()
         return False
 
@@ -201,11 +207,15 @@ class Quieting:
             named = ", ".join(f"{q.vertex.res} {q.count}" for q in counted[:NAMED])
             more = f" and {len(counted) - NAMED} more" if len(counted) > NAMED else ""
             new = f", {self.joined} of them since the last such line" if self.joined else ""
+            # Each one's kind, name and count, for a structured log (--log-format json: its
+            # `resources`), where the line names only the NAMED most repaired.
+            every = [(q.vertex.res.kind, q.vertex.res.name, q.count) for q in counted]
             log.info(
                 "%d resources %s %d times in the last %.0f s, their lines summed up%s: %s%s "
                 "(mgmt status counts each; --verbose says each)",
                 len(counted), verb, sum(q.count for q in counted),
                 max(now - q.started for q in counted), new, named, more,
+                extra={"res_counts": every},
             )  # fmt: skip
             for quieted in counted:
                 quieted.count, quieted.started = 0, now

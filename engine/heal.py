@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 from typing import TYPE_CHECKING
 
 from engine.errors import Interfered
+from engine.mountwatch import MOUNTINFO, mount_point, read_table
 
 if TYPE_CHECKING:
     from engine.engine import Vertex
@@ -75,8 +77,8 @@ SHARED_BY_HOST = frozenset((PASSING[errno.ENOMEM], PASSING[errno.EMFILE], PASSIN
 
 def group_of(why: str, err: BaseException | None, path: str | None) -> tuple[str, int] | None:
     """The group a failure that may pass belongs to (Group), or None: its own. By file system,
-    the st_dev of the nearest existing directory of the path it failed on (the error's own
-    filename first, else `path`); by host for a shortage of memory or descriptors."""
+    the device of the mount the path it failed on is under (the error's own filename first,
+    else `path`: `device_of`); by host for a shortage of memory or descriptors."""
     if why in SHARED_BY_HOST:
         return (why, -1)
     if why not in SHARED_BY_DEVICE:
@@ -85,13 +87,64 @@ def group_of(why: str, err: BaseException | None, path: str | None) -> tuple[str
     name = name if isinstance(name, str) and name.startswith("/") else path
     if not name or not name.startswith("/"):
         return None
-    while True:
-        try:
-            return (why, os.stat(name).st_dev)
-        except OSError:
-            if name == "/":
-                return None
-            name = os.path.dirname(name.rstrip("/")) or "/"
+    device = _TABLE.device_of(name)
+    return None if device is None else (why, device)
+
+
+class _Table:
+    """The mount table as mount points, longest first, each with its device (mountinfo's
+    major:minor): which file system a path is on, found on the event loop without touching
+    any file system. Before, the nearest existing directory of the path was stat'ed there:
+    a hung NFS server (a hard mount) stalled the whole agent at the failure of one file on
+    it. Read again only when the kernel says it changed (its POLLPRI, polled without waiting:
+    engine.mountwatch), so 10,000 files failing at once read it once. The path is taken as
+    written: one reached through a symlink into another file system is grouped by the mount
+    of its spelling (a group is only who checks for whom: bench/heal.py)."""
+
+    def __init__(self) -> None:
+        self._poll: select.poll | None = None
+        self._fd = -1
+        self._points: list[tuple[str, int]] = []
+
+    def device_of(self, path: str) -> int | None:
+        """The device of the mount `path` is under (None without a mount table: no /proc)."""
+        points = self._current()
+        path = os.path.normpath(path)
+        for point, device in points:
+            if path == point or path.startswith(point if point == "/" else point + "/"):
+                return device
+        return None
+
+    def _current(self) -> list[tuple[str, int]]:
+        if self._poll is None:
+            try:
+                self._fd = os.open(MOUNTINFO, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return []
+            self._poll = select.poll()
+            self._poll.register(self._fd, select.POLLPRI)
+            self._poll.poll(0)  # (its mark reset: the next POLLPRI is a change after this read)
+            self._points = _points(read_table())
+        elif self._poll.poll(0):
+            self._points = _points(read_table())
+        return self._points
+
+
+def _points(table: dict[bytes, bytes]) -> list[tuple[str, int]]:
+    """Mount points and their devices, longest first (the innermost mount of a path first);
+    of a point mounted over, the last mounted (the one visible: mountinfo lists it later)."""
+    found: dict[str, int] = {}
+    for line in table.values():
+        fields = line.split(b" ", 5)
+        if len(fields) < 5:
+            continue
+        major, _colon, minor = fields[2].partition(b":")
+        if major.isdigit() and minor.isdigit():
+            found[mount_point(line)] = os.makedev(int(major), int(minor))
+    return sorted(found.items(), key=lambda item: len(item[0]), reverse=True)
+
+
+_TABLE = _Table()
 
 
 class Group:

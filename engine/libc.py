@@ -182,7 +182,12 @@ def local_fs(fd: int) -> bool:
 
 def local_dev(ident: tuple[int, int, int]) -> bool:
     """local_fs of the file whose `file_id` is `ident` (its device's part)."""
-    major, minor, _ino = ident
+    return fs_type(ident[0], ident[1]) in LOCAL_FS
+
+
+def fs_type(major: int, minor: int) -> str:
+    """The type of the file system mounted from device major:minor ("tmpfs"), by its entry in
+    /proc/self/mountinfo (read again for a device not seen yet); "" if unknown."""
     kind = _fs_types.get((major, minor))
     if kind is None:
         with _mounts_read:  # the I/O threads' first writes ask at once: one reads, for all
@@ -190,7 +195,7 @@ def local_dev(ident: tuple[int, int, int]) -> bool:
             if kind is None:
                 _fs_types.update(_mount_types())
                 kind = _fs_types.setdefault((major, minor), "")
-    return kind in LOCAL_FS
+    return kind
 
 
 _mounts_read = threading.Lock()
@@ -255,6 +260,25 @@ def file_id(fd: int) -> tuple[int, int, int]:
     (ino,) = _U64.unpack_from(buffer, _INO)
     major, minor = _DEV.unpack_from(buffer, _DEV_MAJOR)
     return major, minor, ino
+
+
+_STATX_MNT_ID = 0x1000
+_MNT_ID = 144  # stx_mnt_id (u64), after the devices
+_U32 = struct.Struct("=I")
+
+
+def mount_id(fd: int) -> int:
+    """The id of the mount the file open as `fd` was reached through (mountinfo's first field:
+    statx's STATX_MNT_ID, Linux 5.8); 0 where the kernel does not tell it (or on an error)."""
+    try:
+        buffer = _local.statx
+    except AttributeError:
+        buffer = _local.statx = ctypes.create_string_buffer(_STATX_SIZE)
+    if _statx(fd, b"", _AT_EMPTY_PATH, _STATX_MNT_ID, buffer) < 0:
+        return 0
+    if not _U32.unpack_from(buffer, 0)[0] & _STATX_MNT_ID:  # (stx_mask: what it filled)
+        return 0
+    return int(_U64.unpack_from(buffer, _MNT_ID)[0])
 
 
 _AT_SYMLINK_NOFOLLOW = 0x100

@@ -327,7 +327,14 @@ def warn_untrusted(path: str) -> None:
     """One warning when another user could change the graph file or program `path` (or a
     directory above it): the agent runs what it says, and a daemon applies each edit live.
     A warning, not a refusal: `sudo mgmt run yaml ~/g.yaml` from one's own checkout is the
-    usual way to try a graph (docs/security.md)."""
+    usual way to try a graph (docs/security.md). Nothing for what is not a file or a
+    directory (`/dev/null`, a FIFO): the read refuses it, in one line."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # missing or unreadable: the read says so
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return
     if why := others_control(path):
         log.warning(
             "%s: %s: every edit there is applied with this agent's rights (uid %d); keep it "

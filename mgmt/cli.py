@@ -339,6 +339,8 @@ def parse(argv: list[str]) -> Config:
             "--no-server (MGMT_NO_SERVER) needs --seeds (MGMT_SEEDS), as in mgmt: a client of "
             "the cluster runs no etcd member, so it must be told where the cluster is"
         )
+    if why := limit_error(values):
+        _usage_error(why)
     if values["max_runtime"] < 0:  # mgmt's is unsigned: -1 is no "no limit" there either
         _usage_error(
             f"--max-runtime: expected seconds >= 0 (0: no limit), got {values['max_runtime']}"
@@ -351,6 +353,26 @@ def parse(argv: list[str]) -> Config:
     return Config(frontend=frontend, file=file, code=code, **values)
 
 
+# The size limits, each with what it counts: a negative one is refused (as --max-runtime's;
+# mgmt's own are unsigned), naming what it takes, not taken as a limit nothing is within.
+_LIMITS = {
+    "max_graph_size": ("--max-graph-size", "MGMT_MAX_GRAPH_SIZE", "bytes"),
+    "max_resources": ("--max-resources", "MGMT_MAX_RESOURCES", "resources"),
+    "max_steps": ("--max-steps", "MGMT_MAX_STEPS", "steps"),
+}
+
+
+def limit_error(values: dict[str, Any]) -> str | None:
+    """The line refusing a negative size limit among `values` (a flag's or its variable's),
+    naming what it takes: `--max-graph-size (or MGMT_MAX_GRAPH_SIZE): expected a number of
+    bytes >= 0, got -1`; None if they are all fine."""
+    for key, (flag, variable, unit) in _LIMITS.items():
+        value = values.get(key)
+        if isinstance(value, int) and value < 0:
+            return f"{flag} (or {variable}): expected a number of {unit} >= 0, got {value}"
+    return None
+
+
 # `mgmt check`'s options: the front-ends' options of `mgmt run` (each also read from its
 # MGMT_<FLAG>, as run reads it), so what run takes is checked as run would take it.
 _CHECK_FLAGS = ("--puppet-fallback", "--no-autoedges")
@@ -361,6 +383,7 @@ _CHECK_VALUES = (
     "--max-steps",
     "--modulepath",
 )
+_CHECK_NUMBERS = ("--max-graph-size", "--max-resources", "--max-steps")  # (`-1` is one)
 _CHECK_PATHS = ("--hiera-config", "--puppet-environment")
 _CHECK_USAGE = (
     "usage: mgmt check [--graph] [--hostname NAME] [--puppet-fallback] [--modulepath DIRS] "
@@ -415,8 +438,10 @@ def _check_args(args: list[str]) -> tuple[dict[str, Any], list[str], str | None]
             options[word[2:].replace("-", "_")] = True
         elif flag in ("-e", *_CHECK_VALUES, *_CHECK_PATHS):
             value = value if given else next(words, "")
-            if not value or (flag != "-e" and value.startswith("-")):
-                return f"{flag} needs a value"
+            number = flag in _CHECK_NUMBERS and value.lstrip("-")[:1].isdigit()
+            if not value or (flag != "-e" and value.startswith("-") and not number):
+                what = "a whole number" if flag in _CHECK_NUMBERS else "a value"
+                return f"{flag} needs {what}"
             if flag == "-e":
                 code = value
             elif flag in ("--hostname", "--modulepath"):
@@ -443,6 +468,8 @@ def _check_args(args: list[str]) -> tuple[dict[str, Any], list[str], str | None]
         return "-e CODE is instead of files"
     if code is None and not files:
         return "expected FILE... or -e CODE"
+    if why := limit_error(options):
+        return why
     return options, files, code
 
 

@@ -139,7 +139,18 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             error = self.formatException(record.exc_info)
         when = self.when(record.created)
-        return self._line(when, record.levelname.lower(), record.name, kind, name, message, error)
+        level = record.levelname.lower()
+        line = self._line(when, level, record.name, kind, name, message, error)
+        counts = getattr(record, "res_counts", None)
+        if counts:  # a line summing up several resources (engine.churn): each, by its fields
+            import json
+
+            data = json.loads(line)
+            data["resources"] = [
+                {"kind": kind, "name": name, "count": count} for kind, name, count in counts
+            ]
+            return json.dumps(data)
+        return line
 
     def resource_line(self, logger: str, created: float, kind: str, name: str, message: str) -> str:
         """format()'s line of a resource's INFO record (BatchingStreamHandler.emit_line)."""

@@ -37,7 +37,7 @@ from mgmt.lang.template_parse import (
     compile_template,
     where,
 )
-from mgmt.lang.values import MAX_LEN, FrozenDict, Struct, go_str, sort_key, spend
+from mgmt.lang.values import MAX_LEN, STR_BYTES, FrozenDict, Struct, go_str, sort_key, spend
 
 MAX_DEPTH = 100  # nested {{ template }} calls (Go allows 100000: Python's stack does not)
 
@@ -344,6 +344,10 @@ def render(text: str, data: Any, funcs: Funcs) -> str:
         state.walk(tmpl.trees[NAME], data)
     except RecursionError:
         raise TemplateError("template: nested too deeply") from None
+    # What it built counts as a str built does (values.sized_str: a step every STR_BYTES
+    # bytes), once at its end (one render builds MAX_LEN at most): before, a template's text
+    # in a range built megabytes in a few steps, beside the budget of --max-steps.
+    spend(state.size // STR_BYTES + 1)
     return "".join(state.out)
 
 

@@ -36,6 +36,8 @@ from mgmt.yamlgraph import GraphFileError
 from resources._lib.proc import run_command
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from mgmt.config import Config
 
 PUPPET = "puppet"
@@ -341,7 +343,28 @@ def _failure(manifest: Manifest, output: str, code: int, last: Path | None) -> s
     template's own (an EPP syntax error's, an ERB template's `Filepath:` and `Line:`) rather
     than the call's, which follows as `(from FILE:LINE:COL)`. Without one (a Ruby syntax error
     in an ERB template ends Puppet 7 silently: see `_erb_syntax`), the file it read last
-    (`last`)."""
+    (`last`). The names of the manifest and of `last` are found whole in Puppet's output,
+    whatever they hold: a `, `, a `)` or a newline in one cut its place short before (the
+    place `_WHERE` reads ends at the first of them; Puppet's lines are split at newlines)."""
+    names = sorted({str(one) for one in (manifest.file, last) if one is not None}, key=len)
+    # Each as a token of no `, `, `)` nor newline, its suffix kept (`.epp`: _is_template).
+    tokens = {f"\0{n}\0{Path(name).suffix}": name for n, name in enumerate(reversed(names))}
+
+    def real(text: str) -> str:
+        for token, name in tokens.items():
+            text = text.replace(token, name)
+        return text
+
+    for token, name in tokens.items():
+        output = output.replace(name, token)
+    return real(_said(manifest, output, code, last, real))
+
+
+def _said(
+    manifest: Manifest, output: str, code: int, last: Path | None, real: Callable[[str], str]
+) -> str:
+    """_failure's line, from an output whose own file names stand as tokens (`real`: the
+    text with its names back)."""
     lines = [line for line in output.splitlines() if not line.startswith("Error: Facter:")]
     errors = _errors(lines)
     if not errors and (last is not None or not lines):
@@ -363,7 +386,7 @@ def _failure(manifest: Manifest, output: str, code: int, last: Path | None) -> s
             template = (inner["file"], inner["line"], inner["col"])
             message = (message[: inner.start()] + message[inner.end() :]).strip()
     if line is None and "end of input" in message:
-        line = _last_line(manifest, where["file"] if wheres else None)
+        line = _last_line(manifest, real(where["file"]) if wheres and where["file"] else None)
     if template is not None:
         message += f" (from {_place(place, line, col)})"
         place, line, col = template

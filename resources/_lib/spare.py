@@ -22,6 +22,14 @@ setgid), content, mode, owner and group it was made for; else the repair writes 
 before and the spare is dropped. A repair that comes while the spare is still being written
 waits for it: that fsync started earlier than a new one would.
 
+Its open file keeps the mount it is in busy (`umount` says "target is busy"; inotify's
+watches do not, and mgmt in Go holds nothing open between its checks): none is made on a
+file system whose fsync waits for no disk (NO_GAIN: tmpfs, ramfs, where it saves nothing),
+and those made through a mount that leaves the table (`umount -l`, which leaves the file
+system alive while a file in it is open) are let go at once (`_Mounts`: the mount table's
+watch, engine.mountwatch, while a spare holds a file). A plain `umount` of a disk's file
+system still finds them (docs/operations.md).
+
 Where the kernel has io_uring (engine/uring.py), the spare is made on the event loop and only
 its fsync leaves it: the O_TMPFILE file is opened, filled and given its mode there (a few
 system calls that wait for no disk), its fsync submitted to a ring of the loop's
@@ -59,6 +67,9 @@ AHEAD_FLIGHT = 16  # their fsyncs in flight at once
 BLOCK = 4096  # what a small file takes on disk at least (ext4's block)
 RING_ENTRIES = 64  # fsyncs of spares in a loop's ring at once (more: made in threads)
 DEPTH_MAX = 4  # spares one resource keeps at most (a file drifting faster than an fsync)
+# File systems whose fsync waits for no disk: a spare saves a repair nothing there, and its
+# open file would only hold the mount busy (`umount` says "target is busy").
+NO_GAIN = frozenset({"tmpfs", "ramfs"})
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +84,9 @@ class Want:
     mode: int
     uid: int
     gid: int
+    # The mount the directory was reached through (libc.mount_id; 0: unknown): a link
+    # crosses no mount (EXDEV), and a spare is let go once its mount leaves the table.
+    mount: int = 0
 
 
 class Spare:
@@ -101,11 +115,24 @@ class Spare:
         if len(data) > SIZE_MAX:
             return None
         st = os.fstat(dir_fd)
+        if libc.fs_type(os.major(st.st_dev), os.minor(st.st_dev)) in NO_GAIN:
+            return None
         if uid == -1:
             uid = os.geteuid()
         if gid == -1:
             gid = _new_gid(st.st_mode, st.st_gid)
-        return Want((st.st_dev, st.st_ino, st.st_gid, st.st_mode), data, mode, uid, gid)
+        directory = (st.st_dev, st.st_ino, st.st_gid, st.st_mode)
+        return Want(directory, data, mode, uid, gid, libc.mount_id(dir_fd))
+
+    @staticmethod
+    def in_memory(dir_fd: int, data: bytes) -> bool:
+        """Whether a write of `data` into dir_fd waits for no disk (a file system of NO_GAIN,
+        content up to SIZE_MAX): the repair that makes no spare there writes on the loop, as
+        one links a spare in (a hand-off to a thread and back cost it more than the write)."""
+        if len(data) > SIZE_MAX:
+            return False
+        dev = os.fstat(dir_fd).st_dev
+        return libc.fs_type(os.major(dev), os.minor(dev)) in NO_GAIN
 
     def held(self) -> int:
         """How many spares it holds (ready or being made)."""
@@ -224,6 +251,7 @@ class Spare:
                 if self._fsyncs is None:
                     self._fsyncs = fsyncs
                     fsyncs.users += 1
+                _Mounts.hold(loop, self)
                 return job
             fsyncs.let_go(fd)  # the ring failed (said once): in a thread from now on
         if not threads:
@@ -234,6 +262,7 @@ class Spare:
             with safefs.closing(fd):
                 return safefs.unnamed_at(fd, want.data, mode=want.mode, uid=uid, gid=gid)
 
+        _Mounts.hold(loop, self)
         return loop.run_in_executor(None, make)
 
     def _abandon(self, job: asyncio.Future[int | None], size: int) -> None:
@@ -252,6 +281,7 @@ class Spare:
         done), one being made in a thread once made, waited for."""
         made, self._made = self._made, []
         fsyncs, self._fsyncs = self._fsyncs, None
+        _Mounts.let_go(asyncio.get_running_loop(), self)
         threads = []
         for _want, job, size in made:
             _release(size)
@@ -273,6 +303,77 @@ class Spare:
                     let_go(fd)
         if ending is not None:
             await asyncio.shield(ending)  # cancelled, the thread still ends the ring
+
+    def mounts(self) -> set[int]:
+        """The mounts (their ids) its spares were made through."""
+        return {want.mount for want, _job, _size in self._made}
+
+
+class _Mounts:
+    """The spares of one loop that hold a file, and the mount table's watch (engine.mountwatch)
+    that lets go of those made through a mount that left the table: a lazy unmount (`umount
+    -l`) takes it away at once, but a file open in it keeps the mount, and its file system,
+    alive; their files closed, it is freed (its device can be taken away). Made by the loop's
+    first spare, ended with its last one's close."""
+
+    _loops: dict[asyncio.AbstractEventLoop, _Mounts] = {}
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        from engine.mountwatch import MountWatch  # (a daemon's first spare's)
+
+        self.loop = loop
+        self.spares: set[Spare] = set()
+        self.closing: set[asyncio.Task[None]] = set()
+        self.watch = MountWatch.open(loop, self._changed)
+        self.ids = set() if self.watch is None else _ids(self.watch.table)
+
+    @classmethod
+    def hold(cls, loop: asyncio.AbstractEventLoop, spare: Spare) -> None:
+        """`spare` holds (or is making) a file: let go of it if its mount leaves the table."""
+        mounts = cls._loops.get(loop)
+        if mounts is None:
+            mounts = cls._loops[loop] = _Mounts(loop)
+        mounts.spares.add(spare)
+
+    @classmethod
+    def let_go(cls, loop: asyncio.AbstractEventLoop, spare: Spare) -> None:
+        """`spare` holds nothing any more (closed): the watch ends with the loop's last one."""
+        mounts = cls._loops.get(loop)
+        if mounts is not None:
+            mounts.spares.discard(spare)
+            mounts._end_if_idle()
+
+    def _changed(self, _points: set[str]) -> None:
+        """The table changed: the spares made through a mount that left it are closed
+        (Spare.close, in a task of this loop's); the next repair of their files writes, as
+        without a spare, and makes the next through the mount the file is in then."""
+        assert self.watch is not None
+        ids = _ids(self.watch.table)
+        gone, self.ids = self.ids - ids, ids
+        if not gone:
+            return
+        for spare in [one for one in self.spares if not one.mounts().isdisjoint(gone)]:
+            log.debug("spares let go: the mount they were made through left the table")
+            self.spares.discard(spare)
+            task = self.loop.create_task(spare.close())
+            self.closing.add(task)
+            task.add_done_callback(self._closed)
+
+    def _closed(self, task: asyncio.Task[None]) -> None:
+        self.closing.discard(task)
+        self._end_if_idle()
+
+    def _end_if_idle(self) -> None:
+        if self.spares or self.closing or _Mounts._loops.get(self.loop) is not self:
+            return
+        del _Mounts._loops[self.loop]
+        if self.watch is not None:
+            self.watch.close()
+
+
+def _ids(table: dict[bytes, bytes]) -> set[int]:
+    """The mount ids of a mountinfo table (engine.mountwatch.read_table: its keys)."""
+    return {int(key) for key in table if key.isdigit()}
 
 
 def _new_gid(dir_mode: int, dir_gid: int) -> int:

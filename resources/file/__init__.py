@@ -894,7 +894,16 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             assert spare is not None
             fd = await spare.now(where.fd, want)
         if fd is None:
-            await self._rename_in(functools.partial(where.write, TOP, filler(data), mode, uid, gid))
+            # On a tmpfs (no spare: resources/_lib/spare.py, NO_GAIN) the write waits for no
+            # disk: on the loop, as a spare's link is.
+            inline = (
+                spare is not None
+                and want is None
+                and isinstance(data, bytes)
+                and spare.in_memory(where.fd, data)
+            )
+            write = functools.partial(where.write, TOP, filler(data), mode, uid, gid)
+            await self._rename_in(write, inline=inline)
         else:
             # A link and a rename, no fsync: on the loop.
             await self._rename_in(functools.partial(_link_spare, where, fd, new), inline=True)

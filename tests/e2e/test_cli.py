@@ -2238,3 +2238,34 @@ async def test_a_working_directory_removed_under_the_agent_is_said_without_a_tra
         await daemon.wait_log(f"created {out}/f", count=2)
         assert await daemon.stop(signal.SIGINT) == 0
     assert "Traceback" not in daemon.log and "failed" not in daemon.log, daemon.log
+
+
+def test_a_device_as_the_graph_file_is_one_line(tmp_path: Path) -> None:
+    """`mgmt run yaml /dev/null` said two lines: that others could write /dev/null (mode 0666),
+    then that it is not a regular file. What is no file is refused, in that line alone."""
+    code, out = run_mgmt(["run", "--tmp-prefix", "yaml", "/dev/null"])
+    lines = out.strip().splitlines()
+    assert code == 2 and len(lines) == 1, out
+    assert "/dev/null: cannot read: not a regular file" in lines[0], out
+
+
+@pytest.mark.parametrize("command", ["run", "check"])
+def test_a_negative_size_limit_is_refused_naming_what_it_takes(
+    tmp_path: Path, command: str
+) -> None:
+    """`--max-graph-size -1` was taken by run as a limit nothing is within (`the graph file is
+    larger than -1 bytes`), and check said it `needs a value`: both refuse it, saying what it
+    takes, from the flag or its variable; a word that is no number still needs one."""
+    graph = str(graph_file(tmp_path, HELLO))
+    pre = ["run", "--tmp-prefix"] if command == "run" else ["check"]
+    for flag, unit in (("max-graph-size", "bytes"), ("max-resources", "resources"),
+                       ("max-steps", "steps")):  # fmt: skip
+        want = f"expected a number of {unit} >= 0, got -1"
+        code, out = run_mgmt([*pre, f"--{flag}", "-1", "yaml", graph])
+        assert code == 2 and want in out and f"--{flag} (or MGMT_" in out, out
+        variable = "MGMT_" + flag.upper().replace("-", "_")
+        code, out = run_mgmt([*pre, "yaml", graph], env={variable: "-1"})
+        assert code == 2 and want in out, out
+    if command == "check":
+        code, out = run_mgmt(["check", "--max-steps", "-x", graph])
+        assert code == 2 and "--max-steps needs a whole number" in out, out

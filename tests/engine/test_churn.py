@@ -167,3 +167,72 @@ async def test_many_resources_fought_at_once_are_summed_up_in_one_line(
         assert len(told) == 1, lines
         await engine.stop()
         assert not [p for p in paths if ("file", p.name) in churn.MUTED]
+
+
+async def test_the_line_summing_up_several_names_each_by_its_fields_in_json(
+    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ops lead 2: with --log-format json, the line summing up several resources had no kind
+    nor name (a line of the engine's): a reader of the log could not tell whose repairs it
+    counted past the three it names in its text. It carries `resources`: each one's kind,
+    name and count, all of them, their counts adding up to the line's total."""
+    import json
+
+    from tests.mgmt.test_log_lines import ours_only
+
+    monkeypatch.setattr(churn, "REPAIRS", 1)
+    paths = [tmp_path / f"f{n}" for n in range(churn.NAMED + 1)]
+    graph = Graph("g")
+    for path in paths:
+        graph.add(FileRes(name=path.name, path=str(path), content="ours\n"))
+    with ours_only(tmp_path, "json") as (read, _model):
+        await engine.apply(graph)
+        await settle(engine, lambda: all(p.exists() for p in paths))
+        read()
+        for n in range(churn.QUIET_AFTER + 2):
+            for path in paths:
+                path.write_text(f"theirs {n}\n")
+            await settle(engine, lambda: all(p.read_text() == "ours\n" for p in paths))
+            await settle(engine)
+        churn.MUTED[("file", "f0")].quieting.tick()
+        lines = [json.loads(line) for line in read()]
+        (summed,) = [line for line in lines if "their lines summed up" in line["message"]]
+        total = int(re.search(r"repaired (\d+) times", summed["message"]).group(1))  # type: ignore[union-attr]
+        names = sorted(one["name"] for one in summed["resources"])
+        assert names == sorted(p.name for p in paths)
+        assert {one["kind"] for one in summed["resources"]} == {"file"}
+        assert sum(one["count"] for one in summed["resources"]) == total > 0
+        assert "kind" not in summed  # (the engine's line: no one resource's)
+        await engine.stop()
+
+
+async def test_a_summed_up_resources_lines_outside_its_checks_are_said(
+    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ops lead 2: while a fight's repairs were summed up, every INFO line of the resource was
+    left out of the log, its repairs' and any other (its watch's, said between checks). Only
+    the lines of its checks (RUNNING: the repairs) are left out; another is said at once."""
+    from tests.mgmt.test_log_lines import ours_only
+
+    monkeypatch.setattr(churn, "REPAIRS", 3)
+    path = tmp_path / "f"
+    graph = Graph("g")
+    graph.add(FileRes(name="f", path=str(path), content="ours\n"))
+    with ours_only(tmp_path, "text") as (read, _model):
+        await engine.apply(graph)
+        await settle(engine, path.exists)
+        vertex = engine.vertices[("file", "f")]
+        for n in range(churn.QUIET_AFTER + 3):
+            path.write_text(f"theirs {n}\n")
+            await settle(engine, lambda: path.read_text() == "ours\n")
+            await settle(engine)
+        assert ("file", "f") in churn.MUTED
+        read()
+        path.write_text("theirs again\n")
+        await settle(engine, lambda: path.read_text() == "ours\n")
+        await settle(engine)
+        vertex.handle.logger.info("a line of its watch")  # between its checks
+        lines = read()
+        assert "engine: file[f]: a line of its watch" in lines, lines
+        assert "engine: file[f]: content updated" not in lines, lines  # its repair's: summed
+        await engine.stop()

@@ -236,6 +236,21 @@ def test_every_compile_error_names_its_line(tmp_path: Path) -> None:
         assert problem.startswith(place) and problem.endswith(words), problem
 
 
+@pytest.mark.parametrize("name", ["a, b.pp", "c).pp", "d\ne.pp", "f (1).pp"])
+def test_a_manifests_name_of_any_bytes_keeps_its_errors_place(tmp_path: Path, name: str) -> None:
+    """ops lead 5: a manifest named with `, `, `)` or a newline lost its error's place:
+    `/x/a, b.pp: puppet: ...` (no line), `/x/c: puppet: ... on File[/x].pp, line: 2)`, and a
+    newline cut Puppet's line there (`(file: /x/d`). The name is found whole."""
+    path = tmp_path / name
+    path.write_text("notify { 'a': }\nnotify { 'x':\n  bogus => 1,\n}\n")
+    with pytest.raises(GraphFileError) as err:
+        asyncio.run(compile_catalog(Manifest(file=path), "node1"))
+    (problem,) = err.value.problems
+    shown = str(path).replace("\n", "\\n")  # (a newline is shown escaped: one line)
+    assert problem.startswith(f"{shown}:2: puppet: "), problem
+    assert "bogus" in problem and problem.endswith("on Notify[x]"), problem
+
+
 def test_a_compile_names_the_module_files_it_read_or_looked_for(tmp_path: Path) -> None:
     """What the daemon watches: the manifest, the environment's hiera.yaml (beside it), each
     module manifest imported, each template

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
+import shutil
+import subprocess
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from engine import uring
+from engine import libc, uring
 from engine.events import CheckApplied
 from engine.inotify import Event, Inotify
 from mgmt.agent import Agent, load
@@ -703,3 +705,112 @@ async def test_a_ring_whose_first_fsync_fails_is_ended_at_once(
         async with asyncio.timeout(60):
             await ending
     assert fds_of(later_inode) == []
+
+
+def _mount(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["mount", *argv], capture_output=True, text=True, timeout=30, check=False)
+
+
+def _umount(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["umount", *argv], capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+def _mounted(argv: list[str]) -> None:
+    """Mount as `mount ARGV` says, or skip (not root, a container refusing mounts)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting needs root and mount(8)")
+    done = _mount(*argv)
+    if done.returncode != 0:
+        pytest.skip(f"the kernel or the container refuses the mount: {done.stderr.strip()}")
+
+
+def _open_in(mount_id: int) -> list[str]:
+    """This process's open files reached through the mount `mount_id` (/proc/self/fdinfo)."""
+    found = []
+    for fd in os.listdir("/proc/self/fdinfo"):
+        try:
+            with open(f"/proc/self/fdinfo/{fd}") as info:
+                if f"mnt_id:\t{mount_id}\n" in info.read():
+                    found.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            continue
+    return found
+
+
+async def test_no_spare_on_a_tmpfs_so_a_plain_umount_is_not_refused(
+    tmp_path: Path, run_resource: Any
+) -> None:
+    """ops lead 1: a repaired file's spare (an unnamed file kept open in its directory) held
+    its mount busy: `umount` of a tmpfs holding a managed file failed "target is busy" while
+    the agent ran. On a tmpfs an fsync waits for no disk, so a spare saves a repair nothing:
+    none is made there, and the mount is held by nothing of ours (inotify pins no mount)."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    _mounted(["-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)])
+    try:
+        path = mnt / "f"
+        res = FileRes(name="f", path=str(path), content="x\n")
+        await run_resource(res, watch=False)
+        assert await res.check_apply(True) is False
+        path.unlink()
+        assert await res.check_apply(True) is False  # a repair: on a disk, a spare after it
+        assert await res.check_apply(True) is True
+        spare = getattr(res, "_spare", None)
+        assert spare is None or not spare.held()
+        await pass_ended()  # (the step's shared directory closed: resources/file/where.py)
+        fd = os.open(mnt, os.O_PATH)
+        try:
+            mount_id = libc.mount_id(fd)
+        finally:
+            os.close(fd)
+        assert mount_id and _open_in(mount_id) == []
+        done = _umount(str(mnt))
+        assert done.returncode == 0, done.stderr
+    finally:
+        _umount("-l", str(mnt))  # (unmounted already: refused, nothing done)
+
+
+async def test_a_lazily_unmounted_mount_is_let_go_by_its_spares(
+    tmp_path: Path, run_resource: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ops lead 1: a spare made through a mount kept it alive after `umount -l` (the mount
+    gone from the table, its file system not freed while a file of it is open). The mount
+    table's change lets go of the spares made through it; the watch ends with the last spare.
+    A plain `umount` of a disk's mount still finds the spare (docs/resources/file.md)."""
+    src, mnt = tmp_path / "src", tmp_path / "mnt"
+    src.mkdir()
+    mnt.mkdir()
+    _mounted(["--bind", str(src), str(mnt)])
+    closed = asyncio.Event()
+    close = Spare.close
+
+    async def closing(spare: Spare) -> None:
+        await close(spare)
+        closed.set()
+
+    monkeypatch.setattr(Spare, "close", closing)
+    try:
+        path = mnt / "f"
+        res = FileRes(name="f", path=str(path), content="x\n")
+        await run_resource(res, watch=False)
+        assert await res.check_apply(True) is False
+        path.unlink()
+        assert await res.check_apply(True) is False  # a repair: a spare for the next one
+        inode = await ready_spare(res)
+        fd = os.open(mnt, os.O_PATH)
+        try:
+            mount_id = libc.mount_id(fd)
+        finally:
+            os.close(fd)
+        assert mount_id and any("/#" in name for name in _open_in(mount_id))
+        assert inode in unnamed_files()
+        assert _umount(str(mnt)).returncode != 0  # busy: the spare (documented)
+        assert _umount("-l", str(mnt)).returncode == 0
+        await asyncio.wait_for(closed.wait(), 30)
+        assert _open_in(mount_id) == [] and inode not in unnamed_files()
+        await res._drop_spare()  # (its spare object was kept: the next repair's)
+        assert asyncio.get_running_loop() not in spare_mod._Mounts._loops  # the watch ended
+    finally:
+        _umount("-l", str(mnt))  # (unmounted already: refused, nothing done)

@@ -396,6 +396,15 @@ BUDGET = 100_000  # --max-steps in these tests: the real one (16 Mi) takes secon
         ),
         # a template's ranges nested (took minutes, building nothing)
         ('golang.template("{{range 1000}}{{range 1000}}{{end}}{{end}}", 1)', "7:6: golang", ""),
+        # templates each building 1.6 MB in 100 steps: their output counts a step every
+        # values.STR_BYTES, as a str's `+` does (ops, ninth session: it was free)
+        (
+            'len(iter.map(iter.range(100), func($x) { golang.template("{{range 100}}'
+            + "x" * 16_000
+            + '{{end}}", $x) }))',
+            "7:47: golang.template: ",
+            "",
+        ),
     ],
 )
 def test_work_past_the_pass_budget_is_a_graph_limit_error(
