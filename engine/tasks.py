@@ -68,6 +68,42 @@ def _forget() -> None:
 os.register_at_fork(after_in_child=_forget)
 
 
+def quick_call_soon(loop: asyncio.AbstractEventLoop) -> None:
+    """`loop.call_soon` (the command's loop: mgmt.cli.run_loop) without its three Python calls
+    around the handle's making (`_check_closed`, `get_debug` twice, `_call_soon`): the same
+    `Handle` put on the same queue, ~2 K instructions a call of ~7.4 K. asyncio's C futures and
+    tasks schedule every callback and every step through it (~4.5 calls a file of a first run:
+    docs/benchmarks.md, "fast"). A closed loop, a loop in debug mode, or a loop that is not
+    asyncio's base loop (no `_ready`) keeps asyncio's own method (`call_soon_threadsafe` and
+    the timers do in any case)."""
+    base = getattr(type(loop), "call_soon", None)
+    if not hasattr(loop, "_ready") or base is not asyncio.BaseEventLoop.call_soon:
+        return
+    from asyncio.events import Handle  # (imported with asyncio)
+    from contextvars import copy_context
+
+    own: Any = loop  # (its private fields: asyncio's base loop's)
+    ready = own._ready
+    new = Handle.__new__
+
+    def call_soon(callback: Callable[..., object], *args: Any, context: Any = None) -> Any:
+        if own._closed or own._debug:
+            return base(own, callback, *args, context=context)
+        # Handle.__init__'s fields, as it sets them without debug (no source traceback)
+        handle: Any = new(Handle)
+        handle._context = copy_context() if context is None else context
+        handle._loop = own
+        handle._callback = callback
+        handle._args = args
+        handle._cancelled = False
+        handle._repr = None
+        handle._source_traceback = None
+        ready.append(handle)
+        return handle
+
+    own.call_soon = call_soon
+
+
 class TaskSet:
     def __init__(self, owner: str, logger: logging.Logger | None = None) -> None:
         self.owner = owner

@@ -8,6 +8,7 @@ import logging
 import os
 import threading
 import weakref
+from typing import Any
 
 import pytest
 
@@ -118,3 +119,94 @@ def test_running_loop_does_not_keep_a_closed_loop_alive() -> None:
     del loop
     gc.collect()
     assert freed() is None
+
+
+def test_quick_call_soon_schedules_as_asyncios_own() -> None:
+    """The command loop's call_soon (engine.tasks.quick_call_soon): callbacks run in the order
+    scheduled, with their arguments, each in the context given (else a copy of the caller's),
+    and a handle cancelled before its turn does not run; futures' and tasks' callbacks (which
+    asyncio's C code schedules through it) too."""
+    import contextvars
+
+    from engine.tasks import quick_call_soon
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    loop = asyncio.new_event_loop()
+    try:
+        quick_call_soon(loop)
+        assert "call_soon" in vars(loop)  # installed on this loop only
+        ran: list[tuple[str, object, str]] = []
+        var.set("caller's")
+        loop.call_soon(lambda a, b: ran.append(("args", (a, b), var.get())), 1, 2)
+        given = contextvars.Context()
+        given.run(var.set, "given")
+        loop.call_soon(lambda: ran.append(("context", None, var.get())), context=given)
+        cancelled = loop.call_soon(lambda: ran.append(("cancelled", None, "")))
+        assert isinstance(cancelled, asyncio.Handle)
+        cancelled.cancel()
+        var.set("changed after")
+
+        async def step() -> str:
+            await asyncio.sleep(0)  # a task's next step: scheduled by C through call_soon
+            return var.get()
+
+        got = loop.run_until_complete(step())
+        assert ran == [("args", (1, 2), "caller's"), ("context", None, "given")]
+        assert got == "changed after"
+        future = loop.create_future()
+        future.add_done_callback(lambda f: ran.append(("done", f.result(), "")))
+        loop.call_soon(future.set_result, 7)
+        loop.run_until_complete(future)
+        loop.run_until_complete(asyncio.sleep(0))
+        assert ran[-1] == ("done", 7, "")
+    finally:
+        loop.close()
+    with pytest.raises(RuntimeError, match="Event loop is closed"):
+        loop.call_soon(print)
+
+
+def test_quick_call_soon_in_debug_mode_is_asyncios_own() -> None:
+    """A loop in debug mode (PYTHONASYNCIODEBUG, -X dev, set_debug) schedules through
+    asyncio's own call_soon: its checks (a call from another thread) and each handle's
+    source traceback."""
+    from engine.tasks import quick_call_soon
+
+    loop = asyncio.new_event_loop()
+    try:
+        quick_call_soon(loop)
+        loop.set_debug(True)
+        handle = loop.call_soon(print)
+        assert handle._source_traceback  # type: ignore[attr-defined]
+        handle.cancel()
+        errors: list[BaseException] = []
+
+        def elsewhere() -> None:
+            try:
+                loop.call_soon(print)
+            except RuntimeError as err:
+                errors.append(err)
+
+        loop._thread_id = threading.get_ident()  # as while it runs
+        thread = threading.Thread(target=elsewhere)
+        thread.start()
+        thread.join()
+        loop._thread_id = None
+        assert errors and "thread" in str(errors[0])
+    finally:
+        loop.close()
+
+
+def test_quick_call_soon_leaves_another_loop_class_alone() -> None:
+    """A loop whose class has its own call_soon keeps it."""
+    from engine.tasks import quick_call_soon
+
+    class Own(asyncio.SelectorEventLoop):
+        def call_soon(self, callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:
+            return super().call_soon(callback, *args, context=context)
+
+    loop = Own()
+    try:
+        quick_call_soon(loop)
+        assert "call_soon" not in vars(loop)
+    finally:
+        loop.close()

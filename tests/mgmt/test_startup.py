@@ -774,6 +774,29 @@ def test_the_plain_run_parser_gives_what_argparse_gives(
     assert plain == (wanted, args.target, args.execute)
 
 
+def test_the_plain_run_parser_reads_every_options_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The plain parser looks up only the MGMT_ names the environment has (cli._mgmt_names):
+    each option's variable, set, is still its default, and a bad value still exits 2
+    naming it."""
+    fields = {f.name: f for f in option_fields()}
+    samples = {"bool": "yes", "int": "3", "str": "x", "str | None": "x"}
+    for name, f in fields.items():
+        if f.type in samples and "choices" not in f.metadata:
+            monkeypatch.setenv(f"MGMT_{name.upper()}", samples[f.type])
+    plain = cli._plain_run_args(["yaml", "g.yaml"])
+    assert plain is not None
+    args = cli.build_run_parser().parse_intermixed_args(["yaml", "g.yaml"])
+    assert plain[0] == {name: getattr(args, name) for name in fields}
+    assert sum(f.type in samples and "choices" not in f.metadata for f in fields.values()) > 20
+    monkeypatch.setenv("MGMT_SEMA", "many")
+    with pytest.raises(SystemExit) as exited:
+        cli._plain_run_args(["yaml", "g.yaml"])
+    assert exited.value.code == 2
+    assert "MGMT_SEMA" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv", ARGPARSE)
 def test_the_plain_run_parser_leaves_the_rest_to_argparse(argv: list[str]) -> None:
     assert cli._plain_run_args(argv) is None
