@@ -68,6 +68,20 @@ def _forget() -> None:
 os.register_at_fork(after_in_child=_forget)
 
 
+# The fields of asyncio's Handle that quick_call_soon sets (CPython 3.11 to 3.13): with any
+# other set, asyncio's own call_soon is kept.
+_HANDLE_SLOTS = {
+    "_callback",
+    "_args",
+    "_cancelled",
+    "_loop",
+    "_source_traceback",
+    "_repr",
+    "__weakref__",
+    "_context",
+}
+
+
 def quick_call_soon(loop: asyncio.AbstractEventLoop) -> None:
     """`loop.call_soon` (the command's loop: mgmt.cli.run_loop) without its three Python calls
     around the handle's making (`_check_closed`, `get_debug` twice, `_call_soon`): the same
@@ -80,6 +94,9 @@ def quick_call_soon(loop: asyncio.AbstractEventLoop) -> None:
     if not hasattr(loop, "_ready") or base is not asyncio.BaseEventLoop.call_soon:
         return
     from asyncio.events import Handle  # (imported with asyncio)
+
+    if set(getattr(Handle, "__slots__", ())) != _HANDLE_SLOTS:
+        return  # another Python's Handle: a field this one would leave unset
     from contextvars import copy_context
 
     own: Any = loop  # (its private fields: asyncio's base loop's)

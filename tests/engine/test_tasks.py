@@ -210,3 +210,25 @@ def test_quick_call_soon_leaves_another_loop_class_alone() -> None:
         assert "call_soon" not in vars(loop)
     finally:
         loop.close()
+
+
+def test_quick_call_soon_keeps_asyncios_own_for_another_handle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Python whose Handle has other fields (one quick_call_soon would leave unset) keeps
+    asyncio's call_soon."""
+    import asyncio.events
+
+    from engine.tasks import quick_call_soon
+
+    class Other(asyncio.events.Handle):
+        __slots__ = ("_more",)
+
+    monkeypatch.setattr(asyncio.events, "Handle", Other)
+    monkeypatch.setattr(Other, "__slots__", (*asyncio.Handle.__slots__, "_more"), raising=False)
+    loop = asyncio.new_event_loop()
+    try:
+        quick_call_soon(loop)
+        assert "call_soon" not in vars(loop)
+    finally:
+        loop.close()
