@@ -944,37 +944,43 @@ def others_control(path: str) -> str:
 
 def others_control_tree(path: str) -> str:
     """`others_control(path)`, then the same of everything below the directory `path`: an
-    entry owned by another user, one others may write (a directory sticky and root's passes),
-    or a symlink whose way `others_control` refuses; a linked directory is walked too (once:
-    a loop of links ends). For trees whose files become what root runs (Puppet's
-    --modulepath, --puppet-environment). The first reason found; "" if none. One lstat per
-    entry: for start-up only."""
+    entry owned by another user, one others may write, or a symlink whose way `others_control`
+    refuses; a linked directory is walked too (once: a loop of links or of bind mounts ends).
+    For trees whose files become what root runs (Puppet's --modulepath, --puppet-environment,
+    setup's virtualenv). A sticky directory passes above `path`, never below it: /tmp's rule
+    (nobody else can rename or remove what is ours) keeps our names, but anyone may add one,
+    and a new name in a tree is new code (a manifest Puppet autoloads, a `.pth` file, Hiera
+    data a hierarchy names); before the ninth session's review a 1777 directory of root's
+    in a module passed. Iterative (os.walk of Python 3.11 recurses: a tree ~1,000 deep raised
+    RecursionError). The first reason found; "" if none. One lstat per entry: start-up only."""
     if why := others_control(path):
         return why
-    path = os.path.abspath(path)
     seen: set[tuple[int, int]] = set()
-    for top, dirs, files in os.walk(path, onerror=lambda err: None, followlinks=True):
+    todo = [os.path.abspath(path)]
+    while todo:
+        top = todo.pop()
         try:
-            here = os.stat(top)
+            here = os.stat(top)  # a link's target: the link was checked when it was found
+            if not stat.S_ISDIR(here.st_mode) or (here.st_dev, here.st_ino) in seen:
+                continue  # a file, or walked already (a link back up, two links to one)
+            seen.add((here.st_dev, here.st_ino))
+            with os.scandir(top) as found:
+                entries = list(found)
         except OSError:
-            dirs[:] = []
-            continue
-        if (here.st_dev, here.st_ino) in seen:
-            dirs[:] = []  # walked already (a link back up, or two links to one directory)
-            continue
-        seen.add((here.st_dev, here.st_ino))
-        for name in (*dirs, *files):
-            full = os.path.join(top, name)
+            continue  # gone, or unreadable: Puppet (or Python) as this user cannot read it either
+        for entry in entries:
             try:
-                st = os.lstat(full)
+                st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
             if stat.S_ISLNK(st.st_mode):
-                why = others_control(full)
-            elif why := controlled_by_others(st, sticky_ok=stat.S_ISDIR(st.st_mode)):
-                why = f"{full} {why}"
+                why = others_control(entry.path)
+            elif why := controlled_by_others(st, sticky_ok=False):
+                why = f"{entry.path} {why}"
             if why:
                 return why
+            if stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode):
+                todo.append(entry.path)
     return ""
 
 
