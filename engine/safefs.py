@@ -221,9 +221,14 @@ def open_trusted(path: str) -> int:
     gzip's `input`...) is read this way: a link another user planted, or one in a directory
     another user can write (`/tmp`), is refused (UnsafePathError naming it), so they cannot
     make root copy a file only root may read. Relative links resolve from the directory
-    holding them, `..` physically (as the kernel does). FileNotFoundError if missing.
+    holding them, `..` physically (as the kernel does); a relative `path` from the current
+    directory, as open() takes it (before the ninth session's review it was taken from "/":
+    `mgmt deploy --sign-key key` read /key, or said it was missing). FileNotFoundError if
+    missing.
     """
-    if path.startswith("/") and (fd := _open_no_symlinks(path, _READ_HOW_REF)) is not None:
+    if not path.startswith("/"):
+        path = os.path.join(os.getcwd(), path)
+    if (fd := _open_no_symlinks(path, _READ_HOW_REF)) is not None:
         return fd  # no link on the way: one system call
     here: tuple[int, str] | None = None  # the directory holding the last link (and its path)
     links = 0

@@ -416,6 +416,32 @@ def test_a_sign_key_another_user_could_change_or_read_is_refused(tmp_path: Path)
     assert code == 1 and "no etcd member reachable" in out, out
 
 
+def test_a_relative_sign_key_is_read_from_the_current_directory(tmp_path: Path) -> None:
+    """`mgmt deploy --sign-key k` from the key's directory: the checks took `k` from the
+    current directory, the read (safefs.open_trusted) from "/": "cannot read it: No such file
+    or directory" (or /k read, unchecked, had it existed) after the ninth session's change;
+    BASE read it. Now the key is read where it was checked: the command gets as far as the
+    cluster (none listens: exit 1)."""
+    from tests.e2e.helpers import MGMT
+
+    program = tmp_path / "g.yaml"
+    program.write_text("graph: g\n")
+    keys = tmp_path / "keys"
+    keys.mkdir(mode=0o700)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / "k")], check=True
+    )
+    (port,) = free_ports(1)
+    argv = [*MGMT, "deploy", "--insecure-cluster", "--seeds", f"http://127.0.0.1:{port}"]
+    argv += ["--prefix", str(tmp_path / "no-agent"), "--sign-key", "k", "yaml", str(program)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    done = subprocess.run(
+        argv, cwd=keys, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    out = done.stderr + done.stdout
+    assert done.returncode == 1 and "no etcd member reachable" in out, out
+
+
 async def test_a_proxy_cache_directory_another_user_owns_gets_no_download(tmp_path: Path) -> None:
     """The cache itself root's, a directory in it uid 65534's (left from a tree they once
     owned): reads refused it already, but the writer made the file's directories without

@@ -840,3 +840,6 @@ def test_others_control_tree_walks_a_deep_tree(tmp_path: Path) -> None:
         os.close(fd)
     bottom = os.path.join(str(tmp_path), *["d"] * 1500, "f")
     assert others_control_tree(str(tmp_path)) == f"{bottom} can be written by others (mode 0666)"
+    os.unlink(bottom)  # removed here, from the bottom up: pytest's rmtree recurses too
+    for depth in range(1500, 0, -1):
+        os.rmdir(os.path.join(str(tmp_path), *["d"] * depth))
