@@ -400,6 +400,8 @@ def test_a_sign_key_another_user_could_change_or_read_is_refused(tmp_path: Path)
 
     (keys / "k").chmod(0o644)
     refused(keys / "k", f"{keys}/k (owner uid 0, mode 0644): a private key must be")
+    (keys / "k").chmod(0o640)  # root's own key: ssh's rule (ssh-keygen -Y sign's), no group
+    refused(keys / "k", "must be this user's (uid 0) with mode 0600\n")
     (keys / "k").chmod(0o600)
     os.chown(keys / "k", NOBODY, NOBODY)
     refused(keys / "k", f"--sign-key: {keys}/k is owned by uid {NOBODY}: refusing to sign")
