@@ -377,6 +377,38 @@ def test_puppet_code_and_data_another_user_could_change_are_refused(tmp_path: Pa
     assert code == 0 and made.exists(), out
 
 
+@pytest.mark.skipif(shutil.which("puppet") is None, reason="needs puppet")
+def test_a_manifests_own_environment_another_user_could_change_is_refused(
+    tmp_path: Path,
+) -> None:
+    """A control repository (manifests/site.pp, hiera.yaml, modules/) of root's is the
+    manifest's environment without a flag; its modules/ holds uid 65534's module. Named with
+    --puppet-environment it is refused (above); found from the manifest, only the directory
+    itself was looked at until the ninth session's review: their module ran as root and
+    made a file of their choosing. Now the same refusal, exit 2, one line; root's, it runs."""
+    ctl = tmp_path / "ctl"
+    (ctl / "manifests").mkdir(parents=True)
+    (ctl / "modules").mkdir()
+    (ctl / "hiera.yaml").write_text("---\nversion: 5\n")
+    (ctl / "manifests" / "site.pp").write_text("include m\n")
+    (ctl / "modules" / "m").mkdir()
+    os.chown(ctl / "modules" / "m", NOBODY, NOBODY)
+    made = tmp_path / "made-by-them"
+    as_nobody(
+        ctl / "modules" / "m",
+        f'mkdir manifests && echo \'class m {{ file {{ "{made}": content => "x" }} }}\' '
+        "> manifests/init.pp",
+    )
+    run = ["run", "--tmp-prefix", "--converged-timeout=0", "puppet", str(ctl / "manifests/site.pp")]
+    code, out = run_mgmt(run, 180)
+    assert code == 2 and out.count("\n") == 1, out
+    assert f"its environment {ctl} (hiera.yaml there): {ctl}/modules/m is owned by uid" in out
+    assert not made.exists() and "Traceback" not in out
+    subprocess.run(["chown", "-R", "0:0", str(ctl)], check=True)
+    code, out = run_mgmt(run, 180)
+    assert code == 0 and made.exists(), out
+
+
 def test_a_sign_key_another_user_could_change_or_read_is_refused(tmp_path: Path) -> None:
     """`mgmt deploy --sign-key`: before (2026-12-06, ninth session) an Ed25519 key was read as
     given and signed with in-process: 0644 (`ssh-keygen -Y sign` itself refuses it), uid
