@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
 import ctypes
 import errno
 import hashlib
@@ -177,12 +178,41 @@ def open_dir(
     return fd
 
 
+# A user trusted as root and this process's user are, for one read (`invoker_trusted`).
+_invoker: contextvars.ContextVar[int | None] = contextvars.ContextVar("invoker", default=None)
+
+
+def _others(uid: int) -> bool:
+    """Whether `uid` is another user's: not root's, ours, nor the trusted invoker's."""
+    return uid not in (0, os.geteuid()) and uid != _invoker.get()
+
+
+def sudo_invoker() -> int | None:
+    """The user who ran this command through sudo (SUDO_UID, set by sudo; root's own
+    environment: whoever could set it is root already), or None."""
+    given = os.environ.get("SUDO_UID", "")
+    return int(given) if given.isdigit() and len(given) < 11 else None
+
+
+@contextlib.contextmanager
+def invoker_trusted(uid: int | None) -> Iterator[None]:
+    """Within the block (this thread's context), `uid`'s files, directories and links pass the
+    safe-path rule as root's and ours do: for what the invoker of a command names for it to
+    read on their behalf (`mgmt deploy --sign-key ~/.ssh/deploy` under sudo), where their
+    control gives them nothing they have not got by naming another file."""
+    token = _invoker.set(uid)
+    try:
+        yield
+    finally:
+        _invoker.reset(token)
+
+
 def controlled_by_others(st: os.stat_result, *, sticky_ok: bool) -> str:
     """Why a directory is controlled by another user ("" if only root or this agent's user
     control it): the safe-path rule of sudo and ssh. With sticky_ok, a sticky directory owned by
     root (/tmp) passes: nobody else can rename or remove what is ours in it."""
     mode = stat.S_IMODE(st.st_mode)
-    if st.st_uid not in (0, os.geteuid()):
+    if st.st_uid not in (0, os.geteuid()) and _others(st.st_uid):
         return f"is owned by uid {st.st_uid}"
     if mode & 0o022 and not (sticky_ok and mode & stat.S_ISVTX and st.st_uid == 0):
         return f"can be written by others (mode {mode:04o})"
@@ -201,7 +231,7 @@ def safe_link(dir_fd: int, name: str, shown: str) -> str:
         raise NotADirectoryError(errno.ENOTDIR, "Not a directory", shown)
     target = os.readlink(name, dir_fd=dir_fd)
     why = ""
-    if st.st_uid not in (0, os.geteuid()):
+    if st.st_uid not in (0, os.geteuid()) and _others(st.st_uid):
         why = f"it is owned by uid {st.st_uid}"
     elif held := controlled_by_others(os.fstat(dir_fd), sticky_ok=False):
         why = f"its directory {os.path.dirname(shown) or '.'} {held}"

@@ -377,6 +377,35 @@ def test_puppet_code_and_data_another_user_could_change_are_refused(tmp_path: Pa
     assert code == 0 and made.exists(), out
 
 
+def test_the_sudo_invokers_own_sign_key_is_taken(tmp_path: Path) -> None:
+    """`sudo mgmt deploy --prefix /var/lib/mgmt --sign-key ~/.ssh/deploy` (docs/deploys.md:
+    the host's credentials are root's): the operator's key, 0600 in their 0700 ~/.ssh, was
+    refused by the ninth session's change ("~/.ssh is owned by uid 1000"), though they may
+    name any key root can read anyway. Now the sudo invoker's (SUDO_UID; uid 65534 here, a
+    real other user's ssh-keygen key) counts as this user's: the command gets as far as the
+    cluster (none listens: exit 1). Without SUDO_UID, or another user's, or theirs 0644:
+    refused as before."""
+    program = tmp_path / "g.yaml"
+    program.write_text("graph: g\n")
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)
+    os.chown(home, NOBODY, NOBODY)
+    as_nobody(home, "mkdir -m 0700 .ssh && ssh-keygen -q -t ed25519 -N '' -f .ssh/deploy")
+    key = home / ".ssh" / "deploy"
+    (port,) = free_ports(1)
+    deploy = ["deploy", "--insecure-cluster", "--seeds", f"http://127.0.0.1:{port}"]
+    deploy += ["--prefix", str(tmp_path / "no-agent"), "--sign-key", str(key)]
+    deploy += ["yaml", str(program)]
+    code, out = run_mgmt(deploy, 120, env={"SUDO_UID": str(NOBODY)})
+    assert code == 1 and "no etcd member reachable" in out, out
+    for env in ({"SUDO_UID": ""}, {"SUDO_UID": str(NOBODY - 1)}):
+        code, out = run_mgmt(deploy, env=env)
+        assert code == 2 and f"--sign-key: {home} is owned by uid {NOBODY}" in out, out
+    as_nobody(home, "chmod 0644 .ssh/deploy")
+    code, out = run_mgmt(deploy, env={"SUDO_UID": str(NOBODY)})
+    assert code == 2 and f"or, under sudo, uid {NOBODY}'s with mode 0600" in out, out
+
+
 @pytest.mark.skipif(shutil.which("puppet") is None, reason="needs puppet")
 def test_a_manifests_own_environment_another_user_could_change_is_refused(
     tmp_path: Path,
