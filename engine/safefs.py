@@ -991,9 +991,10 @@ def others_control_tree(path: str) -> str:
     if why := others_control(path):
         return why
     seen: set[tuple[int, int]] = set()
-    todo = [os.path.abspath(path)]
-    while todo:
-        top = todo.pop()
+    todo: list[str] = [os.path.abspath(path)]
+    linked: list[str] = []  # linked directories after the tree's own: what is in both is
+    while todo or linked:  # named by its own path (a virtualenv's lib/, not its lib64/)
+        top = todo.pop() if todo else linked.pop()
         try:
             here = os.stat(top)  # a link's target: the link was checked when it was found
             if not stat.S_ISDIR(here.st_mode) or (here.st_dev, here.st_ino) in seen:
@@ -1014,8 +1015,10 @@ def others_control_tree(path: str) -> str:
                 why = f"{entry.path} {why}"
             if why:
                 return why
-            if stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode):
+            if stat.S_ISDIR(st.st_mode):
                 todo.append(entry.path)
+            elif stat.S_ISLNK(st.st_mode):
+                linked.append(entry.path)
     return ""
 
 
