@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
 import ctypes
 import errno
 import hashlib
@@ -177,12 +178,41 @@ def open_dir(
     return fd
 
 
+# A user trusted as root and this process's user are, for one read (`invoker_trusted`).
+_invoker: contextvars.ContextVar[int | None] = contextvars.ContextVar("invoker", default=None)
+
+
+def _others(uid: int) -> bool:
+    """Whether `uid` is another user's: not root's, ours, nor the trusted invoker's."""
+    return uid not in (0, os.geteuid()) and uid != _invoker.get()
+
+
+def sudo_invoker() -> int | None:
+    """The user who ran this command through sudo (SUDO_UID, set by sudo; root's own
+    environment: whoever could set it is root already), or None."""
+    given = os.environ.get("SUDO_UID", "")
+    return int(given) if given.isdigit() and len(given) < 11 else None
+
+
+@contextlib.contextmanager
+def invoker_trusted(uid: int | None) -> Iterator[None]:
+    """Within the block (this thread's context), `uid`'s files, directories and links pass the
+    safe-path rule as root's and ours do: for what the invoker of a command names for it to
+    read on their behalf (`mgmt deploy --sign-key ~/.ssh/deploy` under sudo), where their
+    control gives them nothing they have not got by naming another file."""
+    token = _invoker.set(uid)
+    try:
+        yield
+    finally:
+        _invoker.reset(token)
+
+
 def controlled_by_others(st: os.stat_result, *, sticky_ok: bool) -> str:
     """Why a directory is controlled by another user ("" if only root or this agent's user
     control it): the safe-path rule of sudo and ssh. With sticky_ok, a sticky directory owned by
     root (/tmp) passes: nobody else can rename or remove what is ours in it."""
     mode = stat.S_IMODE(st.st_mode)
-    if st.st_uid not in (0, os.geteuid()):
+    if st.st_uid not in (0, os.geteuid()) and _others(st.st_uid):
         return f"is owned by uid {st.st_uid}"
     if mode & 0o022 and not (sticky_ok and mode & stat.S_ISVTX and st.st_uid == 0):
         return f"can be written by others (mode {mode:04o})"
@@ -201,7 +231,7 @@ def safe_link(dir_fd: int, name: str, shown: str) -> str:
         raise NotADirectoryError(errno.ENOTDIR, "Not a directory", shown)
     target = os.readlink(name, dir_fd=dir_fd)
     why = ""
-    if st.st_uid not in (0, os.geteuid()):
+    if st.st_uid not in (0, os.geteuid()) and _others(st.st_uid):
         why = f"it is owned by uid {st.st_uid}"
     elif held := controlled_by_others(os.fstat(dir_fd), sticky_ok=False):
         why = f"its directory {os.path.dirname(shown) or '.'} {held}"
@@ -221,9 +251,14 @@ def open_trusted(path: str) -> int:
     gzip's `input`...) is read this way: a link another user planted, or one in a directory
     another user can write (`/tmp`), is refused (UnsafePathError naming it), so they cannot
     make root copy a file only root may read. Relative links resolve from the directory
-    holding them, `..` physically (as the kernel does). FileNotFoundError if missing.
+    holding them, `..` physically (as the kernel does); a relative `path` from the current
+    directory, as open() takes it (before the ninth session's review it was taken from "/":
+    `mgmt deploy --sign-key key` read /key, or said it was missing). FileNotFoundError if
+    missing.
     """
-    if path.startswith("/") and (fd := _open_no_symlinks(path, _READ_HOW_REF)) is not None:
+    if not path.startswith("/"):
+        path = os.path.join(os.getcwd(), path)
+    if (fd := _open_no_symlinks(path, _READ_HOW_REF)) is not None:
         return fd  # no link on the way: one system call
     here: tuple[int, str] | None = None  # the directory holding the last link (and its path)
     links = 0
@@ -944,37 +979,46 @@ def others_control(path: str) -> str:
 
 def others_control_tree(path: str) -> str:
     """`others_control(path)`, then the same of everything below the directory `path`: an
-    entry owned by another user, one others may write (a directory sticky and root's passes),
-    or a symlink whose way `others_control` refuses; a linked directory is walked too (once:
-    a loop of links ends). For trees whose files become what root runs (Puppet's
-    --modulepath, --puppet-environment). The first reason found; "" if none. One lstat per
-    entry: for start-up only."""
+    entry owned by another user, one others may write, or a symlink whose way `others_control`
+    refuses; a linked directory is walked too (once: a loop of links or of bind mounts ends).
+    For trees whose files become what root runs (Puppet's --modulepath, --puppet-environment,
+    setup's virtualenv). A sticky directory passes above `path`, never below it: /tmp's rule
+    (nobody else can rename or remove what is ours) keeps our names, but anyone may add one,
+    and a new name in a tree is new code (a manifest Puppet autoloads, a `.pth` file, Hiera
+    data a hierarchy names); before the ninth session's review a 1777 directory of root's
+    in a module passed. Iterative (os.walk of Python 3.11 recurses: a tree ~1,000 deep raised
+    RecursionError). The first reason found; "" if none. One lstat per entry: start-up only."""
     if why := others_control(path):
         return why
-    path = os.path.abspath(path)
     seen: set[tuple[int, int]] = set()
-    for top, dirs, files in os.walk(path, onerror=lambda err: None, followlinks=True):
+    todo: list[str] = [os.path.abspath(path)]
+    linked: list[str] = []  # linked directories after the tree's own: what is in both is
+    while todo or linked:  # named by its own path (a virtualenv's lib/, not its lib64/)
+        top = todo.pop() if todo else linked.pop()
         try:
-            here = os.stat(top)
+            here = os.stat(top)  # a link's target: the link was checked when it was found
+            if not stat.S_ISDIR(here.st_mode) or (here.st_dev, here.st_ino) in seen:
+                continue  # a file, or walked already (a link back up, two links to one)
+            seen.add((here.st_dev, here.st_ino))
+            with os.scandir(top) as found:
+                entries = list(found)
         except OSError:
-            dirs[:] = []
-            continue
-        if (here.st_dev, here.st_ino) in seen:
-            dirs[:] = []  # walked already (a link back up, or two links to one directory)
-            continue
-        seen.add((here.st_dev, here.st_ino))
-        for name in (*dirs, *files):
-            full = os.path.join(top, name)
+            continue  # gone, or unreadable: Puppet (or Python) as this user cannot read it either
+        for entry in entries:
             try:
-                st = os.lstat(full)
+                st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
             if stat.S_ISLNK(st.st_mode):
-                why = others_control(full)
-            elif why := controlled_by_others(st, sticky_ok=stat.S_ISDIR(st.st_mode)):
-                why = f"{full} {why}"
+                why = others_control(entry.path)
+            elif why := controlled_by_others(st, sticky_ok=False):
+                why = f"{entry.path} {why}"
             if why:
                 return why
+            if stat.S_ISDIR(st.st_mode):
+                todo.append(entry.path)
+            elif stat.S_ISLNK(st.st_mode):
+                linked.append(entry.path)
     return ""
 
 

@@ -541,7 +541,13 @@ class ExecRes(Refreshable, Edgeable, Resource):
     def _stop_left(self) -> list[tuple[str, int]]:
         """Stop the commands an agent that died (SIGKILL, a crash) left running (blocking)."""
         where = self.handle.var_path
-        stopped = ((what, stop_recorded_group(where / f"running.{what}")) for what in COMMANDS)
+        uid = os.geteuid()  # a record without its user (an older agent's): the command's
+        if self.user is not None:
+            with contextlib.suppress(ResourceError):
+                uid = ids.passwd(self.user, "user").pw_uid
+        stopped = (
+            (what, stop_recorded_group(where / f"running.{what}", uid=uid)) for what in COMMANDS
+        )
         return [(what, pid) for what, pid in stopped if pid is not None]
 
     def _group_file(self, what: str) -> Path:

@@ -79,7 +79,16 @@ def read_key(key: Path) -> bytes:
     (a FIFO is never waited on) of at most KEY_MAX bytes, and, a private key, readable by
     nobody else (ssh's rule, which `ssh-keygen -Y sign` applies itself: the in-process signer
     did not, before 2026-12-06, ninth session, and signed with a 0644 key or one of another
-    user's). DeployError naming the file otherwise."""
+    user's). Under sudo the invoking user (SUDO_UID) counts as this user does: `sudo mgmt
+    deploy --prefix /var/lib/mgmt --sign-key ~/.ssh/deploy` (docs/deploys.md) was refused from
+    the ninth session's change to its review (~/.ssh "owned by uid 1000"), though whoever runs
+    it may name any key root can read anyway. DeployError naming the file otherwise."""
+    invoker = safefs.sudo_invoker()
+    with safefs.invoker_trusted(invoker):
+        return _read_key(key, invoker)
+
+
+def _read_key(key: Path, invoker: int | None) -> bytes:
     if not key.is_file():
         from mgmt.deploy.bundle import not_a_file
 
@@ -99,11 +108,20 @@ def read_key(key: Path) -> bytes:
         raise DeployError(f"--sign-key {key}: cannot read it: {err}") from None
     if text is None:
         raise DeployError(f"--sign-key {key}: larger than {sshkey.KEY_MAX} bytes: not a key")
-    if sshkey.is_private(text) and not sshkey.key_mode_ok(st.st_uid, st.st_mode):
+    if invoker is not None and st.st_uid == invoker != os.geteuid():
+        mode_ok = not st.st_mode & 0o077  # their own key, under ssh's rule (theirs)
+    else:
+        mode_ok = sshkey.key_mode_ok(st.st_uid, st.st_mode)
+    if sshkey.is_private(text) and not mode_ok:
+        # Root's own key is under ssh's rule (0600), as `ssh-keygen -Y sign` run by root is:
+        # the group clause is for another user's agent (and was said to root, whose 0640 key
+        # it refused, until the ninth session's review).
+        group = ", or root's readable by its group at most (0640)" if os.geteuid() else ""
+        if invoker is not None and invoker != os.geteuid():
+            group += f", or, under sudo, uid {invoker}'s with mode 0600"
         raise DeployError(
             f"--sign-key: {key} (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}): "
-            f"a private key must be this user's (uid {os.geteuid()}) with mode 0600, or "
-            "root's readable by its group at most (0640)"
+            f"a private key must be this user's (uid {os.geteuid()}) with mode 0600{group}"
         )
     return text
 

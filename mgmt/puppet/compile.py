@@ -119,7 +119,32 @@ class Manifest:
         environment, hiera = (Path(os.path.abspath(p)) if p else None for p in named)
         _check_trusted(given, environment, hiera)
         modulepath = ":".join([*given, MODULEPATH])
-        return cls(config.file, config.code, modulepath, environment, hiera, config.max_graph_size)
+        made = cls(config.file, config.code, modulepath, environment, hiera, config.max_graph_size)
+        if environment is None:
+            made._check_own_environment()
+        return made
+
+    def _check_own_environment(self) -> None:
+        """GraphFileError when the manifest's own environment (`environment_of`: its hiera.yaml,
+        data/ and modules/, used without a flag) holds what another local user could change,
+        as `--puppet-environment` naming the same directory is refused (`_check_trusted`).
+        Until the ninth session's review only that directory itself was looked at: uid
+        65534's module in a root-owned control repository's modules/ was compiled."""
+        from engine.safefs import others_control_tree
+
+        try:
+            own, _, _ = self.environment_of()
+        except OSError:
+            return  # a missing manifest: the compile says so
+        if own is not None and (why := others_control_tree(str(own))):
+            raise GraphFileError(
+                [
+                    f"{self.label}: its environment {own} (hiera.yaml there): {why}: refusing "
+                    f"to read Puppet code or data there (it becomes what this agent, uid "
+                    f"{os.geteuid()}, applies): keep it owned by root (or this agent's user), "
+                    "writable only by them"
+                ]
+            )
 
     def environment_of(self) -> tuple[Path | None, Path | None, list[str]]:
         """The environment directory of the compile, the hiera.yaml to watch (written, it

@@ -77,20 +77,25 @@ def forget_group(path: Path) -> None:
         path.unlink()
 
 
-def stop_recorded_group(path: Path, grace: float = GRACE) -> int | None:
+def stop_recorded_group(path: Path, grace: float = GRACE, *, uid: int | None = None) -> int | None:
     """Stop the process group recorded in `path` if it still runs (blocking: in a worker
     thread); the pid stopped, or None. See stop_recorded_groups."""
-    stopped = stop_recorded_groups([path], grace)
+    stopped = stop_recorded_groups([path], grace, uid=uid)
     return stopped[0] if stopped else None
 
 
-def stop_recorded_groups(paths: Iterable[Path], grace: float = GRACE) -> list[int]:
+def stop_recorded_groups(
+    paths: Iterable[Path], grace: float = GRACE, *, uid: int | None = None
+) -> list[int]:
     """Stop the process groups recorded in `paths` that still run, all at once (blocking);
     the pids stopped. A recorded pid is signalled only as the group it was: its leader with
     the recorded start time, or, the leader gone, the processes left in its group (a pid is
     not reused while a group of that id has a member) if one of them runs as the recorded
     real user (`_group_of`: the group may be another's, see there). A record without a user
-    (an agent before 2026-12-06, ninth session) is taken as ours. Each record is removed."""
+    (an agent before 2026-12-06, ninth session) is taken as `uid`'s (exec's init: the
+    resource's `user`; before the ninth session's review always ours, so a `user` command's
+    group that an older agent left was not stopped), default ours. Each record is removed."""
+    default_uid = os.geteuid() if uid is None else uid
     alive: list[int] = []
     booted = _boot_time()
     for path in paths:
@@ -99,7 +104,7 @@ def stop_recorded_groups(paths: Iterable[Path], grace: float = GRACE) -> list[in
             if len(fields) not in (2, 3):
                 raise ValueError(path)
             pid, started = int(fields[0]), int(fields[1])
-            uid = int(fields[2]) if len(fields) == 3 else os.geteuid()
+            user = int(fields[2]) if len(fields) == 3 else default_uid
             # One from before this boot (a crash of the host): its pid names another process
             # now, and the group of a daemon whose leader left (fork, setsid, fork) passes the
             # check below: a start time is counted from the boot.
@@ -114,7 +119,7 @@ def stop_recorded_groups(paths: Iterable[Path], grace: float = GRACE) -> list[in
             forget_group(path)
             continue
         now = start_time(pid)
-        if now == started or (now is None and _group_of(pid, uid)):
+        if now == started or (now is None and _group_of(pid, user)):
             alive.append(pid)
             _signal_group(pid, signal.SIGTERM)
         forget_group(path)
@@ -160,8 +165,8 @@ def _group_of(pgid: int, uid: int) -> bool:
     Their processes run as them, ours as the command's user: one member of that user is
     enough (a member that changed its real user, su, is no sign of another's group). A scan
     of /proc: only when a record's leader is gone, after a crash of the agent."""
-    with contextlib.suppress(OSError):
-        for entry in os.scandir("/proc"):
+    with contextlib.suppress(OSError), os.scandir("/proc") as entries:
+        for entry in entries:
             if not entry.name.isdigit():
                 continue
             try:

@@ -377,6 +377,67 @@ def test_puppet_code_and_data_another_user_could_change_are_refused(tmp_path: Pa
     assert code == 0 and made.exists(), out
 
 
+def test_the_sudo_invokers_own_sign_key_is_taken(tmp_path: Path) -> None:
+    """`sudo mgmt deploy --prefix /var/lib/mgmt --sign-key ~/.ssh/deploy` (docs/deploys.md:
+    the host's credentials are root's): the operator's key, 0600 in their 0700 ~/.ssh, was
+    refused by the ninth session's change ("~/.ssh is owned by uid 1000"), though they may
+    name any key root can read anyway. Now the sudo invoker's (SUDO_UID; uid 65534 here, a
+    real other user's ssh-keygen key) counts as this user's: the command gets as far as the
+    cluster (none listens: exit 1). Without SUDO_UID, or another user's, or theirs 0644:
+    refused as before."""
+    program = tmp_path / "g.yaml"
+    program.write_text("graph: g\n")
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)
+    os.chown(home, NOBODY, NOBODY)
+    as_nobody(home, "mkdir -m 0700 .ssh && ssh-keygen -q -t ed25519 -N '' -f .ssh/deploy")
+    key = home / ".ssh" / "deploy"
+    (port,) = free_ports(1)
+    deploy = ["deploy", "--insecure-cluster", "--seeds", f"http://127.0.0.1:{port}"]
+    deploy += ["--prefix", str(tmp_path / "no-agent"), "--sign-key", str(key)]
+    deploy += ["yaml", str(program)]
+    code, out = run_mgmt(deploy, 120, env={"SUDO_UID": str(NOBODY)})
+    assert code == 1 and "no etcd member reachable" in out, out
+    for env in ({"SUDO_UID": ""}, {"SUDO_UID": str(NOBODY - 1)}):
+        code, out = run_mgmt(deploy, env=env)
+        assert code == 2 and f"--sign-key: {home} is owned by uid {NOBODY}" in out, out
+    as_nobody(home, "chmod 0644 .ssh/deploy")
+    code, out = run_mgmt(deploy, env={"SUDO_UID": str(NOBODY)})
+    assert code == 2 and f"or, under sudo, uid {NOBODY}'s with mode 0600" in out, out
+
+
+@pytest.mark.skipif(shutil.which("puppet") is None, reason="needs puppet")
+def test_a_manifests_own_environment_another_user_could_change_is_refused(
+    tmp_path: Path,
+) -> None:
+    """A control repository (manifests/site.pp, hiera.yaml, modules/) of root's is the
+    manifest's environment without a flag; its modules/ holds uid 65534's module. Named with
+    --puppet-environment it is refused (above); found from the manifest, only the directory
+    itself was looked at until the ninth session's review: their module ran as root and
+    made a file of their choosing. Now the same refusal, exit 2, one line; root's, it runs."""
+    ctl = tmp_path / "ctl"
+    (ctl / "manifests").mkdir(parents=True)
+    (ctl / "modules").mkdir()
+    (ctl / "hiera.yaml").write_text("---\nversion: 5\n")
+    (ctl / "manifests" / "site.pp").write_text("include m\n")
+    (ctl / "modules" / "m").mkdir()
+    os.chown(ctl / "modules" / "m", NOBODY, NOBODY)
+    made = tmp_path / "made-by-them"
+    as_nobody(
+        ctl / "modules" / "m",
+        f'mkdir manifests && echo \'class m {{ file {{ "{made}": content => "x" }} }}\' '
+        "> manifests/init.pp",
+    )
+    run = ["run", "--tmp-prefix", "--converged-timeout=0", "puppet", str(ctl / "manifests/site.pp")]
+    code, out = run_mgmt(run, 180)
+    assert code == 2 and out.count("\n") == 1, out
+    assert f"its environment {ctl} (hiera.yaml there): {ctl}/modules/m is owned by uid" in out
+    assert not made.exists() and "Traceback" not in out
+    subprocess.run(["chown", "-R", "0:0", str(ctl)], check=True)
+    code, out = run_mgmt(run, 180)
+    assert code == 0 and made.exists(), out
+
+
 def test_a_sign_key_another_user_could_change_or_read_is_refused(tmp_path: Path) -> None:
     """`mgmt deploy --sign-key`: before (2026-12-06, ninth session) an Ed25519 key was read as
     given and signed with in-process: 0644 (`ssh-keygen -Y sign` itself refuses it), uid
@@ -400,6 +461,8 @@ def test_a_sign_key_another_user_could_change_or_read_is_refused(tmp_path: Path)
 
     (keys / "k").chmod(0o644)
     refused(keys / "k", f"{keys}/k (owner uid 0, mode 0644): a private key must be")
+    (keys / "k").chmod(0o640)  # root's own key: ssh's rule (ssh-keygen -Y sign's), no group
+    refused(keys / "k", "must be this user's (uid 0) with mode 0600\n")
     (keys / "k").chmod(0o600)
     os.chown(keys / "k", NOBODY, NOBODY)
     refused(keys / "k", f"--sign-key: {keys}/k is owned by uid {NOBODY}: refusing to sign")
@@ -414,6 +477,32 @@ def test_a_sign_key_another_user_could_change_or_read_is_refused(tmp_path: Path)
     # Root's, 0600, in root's directory: taken; no cluster listens there (exit 1).
     code, out = run_mgmt([*deploy, "--sign-key", str(keys / "k"), "yaml", str(program)], 120)
     assert code == 1 and "no etcd member reachable" in out, out
+
+
+def test_a_relative_sign_key_is_read_from_the_current_directory(tmp_path: Path) -> None:
+    """`mgmt deploy --sign-key k` from the key's directory: the checks took `k` from the
+    current directory, the read (safefs.open_trusted) from "/": "cannot read it: No such file
+    or directory" (or /k read, unchecked, had it existed) after the ninth session's change;
+    BASE read it. Now the key is read where it was checked: the command gets as far as the
+    cluster (none listens: exit 1)."""
+    from tests.e2e.helpers import MGMT
+
+    program = tmp_path / "g.yaml"
+    program.write_text("graph: g\n")
+    keys = tmp_path / "keys"
+    keys.mkdir(mode=0o700)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / "k")], check=True
+    )
+    (port,) = free_ports(1)
+    argv = [*MGMT, "deploy", "--insecure-cluster", "--seeds", f"http://127.0.0.1:{port}"]
+    argv += ["--prefix", str(tmp_path / "no-agent"), "--sign-key", "k", "yaml", str(program)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    done = subprocess.run(
+        argv, cwd=keys, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    out = done.stderr + done.stdout
+    assert done.returncode == 1 and "no etcd member reachable" in out, out
 
 
 async def test_a_proxy_cache_directory_another_user_owns_gets_no_download(tmp_path: Path) -> None:

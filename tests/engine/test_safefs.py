@@ -800,3 +800,46 @@ def test_others_control_tree_walks_below_and_through_links(tmp_path: Path) -> No
     os.chown(elsewhere / "n" / "init.pp", 0, 0)
     assert others_control_tree(str(tree)) == ""
     assert others_control_tree(str(tmp_path / "missing")) == ""
+
+
+def test_others_control_tree_a_sticky_directory_below_counts(tmp_path: Path) -> None:
+    """A sticky directory passes above a tree (/tmp: nobody else can rename what is ours), not
+    inside it: anyone may add a name there, and a new manifest Puppet autoloads (or a `.pth`
+    file in a virtualenv, Hiera data a hierarchy names) is new code. Before (the ninth
+    session's review) a 1777 directory of ours in a module passed, so another user could add
+    code after the start-up check."""
+    from engine.safefs import others_control_tree
+
+    manifests = tmp_path / "mods" / "m" / "manifests"
+    manifests.mkdir(parents=True)
+    assert others_control_tree(str(tmp_path / "mods")) == ""
+    manifests.chmod(0o1777)
+    assert others_control_tree(str(tmp_path / "mods")) == (
+        f"{manifests} can be written by others (mode 1777)"
+    )
+    assert others_control_tree(str(manifests / "x")) == ""  # below /tmp-like: missing, passes
+
+
+def test_others_control_tree_walks_a_deep_tree(tmp_path: Path) -> None:
+    """A tree 1,500 directories deep (os.walk of Python 3.11 recurses: RecursionError, a
+    traceback at `mgmt run`'s start, before the ninth session's review) is walked, and a file
+    others may write at its bottom is found."""
+    from engine.safefs import others_control_tree
+
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(1500):
+            os.mkdir("d", dir_fd=fd)
+            new = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = new
+        os.close(os.open("f", os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fd))
+        assert others_control_tree(str(tmp_path)) == ""
+        os.chmod("f", 0o666, dir_fd=fd)
+    finally:
+        os.close(fd)
+    bottom = os.path.join(str(tmp_path), *["d"] * 1500, "f")
+    assert others_control_tree(str(tmp_path)) == f"{bottom} can be written by others (mode 0666)"
+    os.unlink(bottom)  # removed here, from the bottom up: pytest's rmtree recurses too
+    for depth in range(1500, 0, -1):
+        os.rmdir(os.path.join(str(tmp_path), *["d"] * depth))

@@ -182,3 +182,74 @@ def test_a_pid_reused_by_another_users_group_is_not_signalled(tmp_path: Path, th
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(reused.pid, 9)  # the group this test started: reused.pid is first.pid
+
+
+PYTHON_AS = """
+import os, sys
+from pathlib import Path
+calls = []
+os.killpg = lambda pgid, sig: calls.append(pgid)
+from resources._lib import reaper
+paths = reaper.recorded(Path(sys.argv[1]))
+stopped = reaper.stop_recorded_groups(paths, grace=0.0, uid=int(sys.argv[2]))
+print(stopped, sorted(set(calls)))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (setpriv)")
+@pytest.mark.parametrize("user", [None, NOBODY])
+def test_an_older_agents_record_without_uid_is_still_reaped(
+    tmp_path: Path, user: int | None
+) -> None:
+    """An agent upgraded in place: the records an older agent left are "PID STARTTIME" (no
+    UID). A group whose leader left (the daemon shape) is still stopped, by the next agent's
+    reaper and by the guard: the agent's own command's, and (the reaper) one of a command run
+    as `user` (uid 65534, a real other user), which exec's init names as the record's user.
+    Before the ninth session's review such a record was taken as root's: the `user`
+    command's group ran on. Every kill is stubbed."""
+    who = [f"--reuid={user}", f"--regid={user}", "--clear-groups"] if user else []
+    sh = subprocess.Popen(
+        ["setpriv", *who, "sh", "-c", "sleep 300 & echo $!"],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        assert sh.stdout is not None
+        child = int(sh.stdout.readline())
+        sh.stdout.close()
+        sh.wait(timeout=60)  # the leader is gone, its group remains
+        line = f"{sh.pid} 12345"  # the old format; the leader gone, its start time is moot
+        kind_dir = _records(tmp_path, line)
+        done = subprocess.run(
+            [sys.executable, "-c", PYTHON_AS, str(kind_dir), str(user or os.geteuid())],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            start_new_session=True,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == f"[{sh.pid}] [{sh.pid}]"
+        assert not list(kind_dir.glob("*/running.*"))
+        if user is None:  # the guard: its agent's own records (its user's), the old format too
+            kind_dir = _records(tmp_path / "guard", line)
+            log = tmp_path / "kills"
+            stubs = (
+                'kill() { [ "$2" = 0 ] && command kill "$@" && return 0; '
+                'printf "%s\\n" "$*" >> "$LOG"; return 0; }\nsleep() { :; }\n'
+            )
+            guard = subprocess.run(
+                ["/bin/sh", "-c", stubs + reaper.GUARD, "mgmt-exec-guard", str(kind_dir)],
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "LOG": str(log)},
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+            assert guard.returncode == 0, guard.stderr
+            assert f"-s TERM -- -{sh.pid}" in log.read_text()
+        os.kill(child, 0)  # nothing was signalled
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(sh.pid, 9)  # the group this test started
