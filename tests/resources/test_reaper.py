@@ -28,13 +28,18 @@ def _records(tmp_path: Path, *lines: str) -> Path:
     return kind_dir
 
 
-@pytest.mark.parametrize("line", ["1 {init}", "01 99", "0001 99", "0 99", "00 99"])
-def test_guard_signals_no_pid_0_or_1(tmp_path: Path, line: str) -> None:
-    kind_dir = _records(tmp_path, line.format(init=INIT_START))
-    log = tmp_path / "kills"
-    # kill and sleep stubbed (regular built-ins: a function takes their place): what the guard
-    # would signal is written down, nothing is signalled.
-    stubs = 'kill() { printf "%s\\n" "$*" >> "$LOG"; return 0; }\nsleep() { :; }\n'
+# kill and sleep stubbed (regular built-ins: a function takes their place): what the guard
+# would signal is written down in the file $LOG, nothing is signalled. PROBE_KILL: the probe
+# (`kill -s 0`, which signals nothing) runs for real.
+STUB_KILL = 'kill() { printf "%s\\n" "$*" >> "$LOG"; return 0; }\nsleep() { :; }\n'
+PROBE_KILL = (
+    'kill() { [ "$2" = 0 ] && command kill "$@" && return 0; '
+    'printf "%s\\n" "$*" >> "$LOG"; return 0; }\nsleep() { :; }\n'
+)
+
+
+def _run_guard(kind_dir: Path, log: Path, stubs: str = STUB_KILL) -> None:
+    """The guard (sh) over `kind_dir`'s records, its kills stubbed into `log`."""
     done = subprocess.run(
         ["/bin/sh", "-c", stubs + reaper.GUARD, "mgmt-exec-guard", str(kind_dir)],
         stdin=subprocess.DEVNULL,
@@ -44,6 +49,27 @@ def test_guard_signals_no_pid_0_or_1(tmp_path: Path, line: str) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+def _run_python(program: str, *args: str) -> str:
+    """A reaper's run in a child (its os.killpg stubbed by `program`): what it printed."""
+    done = subprocess.run(
+        [sys.executable, "-c", program, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        start_new_session=True,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.mark.parametrize("line", ["1 {init}", "01 99", "0001 99", "0 99", "00 99"])
+def test_guard_signals_no_pid_0_or_1(tmp_path: Path, line: str) -> None:
+    kind_dir = _records(tmp_path, line.format(init=INIT_START))
+    log = tmp_path / "kills"
+    _run_guard(kind_dir, log)
     assert not log.exists(), log.read_text()
     assert not list(kind_dir.glob("*/running.*"))  # removed all the same
 
@@ -63,16 +89,7 @@ print(stopped, sorted(set(calls)))
 
 def test_python_signals_no_pid_0_or_1(tmp_path: Path) -> None:
     kind_dir = _records(tmp_path, "0 99", f"1 {INIT_START}", "01 99", "-1 99", f"{10**30} 99")
-    done = subprocess.run(
-        [sys.executable, "-c", PYTHON, str(kind_dir)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        start_new_session=True,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[] []"
+    assert _run_python(PYTHON, str(kind_dir)) == "[] []"
     assert not list(kind_dir.glob("*/running.*"))  # removed all the same
 
 
@@ -149,33 +166,12 @@ def test_a_pid_reused_by_another_users_group_is_not_signalled(tmp_path: Path, th
         assert os.getpgid(child) == first.pid
         kind_dir = _records(tmp_path, f"{first.pid} {started} 0")
         # The next agent's reaper (Python)...
-        done = subprocess.run(
-            [sys.executable, "-c", PYTHON, str(kind_dir)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            start_new_session=True,
-        )
-        assert done.returncode == 0, done.stderr
         want = "[] []" if theirs else f"[{first.pid}] [{first.pid}]"
-        assert done.stdout.strip() == want
+        assert _run_python(PYTHON, str(kind_dir)) == want
         # ... and the guard (sh), kill stubbed but for its probe (`kill -s 0`).
         kind_dir = _records(tmp_path / "guard", f"{first.pid} {started} 0")
         log = tmp_path / "kills"
-        stubs = (
-            'kill() { [ "$2" = 0 ] && command kill "$@" && return 0; '
-            'printf "%s\\n" "$*" >> "$LOG"; return 0; }\nsleep() { :; }\n'
-        )
-        guard = subprocess.run(
-            ["/bin/sh", "-c", stubs + reaper.GUARD, "mgmt-exec-guard", str(kind_dir)],
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, "LOG": str(log)},
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-        assert guard.returncode == 0, guard.stderr
+        _run_guard(kind_dir, log, PROBE_KILL)
         said = log.read_text() if log.exists() else ""
         assert (f"-s TERM -- -{first.pid}" in said) != theirs, said
         os.kill(child, 0)  # still runs: nothing was signalled
@@ -221,33 +217,15 @@ def test_an_older_agents_record_without_uid_is_still_reaped(
         sh.wait(timeout=60)  # the leader is gone, its group remains
         line = f"{sh.pid} 12345"  # the old format; the leader gone, its start time is moot
         kind_dir = _records(tmp_path, line)
-        done = subprocess.run(
-            [sys.executable, "-c", PYTHON_AS, str(kind_dir), str(user or os.geteuid())],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            start_new_session=True,
+        assert (
+            _run_python(PYTHON_AS, str(kind_dir), str(user or os.geteuid()))
+            == f"[{sh.pid}] [{sh.pid}]"
         )
-        assert done.returncode == 0, done.stderr
-        assert done.stdout.strip() == f"[{sh.pid}] [{sh.pid}]"
         assert not list(kind_dir.glob("*/running.*"))
         if user is None:  # the guard: its agent's own records (its user's), the old format too
             kind_dir = _records(tmp_path / "guard", line)
             log = tmp_path / "kills"
-            stubs = (
-                'kill() { [ "$2" = 0 ] && command kill "$@" && return 0; '
-                'printf "%s\\n" "$*" >> "$LOG"; return 0; }\nsleep() { :; }\n'
-            )
-            guard = subprocess.run(
-                ["/bin/sh", "-c", stubs + reaper.GUARD, "mgmt-exec-guard", str(kind_dir)],
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, "LOG": str(log)},
-                capture_output=True,
-                timeout=60,
-                check=False,
-            )
-            assert guard.returncode == 0, guard.stderr
+            _run_guard(kind_dir, log, PROBE_KILL)
             assert f"-s TERM -- -{sh.pid}" in log.read_text()
         os.kill(child, 0)  # nothing was signalled
     finally:
