@@ -159,6 +159,11 @@ class Quieted:
 MUTED: dict[Key, Quieted] = {}
 QUIETED = "engine.churn:quieted"  # an engine's Quieting, in its Shared (handle.shared)
 NAMED = 3  # resources named in a line summing up several, the most repaired first
+# Resources listed each by its fields in that line of a structured log (--log-format json:
+# `resources`, the most repaired first; the others counted in `more`): 10,000 fighting at
+# once made one line of ~700 KB every SUMMARY_EVERY s, which journald's LineMax (48 KB) cuts
+# into pieces that are no JSON. 100: ~7 KB.
+LISTED = 100
 
 
 class Quieting:
@@ -208,14 +213,16 @@ class Quieting:
             more = f" and {len(counted) - NAMED} more" if len(counted) > NAMED else ""
             new = f", {self.joined} of them since the last such line" if self.joined else ""
             # Each one's kind, name and count, for a structured log (--log-format json: its
-            # `resources`), where the line names only the NAMED most repaired.
-            every = [(q.vertex.res.kind, q.vertex.res.name, q.count) for q in counted]
+            # `resources`), where the line names only the NAMED most repaired; past LISTED,
+            # how many more and their repairs (`more`).
+            every = [(q.vertex.res.kind, q.vertex.res.name, q.count) for q in counted[:LISTED]]
+            rest = counted[LISTED:]
             log.info(
                 "%d resources %s %d times in the last %.0f s, their lines summed up%s: %s%s "
                 "(mgmt status counts each; --verbose says each)",
                 len(counted), verb, sum(q.count for q in counted),
                 max(now - q.started for q in counted), new, named, more,
-                extra={"res_counts": every},
+                extra={"res_counts": every, "res_more": (len(rest), sum(q.count for q in rest))},
             )  # fmt: skip
             for quieted in counted:
                 quieted.count, quieted.started = 0, now

@@ -110,6 +110,8 @@ class _Table:
         """The device of the mount `path` is under (None without a mount table: no /proc)."""
         points = self._current()
         path = os.path.normpath(path)
+        if path.startswith("//"):  # (kept by normpath, as POSIX lets it: the same as one)
+            path = path[1:]
         for point, device in points:
             if path == point or path.startswith(point if point == "/" else point + "/"):
                 return device

@@ -34,6 +34,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import select
 import struct
 import sys
 import threading
@@ -187,18 +188,45 @@ def local_dev(ident: tuple[int, int, int]) -> bool:
 
 def fs_type(major: int, minor: int) -> str:
     """The type of the file system mounted from device major:minor ("tmpfs"), by its entry in
-    /proc/self/mountinfo (read again for a device not seen yet); "" if unknown."""
-    kind = _fs_types.get((major, minor))
-    if kind is None:
-        with _mounts_read:  # the I/O threads' first writes ask at once: one reads, for all
-            kind = _fs_types.get((major, minor))
-            if kind is None:
-                _fs_types.update(_mount_types())
-                kind = _fs_types.setdefault((major, minor), "")
+    /proc/self/mountinfo (read again for a device not seen yet); "" if unknown. What was read
+    is forgotten once the mount table changed (_table_changed): a device number of a file
+    system without a disk (0:N: tmpfs, overlay, NFS, btrfs) is given again to the next such
+    mount, and a tmpfs's, kept, made an overlay or NFS mount at the same number "tmpfs"."""
+    with _mounts_read:  # the I/O threads' first writes ask at once: one reads, for all
+        if _table_changed():
+            _fs_types.clear()
+        kind = _fs_types.get((major, minor))
+        if kind is None:
+            _fs_types.update(_mount_types())
+            kind = _fs_types.setdefault((major, minor), "")
     return kind
 
 
 _mounts_read = threading.Lock()
+# /proc/self/mountinfo polled (POLLPRI: the table changed since its last poll), opened at the
+# first question: empty before, [None] where there is no such file (nothing is forgotten).
+_mounts_poll: list[select.poll | None] = []
+
+
+def _table_changed() -> bool:
+    """Whether the mount table changed since the last call (_mounts_read held: a poll object
+    is one thread's at a time); True at the first. Polled without waiting, before the table
+    is read: a change after the poll is told at the next call."""
+    if not _mounts_poll:
+        try:
+            fd = os.open(_MOUNTINFO, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            _mounts_poll.append(None)
+            return False
+        watch = select.poll()
+        watch.register(fd, select.POLLPRI)  # (kept open for the process's life)
+        watch.poll(0)
+        _mounts_poll.append(watch)
+        return True
+    poll = _mounts_poll[0]
+    return poll is not None and bool(poll.poll(0))
+
+
 _open = _libc.open  # (const char *, int): no argtypes, as close's
 _MOUNTINFO = b"/proc/self/mountinfo"
 _CHUNK = 65536

@@ -149,6 +149,9 @@ class JsonFormatter(logging.Formatter):
             data["resources"] = [
                 {"kind": kind, "name": name, "count": count} for kind, name, count in counts
             ]
+            more, repairs = getattr(record, "res_more", (0, 0))
+            if more:  # past engine.churn.LISTED: how many more, and their repairs
+                data["more"] = {"resources": more, "count": repairs}
             return json.dumps(data)
         return line
 

@@ -236,3 +236,39 @@ async def test_a_summed_up_resources_lines_outside_its_checks_are_said(
         assert "engine: file[f]: a line of its watch" in lines, lines
         assert "engine: file[f]: content updated" not in lines, lines  # its repair's: summed
         await engine.stop()
+
+
+async def test_the_line_summing_up_many_lists_a_bounded_number_in_json(
+    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """review_ops: `resources` listed every resource summed up: 10,000 fighting at once made a
+    line of ~700 KB every 10 s, which journald's LineMax (48 KB) cuts into pieces that are no
+    JSON. It lists the LISTED most repaired; `more` counts the others and their repairs."""
+    import json
+
+    from tests.mgmt.test_log_lines import ours_only
+
+    monkeypatch.setattr(churn, "REPAIRS", 1)
+    monkeypatch.setattr(churn, "LISTED", 2, raising=False)
+    paths = [tmp_path / f"f{n}" for n in range(5)]
+    graph = Graph("g")
+    for path in paths:
+        graph.add(FileRes(name=path.name, path=str(path), content="ours\n"))
+    with ours_only(tmp_path, "json") as (read, _model):
+        await engine.apply(graph)
+        await settle(engine, lambda: all(p.exists() for p in paths))
+        read()
+        for n in range(churn.QUIET_AFTER + 2):
+            for path in paths:
+                path.write_text(f"theirs {n}\n")
+            await settle(engine, lambda: all(p.read_text() == "ours\n" for p in paths))
+            await settle(engine)
+        churn.MUTED[("file", "f0")].quieting.tick()
+        lines = [json.loads(line) for line in read()]
+        (summed,) = [line for line in lines if "their lines summed up" in line["message"]]
+        total = int(re.search(r"repaired (\d+) times", summed["message"]).group(1))  # type: ignore[union-attr]
+        assert len(summed["resources"]) == 2
+        assert summed["more"]["resources"] == 3
+        listed = sum(one["count"] for one in summed["resources"])
+        assert listed + summed["more"]["count"] == total > 0
+        await engine.stop()

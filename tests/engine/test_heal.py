@@ -500,3 +500,15 @@ def test_a_failures_file_system_is_found_in_the_mount_table_not_by_a_stat(
     assert group(None, None, memory) == (memory, -1)
     assert group(None, str(below), heal.PASSING[errno.ETXTBSY]) is None
     assert stats == []
+
+
+def test_a_path_spelled_with_two_leading_slashes_is_grouped_by_its_mount(tmp_path: Path) -> None:
+    """review_ops: a file resource's path `//srv/f` is kept so (normpath keeps exactly two
+    leading slashes, as POSIX lets it), and group_of matched no mount point but `/` with it:
+    its failures were grouped with the root file system's, not their own mount's."""
+    full = heal.PASSING[errno.ENOSPC]
+    with tmpfs(tmp_path / "m") as point:
+        inside = os.stat(point).st_dev
+        assert inside != os.stat(tmp_path).st_dev
+        assert heal.group_of(full, None, "/" + str(point / "f")) == (full, inside)
+        assert heal.group_of(full, None, f"/{point}/../m/x/f") == (full, inside)

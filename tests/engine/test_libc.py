@@ -6,7 +6,9 @@ import ctypes
 import errno
 import fcntl
 import os
+import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -120,3 +122,38 @@ def test_write_all_writes_everything_or_says_why(tmp_path: Path) -> None:
         assert os.eventfd_read(wake) == 2
     finally:
         os.close(wake)
+
+
+def test_fs_type_forgets_a_device_number_given_to_another_mount(tmp_path: Path) -> None:
+    """review_ops: fs_type kept what it read for ever, but a file system without a disk gets
+    its device number (0:N) from a pool the next such mount takes it from again: an overlay
+    (or NFS) mounted after a tmpfs was taken off was "tmpfs" at the tmpfs's number, so its
+    files got no spare and their repairs wrote, fsync and all, on the event loop
+    (resources/_lib/spare.py, NO_GAIN). Forgotten once the mount table changes."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting needs root and mount(8)")
+    point = tmp_path / "point"
+    for name in ("point", "lower", "upper", "work"):
+        (tmp_path / name).mkdir()
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+
+    def device() -> tuple[int, int]:
+        dev = os.stat(point).st_dev
+        return os.major(dev), os.minor(dev)
+
+    if run("mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(point)).returncode != 0:
+        pytest.skip("the kernel or the container refuses a tmpfs mount")
+    try:
+        assert libc.fs_type(*device()) == "tmpfs"
+    finally:
+        run("umount", str(point))
+    options = f"lowerdir={tmp_path}/lower,upperdir={tmp_path}/upper,workdir={tmp_path}/work"
+    done = run("mount", "-t", "overlay", "overlay", "-o", options, str(point))
+    if done.returncode != 0:
+        pytest.skip(f"the kernel or the container refuses an overlay: {done.stderr.strip()}")
+    try:
+        assert libc.fs_type(*device()) == "overlay"  # (its number is the tmpfs's, mostly)
+    finally:
+        run("umount", str(point))
