@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,35 @@ from resources.file import FileRes
 from tests.engine.conftest import settle
 
 
+def _files(*paths: Path) -> Graph:
+    """A graph of one file resource per path, named by its file name, content `ours`."""
+    graph = Graph("g")
+    for path in paths:
+        graph.add(FileRes(name=path.name, path=str(path), content="ours\n"))
+    return graph
+
+
+async def _fight(engine: Engine, rounds: int, *paths: Path) -> None:
+    """Another writer changes every one of `paths`, `rounds` times, each time repaired."""
+    for n in range(rounds):
+        for path in paths:
+            path.write_text(f"theirs {n}\n")
+        await settle(engine, lambda: all(p.read_text() == "ours\n" for p in paths))
+        await settle(engine)
+
+
+def _summed_json(lines: list[str]) -> tuple[dict[str, Any], int]:
+    """The JSON line summing up several resources among `lines`, and its total of repairs."""
+    import json
+
+    (summed,) = [
+        line for line in map(json.loads, lines) if "their lines summed up" in line["message"]
+    ]
+    total = re.search(r"repaired (\d+) times", summed["message"])
+    assert total is not None, summed
+    return summed, int(total.group(1))
+
+
 async def test_repairs_of_drift_are_told_once_a_burst_then_counted(
     tmp_path: Path,
     engine: Engine,
@@ -25,8 +55,7 @@ async def test_repairs_of_drift_are_told_once_a_burst_then_counted(
 ) -> None:
     monkeypatch.setattr(churn, "REPAIRS", 3)
     path = tmp_path / "f"
-    graph = Graph("g")
-    graph.add(FileRes(name="f", path=str(path), content="ours\n"))
+    graph = _files(path)
     graph.add(ExecRes(name="e", cmd="true", watchcmd="echo a; echo b; echo c; echo d"))
     await engine.apply(graph)
     await settle(engine, path.exists)
@@ -60,17 +89,13 @@ async def test_a_fights_repairs_are_summed_up_in_the_log_and_counted_exactly(
 
     monkeypatch.setattr(churn, "REPAIRS", 3)  # told at the 3rd: stats.churn counts them all
     path = tmp_path / "f"
-    graph = Graph("g")
-    graph.add(FileRes(name="f", path=str(path), content="ours\n"))
+    graph = _files(path)
     with ours_only(tmp_path, "text") as (read, model):
         await engine.apply(graph)
         await settle(engine, path.exists)
         vertex = engine.vertices[("file", "f")]
         read()
-        for n in range(30):
-            path.write_text(f"theirs {n}\n")
-            await settle(engine, lambda: path.read_text() == "ours\n")
-            await settle(engine)
+        await _fight(engine, 30, path)
         quieted = churn.MUTED[("file", "f")]
         quieted.quieting.tick()  # the interval's end
         lines = read()
@@ -111,16 +136,12 @@ async def test_a_fights_last_repairs_are_said_at_stop(
     from tests.mgmt.test_log_lines import ours_only
 
     path = tmp_path / "f"
-    graph = Graph("g")
-    graph.add(FileRes(name="f", path=str(path), content="ours\n"))
+    graph = _files(path)
     with ours_only(tmp_path, "text") as (read, _model):
         await engine.apply(graph)
         await settle(engine, path.exists)
         read()
-        for n in range(churn.QUIET_AFTER + 4):
-            path.write_text(f"theirs {n}\n")
-            await settle(engine, lambda: path.read_text() == "ours\n")
-            await settle(engine)
+        await _fight(engine, churn.QUIET_AFTER + 4, path)
         assert ("file", "f") in churn.MUTED
         await engine.stop()
         lines = read()
@@ -140,18 +161,12 @@ async def test_many_resources_fought_at_once_are_summed_up_in_one_line(
 
     monkeypatch.setattr(churn, "REPAIRS", 1)  # stats.churn counts every repair
     paths = [tmp_path / f"f{n}" for n in range(4)]
-    graph = Graph("g")
-    for path in paths:
-        graph.add(FileRes(name=path.name, path=str(path), content="ours\n"))
+    graph = _files(*paths)
     with ours_only(tmp_path, "text") as (read, _model):
         await engine.apply(graph)
         await settle(engine, lambda: all(p.exists() for p in paths))
         read()
-        for n in range(churn.QUIET_AFTER + 3):
-            for path in paths:
-                path.write_text(f"theirs {n}\n")
-            await settle(engine, lambda: all(p.read_text() == "ours\n" for p in paths))
-            await settle(engine)
+        await _fight(engine, churn.QUIET_AFTER + 3, *paths)
         quieting = churn.MUTED[("file", "f0")].quieting
         assert all(churn.MUTED.get(("file", p.name)) for p in paths)
         quieting.tick()
@@ -176,28 +191,19 @@ async def test_the_line_summing_up_several_names_each_by_its_fields_in_json(
     nor name (a line of the engine's): a reader of the log could not tell whose repairs it
     counted past the three it names in its text. It carries `resources`: each one's kind,
     name and count, all of them, their counts adding up to the line's total."""
-    import json
 
     from tests.mgmt.test_log_lines import ours_only
 
     monkeypatch.setattr(churn, "REPAIRS", 1)
     paths = [tmp_path / f"f{n}" for n in range(churn.NAMED + 1)]
-    graph = Graph("g")
-    for path in paths:
-        graph.add(FileRes(name=path.name, path=str(path), content="ours\n"))
+    graph = _files(*paths)
     with ours_only(tmp_path, "json") as (read, _model):
         await engine.apply(graph)
         await settle(engine, lambda: all(p.exists() for p in paths))
         read()
-        for n in range(churn.QUIET_AFTER + 2):
-            for path in paths:
-                path.write_text(f"theirs {n}\n")
-            await settle(engine, lambda: all(p.read_text() == "ours\n" for p in paths))
-            await settle(engine)
+        await _fight(engine, churn.QUIET_AFTER + 2, *paths)
         churn.MUTED[("file", "f0")].quieting.tick()
-        lines = [json.loads(line) for line in read()]
-        (summed,) = [line for line in lines if "their lines summed up" in line["message"]]
-        total = int(re.search(r"repaired (\d+) times", summed["message"]).group(1))  # type: ignore[union-attr]
+        summed, total = _summed_json(read())
         names = sorted(one["name"] for one in summed["resources"])
         assert names == sorted(p.name for p in paths)
         assert {one["kind"] for one in summed["resources"]} == {"file"}
@@ -216,16 +222,12 @@ async def test_a_summed_up_resources_lines_outside_its_checks_are_said(
 
     monkeypatch.setattr(churn, "REPAIRS", 3)
     path = tmp_path / "f"
-    graph = Graph("g")
-    graph.add(FileRes(name="f", path=str(path), content="ours\n"))
+    graph = _files(path)
     with ours_only(tmp_path, "text") as (read, _model):
         await engine.apply(graph)
         await settle(engine, path.exists)
         vertex = engine.vertices[("file", "f")]
-        for n in range(churn.QUIET_AFTER + 3):
-            path.write_text(f"theirs {n}\n")
-            await settle(engine, lambda: path.read_text() == "ours\n")
-            await settle(engine)
+        await _fight(engine, churn.QUIET_AFTER + 3, path)
         assert ("file", "f") in churn.MUTED
         read()
         path.write_text("theirs again\n")
@@ -244,29 +246,20 @@ async def test_the_line_summing_up_many_lists_a_bounded_number_in_json(
     """review_ops: `resources` listed every resource summed up: 10,000 fighting at once made a
     line of ~700 KB every 10 s, which journald's LineMax (48 KB) cuts into pieces that are no
     JSON. It lists the LISTED most repaired; `more` counts the others and their repairs."""
-    import json
 
     from tests.mgmt.test_log_lines import ours_only
 
     monkeypatch.setattr(churn, "REPAIRS", 1)
     monkeypatch.setattr(churn, "LISTED", 2, raising=False)
     paths = [tmp_path / f"f{n}" for n in range(5)]
-    graph = Graph("g")
-    for path in paths:
-        graph.add(FileRes(name=path.name, path=str(path), content="ours\n"))
+    graph = _files(*paths)
     with ours_only(tmp_path, "json") as (read, _model):
         await engine.apply(graph)
         await settle(engine, lambda: all(p.exists() for p in paths))
         read()
-        for n in range(churn.QUIET_AFTER + 2):
-            for path in paths:
-                path.write_text(f"theirs {n}\n")
-            await settle(engine, lambda: all(p.read_text() == "ours\n" for p in paths))
-            await settle(engine)
+        await _fight(engine, churn.QUIET_AFTER + 2, *paths)
         churn.MUTED[("file", "f0")].quieting.tick()
-        lines = [json.loads(line) for line in read()]
-        (summed,) = [line for line in lines if "their lines summed up" in line["message"]]
-        total = int(re.search(r"repaired (\d+) times", summed["message"]).group(1))  # type: ignore[union-attr]
+        summed, total = _summed_json(read())
         assert len(summed["resources"]) == 2
         assert summed["more"]["resources"] == 3
         listed = sum(one["count"] for one in summed["resources"])
