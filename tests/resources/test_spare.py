@@ -54,6 +54,17 @@ async def ready_spare(res: FileRes) -> int:
     return os.fstat(fd).st_ino
 
 
+async def _repaired(path: Path, run_resource: Any) -> FileRes:
+    """A running file resource (`f`, content "x\\n") at `path`: written, its file deleted, and
+    repaired (where spares are made, a repair leaves one for the next)."""
+    res = FileRes(name="f", path=str(path), content="x\n")
+    await run_resource(res, watch=False)
+    assert await res.check_apply(True) is False
+    os.unlink(path)
+    assert await res.check_apply(True) is False
+    return res
+
+
 async def test_a_repair_links_in_the_spare_made_before_the_drift(
     tmp_path: Path, run_resource: Any
 ) -> None:
@@ -147,11 +158,7 @@ async def test_a_deleted_file_gets_the_spare_linked_at_its_name(
     """A repair of a deleted file links its spare at the name itself: no temp name and no
     rename (one journal operation; one event for whoever watches the directory, not three)."""
     path = tmp_path / "f"
-    res = FileRes(name="f", path=str(path), content="x\n")
-    await run_resource(res, watch=False)
-    assert await res.check_apply(True) is False
-    path.unlink()
-    assert await res.check_apply(True) is False  # a repair: a spare for the next one
+    res = await _repaired(path, run_resource)  # written, deleted, repaired
     inode = await ready_spare(res)
     events: list[Event] = []
     watch = Inotify(events.extend)
@@ -495,11 +502,7 @@ async def test_a_repair_frees_the_inode_it_replaces_off_the_loop(
 
     monkeypatch.setattr(spare_mod, "let_go", spy)
     path = tmp_path / "f"
-    res = FileRes(name="f", path=str(path), content="x\n")
-    await run_resource(res, watch=False)
-    assert await res.check_apply(True) is False  # the first write
-    path.unlink()
-    assert await res.check_apply(True) is False  # a repair: it keeps a spare from now on
+    res = await _repaired(path, run_resource)  # written, deleted, repaired
     assert let_go == []  # (a deleted file: nothing replaced, its spare's inode still linked)
     await ready_spare(res)
     path.write_text("changed")
@@ -751,11 +754,7 @@ async def test_no_spare_on_a_tmpfs_so_a_plain_umount_is_not_refused(
     _mounted(["-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)])
     try:
         path = mnt / "f"
-        res = FileRes(name="f", path=str(path), content="x\n")
-        await run_resource(res, watch=False)
-        assert await res.check_apply(True) is False
-        path.unlink()
-        assert await res.check_apply(True) is False  # a repair: on a disk, a spare after it
+        res = await _repaired(path, run_resource)  # written, deleted, repaired
         assert await res.check_apply(True) is True
         spare = getattr(res, "_spare", None)
         assert spare is None or not spare.held()
@@ -793,11 +792,7 @@ async def test_a_lazily_unmounted_mount_is_let_go_by_its_spares(
     monkeypatch.setattr(Spare, "close", closing)
     try:
         path = mnt / "f"
-        res = FileRes(name="f", path=str(path), content="x\n")
-        await run_resource(res, watch=False)
-        assert await res.check_apply(True) is False
-        path.unlink()
-        assert await res.check_apply(True) is False  # a repair: a spare for the next one
+        res = await _repaired(path, run_resource)  # written, deleted, repaired
         inode = await ready_spare(res)
         fd = os.open(mnt, os.O_PATH)
         try:
