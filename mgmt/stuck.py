@@ -21,6 +21,7 @@ from typing import Any
 
 MAX_PLACES = 12  # places said, the most crowded first (an agent runs a task per resource)
 DEPTH = 3  # frames said of each
+NAME_MAX = 200  # characters of a task's name said (a watched key, a resource's name: any length)
 
 
 def where(task: asyncio.Task[Any]) -> str:
@@ -59,31 +60,29 @@ _THEIRS = (
 )
 
 
-def _named(task: asyncio.Task[Any]) -> str:
-    name = task.get_name()
-    return where(task) if name.startswith("Task-") else f"{name} @ {where(task)}"
-
-
-def still_running(loop: asyncio.AbstractEventLoop | None = None) -> str:
-    """Every task of `loop` (the running one) but the current one, in one line ("" if none):
-    by place, the most crowded first, each `[N x] place` and the name of one task there (not
-    one asyncio made, `Task-N`): `3x NAME @ FILE:LINE in FUNCTION < CALLER`."""
-    current = asyncio.current_task() if loop is None else None
+def said(tasks: Iterable[asyncio.Task[Any]]) -> str:
+    """`tasks` in one bounded line ("" if none): by place, the most crowded first (MAX_PLACES
+    of them), each `[N x] place` and the name of one task there (not one asyncio made,
+    `Task-N`; cut to NAME_MAX): `3x NAME @ FILE:LINE in FUNCTION < CALLER`."""
     places: Counter[str] = Counter()
     names: dict[str, str] = {}
-    for task in asyncio.all_tasks(loop):
-        if task is current or task.done():
-            continue
+    for task in tasks:
         place, name = where(task), task.get_name()
         places[place] += 1
         if not name.startswith("Task-"):
-            names.setdefault(place, name)
-    said = [
+            names.setdefault(place, name if len(name) <= NAME_MAX else name[:NAME_MAX] + "...")
+    lines = [
         (f"{n}x " if n > 1 else "") + (f"{names[p]} @ " if p in names else "") + p
         for p, n in places.most_common(MAX_PLACES)
     ]
-    more = len(places) - len(said)
-    return "; ".join(said) + (f"; and {more} other places" if more > 0 else "")
+    more = len(places) - len(lines)
+    return "; ".join(lines) + (f"; and {more} other places" if more > 0 else "")
+
+
+def still_running(loop: asyncio.AbstractEventLoop | None = None) -> str:
+    """Every task of `loop` (the running one) but the current one, in one line (`said`)."""
+    current = asyncio.current_task() if loop is None else None
+    return said(t for t in asyncio.all_tasks(loop) if t is not current and not t.done())
 
 
 async def cancel_within(
@@ -107,7 +106,7 @@ async def cancel_within(
             what,
             len(left),
             within,
-            "; ".join(_named(t) for t in left),
+            said(left),
         )
     return not left
 
