@@ -14,6 +14,7 @@ import asyncio
 import atexit
 import logging
 import os
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -121,10 +122,17 @@ def exit_within(
     """Exit the process with `code` in `within` s unless it has ended: a daemon thread's timer
     (the loop may be what is stuck: a blocking call, or a join of a thread that does not end)
     says what `loop` still runs, calls `before()` (e.g. SIGKILL to a child) and exits, the
-    log flushed (logging's `atexit` handler)."""
+    log flushed (logging's `atexit` handler; a stderr that takes nothing waited for at most
+    mgmt.log.WRITE_WAIT, twice: the line said, then the flush)."""
     log = logging.getLogger("main")
 
     def expired() -> None:
+        # The log's last lines wait for stderr at most WRITE_WAIT from now, as after a stop
+        # signal: without one (a converged run's exit, max-runtime's grace), logging's flush at
+        # exit waited for a stderr nobody reads without bound, and the exit never came.
+        logsetup = sys.modules.get("mgmt.log")  # (not imported: not its handlers either)
+        if logsetup is not None:
+            logsetup.stopping()
         try:  # (from this thread, as the loop runs: a glance, not a snapshot)
             left = still_running(loop)
         except Exception as err:  # (the exit goes on whatever)
