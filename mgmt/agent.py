@@ -1038,8 +1038,10 @@ class Agent:
             return
         from mgmt import stuck
 
-        cluster = self.cluster
-        kill = cluster.kill_member if cluster is not None else lambda: None
+        def kill() -> None:  # the cluster of when it fires: one made since (a start) too
+            if (cluster := self.cluster) is not None:
+                cluster.kill_member()
+
         stuck.exit_within(within, what, asyncio.get_running_loop(), kill, ExitCode.FAILED)
 
     async def _step(self, stop: Callable[[bool], Coroutine[Any, Any, None]]) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -182,3 +184,33 @@ def test_capped_lists_at_most_named_lines_and_is_the_same_capped_again() -> None
     shown = capped(many, "problems")
     assert shown == [*many[:NAMED], f"and {10_000 - NAMED} more problems"]
     assert capped(shown, "problems") == shown  # a CompileError's, made a GraphFileError
+
+
+async def test_a_bounded_exit_kills_the_etcd_started_after_it_was_armed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second signal during the start-up (the program compiles, the cluster not made yet)
+    arms the forced stop's exit (`_bound_exit`); the start goes on and starts this host's etcd.
+    When the exit fires, that etcd is the one killed: before, the kill was the cluster's of
+    when it was armed (none), and the process exited leaving its etcd running (unless
+    setpriv's PDEATHSIG took it). The timer and the kill are stubs: nothing is signalled."""
+    from mgmt import stuck
+
+    config = Config(file=tmp_path / "g.yaml", prefix=tmp_path / "prefix", hostname="t")
+    agent = Agent(config, config.prefix)
+    agent.config = replace(config, own_process=True)  # (after the log's set-up: pytest's kept)
+    armed: list[Callable[[], None]] = []
+    monkeypatch.setattr(
+        stuck, "exit_within", lambda _w, _what, _loop, before, _c: armed.append(before)
+    )
+    agent._bound_exit(15.0, "the forced stop")
+    killed: list[str] = []
+
+    class Started:  # the cluster made after the exit was armed (its kill: a stub)
+        def kill_member(self) -> None:
+            killed.append("etcd")
+
+    agent.cluster = Started()  # type: ignore[assignment]
+    (before,) = armed
+    before()
+    assert killed == ["etcd"]
