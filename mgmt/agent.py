@@ -1313,6 +1313,11 @@ class Agent:
             self._show_problem()
 
     def _on_hup(self) -> None:
+        if self.stopping.is_set():
+            # A reload's retries after the engine's stop (a clustered host's leave) applied a
+            # failed reversal again, in a task spawned after the reverser's close.
+            log.info("SIGHUP: stopping: nothing reloaded")
+            return
         self._retry_failed()
         if self.source is None and self.config.file is None:
             log.info("SIGHUP: no graph file to reload")

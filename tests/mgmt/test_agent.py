@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -214,3 +215,31 @@ async def test_a_bounded_exit_kills_the_etcd_started_after_it_was_armed(
     (before,) = armed
     before()
     assert killed == ["etcd"]
+
+
+async def test_a_sighup_during_a_stop_reloads_and_retries_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGHUP as the agent stops (a clustered host's leave takes seconds, after the engine's
+    stop): nothing is revived nor retried. Before, a reload's retries ran: a failed reversal
+    was retried by a task spawned after the reverser's close, applying a change once the
+    engine had said it stopped (the exit then cancelled it mid-way); a DEAD vertex not yet
+    stopped was started again. (The handlers are called: no signal is sent.)"""
+    import signal
+
+    path = tmp_path / "graph.yaml"
+    path.write_text(GRAPH.format(msg="x", extra=""))
+    config = Config(file=path, prefix=tmp_path / "p", hostname="t")
+    agent = Agent(config, config.prefix)
+    retried: list[bool] = []
+    monkeypatch.setattr(agent.engine, "retry_failed", lambda: retried.append(True) or (0, 0))
+    runner = asyncio.create_task(agent.run(load(config)))
+    async with asyncio.timeout(10):
+        await agent.swapped.wait()
+        caplog.set_level(logging.INFO, "main")
+        agent._on_stop_signal(signal.SIGTERM)
+        agent._on_hup()  # as the stop runs
+        assert await runner == ExitCode.OK
+    assert retried == []
+    assert not agent.reload.is_set()
+    assert "SIGHUP: stopping: nothing reloaded" in caplog.text
