@@ -1038,8 +1038,10 @@ class Agent:
             return
         from mgmt import stuck
 
-        cluster = self.cluster
-        kill = cluster.kill_member if cluster is not None else lambda: None
+        def kill() -> None:  # the cluster of when it fires: one made since (a start) too
+            if (cluster := self.cluster) is not None:
+                cluster.kill_member()
+
         stuck.exit_within(within, what, asyncio.get_running_loop(), kill, ExitCode.FAILED)
 
     async def _step(self, stop: Callable[[bool], Coroutine[Any, Any, None]]) -> None:
@@ -1311,6 +1313,11 @@ class Agent:
             self._show_problem()
 
     def _on_hup(self) -> None:
+        if self.stopping.is_set():
+            # A reload's retries after the engine's stop (a clustered host's leave) applied a
+            # failed reversal again, in a task spawned after the reverser's close.
+            log.info("SIGHUP: stopping: nothing reloaded")
+            return
         self._retry_failed()
         if self.source is None and self.config.file is None:
             log.info("SIGHUP: no graph file to reload")

@@ -14,6 +14,7 @@ import asyncio
 import atexit
 import logging
 import os
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -21,6 +22,7 @@ from typing import Any
 
 MAX_PLACES = 12  # places said, the most crowded first (an agent runs a task per resource)
 DEPTH = 3  # frames said of each
+NAME_MAX = 200  # characters of a task's name said (a watched key, a resource's name: any length)
 
 
 def where(task: asyncio.Task[Any]) -> str:
@@ -59,31 +61,29 @@ _THEIRS = (
 )
 
 
-def _named(task: asyncio.Task[Any]) -> str:
-    name = task.get_name()
-    return where(task) if name.startswith("Task-") else f"{name} @ {where(task)}"
-
-
-def still_running(loop: asyncio.AbstractEventLoop | None = None) -> str:
-    """Every task of `loop` (the running one) but the current one, in one line ("" if none):
-    by place, the most crowded first, each `[N x] place` and the name of one task there (not
-    one asyncio made, `Task-N`): `3x NAME @ FILE:LINE in FUNCTION < CALLER`."""
-    current = asyncio.current_task() if loop is None else None
+def said(tasks: Iterable[asyncio.Task[Any]]) -> str:
+    """`tasks` in one bounded line ("" if none): by place, the most crowded first (MAX_PLACES
+    of them), each `[N x] place` and the name of one task there (not one asyncio made,
+    `Task-N`; cut to NAME_MAX): `3x NAME @ FILE:LINE in FUNCTION < CALLER`."""
     places: Counter[str] = Counter()
     names: dict[str, str] = {}
-    for task in asyncio.all_tasks(loop):
-        if task is current or task.done():
-            continue
+    for task in tasks:
         place, name = where(task), task.get_name()
         places[place] += 1
         if not name.startswith("Task-"):
-            names.setdefault(place, name)
-    said = [
+            names.setdefault(place, name if len(name) <= NAME_MAX else name[:NAME_MAX] + "...")
+    lines = [
         (f"{n}x " if n > 1 else "") + (f"{names[p]} @ " if p in names else "") + p
         for p, n in places.most_common(MAX_PLACES)
     ]
-    more = len(places) - len(said)
-    return "; ".join(said) + (f"; and {more} other places" if more > 0 else "")
+    more = len(places) - len(lines)
+    return "; ".join(lines) + (f"; and {more} other places" if more > 0 else "")
+
+
+def still_running(loop: asyncio.AbstractEventLoop | None = None) -> str:
+    """Every task of `loop` (the running one) but the current one, in one line (`said`)."""
+    current = asyncio.current_task() if loop is None else None
+    return said(t for t in asyncio.all_tasks(loop) if t is not current and not t.done())
 
 
 async def cancel_within(
@@ -107,7 +107,7 @@ async def cancel_within(
             what,
             len(left),
             within,
-            "; ".join(_named(t) for t in left),
+            said(left),
         )
     return not left
 
@@ -122,10 +122,17 @@ def exit_within(
     """Exit the process with `code` in `within` s unless it has ended: a daemon thread's timer
     (the loop may be what is stuck: a blocking call, or a join of a thread that does not end)
     says what `loop` still runs, calls `before()` (e.g. SIGKILL to a child) and exits, the
-    log flushed (logging's `atexit` handler)."""
+    log flushed (logging's `atexit` handler; a stderr that takes nothing waited for at most
+    mgmt.log.WRITE_WAIT, twice: the line said, then the flush)."""
     log = logging.getLogger("main")
 
     def expired() -> None:
+        # The log's last lines wait for stderr at most WRITE_WAIT from now, as after a stop
+        # signal: without one (a converged run's exit, max-runtime's grace), logging's flush at
+        # exit waited for a stderr nobody reads without bound, and the exit never came.
+        logsetup = sys.modules.get("mgmt.log")  # (not imported: not its handlers either)
+        if logsetup is not None:
+            logsetup.stopping()
         try:  # (from this thread, as the loop runs: a glance, not a snapshot)
             left = still_running(loop)
         except Exception as err:  # (the exit goes on whatever)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -182,3 +185,61 @@ def test_capped_lists_at_most_named_lines_and_is_the_same_capped_again() -> None
     shown = capped(many, "problems")
     assert shown == [*many[:NAMED], f"and {10_000 - NAMED} more problems"]
     assert capped(shown, "problems") == shown  # a CompileError's, made a GraphFileError
+
+
+async def test_a_bounded_exit_kills_the_etcd_started_after_it_was_armed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second signal during the start-up (the program compiles, the cluster not made yet)
+    arms the forced stop's exit (`_bound_exit`); the start goes on and starts this host's etcd.
+    When the exit fires, that etcd is the one killed: before, the kill was the cluster's of
+    when it was armed (none), and the process exited leaving its etcd running (unless
+    setpriv's PDEATHSIG took it). The timer and the kill are stubs: nothing is signalled."""
+    from mgmt import stuck
+
+    config = Config(file=tmp_path / "g.yaml", prefix=tmp_path / "prefix", hostname="t")
+    agent = Agent(config, config.prefix)
+    agent.config = replace(config, own_process=True)  # (after the log's set-up: pytest's kept)
+    armed: list[Callable[[], None]] = []
+    monkeypatch.setattr(
+        stuck, "exit_within", lambda _w, _what, _loop, before, _c: armed.append(before)
+    )
+    agent._bound_exit(15.0, "the forced stop")
+    killed: list[str] = []
+
+    class Started:  # the cluster made after the exit was armed (its kill: a stub)
+        def kill_member(self) -> None:
+            killed.append("etcd")
+
+    agent.cluster = Started()  # type: ignore[assignment]
+    (before,) = armed
+    before()
+    assert killed == ["etcd"]
+
+
+async def test_a_sighup_during_a_stop_reloads_and_retries_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGHUP as the agent stops (a clustered host's leave takes seconds, after the engine's
+    stop): nothing is revived nor retried. Before, a reload's retries ran: a failed reversal
+    was retried by a task spawned after the reverser's close, applying a change once the
+    engine had said it stopped (the exit then cancelled it mid-way); a DEAD vertex not yet
+    stopped was started again. (The handlers are called: no signal is sent.)"""
+    import signal
+
+    path = tmp_path / "graph.yaml"
+    path.write_text(GRAPH.format(msg="x", extra=""))
+    config = Config(file=path, prefix=tmp_path / "p", hostname="t")
+    agent = Agent(config, config.prefix)
+    retried: list[bool] = []
+    monkeypatch.setattr(agent.engine, "retry_failed", lambda: retried.append(True) or (0, 0))
+    runner = asyncio.create_task(agent.run(load(config)))
+    async with asyncio.timeout(10):
+        await agent.swapped.wait()
+        caplog.set_level(logging.INFO, "main")
+        agent._on_stop_signal(signal.SIGTERM)
+        agent._on_hup()  # as the stop runs
+        assert await runner == ExitCode.OK
+    assert retried == []
+    assert not agent.reload.is_set()
+    assert "SIGHUP: stopping: nothing reloaded" in caplog.text

@@ -166,7 +166,7 @@ async def stubborn():
 
 async def main():
     logging.basicConfig(stream=sys.stderr, format="%(name)s: %(message)s")
-    asyncio.create_task(stubborn(), name="stubborn")
+    task = asyncio.create_task(stubborn(), name="stubborn")  # (held: else collectable)
     stuck.exit_within(0.2, "the test's stop", asyncio.get_running_loop(),
                       lambda: print("before", flush=True), 1)
     while True:
@@ -201,3 +201,54 @@ async def test_a_stop_that_does_not_end_exits_anyway_saying_what_ran() -> None:
     line = err.decode()
     assert "main: the test's stop did not end within 0.2s: exiting now; still running: " in line
     assert "stubborn @ <string>:" in line, line
+
+
+WEDGED = """
+import asyncio, logging, os, time
+from mgmt import stuck
+from mgmt.log import setup
+os.set_blocking(2, False)
+try:  # stderr, a pipe nobody reads, filled up (a write of a page at most is all or nothing)
+    while True:
+        os.write(2, b"f" * 4095 + b"\\n")
+except BlockingIOError:
+    os.set_blocking(2, True)
+setup(own_process=True)
+
+async def main():
+    logging.getLogger("t").warning("a line stderr never takes")
+    await asyncio.sleep(0)  # (its pass ended: handed over to the writer, which blocks)
+    stuck.exit_within(0.2, "the exit after the stop", asyncio.get_running_loop(),
+                      lambda: print("before", flush=True), 1)
+    while True:
+        time.sleep(0.01)  # (the loop blocked: the timer is a thread's)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_stuck_exit_with_a_wedged_stderr_exits_anyway() -> None:
+    """No stop signal came (a converged run's exit, max-runtime's grace), stderr is a full pipe
+    nobody reads, and the exit does not end: `exit_within` exits all the same. Before, its
+    flush of the log (logging's `atexit` handler) waited for stderr without bound, the wait
+    being bounded only after a stop signal (mgmt.log.stopping): the process never exited."""
+    read, write = os.pipe()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        WEDGED,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=write,
+    )
+    os.close(write)
+    try:
+        async with asyncio.timeout(BOUND):
+            out, _ = await proc.communicate()
+    finally:
+        os.close(read)
+        if proc.returncode is None:
+            proc.kill()  # (the child this test started)
+            await proc.wait()
+    assert proc.returncode == 1
+    assert out == b"before\n"

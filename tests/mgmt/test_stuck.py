@@ -1,0 +1,58 @@
+"""mgmt.stuck's lines stay one bounded line, whatever the number of tasks and their names:
+a forced stop's warning and a stop's "left behind" line at 10,000 stubborn tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import pytest
+
+from mgmt import stuck
+
+BOUND = 30.0  # seconds: a generous bound against a hang, never a timing
+LINE_MAX = 8000  # characters: MAX_PLACES places, each a name (cut) and DEPTH frames
+
+
+async def _stubborn(release: asyncio.Event) -> None:
+    while not release.is_set():
+        with contextlib.suppress(asyncio.CancelledError):
+            await release.wait()
+
+
+async def test_ten_thousand_tasks_left_behind_are_said_in_a_bounded_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before, `cancel_within` named every task left behind: 10,000 watches that ignored
+    their cancellation made one line of ~300 KB (a journal's line limit is 48 KiB)."""
+    release = asyncio.Event()
+    tasks = [asyncio.create_task(_stubborn(release), name=f"watch /k/{i}") for i in range(10_000)]
+    await asyncio.sleep(0)  # (started: each waits)
+    caplog.set_level(logging.WARNING, "test")
+    try:
+        async with asyncio.timeout(BOUND):
+            ended = await stuck.cancel_within(tasks, 0.01, "etcd client", logging.getLogger("test"))
+        assert not ended
+        (line,) = [r.getMessage() for r in caplog.records]
+        assert "10000 task(s) did not end within 0.01s" in line, line[:500]
+        assert "10000x watch /k/" in line, line[:500]  # one place, counted, one name said
+        assert "in _stubborn" in line
+        assert len(line) < LINE_MAX, len(line)
+    finally:
+        release.set()
+        await asyncio.gather(*tasks)
+
+
+async def test_a_long_task_name_is_cut() -> None:
+    """A task's name (a watched key, a resource's) is said cut: a 1 MB key made a 1 MB line."""
+    release = asyncio.Event()
+    task = asyncio.create_task(_stubborn(release), name="watch /" + "k" * 1_000_000)
+    await asyncio.sleep(0)  # (started: it waits)
+    try:
+        line = stuck.still_running()
+        assert "watch /kkk" in line and "in _stubborn" in line, line[:500]
+        assert len(line) < LINE_MAX, len(line)
+    finally:
+        release.set()
+        await task
