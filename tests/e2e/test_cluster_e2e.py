@@ -837,8 +837,10 @@ async def test_a_host_removed_by_the_leader_as_it_leaves_says_it_left(
         await _removed_as_it_leaves(tmp_path)
 
 
-async def _removed_as_it_leaves(tmp_path: Path) -> None:
-    shared = tmp_path / "shared"
+@contextlib.asynccontextmanager
+async def _h1_joined_h2(tmp_path: Path, shared: Path) -> AsyncIterator[tuple[Host, Host]]:
+    """Hosts h1 and h2, each exporting its file into `shared`: h2 starts the cluster, h1 joins
+    it and is a voting member."""
     h1, h2 = Host("h1", tmp_path), Host("h2", tmp_path)
     for host in (h1, h2):
         host.graph.write_text(exporter(shared, host.name, f"from {host.name}"))
@@ -847,6 +849,13 @@ async def _removed_as_it_leaves(tmp_path: Path) -> None:
         await h1.start(seeds=[h2])
         assert h1.daemon is not None and h2.daemon is not None
         await h2.daemon.wait_log("h1 is now a voting member")
+        yield h1, h2
+
+
+async def _removed_as_it_leaves(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    async with _h1_joined_h2(tmp_path, shared) as (h1, h2):
+        assert h1.daemon is not None and h2.daemon is not None
         await wait_dot(h2, holds(f"{shared}/h1", f"{shared}/h2"))
         async with client_of(h2) as client:
             await summary_written(client, "h1")
@@ -884,14 +893,8 @@ async def test_a_second_sigterm_during_a_leave_ends_it(tmp_path: Path) -> None:
     engine's stop, long over: the leave went on as if unsaid (CI: an agent that hung in its
     leave ignored its second SIGTERM, and was killed)."""
     shared = tmp_path / "shared"
-    h1, h2 = Host("h1", tmp_path), Host("h2", tmp_path)
-    for host in (h1, h2):
-        host.graph.write_text(exporter(shared, host.name, f"from {host.name}"))
-    async with fleet([h1, h2]):
-        await h2.start()
-        await h1.start(seeds=[h2])
+    async with _h1_joined_h2(tmp_path, shared) as (h1, h2):
         assert h1.daemon is not None and h2.daemon is not None
-        await h2.daemon.wait_log("h1 is now a voting member")
         async with client_of(h2) as client:
             await summary_written(client, "h1")
             await client.put(LEAVING.encode(), b"another host")

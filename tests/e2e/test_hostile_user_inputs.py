@@ -438,18 +438,25 @@ def test_a_manifests_own_environment_another_user_could_change_is_refused(
     assert code == 0 and made.exists(), out
 
 
+def _program_and_key(tmp_path: Path, mode: int) -> tuple[Path, Path]:
+    """An empty graph to deploy, and the directory (made with `mode`) of a new Ed25519 key `k`
+    (ssh-keygen's: 0600, this user's)."""
+    program = tmp_path / "g.yaml"
+    program.write_text("graph: g\n")
+    keys = tmp_path / "keys"
+    keys.mkdir(mode=mode)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / "k")], check=True
+    )
+    return program, keys
+
+
 def test_a_sign_key_another_user_could_change_or_read_is_refused(tmp_path: Path) -> None:
     """`mgmt deploy --sign-key`: before (2026-12-06, ninth session) an Ed25519 key was read as
     given and signed with in-process: 0644 (`ssh-keygen -Y sign` itself refuses it), uid
     65534's own, or in their directory, where they could swap it for theirs. Now as
     --cluster-password-file: refused before connecting, one line, exit 2."""
-    program = tmp_path / "g.yaml"
-    program.write_text("graph: g\n")
-    keys = tmp_path / "keys"
-    keys.mkdir(mode=0o755)
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / "k")], check=True
-    )
+    program, keys = _program_and_key(tmp_path, 0o755)
     (port,) = free_ports(1)
     deploy = ["deploy", "--insecure-cluster", "--seeds", f"http://127.0.0.1:{port}"]
     deploy += ["--prefix", str(tmp_path / "no-agent")]
@@ -487,13 +494,7 @@ def test_a_relative_sign_key_is_read_from_the_current_directory(tmp_path: Path) 
     cluster (none listens: exit 1)."""
     from tests.e2e.helpers import MGMT
 
-    program = tmp_path / "g.yaml"
-    program.write_text("graph: g\n")
-    keys = tmp_path / "keys"
-    keys.mkdir(mode=0o700)
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / "k")], check=True
-    )
+    program, keys = _program_and_key(tmp_path, 0o700)
     (port,) = free_ports(1)
     argv = [*MGMT, "deploy", "--insecure-cluster", "--seeds", f"http://127.0.0.1:{port}"]
     argv += ["--prefix", str(tmp_path / "no-agent"), "--sign-key", "k", "yaml", str(program)]
