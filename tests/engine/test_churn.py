@@ -47,6 +47,22 @@ def _summed_json(lines: list[str]) -> tuple[dict[str, Any], int]:
     return summed, int(total.group(1))
 
 
+async def _summed_after_a_fight(
+    tmp_path: Path, engine: Engine, paths: list[Path]
+) -> tuple[dict[str, Any], int]:
+    """A fight over `paths` (one file resource each) long enough to be summed up, in
+    --log-format json: the line summing them up at its interval's end, and its total."""
+    from tests.mgmt.test_log_lines import ours_only
+
+    with ours_only(tmp_path, "json") as (read, _model):
+        await engine.apply(_files(*paths))
+        await settle(engine, lambda: all(p.exists() for p in paths))
+        read()
+        await _fight(engine, churn.QUIET_AFTER + 2, *paths)
+        churn.MUTED[("file", paths[0].name)].quieting.tick()
+        return _summed_json(read())
+
+
 async def test_repairs_of_drift_are_told_once_a_burst_then_counted(
     tmp_path: Path,
     engine: Engine,
@@ -191,25 +207,15 @@ async def test_the_line_summing_up_several_names_each_by_its_fields_in_json(
     nor name (a line of the engine's): a reader of the log could not tell whose repairs it
     counted past the three it names in its text. It carries `resources`: each one's kind,
     name and count, all of them, their counts adding up to the line's total."""
-
-    from tests.mgmt.test_log_lines import ours_only
-
     monkeypatch.setattr(churn, "REPAIRS", 1)
     paths = [tmp_path / f"f{n}" for n in range(churn.NAMED + 1)]
-    graph = _files(*paths)
-    with ours_only(tmp_path, "json") as (read, _model):
-        await engine.apply(graph)
-        await settle(engine, lambda: all(p.exists() for p in paths))
-        read()
-        await _fight(engine, churn.QUIET_AFTER + 2, *paths)
-        churn.MUTED[("file", "f0")].quieting.tick()
-        summed, total = _summed_json(read())
-        names = sorted(one["name"] for one in summed["resources"])
-        assert names == sorted(p.name for p in paths)
-        assert {one["kind"] for one in summed["resources"]} == {"file"}
-        assert sum(one["count"] for one in summed["resources"]) == total > 0
-        assert "kind" not in summed  # (the engine's line: no one resource's)
-        await engine.stop()
+    summed, total = await _summed_after_a_fight(tmp_path, engine, paths)
+    names = sorted(one["name"] for one in summed["resources"])
+    assert names == sorted(p.name for p in paths)
+    assert {one["kind"] for one in summed["resources"]} == {"file"}
+    assert sum(one["count"] for one in summed["resources"]) == total > 0
+    assert "kind" not in summed  # (the engine's line: no one resource's)
+    await engine.stop()
 
 
 async def test_a_summed_up_resources_lines_outside_its_checks_are_said(
@@ -246,22 +252,12 @@ async def test_the_line_summing_up_many_lists_a_bounded_number_in_json(
     """review_ops: `resources` listed every resource summed up: 10,000 fighting at once made a
     line of ~700 KB every 10 s, which journald's LineMax (48 KB) cuts into pieces that are no
     JSON. It lists the LISTED most repaired; `more` counts the others and their repairs."""
-
-    from tests.mgmt.test_log_lines import ours_only
-
     monkeypatch.setattr(churn, "REPAIRS", 1)
     monkeypatch.setattr(churn, "LISTED", 2, raising=False)
     paths = [tmp_path / f"f{n}" for n in range(5)]
-    graph = _files(*paths)
-    with ours_only(tmp_path, "json") as (read, _model):
-        await engine.apply(graph)
-        await settle(engine, lambda: all(p.exists() for p in paths))
-        read()
-        await _fight(engine, churn.QUIET_AFTER + 2, *paths)
-        churn.MUTED[("file", "f0")].quieting.tick()
-        summed, total = _summed_json(read())
-        assert len(summed["resources"]) == 2
-        assert summed["more"]["resources"] == 3
-        listed = sum(one["count"] for one in summed["resources"])
-        assert listed + summed["more"]["count"] == total > 0
-        await engine.stop()
+    summed, total = await _summed_after_a_fight(tmp_path, engine, paths)
+    assert len(summed["resources"]) == 2
+    assert summed["more"]["resources"] == 3
+    listed = sum(one["count"] for one in summed["resources"])
+    assert listed + summed["more"]["count"] == total > 0
+    await engine.stop()
