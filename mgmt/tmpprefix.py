@@ -4,7 +4,8 @@ the lock every agent holds on its prefix (`hold_prefix`: one agent per prefix).
 A run removes its temporary prefix when it ends, but a run killed with SIGKILL (or by the OOM
 killer, or a power cut) cannot. Each temporary prefix therefore holds a lock file, locked
 (flock) for as long as its run lives; a later run removes the temporary prefixes of this user
-whose lock nobody holds. Only directories named like ours, owned by this user and private
+whose lock nobody holds (and an empty one named as this module names them, a minute old: a
+run killed between removing its lock and its directory; `_empty_leftover`). Only directories named like ours, owned by this user and private
 (mode 0700, as mkdtemp makes them) are candidates, and each is inspected through descriptors
 without following a symlink: another local user can create names in /tmp, but cannot make us
 remove anything of theirs.
@@ -17,6 +18,7 @@ import errno
 import fcntl
 import os
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,6 +119,10 @@ def _remove_tree(path: Path) -> None:
                 below = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
         except OSError:
             below = []
+        # The lock file last, right before the directory: a prefix without its lock is never
+        # swept (but an empty one a minute old, EMPTY_AFTER), so a run killed while it removes
+        # its prefix leaves a lock for the next run's sweep, not an unlocked tree for good.
+        below.sort(key=lambda entry: entry[0] == LOCK)
         for name, is_dir in below:
             if is_dir:  # a kind's or a program's state: not a cron run of plain files'
                 import shutil
@@ -274,7 +280,11 @@ def remove_stale(parent: Path, names: list[str]) -> list[str]:
         return removed
     with closing(parent_fd):
         for name in names:
-            if _stale(parent_fd, name):
+            if _empty_leftover(parent_fd, name):
+                with contextlib.suppress(OSError):  # (not empty any more: left)
+                    os.rmdir(name, dir_fd=parent_fd)
+                    removed.append(name)
+            elif _stale(parent_fd, name):
                 import shutil  # a killed run's prefix: rare
 
                 shutil.rmtree(name, dir_fd=parent_fd, ignore_errors=True)
@@ -353,10 +363,11 @@ def _live_pid(parent_fd: int, name: str) -> str | None:
 
 
 def _stale(parent_fd: int, name: str) -> bool:
-    """Whether parent/name is a prefix of ours whose run no longer holds its lock."""
+    """Whether parent/name is a prefix of ours whose run no longer holds its lock, or one left
+    empty (`_empty_leftover`)."""
     with _our_lock(parent_fd, name) as found:
         if found is None:
-            return False
+            return _empty_leftover(parent_fd, name)
         _, lock = found
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -367,3 +378,38 @@ def _stale(parent_fd: int, name: str) -> bool:
         with contextlib.suppress(OSError):
             fcntl.flock(lock, fcntl.LOCK_UN)
         return True
+
+
+# A prefix is empty only between its mkdir and its lock's creation (make_private, _hold_lock:
+# microseconds): one named as make_private names them, ours, private and empty for this long
+# is a leftover (a run killed between removing its lock and its directory, or an rmdir that
+# failed because something wrote in it as it was removed): the sweep takes it (found
+# 2026-12-06, ninth session: three such in a day of test runs in /tmp, never swept).
+EMPTY_AFTER = 60.0
+_HEX = frozenset("0123456789abcdef")
+
+
+def _empty_leftover(parent_fd: int, name: str) -> bool:
+    """Whether parent/name is a directory named PREFIX and 12 hex digits, this user's, mode
+    0700, empty, unchanged for EMPTY_AFTER seconds (its removal, an rmdir, fails if anything
+    is put in it meanwhile)."""
+    tail = name[len(PREFIX) :]
+    if len(tail) != 12 or not _HEX.issuperset(tail):
+        return False
+    try:
+        st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+    except OSError:
+        return False
+    if (
+        not stat.S_ISDIR(st.st_mode)
+        or st.st_uid != os.geteuid()
+        or stat.S_IMODE(st.st_mode) != 0o700
+        or time.time() - st.st_mtime < EMPTY_AFTER  # (its last entry removed then)
+    ):
+        return False
+    try:
+        fd = os.open(name, _DIR, dir_fd=parent_fd)
+    except OSError:
+        return False
+    with closing(fd), os.scandir(fd) as entries:
+        return next(entries, None) is None

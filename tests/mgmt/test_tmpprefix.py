@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -386,3 +387,33 @@ def test_a_full_tmpdir_is_said_with_the_prefix_and_leaves_nothing(tmp_path: Path
     assert done.stderr.count("\n") == 1, done.stderr
     assert f"{full}/mgmt-" in done.stderr and "No space left on device" in done.stderr, done.stderr
     assert left == ["filler"], left
+
+
+def test_an_empty_prefix_left_by_a_run_is_swept_after_a_minute(tmp_path: Path) -> None:
+    """A run killed between removing its lock and its directory (or whose rmdir failed as
+    something wrote in it) left an empty private `mgmt-<12 hex>` that no sweep took, for good
+    (three in /tmp after a day of test runs, 2026-12-06, ninth session): an empty one of ours
+    unchanged for EMPTY_AFTER seconds is swept; a younger one (a run making its lock), one
+    named otherwise, one not private, one with anything in it are left."""
+    from mgmt import tmpprefix
+
+    old = time.time() - tmpprefix.EMPTY_AFTER - 5
+
+    def made(name: str, mode: int = 0o700, aged: bool = True) -> Path:
+        path = tmp_path / name
+        path.mkdir(mode=mode)
+        path.chmod(mode)
+        if aged:
+            os.utime(path, (old, old))
+        return path
+
+    left = made("mgmt-0123456789ab")
+    young = made("mgmt-00000000000a", aged=False)
+    named = made("mgmt-test")  # an agent's --prefix, or the operator's own: not ours to judge
+    shared = made("mgmt-00000000000b", mode=0o755)
+    full = made("mgmt-00000000000c")
+    (full / "state").mkdir()
+    os.utime(full, (old, old))
+    assert sweep(tmp_path) == ["mgmt-0123456789ab"]
+    assert not left.exists()
+    assert young.exists() and named.exists() and shared.exists() and full.exists()
