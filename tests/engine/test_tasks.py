@@ -147,17 +147,19 @@ def test_quick_call_soon_schedules_as_asyncios_own() -> None:
         var.set("changed after")
 
         async def step() -> str:
-            await asyncio.sleep(0)  # a task's next step: scheduled by C through call_soon
+            woken = loop.create_future()
+            loop.call_soon(woken.set_result, None)
+            await woken  # the task's next step: scheduled by C through call_soon
             return var.get()
 
         got = loop.run_until_complete(step())
         assert ran == [("args", (1, 2), "caller's"), ("context", None, "given")]
         assert got == "changed after"
-        future = loop.create_future()
+        future, told = loop.create_future(), loop.create_future()
         future.add_done_callback(lambda f: ran.append(("done", f.result(), "")))
+        future.add_done_callback(lambda _f: told.set_result(None))  # (after the one above)
         loop.call_soon(future.set_result, 7)
-        loop.run_until_complete(future)
-        loop.run_until_complete(asyncio.sleep(0))
+        loop.run_until_complete(told)
         assert ran[-1] == ("done", 7, "")
     finally:
         loop.close()

@@ -15,7 +15,21 @@ BOUND = 30.0  # seconds: a generous bound against a hang, never a timing
 LINE_MAX = 8000  # characters: MAX_PLACES places, each a name (cut) and DEPTH frames
 
 
-async def _stubborn(release: asyncio.Event) -> None:
+class _Started:
+    """Counts the tasks started; `all` set once `count` have."""
+
+    def __init__(self, count: int) -> None:
+        self.left = count
+        self.all = asyncio.Event()
+
+    def one(self) -> None:
+        self.left -= 1
+        if self.left == 0:
+            self.all.set()
+
+
+async def _stubborn(release: asyncio.Event, started: _Started) -> None:
+    started.one()  # (then waits, in the same step)
     while not release.is_set():
         with contextlib.suppress(asyncio.CancelledError):
             await release.wait()
@@ -26,9 +40,13 @@ async def test_ten_thousand_tasks_left_behind_are_said_in_a_bounded_line(
 ) -> None:
     """Before, `cancel_within` named every task left behind: 10,000 watches that ignored
     their cancellation made one line of ~300 KB (a journal's line limit is 48 KiB)."""
-    release = asyncio.Event()
-    tasks = [asyncio.create_task(_stubborn(release), name=f"watch /k/{i}") for i in range(10_000)]
-    await asyncio.sleep(0)  # (started: each waits)
+    release, started = asyncio.Event(), _Started(10_000)
+    tasks = [
+        asyncio.create_task(_stubborn(release, started), name=f"watch /k/{i}")
+        for i in range(10_000)
+    ]
+    async with asyncio.timeout(BOUND):
+        await started.all.wait()  # each waits
     caplog.set_level(logging.WARNING, "test")
     try:
         async with asyncio.timeout(BOUND):
@@ -46,9 +64,10 @@ async def test_ten_thousand_tasks_left_behind_are_said_in_a_bounded_line(
 
 async def test_a_long_task_name_is_cut() -> None:
     """A task's name (a watched key, a resource's) is said cut: a 1 MB key made a 1 MB line."""
-    release = asyncio.Event()
-    task = asyncio.create_task(_stubborn(release), name="watch /" + "k" * 1_000_000)
-    await asyncio.sleep(0)  # (started: it waits)
+    release, started = asyncio.Event(), _Started(1)
+    task = asyncio.create_task(_stubborn(release, started), name="watch /" + "k" * 1_000_000)
+    async with asyncio.timeout(BOUND):
+        await started.all.wait()  # it waits
     try:
         line = stuck.still_running()
         assert "watch /kkk" in line and "in _stubborn" in line, line[:500]

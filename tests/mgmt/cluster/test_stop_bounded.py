@@ -12,8 +12,10 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aetcd import rpc
 
 from engine.engine import Engine
 from engine.errors import WorldError
@@ -48,8 +50,16 @@ async def test_a_call_in_flight_as_its_client_closes_fails_at_once(tmp_path: Pat
             async with asyncio.timeout(BOUND):
                 await client.put(b"k", b"v")  # connected
             with stopped(node.pid):
-                call = asyncio.create_task(client.get(b"k"))
-                await asyncio.sleep(0)  # its first step: the request sent, its answer awaited
+                sent = asyncio.Event()
+
+                async def get(conn: Any) -> Any:  # the client's get, telling when it is sent
+                    answer = conn.kv.Range(rpc.RangeRequest(key=b"k"), **client._opts(conn))
+                    sent.set()
+                    return await answer
+
+                call = asyncio.create_task(client.call("get k", get))
+                async with asyncio.timeout(BOUND):
+                    await sent.wait()  # the request sent, its answer awaited
                 await client.close()
                 async with asyncio.timeout(BOUND):
                     with pytest.raises(WorldError, match="the etcd client is closed"):
@@ -107,13 +117,17 @@ async def test_a_task_that_ignores_its_cancellation_is_said_and_left(
     its bound, no longer, and says which task did not end and where it waited."""
     release = asyncio.Event()
 
+    started = asyncio.Event()
+
     async def stubborn() -> None:
+        started.set()  # (then waits, in the same step)
         while not release.is_set():
             with contextlib.suppress(asyncio.CancelledError):
                 await release.wait()
 
     task = asyncio.create_task(stubborn(), name="stubborn")
-    await asyncio.sleep(0)  # (started: waiting)
+    async with asyncio.timeout(BOUND):
+        await started.wait()
     caplog.set_level(logging.WARNING, "cluster")
     async with asyncio.timeout(BOUND):
         ended = await stuck.cancel_within([task], 0.1, "test", logging.getLogger("cluster"))
@@ -142,8 +156,16 @@ async def test_a_status_stop_cancelled_as_its_put_waits_lets_the_forced_stop_run
                 await client.put(b"k", b"v")  # connected
             with stopped(node.pid):
                 status._putting = asyncio.ensure_future(client.put(status.key, b"{}"))
+                closed, close = asyncio.Event(), status._tasks.close
+
+                async def closing() -> None:  # the stop's step before its wait for the put
+                    await close()
+                    closed.set()
+
+                status._tasks.close = closing  # type: ignore[method-assign]
                 graceful = asyncio.create_task(status.stop(graceful=True))
-                await asyncio.sleep(0)  # its first step: waiting for the put
+                async with asyncio.timeout(BOUND):
+                    await closed.wait()  # then, in the same step, it waits for the put
                 graceful.cancel()
                 async with asyncio.timeout(BOUND):
                     with pytest.raises(asyncio.CancelledError):
@@ -154,10 +176,11 @@ async def test_a_status_stop_cancelled_as_its_put_waits_lets_the_forced_stop_run
 
 
 STUCK = """
-import asyncio, logging, sys, time
+import asyncio, logging, sys, threading
 from mgmt import stuck
 
-async def stubborn():
+async def stubborn(started):
+    started.set()
     while True:
         try:
             await asyncio.Event().wait()
@@ -166,12 +189,12 @@ async def stubborn():
 
 async def main():
     logging.basicConfig(stream=sys.stderr, format="%(name)s: %(message)s")
-    task = asyncio.create_task(stubborn(), name="stubborn")  # (held: else collectable)
+    started = asyncio.Event()
+    task = asyncio.create_task(stubborn(started), name="stubborn")  # (held: else collectable)
+    await started.wait()
     stuck.exit_within(0.2, "the test's stop", asyncio.get_running_loop(),
                       lambda: print("before", flush=True), 1)
-    while True:
-        await asyncio.sleep(0)
-        time.sleep(0.01)  # (the loop busy, or blocked: the timer is a thread's)
+    threading.Event().wait()  # the loop blocked for good: the timer is a thread's
 
 asyncio.run(main())
 """
@@ -204,7 +227,7 @@ async def test_a_stop_that_does_not_end_exits_anyway_saying_what_ran() -> None:
 
 
 WEDGED = """
-import asyncio, logging, os, time
+import asyncio, logging, os, threading
 from mgmt import stuck
 from mgmt.log import setup
 os.set_blocking(2, False)
@@ -216,12 +239,13 @@ except BlockingIOError:
 setup(own_process=True)
 
 async def main():
-    logging.getLogger("t").warning("a line stderr never takes")
-    await asyncio.sleep(0)  # (its pass ended: handed over to the writer, which blocks)
-    stuck.exit_within(0.2, "the exit after the stop", asyncio.get_running_loop(),
+    loop, handed = asyncio.get_running_loop(), asyncio.Event()
+    logging.getLogger("t").warning("a line stderr never takes")  # handed over at the pass's end
+    loop.call_soon(handed.set)  # (after the hand-over, scheduled by the line)
+    await handed.wait()  # handed over to the writer, which blocks
+    stuck.exit_within(0.2, "the exit after the stop", loop,
                       lambda: print("before", flush=True), 1)
-    while True:
-        time.sleep(0.01)  # (the loop blocked: the timer is a thread's)
+    threading.Event().wait()  # the loop blocked for good: the timer is a thread's
 
 asyncio.run(main())
 """
