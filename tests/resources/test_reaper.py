@@ -65,6 +65,28 @@ def _run_python(program: str, *args: str) -> str:
     return done.stdout.strip()
 
 
+def _leaderless_group(run_as: list[str] | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    """A real process group of a daemon's shape, started through `run_as` (setpriv's argv):
+    its leader (a shell) exited, its child sleeps. The leader's Popen (its pid: the group's
+    id) and the child's pid; the caller kills the group."""
+    sh = subprocess.Popen(
+        [*(run_as or []), "/bin/sh", "-c", "sleep 300 & echo $!"],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        assert sh.stdout is not None
+        child = int(sh.stdout.readline())
+        sh.stdout.close()
+        sh.wait(timeout=60)  # the leader is gone, its group remains
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(sh.pid, 9)  # the group this helper started
+        raise
+    return sh, child
+
+
 @pytest.mark.parametrize("line", ["1 {init}", "01 99", "0001 99", "0 99", "00 99"])
 def test_guard_signals_no_pid_0_or_1(tmp_path: Path, line: str) -> None:
     kind_dir = _records(tmp_path, line.format(init=INIT_START))
@@ -97,17 +119,8 @@ def test_record_from_before_boot_is_not_signalled(tmp_path: Path) -> None:
     """A record left by a crash of the host: after the boot its pid may be the id of a
     daemon's group whose leader left (fork, setsid, fork); that group is not ours. Here a
     real group of that shape (its leader exited, its child sleeps), recorded before the boot."""
-    sh = subprocess.Popen(
-        ["/bin/sh", "-c", "sleep 300 & echo $!"],
-        stdout=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    sh, child = _leaderless_group()
     try:
-        assert sh.stdout is not None
-        child = int(sh.stdout.readline())
-        sh.stdout.close()
-        sh.wait(timeout=60)  # the leader is gone, its group remains
         kind_dir = _records(tmp_path, f"{sh.pid} 12345")
         record = next(kind_dir.glob("*/running.cmd"))
         os.utime(record, (0, 0))  # written before this boot
@@ -204,17 +217,8 @@ def test_an_older_agents_record_without_uid_is_still_reaped(
     Before the ninth session's review such a record was taken as root's: the `user`
     command's group ran on. Every kill is stubbed."""
     who = [f"--reuid={user}", f"--regid={user}", "--clear-groups"] if user else []
-    sh = subprocess.Popen(
-        ["setpriv", *who, "sh", "-c", "sleep 300 & echo $!"],
-        stdout=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    sh, child = _leaderless_group(["setpriv", *who])
     try:
-        assert sh.stdout is not None
-        child = int(sh.stdout.readline())
-        sh.stdout.close()
-        sh.wait(timeout=60)  # the leader is gone, its group remains
         line = f"{sh.pid} 12345"  # the old format; the leader gone, its start time is moot
         kind_dir = _records(tmp_path, line)
         assert (
