@@ -175,6 +175,31 @@ async def test_a_status_stop_cancelled_as_its_put_waits_lets_the_forced_stop_run
             await client.close()
 
 
+async def _child(program: str, stderr: int) -> tuple[int | None, bytes, bytes]:
+    """Run `program` in a child Python (stderr to `stderr`: PIPE, or a descriptor closed
+    here once the child has it), bounded (killed past BOUND): its exit code, stdout, stderr."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            program,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
+        )
+    finally:
+        if stderr >= 0:
+            os.close(stderr)
+    try:
+        async with asyncio.timeout(BOUND):
+            out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()  # (the child this test started)
+            await proc.wait()
+    return proc.returncode, out, err or b""
+
+
 STUCK = """
 import asyncio, logging, sys, threading
 from mgmt import stuck
@@ -204,22 +229,8 @@ async def test_a_stop_that_does_not_end_exits_anyway_saying_what_ran() -> None:
     """`stuck.exit_within` (a forced stop's bound, and a clustered agent's exit's): the
     process exits with its code whatever its loop does, having said what still ran and done
     what must precede the exit (the agent: SIGKILL to its etcd)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        STUCK,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        async with asyncio.timeout(BOUND):
-            out, err = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode == 1, err
+    code, out, err = await _child(STUCK, asyncio.subprocess.PIPE)
+    assert code == 1, err
     assert out == b"before\n"
     line = err.decode()
     assert "main: the test's stop did not end within 0.2s: exiting now; still running: " in line
@@ -257,22 +268,9 @@ async def test_a_stuck_exit_with_a_wedged_stderr_exits_anyway() -> None:
     flush of the log (logging's `atexit` handler) waited for stderr without bound, the wait
     being bounded only after a stop signal (mgmt.log.stopping): the process never exited."""
     read, write = os.pipe()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        WEDGED,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=write,
-    )
-    os.close(write)
     try:
-        async with asyncio.timeout(BOUND):
-            out, _ = await proc.communicate()
+        code, out, _ = await _child(WEDGED, write)  # (its end closed here once started)
     finally:
         os.close(read)
-        if proc.returncode is None:
-            proc.kill()  # (the child this test started)
-            await proc.wait()
-    assert proc.returncode == 1
+    assert code == 1
     assert out == b"before\n"
