@@ -266,9 +266,9 @@ def test_a_run_that_ends_on_its_own_waits_for_its_slow_journal(
     assert not any("dropped" in line for line in lines), lines
 
 
-PYTHON_SAYS = """
-import asyncio, gc, logging, os, sys, threading, warnings
-from mgmt.log import setup
+# A child's start: its stderr, a pipe nobody reads, filled up (a write of a page at most is all
+# or nothing), then our log set up on it (needs `os` and mgmt.log's `setup` imported).
+WEDGE_STDERR = """
 os.set_blocking(2, False)
 try:  # stderr, a pipe nobody reads, filled up (a write of a page at most is all or nothing)
     while True:
@@ -276,7 +276,15 @@ try:  # stderr, a pipe nobody reads, filled up (a write of a page at most is all
 except BlockingIOError:
     os.set_blocking(2, True)
 setup(own_process=True)
-class Broken:
+"""
+
+PYTHON_SAYS = (
+    """
+import asyncio, gc, logging, os, sys, threading, warnings
+from mgmt.log import setup
+"""
+    + WEDGE_STDERR
+    + """class Broken:
     def __del__(self) -> None:
         raise ValueError("in __del__")
 def crash() -> None:
@@ -295,6 +303,7 @@ async def main() -> None:
     print("thread ended" if not thread.is_alive() else "thread blocked", flush=True)
 asyncio.run(main())
 """
+)
 
 
 def test_what_python_writes_to_stderr_itself_goes_through_the_writer() -> None:

@@ -24,6 +24,7 @@ from mgmt.cluster.client import EtcdClient
 from mgmt.status.cluster import ClusterStatus
 from mgmt.status.model import StatusModel
 from tests.mgmt.cluster.helpers import members
+from tests.mgmt.test_log_wedge import WEDGE_STDERR
 
 BOUND = 30.0  # seconds: a generous bound against a hang, never a timing
 ROOT = Path(__file__).resolve().parents[3]  # where `python -c` finds mgmt
@@ -237,18 +238,14 @@ async def test_a_stop_that_does_not_end_exits_anyway_saying_what_ran() -> None:
     assert "stubborn @ <string>:" in line, line
 
 
-WEDGED = """
+WEDGED = (
+    """
 import asyncio, logging, os, threading
 from mgmt import stuck
 from mgmt.log import setup
-os.set_blocking(2, False)
-try:  # stderr, a pipe nobody reads, filled up (a write of a page at most is all or nothing)
-    while True:
-        os.write(2, b"f" * 4095 + b"\\n")
-except BlockingIOError:
-    os.set_blocking(2, True)
-setup(own_process=True)
-
+"""
+    + WEDGE_STDERR
+    + """
 async def main():
     loop, handed = asyncio.get_running_loop(), asyncio.Event()
     logging.getLogger("t").warning("a line stderr never takes")  # handed over at the pass's end
@@ -260,6 +257,7 @@ async def main():
 
 asyncio.run(main())
 """
+)
 
 
 async def test_a_stuck_exit_with_a_wedged_stderr_exits_anyway() -> None:
