@@ -1351,6 +1351,20 @@ def test_graphviz_output(tmp_path: Path) -> None:
     assert '"noop[a]" -> "noop[b]"' in dot.read_text()
 
 
+def test_graphviz_into_a_missing_directory_is_a_warning_and_makes_none(tmp_path: Path) -> None:
+    """As mgmt's graphviz (os.WriteFile): a FILE whose directory is missing is not written, and
+    the warning says why; the run goes on. Until 2026-12-07 the directories were made, silently
+    (`--graphviz /tmp/grpah/g.dot`: a root-owned /tmp/grpah, not a word in the log)."""
+    graph = graph_file(tmp_path, "graph: dot\nresources:\n  noop:\n    - name: a\n")
+    dot = tmp_path / "missing" / "g.dot"
+    code, out = run_mgmt(
+        ["run", "--converged-timeout=0", "--tmp-prefix", "--graphviz", str(dot), str(graph)]
+    )
+    assert code == 0, out
+    assert f"--graphviz: cannot write {dot}: No such file or directory" in out, out
+    assert not (tmp_path / "missing").exists()
+
+
 def test_a_package_comes_before_what_runs_or_manages_its_files(tmp_path: Path) -> None:
     """As mgmt's autoedges5.yaml: an installed package's files (dpkg's list) give it an edge to
     the exec running one of its programs, the file resource managing one of its files and the
