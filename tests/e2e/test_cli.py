@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -1328,6 +1329,17 @@ def test_purge_without_state_purges(tmp_path: Path) -> None:
     shutil.rmtree(tmp_path / "pur")
     code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout", "0", str(graph)])
     assert code == 0 and (tmp_path / "pur" / "keep").read_text() == "k\n", out
+
+
+@pytest.mark.parametrize("given", [["--hostname", ""], ["--hostname="]])
+def test_an_empty_hostname_is_the_systems(tmp_path: Path, given: list[str]) -> None:
+    """As mgmt (lib/main.go: an empty --hostname is the system's): a unit's `--hostname
+    "$HOST"` with HOST unset runs as this host. Until 2026-12-07 the program's $hostname was
+    the empty string."""
+    program = tmp_path / "h.mcl"
+    program.write_text('print "h" {\n\tmsg => "host=" + $hostname,\n}\n')
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", *given, str(program)])
+    assert code == 0 and f"msg: host={socket.gethostname()}\n" in out, out
 
 
 def test_graphviz_output(tmp_path: Path) -> None:
