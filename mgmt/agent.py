@@ -1235,9 +1235,9 @@ class Agent:
         from engine import safefs
 
         dot = self.engine.graph.to_dot().encode()
-        full = os.path.abspath(path)
 
         def write() -> None:
+            full = os.path.abspath(path)
             with safefs.closing(safefs.open_dir(os.path.dirname(full))) as dir_fd:
                 safefs.write_at(dir_fd, os.path.basename(full), dot, mode=0o644)
 
