@@ -1229,13 +1229,17 @@ class Agent:
         """--graphviz: the graph's dot, written as every file of the agent is (engine.safefs:
         atomic, no symlink another user controls followed, a link at the path replaced, not
         written through). Before 2026-12-05 (tester13) Path.write_text overwrote the root-only
-        file a user's link at `/tmp/x/graph.dot` named. A failure is a warning."""
+        file a user's link at `/tmp/x/graph.dot` named. A failure is a warning. Its directory
+        must exist, as for mgmt's os.WriteFile: until 2026-12-07 missing ones were made, unsaid
+        (a typo in the flag made a root-owned directory tree)."""
         from engine import safefs
 
         dot = self.engine.graph.to_dot().encode()
 
         def write() -> None:
-            safefs.write_file(os.path.abspath(path), dot, 0o644)
+            full = os.path.abspath(path)
+            with safefs.closing(safefs.open_dir(os.path.dirname(full))) as dir_fd:
+                safefs.write_at(dir_fd, os.path.basename(full), dot, mode=0o644)
 
         try:
             await asyncio.to_thread(write)

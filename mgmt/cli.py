@@ -366,6 +366,8 @@ def parse(argv: list[str]) -> Config:
     why = priority.check(values["nice"])
     if why is not None:
         _usage_error(why)
+    if not values["hostname"]:  # as mgmt's (lib/main.go): an empty one is the system's
+        values["hostname"] = socket.gethostname()
     return Config(frontend=frontend, file=file, code=code, **values)
 
 

@@ -221,9 +221,11 @@ def hold_prefix(path: Path) -> int:
     """Lock path/AGENT_LOCK (made if missing) for the agent's life, as a temporary prefix is: one
     agent per prefix (its status socket, per-resource state and etcd data are its own). The
     descriptor holds it; the kernel drops it when the agent dies, even by SIGKILL. PrefixBusy
-    (naming the other agent's pid, written in the file) if another agent holds it. `path`
-    exists and is private already (safefs.private_dir)."""
+    (naming the other agent's pid, written in the file) if another agent holds it, or if
+    `path` is a run's temporary prefix (`_refuse_tmp`). `path` exists and is private already
+    (safefs.private_dir)."""
     with closing(os.open(path, _DIR)) as dir_fd:
+        _refuse_tmp(path, dir_fd)
         fd = os.open(
             AGENT_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd
         )
@@ -232,9 +234,8 @@ def hold_prefix(path: Path) -> int:
             raise PrefixBusy(f"{path / AGENT_LOCK} is not a regular file")
         _lock_as_ours(fd)
     except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        who = _holder(fd)
         os.close(fd)
-        who = f"pid {holder}" if holder.isdigit() else "pid unknown"
         raise PrefixBusy(
             f"another agent ({who}) runs with --prefix {path}: one agent per prefix (give "
             "each its own --prefix)"
@@ -243,6 +244,42 @@ def hold_prefix(path: Path) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def _refuse_tmp(path: Path, dir_fd: int) -> None:
+    """PrefixBusy if `path` (open as `dir_fd`) holds a temporary prefix's LOCK: `mgmt status`
+    names those prefixes, and `mgmt run --prefix` given one would share it with its run (its
+    state, its status socket, taken and removed under that run), then lose it with everything
+    in it when that run stops; a killed run's, the next sweep removes. Until 2026-12-07 only
+    AGENT_LOCK was looked at, which a run with --tmp-prefix does not hold: both ran."""
+    try:
+        lock = os.open(LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return
+    with closing(lock):
+        try:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)  # dropped at the close
+        except BlockingIOError:
+            raise PrefixBusy(
+                f"{path} is the temporary prefix of a run with --tmp-prefix ({_holder(lock)}), "
+                "removed when that run stops: give this agent a --prefix of its own"
+            ) from None
+    raise PrefixBusy(
+        f"{path} is the temporary prefix of a run with --tmp-prefix that was killed (the next "
+        "such run removes it): give this agent a --prefix of its own"
+    )
+
+
+def _holder(lock: int) -> str:
+    """`pid N` as the lock file `lock` says, or `pid unknown`."""
+    pid = _pid_in(lock)
+    return "pid unknown" if pid is None else f"pid {pid}"
+
+
+def _pid_in(lock: int) -> str | None:
+    """The pid the lock file `lock` holds (its holder wrote it: `_lock_as_ours`), or None."""
+    pid = os.pread(lock, 32, 0).decode(errors="replace").strip()
+    return pid if pid.isdigit() else None
 
 
 def _lock_as_ours(fd: int) -> None:
@@ -351,7 +388,7 @@ def _live_pid(parent_fd: int, name: str) -> str | None:
         try:
             fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:  # held: its run is alive
-            pid = os.pread(lock, 32, 0).decode(errors="replace").strip()
+            pid = _pid_in(lock)
         else:
             return None  # its run is gone (closing the descriptor drops our lock)
         try:
@@ -359,7 +396,7 @@ def _live_pid(parent_fd: int, name: str) -> str | None:
                 return None
         except OSError:
             return None  # a cron run that serves none (yet), or already stopped serving
-        return pid if pid.isdigit() else "?"
+        return "?" if pid is None else pid
 
 
 def _stale(parent_fd: int, name: str) -> bool:

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -1330,6 +1331,17 @@ def test_purge_without_state_purges(tmp_path: Path) -> None:
     assert code == 0 and (tmp_path / "pur" / "keep").read_text() == "k\n", out
 
 
+@pytest.mark.parametrize("given", [["--hostname", ""], ["--hostname="]])
+def test_an_empty_hostname_is_the_systems(tmp_path: Path, given: list[str]) -> None:
+    """As mgmt (lib/main.go: an empty --hostname is the system's): a unit's `--hostname
+    "$HOST"` with HOST unset runs as this host. Until 2026-12-07 the program's $hostname was
+    the empty string."""
+    program = tmp_path / "h.mcl"
+    program.write_text('print "h" {\n\tmsg => "host=" + $hostname,\n}\n')
+    code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", *given, str(program)])
+    assert code == 0 and f"msg: host={socket.gethostname()}\n" in out, out
+
+
 def test_graphviz_output(tmp_path: Path) -> None:
     graph = graph_file(
         tmp_path,
@@ -1349,6 +1361,20 @@ def test_graphviz_output(tmp_path: Path) -> None:
     )
     assert code == 0, out
     assert '"noop[a]" -> "noop[b]"' in dot.read_text()
+
+
+def test_graphviz_into_a_missing_directory_is_a_warning_and_makes_none(tmp_path: Path) -> None:
+    """As mgmt's graphviz (os.WriteFile): a FILE whose directory is missing is not written, and
+    the warning says why; the run goes on. Until 2026-12-07 the directories were made, silently
+    (`--graphviz /tmp/grpah/g.dot`: a root-owned /tmp/grpah, not a word in the log)."""
+    graph = graph_file(tmp_path, "graph: dot\nresources:\n  noop:\n    - name: a\n")
+    dot = tmp_path / "missing" / "g.dot"
+    code, out = run_mgmt(
+        ["run", "--converged-timeout=0", "--tmp-prefix", "--graphviz", str(dot), str(graph)]
+    )
+    assert code == 0, out
+    assert f"--graphviz: cannot write {dot}: No such file or directory" in out, out
+    assert not (tmp_path / "missing").exists()
 
 
 def test_a_package_comes_before_what_runs_or_manages_its_files(tmp_path: Path) -> None:

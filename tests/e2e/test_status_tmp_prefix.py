@@ -38,6 +38,17 @@ async def test_a_tmp_prefix_agent_is_found_and_named_when_stopped(tmp_path: Path
         assert f"pid {pid}: mgmt status --prefix {prefix}" in out, out
         code, out = await asyncio.to_thread(run_mgmt, ["status", "--prefix", str(prefix)])
         assert code == 0 and "1 converged" in out, out
+        # The prefix it names, given to another agent: refused, nothing made there (until
+        # 2026-12-07 that agent ran, took this one's status socket and removed it at its exit).
+        before = sorted(os.listdir(prefix))
+        code, out = await asyncio.to_thread(
+            run_mgmt, ["run", "--prefix", str(prefix), "--converged-timeout=0", str(graph)]
+        )
+        assert code == 2 and out.count("\n") == 1, out
+        assert f"temporary prefix of a run with --tmp-prefix (pid {pid})" in out, out
+        assert sorted(os.listdir(prefix)) == before
+        code, out = await asyncio.to_thread(run_mgmt, ["status", "--prefix", str(prefix)])
+        assert code == 0 and "1 converged" in out, out
         daemon.signal(signal.SIGSTOP)  # (what `mgmt status` says after its 10 s wait)
         try:  # stopped once the kernel says so (our child: waitid, which leaves it waitable)
             await asyncio.to_thread(os.waitid, os.P_PID, pid, os.WSTOPPED | os.WNOWAIT)

@@ -336,6 +336,25 @@ def test_an_agents_prefix_lock_is_exclusive_and_never_taken_for_a_killed_run(
     os.close(hold_prefix(prefix))  # free again
 
 
+def test_a_runs_temporary_prefix_is_refused_as_an_agents_prefix(tmp_path: Path) -> None:
+    """`mgmt status` names a --tmp-prefix run's prefix; `mgmt run --prefix` given it is refused,
+    naming that run's pid, and given a killed run's, refused too (the next sweep removes it):
+    nothing is made there. Until 2026-12-07 both ran: the second agent took the first's
+    status socket and removed it at its exit, and the first's exit removed the second's
+    prefix under it."""
+    proc, prefix = _holder(tmp_path)
+    try:
+        with pytest.raises(PrefixBusy, match=f"run with --tmp-prefix \\(pid {proc.pid}\\)"):
+            hold_prefix(prefix)
+        assert sorted(os.listdir(prefix)) == [LOCK]
+    finally:
+        _kill(proc)
+    with pytest.raises(PrefixBusy, match="--tmp-prefix that was killed"):
+        hold_prefix(prefix)
+    assert sorted(os.listdir(prefix)) == [LOCK]
+    assert sweep(tmp_path) == [prefix.name]
+
+
 @pytest.mark.parametrize("control", ["writable", "owner"])
 def test_a_tmpdir_another_user_controls_is_refused_before_anything(
     tmp_path: Path, control: str
