@@ -2,22 +2,28 @@
 stopping a process group (`stop_group`, used by every kind that starts processes).
 
 argv only (no shell), bounded by a timeout; on a timeout or a cancellation its whole process
-group is stopped (SIGTERM, then SIGKILL after GRACE) and always waited for: no zombies.
+group is stopped (SIGTERM, then SIGKILL after GRACE) and always waited for: no zombies. A
+transaction that must never be stopped half-way (a package manager's) runs through `run_to_end`
+instead: never signalled, left to finish when we stop waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
-from collections.abc import Mapping
+import subprocess
+from collections.abc import Awaitable, Iterator, Mapping
 
 from engine.errors import ResourceError
 from engine.handle import Shared
 
 GRACE = 1.0  # seconds between SIGTERM and SIGKILL
 TAIL = 8  # output lines quoted in a failure
+
+log = logging.getLogger("engine")
 
 
 def tool_lock(shared: Shared, name: str) -> asyncio.Lock:
@@ -71,8 +77,119 @@ async def run_command(
         raise ResourceError(f"{what} timed out after {timeout:g}s") from None
     finally:
         await stop_group(proc, grace)
-    out, err = raw_out.decode(errors="replace"), raw_err.decode(errors="replace")
     code = proc.returncode if proc.returncode is not None else -1
+    return _outcome(what, code, raw_out, raw_err, ok)
+
+
+async def run_to_end(
+    argv: list[str],
+    *,
+    timeout: float,
+    env: Mapping[str, str],
+    label: str,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log,
+    ok: tuple[int, ...] | None = (0,),
+) -> tuple[int, str, str]:
+    """Run `argv` as run_command does (its environment laid over the agent's), but never stop
+    it: a transaction that, stopped half-way, leaves what it changes broken (dpkg's database
+    "interrupted": every later apt-get refused until `dpkg --configure -a`; seen 2026-12-07, an
+    install's apt-get signalled as --max-runtime's grace ended). Cancelled (a forced stop, a
+    grace's end), it is waited for all the same, said in a warning naming its pid, and the
+    cancellation goes on once it has ended: if the process exits before (the forced stop's
+    bound), it runs on in its own session. At `timeout`, the wait ends (a ResourceError) and it
+    runs on, said too, reaped when it ends. Its output goes to memory files, not pipes, so that
+    our leaving cannot end it (a SIGPIPE at its next line)."""
+    with _memory_file("stdout") as out_fd, _memory_file("stderr") as err_fd:
+        try:  # on the loop, as asyncio's own subprocess_exec forks (its Popen too); not
+            # asyncio's Process: its transport kills the child when closed or collected
+            proc = subprocess.Popen(  # noqa: ASYNC220
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out_fd,
+                stderr=err_fd,
+                env={**os.environ, **env},
+                start_new_session=True,
+            )
+        except OSError as error:
+            raise ResourceError(f"{argv[0]}: cannot start: {error}") from error
+        logger.debug("%s: started (pid %d)", label, proc.pid)
+        why = "stopped half-way, it would leave what it changes broken"
+        try:
+            async with asyncio.timeout(timeout):
+                await pid_exited(proc.pid)
+        except TimeoutError:
+            left = f"left running to its end (pid {proc.pid}): {why}"
+            logger.warning("%s: %s", label, left)
+            _reap_when_done(proc)
+            raise ResourceError(f"{label} timed out after {timeout:g}s; {left}") from None
+        except asyncio.CancelledError:
+            logger.warning(
+                "%s: stopping: waiting for it to end first (pid %d): %s", label, proc.pid, why
+            )
+            await _through_cancellations(pid_exited(proc.pid))
+            proc.wait()
+            raise
+        code = proc.wait()  # it has exited: reaped at once
+        return _outcome(label, code, _read_all(out_fd), _read_all(err_fd), ok)
+
+
+async def _through_cancellations(wait: Awaitable[None]) -> None:
+    """Await `wait` to its end, whatever cancellations reach us meanwhile."""
+    done = asyncio.ensure_future(wait)
+    while not done.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait([done])
+    done.result()
+
+
+# The processes run_to_end stopped waiting for (timed out), until they end (kept: a Popen collected while
+# its process runs says so in a ResourceWarning).
+_LEFT: set[subprocess.Popen[bytes]] = set()
+
+
+def _reap_when_done(proc: subprocess.Popen[bytes]) -> None:
+    """Reap `proc` once it ends, while this loop runs (else init does, once we are gone)."""
+    _LEFT.add(proc)
+    loop = asyncio.get_running_loop()
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except ProcessLookupError:  # already reaped: cannot be, but then nothing is left
+        _LEFT.discard(proc)
+        return
+
+    def ended() -> None:
+        loop.remove_reader(fd)
+        os.close(fd)
+        proc.wait()
+        _LEFT.discard(proc)
+
+    loop.add_reader(fd, ended)
+
+
+@contextlib.contextmanager
+def _memory_file(name: str) -> Iterator[int]:
+    """An anonymous file in memory (memfd), closed at the end (a child's copy lives on)."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _read_all(fd: int) -> bytes:
+    """What a memory file holds, from its start (memory only: no wait on a disk)."""
+    chunks, offset = [], 0
+    while chunk := os.pread(fd, 1 << 20, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
+def _outcome(
+    what: str, code: int, raw_out: bytes, raw_err: bytes, ok: tuple[int, ...] | None
+) -> tuple[int, str, str]:
+    """(code, stdout, stderr) decoded; ResourceError quoting its last lines if `code` is not ok."""
+    out, err = raw_out.decode(errors="replace"), raw_err.decode(errors="replace")
     if ok is not None and code not in ok:
         tail = " | ".join((err.strip() or out.strip()).splitlines()[-TAIL:]) or "no output"
         raise ResourceError(f"{what} exited with code {code}: {tail}")

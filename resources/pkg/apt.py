@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 
 from engine.errors import ResourceError
-from resources._lib.proc import run_command
+from resources._lib.proc import run_command, run_to_end
 from resources.pkg.backend import Available, Backend, Change, Installed, which
 
 # Seconds a query (dpkg-query, apt-cache) may take: apt-cache loads the whole package cache.
@@ -24,7 +24,8 @@ QUERY_TIMEOUT = 120
 TRANSACTION_TIMEOUT = 3600
 # Seconds apt-get waits for another package manager to release dpkg's lock.
 LOCK_WAIT = 300
-# Seconds a stopped transaction gets between SIGTERM and SIGKILL.
+# Seconds a stopped query gets between SIGTERM and SIGKILL (a transaction is never stopped:
+# resources._lib.proc.run_to_end).
 GRACE = 10.0
 # Lines of apt-get's output quoted in a failure.
 TAIL = 8
@@ -132,7 +133,14 @@ class AptBackend(Backend):
             await _refuse_dependents(removals)  # dpkg's dry run: fast, no cache to load
         elif removals:
             await _refuse_extra_removals(argv, removals)
-        code, out, err = await run(argv, timeout=TRANSACTION_TIMEOUT, ok=None)
+        code, out, err = await run_to_end(
+            argv,
+            timeout=TRANSACTION_TIMEOUT,
+            env=ENV,
+            label="apt-get install",
+            logger=logger,
+            ok=None,
+        )
         for line in out.splitlines():
             if not _PROGRESS.match(line):
                 logger.debug("apt-get: %s", line)

@@ -25,6 +25,7 @@ from resources.exec import ExecRes
 from resources.pkg import PkgRes, usrmerge_alias, usrmerged
 from resources.pkg.apt import parse_policy, parse_status
 from resources.pkg.backend import Available, Change, Installed
+from tests.aio import OnLog
 from tests.conftest import HOST_LOCK, Running
 from tests.e2e.helpers import run_mgmt
 
@@ -238,6 +239,35 @@ async def test_grouped_packages_change_in_one_transaction(
     assert f"{OTHER}:" in history_line(entry, "Remove:")
     assert f"pkg[{OTHER}]: removed {OTHER} " in caplog.text
     assert await leader.check_apply(True) is True
+
+
+@pytest.mark.apt
+@needs_apt
+async def test_a_stop_mid_install_waits_for_apt_to_end_and_dpkg_stays_consistent(
+    run_resource: Start, packages: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A forced stop (the check_apply cancelled) once apt-get runs: until 2026-12-07 apt-get was
+    signalled, and a dpkg stopped half-way left its database "interrupted" (every later apt-get
+    refused until `dpkg --configure -a`: seen when --max-runtime's grace ended an install)."""
+    caplog.set_level(logging.DEBUG)
+    running = await started(run_resource, name=PKG, watch=False)
+    started_line = OnLog("apt-get install: started (pid ")
+    engine_log = logging.getLogger("engine")
+    engine_log.addHandler(started_line)
+    try:
+        task = asyncio.create_task(running.res.check_apply(True))
+        async with asyncio.timeout(120):
+            await started_line.seen.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):  # once apt-get has ended
+            async with asyncio.timeout(300):
+                await task
+    finally:
+        engine_log.removeHandler(started_line)
+    assert "apt-get install: stopping: waiting for it to end first (pid " in caplog.text
+    assert await version(PKG) is not None  # it ran to its end
+    assert await run("dpkg", "--audit") == ""  # nothing half-done
+    assert await running.res.check_apply(True) is True
 
 
 @pytest.mark.apt
