@@ -789,7 +789,12 @@ class _NotBlock(Exception):
 
 
 _PRINTABLE = bytes(range(0x20, 0x7F)) + b"\n"  # a tab, a CR, a control, a non-ASCII: libyaml's
-_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,199}")
+# A plain key: a letter or "_", then up to 199 of these or digits, ".", ":" or "-" (ASCII), checked
+# without a regular expression (its compile cost every run ~0.5 M instructions, for the few
+# distinct keys a graph has: _plain_key keeps each answer).
+_KEY_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+_KEY_REST = _KEY_FIRST | frozenset("0123456789.:-")
+_KEY_LONGEST = 200
 _KEYS: dict[str, bool] = {}  # each key seen: whether it is a plain string key (_plain_key)
 _KEYS_KEPT = 4096
 # What a plain scalar may not start with (YAML's indicators; `-`, `?` and `:` too, though a
@@ -819,13 +824,22 @@ def _block_doc(data: bytes) -> LocDict | None:
     return doc if at == len(rows) else None
 
 
+def _word(key: str) -> bool:
+    """Whether `key` is a plain word (_KEY_FIRST, then _KEY_REST), at most _KEY_LONGEST long."""
+    return (
+        0 < len(key) <= _KEY_LONGEST
+        and key[0] in _KEY_FIRST
+        and all(char in _KEY_REST for char in key)
+    )
+
+
 def _plain_key(key: str) -> bool:
     """Whether `key` is a key read here: a plain word that YAML takes as a string."""
     known = _KEYS.get(key)
     if known is None:
         if len(_KEYS) >= _KEYS_KEPT:  # a graph of many keys: bounded, whatever it holds
             _KEYS.clear()
-        known = _KEYS[key] = _KEY.fullmatch(key) is not None and _resolved(key) == _STR_TAG
+        known = _KEYS[key] = _word(key) and _resolved(key) == _STR_TAG
     return known
 
 

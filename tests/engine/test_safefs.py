@@ -226,7 +226,7 @@ def test_a_small_write_keeps_the_gil_for_its_quick_calls(
         raise AssertionError("a call that releases the GIL")
 
     monkeypatch.setattr(
-        safefs, "_RELEASING", safefs._Calls(*[released] * len(safefs._Calls._fields))
+        safefs, "_RELEASING", safefs._Calls(*[released] * len(safefs._Calls.__slots__))
     )
     with safefs.closing(safefs.open_dir(str(tmp_path))) as fd:
         safefs.write_at(fd, "small", b"x" * safefs.QUICK_WRITE, mode=0o640)
@@ -256,7 +256,8 @@ def test_a_new_file_is_linked_at_its_name_without_a_rename(
         renamed.append(dst)
         real.rename(src_fd, src, dst_fd, dst)
 
-    monkeypatch.setattr(safefs, "_HOLDING", real._replace(rename=rename))
+    holding = safefs._Calls(real.write_all, real.fchmod, real.link, rename, real.close)
+    monkeypatch.setattr(safefs, "_HOLDING", holding)
     (tmp_path / "there").write_text("old")
     with safefs.closing(safefs.open_dir(str(tmp_path))) as fd:
         safefs.write_at(fd, "new", b"fresh", mode=0o640, new=True)

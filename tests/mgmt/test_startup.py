@@ -814,6 +814,35 @@ def test_a_run_imports_no_argparse(tmp_path: Path) -> None:
     assert _python(script) == "[]"
 
 
+# The regular expressions a cron run compiles: dataclasses' (at its import) and logging's check
+# of a %-style format (its default formatter, made at its import). A graph file's keys and a
+# file's SELinux context are checked without compiling one at every start (docs/benchmarks.md,
+# "tenth session": ~0.5 M and ~0.9 M instructions).
+COMPILED = [
+    r"%\(\w+\)[#0+ -]*(\*|\d+)?(\.(\*|\d+))?[diouxefgcrsa%]",
+    r"^(?:\s*(\w+)\s*\.)?\s*(\w+)",
+]
+
+
+def test_a_cron_run_compiles_no_pattern_of_its_own(tmp_path: Path) -> None:
+    """A first run and a no-op run of a file graph compile only the standard library's
+    patterns (COMPILED), none of this project's."""
+    graph = _one_file_graph(tmp_path, "a")
+    script = _ran(
+        CRON_RUN,
+        (),
+        "import re._compiler\n"
+        "compiled = []\n"
+        "real = re._compiler.compile\n"
+        "re._compiler.compile = lambda p, flags=0: compiled.append(p) or real(p, flags)\n"
+        "atexit.register(lambda: print(sorted(compiled)))\n"
+        "main()\n",
+    )
+    for _ in range(2):  # the first run, then the no-op run
+        assert _python(script, str(graph)).splitlines()[0] == repr(sorted(COMPILED))
+    assert (tmp_path / "a").read_text() == "a\n"
+
+
 def test_yamls_patterns_compile_at_first_use_and_resolve_as_before() -> None:
     """PyYAML's reader and resolver patterns (~7 ms at import) compile when first used; the
     values they resolve, and the reader's refusal of a control character, are unchanged."""

@@ -20,6 +20,7 @@ from mgmt.yamlgraph import (
     located,
     parse,
 )
+from mgmt.yamlgraph import _word as plain_word
 from mgmt.yamlreparse import incremental_parse
 from resources.pkg import PkgRes
 from tests.fuzz.hostile import BIG, LAUGHS
@@ -748,3 +749,16 @@ def test_a_plain_resources_problem_is_told_at_its_line(extra: str, expected: str
     with pytest.raises(GraphFileError) as err:
         parse(text, "g.yaml")
     assert err.value.problems == [expected]
+
+
+def test_a_plain_words_check_answers_as_the_pattern_it_replaced() -> None:
+    """_word (a key read as a plain word) gives the answer of the pattern it replaced (compiled
+    at every start before): each character of its sets and beyond them, first and later, the
+    longest key and one longer, non-ASCII letters and digits, a trailing newline."""
+    pattern = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,199}")
+    chars = [chr(c) for c in range(0x80)] + ["\u00e9", "\u0661", "\u212a", "\u00b2", "\U0001d400"]
+    keys = ["", "a" * 199, "a" * 200, "a" * 201, "_" + "9" * 199, "a\n", "\na", "a b"]
+    keys += [c for c in chars] + ["a" + c for c in chars] + [c + "a" for c in chars]
+    keys += ["x" + c + "y" for c in chars]
+    for key in keys:
+        assert plain_word(key) == (pattern.fullmatch(key) is not None), repr(key)
