@@ -90,6 +90,11 @@ def run_once(front_end: str, path: Path) -> tuple[int, str]:
     return run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", front_end, str(path)])
 
 
+def listing(top: Path) -> list[str]:
+    """Every path below `top` (relative to it), sorted."""
+    return sorted(str(path.relative_to(top)) for path in top.rglob("*"))
+
+
 class Daemon:
     """A running `mgmt run ...` whose log lines are collected and awaitable.
 
@@ -154,9 +159,7 @@ class Daemon:
         assert self.tmpdir is not None and self.proc is not None
         if self.proc.returncode == -signal.SIGKILL:
             return []
-        return sorted(
-            str(path.relative_to(self.tmpdir)) for path in self.tmpdir.rglob("*")
-        )
+        return listing(self.tmpdir)
 
     async def _read(self) -> None:
         assert self.proc and self.proc.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import Daemon
+from tests.e2e.helpers import Daemon, listing
 
 
 def _graph(tmp_path: Path) -> Path:
@@ -38,7 +38,7 @@ async def test_a_killed_tmp_prefix_daemon_leaves_nothing_in_the_tests_tmpdir(
         if how == "killed":
             daemon.signal(signal.SIGKILL)
             assert await daemon.wait() == -signal.SIGKILL
-    assert list(test_tmpdir.iterdir()) == []
+    assert listing(test_tmpdir) == []
 
 
 async def test_what_a_stopped_daemon_leaves_in_its_tmpdir_fails_the_test(
@@ -53,4 +53,4 @@ async def test_what_a_stopped_daemon_leaves_in_its_tmpdir_fails_the_test(
             (daemon.tmpdir / "stray").write_text("")
             daemon.signal(signal.SIGTERM)
             assert await daemon.wait() == 0
-    assert list(test_tmpdir.iterdir()) == []
+    assert listing(test_tmpdir) == []
