@@ -154,10 +154,11 @@ class Daemon:
             assert not left, f"mgmt {' '.join(self.args)} left in its $TMPDIR: {left}"
 
     def _left(self) -> list[str]:
-        """What the agent left in its $TMPDIR: nothing if it exited of itself (a SIGKILLed
-        one, by the test or at the end of the block, leaves what it held: not counted)."""
+        """What the agent left in its $TMPDIR: nothing if it exited of itself (one killed by a
+        signal, SIGKILL by the test or at the end of the block, or a crash's SIGABRT, leaves
+        what it held: not counted)."""
         assert self.tmpdir is not None and self.proc is not None
-        if self.proc.returncode == -signal.SIGKILL:
+        if self.proc.returncode is None or self.proc.returncode < 0:
             return []
         return listing(self.tmpdir)
 
