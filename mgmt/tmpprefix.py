@@ -8,7 +8,8 @@ whose lock nobody holds (and an empty one named as this module names them, a min
 run killed between removing its lock and its directory; `_empty_leftover`). Only directories named like ours, owned by this user and private
 (mode 0700, as mkdtemp makes them) are candidates, and each is inspected through descriptors
 without following a symlink: another local user can create names in /tmp, but cannot make us
-remove anything of theirs.
+remove anything of theirs. A Puppet compile's private directory is one too (mgmt.puppet.compile):
+a killed agent's is swept the same way.
 """
 
 from __future__ import annotations

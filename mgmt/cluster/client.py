@@ -147,6 +147,35 @@ class Member:
         return cls(msg.ID, msg.name, list(msg.peerURLs), list(msg.clientURLs), bool(msg.isLearner))
 
 
+async def close_channel(channel: grpc.aio.Channel, grace: float) -> None:
+    """Close `channel` once its open calls have ended, or after `grace` s: bounded, and safe to
+    cancel (no task outlives it). grpc's own `close(grace)` waits for the calls in tasks of its
+    own, which a cancellation mid-grace left pending (leaks, 2026-12-07), with the calls open
+    and the channel never destroyed. Here the wait is a future the calls' done callbacks set
+    (no task), and the close proper (`close()` without a grace: its calls cancelled, the
+    channel destroyed) awaits nothing, so a cancellation cannot stop it. The open calls are
+    grpc's list (`_active_calls`, grpc >= 1.59); without it, none is waited for."""
+    calls = [call for call in getattr(channel, "_active_calls", ()) if not call.done()]
+    try:
+        if calls and grace > 0:
+            ended = asyncio.get_running_loop().create_future()
+            left = len(calls)
+
+            def one_ended(_call: object) -> None:
+                nonlocal left
+                left -= 1
+                if left == 0 and not ended.done():
+                    ended.set_result(None)
+
+            for call in calls:
+                call.add_done_callback(one_ended)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await ended
+    finally:
+        await channel.close()
+
+
 class _Conn:
     """One gRPC channel to one endpoint, with etcd's service stubs and the auth token."""
 
@@ -358,7 +387,7 @@ class EtcdClient:
         self.connected.clear()
         self._broken.set()
         # Calls still running on it get a moment to finish (or fail, and be retried).
-        self._spawn(conn.channel.close(grace=self.call_timeout))
+        self._spawn(close_channel(conn.channel, self.call_timeout))
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         async def run() -> None:

@@ -37,6 +37,7 @@ from mgmt.cluster import datadir, etcdlog
 from mgmt.cluster.etcdlog import EtcdLog
 from mgmt.cluster.options import Options
 from mgmt.cluster.pki import CORE_SAN
+from resources._lib.proc import dies_with_agent
 
 log = logging.getLogger("cluster")
 T = TypeVar("T")
@@ -149,17 +150,6 @@ def _etcd_binary() -> str:
     return path
 
 
-def _pdeathsig() -> list[str]:
-    """An argv prefix asking the kernel to SIGKILL etcd when the agent dies.
-
-    util-linux's `setpriv --pdeathsig` sets it and execs etcd (the same pid). Not a
-    `preexec_fn`: Python code run in a child forked from the agent, whose gRPC threads are
-    running, crashed it (SIGSEGV) now and then.
-    """
-    setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
-
-
 def _no_room(directory: Path) -> str:
     """Why etcd's error is missing when `directory`'s file system is full to the last block:
     etcd could not write its log there either ("": it is not full)."""
@@ -265,7 +255,7 @@ class EtcdProcess:
         try:
             # Cancelled while it waits for the child, asyncio kills and reaps it.
             self.proc = await asyncio.create_subprocess_exec(
-                *_pdeathsig(),
+                *dies_with_agent(),
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,

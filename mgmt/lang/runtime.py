@@ -36,7 +36,7 @@ from mgmt.lang.checker import Checked
 from mgmt.lang.clock import Clock, LoopClock
 from mgmt.lang.errors import NOWHERE, FuncError, GraphLimitError, LangError, NotReady, Pos
 from mgmt.lang.funcs import Builtin, Context
-from mgmt.lang.streams import Stream
+from mgmt.lang.streams import Readers, Stream
 from mgmt.lang.values import (
     INT_MIN,
     UNBOUNDED,
@@ -208,6 +208,7 @@ class Runtime:
         self._stream_cells: dict[int, Cell] = {}
         self._tasks = TaskSet("lang", log)
         self._closing: list[Stream] = []
+        self._readers = Readers()  # the threads its files are read in (os.readfile...)
         self._bind_cells: dict[int, Cell] = {}
         self._call_names: dict[int, frozenset[str]] = {}  # see _env_names
         self._cells: list[Cell] = []  # every cell but the streams' (for garbage collection)
@@ -405,6 +406,11 @@ class Runtime:
         self._stream_cells.clear()
         await self._tasks.close()
         await self.reap()
+        await self._readers.close()  # a read cancelled with its stream: ended, not left
+
+    @property
+    def readers(self) -> Readers:
+        return self._readers
 
     def deploy_dir(self, file: str) -> Path:
         """The directory deploy.* paths of code in `file` start at (Checked.deploy_dirs)."""

@@ -54,6 +54,9 @@ class Host(Protocol):
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]: ...
 
+    @property
+    def readers(self) -> Readers: ...
+
 
 class Stream:
     """One running instance of a stream function."""
@@ -183,22 +186,43 @@ def read_for_program(path: str) -> str:
 # read from it, never the loop that repairs every resource (until 2026-12-05 they were read on
 # the loop). A pool of their own: reads cannot take the threads resources block in.
 READERS = 4
-_readers: ThreadPoolExecutor | None = None
 
 
-async def read_off_loop(path: str) -> str:
-    """read_for_program(path) in one of the READERS threads (ValueError as it raises it)."""
-    global _readers  # noqa: PLW0603 (made at the first read: most programs read no file)
-    if _readers is None:
-        _readers = ThreadPoolExecutor(READERS, thread_name_prefix="lang-read")
-    return await asyncio.get_running_loop().run_in_executor(_readers, read_for_program, path)
+class Readers:
+    """The threads a program's files are read in (`read`: read_for_program off the loop), made
+    at its first read (most programs read no file) and owned by its runtime, which stops them
+    at its close (`close`): no read runs on after it. Until 2026-12-07 (leaks) one pool served
+    every program of the process for its life: a read cancelled with its stream ran on after
+    the program had ended (in a test worker, opening and closing descriptors under the next
+    test's checks), and its threads were never joined."""
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._closed = False
+
+    async def read(self, path: str) -> str:
+        """read_for_program(path) in one of the READERS threads (ValueError as it raises it,
+        and once closed)."""
+        if self._closed:
+            raise ValueError(f"cannot read {path}: the program has stopped")
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(READERS, thread_name_prefix="lang-read")
+        return await asyncio.get_running_loop().run_in_executor(self._pool, read_for_program, path)
+
+    async def close(self) -> None:
+        """The reads not started dropped, those running waited for, the threads joined (in a
+        thread: a read may take a while); cancelled, the joining goes on without us."""
+        self._closed = True
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
 
 
 class ReadFile(Stream):
     """os.readfile(path): the content; re-read whenever inotify reports a change, once a
     writer in place closed it (engine.watcher.follow_writes: mgmt reads at each event, and a
     truncate then gave ''). A relative path is relative to the agent's working directory, as
-    in mgmt. Read off the loop (read_off_loop): the first value comes once the first read is
+    in mgmt. Read off the loop (the runtime's Readers): the first value comes once the first read is
     done (the program waits for it as for os.system's first line), once the watch is up; changes
     that come during a read make one read more, after it."""
 
@@ -209,7 +233,7 @@ class ReadFile(Stream):
 
     async def _read(self) -> None:
         try:
-            text = await read_off_loop(str(self.path))
+            text = await self.host.readers.read(str(self.path))
         except ValueError as err:
             self.fail(str(err))
             return

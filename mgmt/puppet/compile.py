@@ -3,7 +3,9 @@
 Puppet runs as a subprocess (argv, bounded by a timeout) with every directory it writes to
 (vardir, confdir, codedir, ...) in a fresh private temporary directory that is removed after
 the run: the host's /etc/puppet and /var/cache/puppet are neither read nor changed, and nothing
-another user wrote is used. The environment (Hiera's environment layer: `hiera.yaml`,
+another user wrote is used. Puppet dies with the agent (resources._lib.proc.dies_with_agent), and
+the directory is a locked temporary prefix (mgmt.tmpprefix): a killed agent's is removed by the
+next `--tmp-prefix` run's sweep. The environment (Hiera's environment layer: `hiera.yaml`,
 `data/`; `modules/`) is the directory `--puppet-environment` names, or the manifest's own
 (Manifest.environment_of), linked from the private codedir. Modules come from `--modulepath`'s directories, then Debian's
 /usr/share/puppet/modules (where the cron, host and mount types live since Puppet 6).
@@ -25,15 +27,15 @@ import os
 import re
 import shutil
 import stat
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import ResourceError
+from engine.errors import MgmtError, ResourceError
 from mgmt.config import DEFAULT_MAX_GRAPH_SIZE
+from mgmt.tmpprefix import TmpPrefix
 from mgmt.yamlgraph import GraphFileError
-from resources._lib.proc import run_command
+from resources._lib.proc import dies_with_agent, run_command
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -213,10 +215,12 @@ async def compile_catalog(manifest: Manifest, hostname: str, timeout: float = TI
             own,
         )
     environment, warnings = _inputs(manifest, own)
-    work = Path(tempfile.mkdtemp(prefix="mgmt-puppet-"))  # 0700, new: ours alone
+    private = _private_dir(manifest, own)
+    work = private.path
     try:
-        argv = [PUPPET, "catalog", "compile", "--render-as", "json", *isolated(work)]
-        argv += ["--log_level=debug", "--certname", hostname]  # debug: the files it reads
+        argv = [*dies_with_agent(), PUPPET, "catalog", "compile", "--render-as", "json"]
+        # (debug: the files it reads)
+        argv += [*isolated(work), "--log_level=debug", "--certname", hostname]
         argv += ["--basemodulepath", manifest.modulepath]
         if manifest.hiera_config is not None:
             argv += ["--hiera_config", str(manifest.hiera_config)]
@@ -236,7 +240,7 @@ async def compile_catalog(manifest: Manifest, hostname: str, timeout: float = TI
         except ResourceError as error:
             raise CompileFailed([f"{manifest.label}: {error}"], own) from None
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        private.close()
     if environment is not None:
         out, err = (text.replace(str(link), str(environment)) for text in (out, err))
     files = [*own, *_read(manifest, out)]
@@ -260,6 +264,15 @@ async def compile_catalog(manifest: Manifest, hostname: str, timeout: float = TI
     if environment is not None:  # Puppet's: the environment's modules, then the base's
         modulepath = f"{environment / 'modules'}:{modulepath}"
     return Compiled(catalog, files, warnings, modulepath)
+
+
+def _private_dir(manifest: Manifest, own: list[Path]) -> TmpPrefix:
+    """The compile's directory: 0700, new, ours alone; locked while it runs, so that a killed
+    agent's is swept by the next `--tmp-prefix` run (mgmt.tmpprefix)."""
+    try:
+        return TmpPrefix(swept=False)
+    except (OSError, MgmtError) as problem:  # e.g. $TMPDIR another user controls
+        raise CompileFailed([f"{manifest.label}: puppet's directory: {problem}"], own) from None
 
 
 def _inputs(manifest: Manifest, own: list[Path]) -> tuple[Path | None, list[str]]:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 from collections.abc import Awaitable, Iterator, Mapping
@@ -24,6 +25,20 @@ GRACE = 1.0  # seconds between SIGTERM and SIGKILL
 TAIL = 8  # output lines quoted in a failure
 
 log = logging.getLogger("engine")
+
+
+def dies_with_agent() -> list[str]:
+    """An argv prefix asking the kernel to SIGKILL the command when the agent dies (SIGKILL,
+    the OOM killer: no stop of ours runs), for a child of the agent's main thread (the loop's:
+    the death signal fires when the thread that forked it ends) that starts no process of its
+    own worth stopping (etcd; Puppet's compile): it reaches that one process, not its group
+    (resources._lib.reaper says why exec's commands need more).
+
+    util-linux's `setpriv --pdeathsig` sets it and execs the command (the same pid); without
+    setpriv, nothing. Not a `preexec_fn`: Python code run in a child forked from the agent,
+    whose gRPC threads are running, crashed it (SIGSEGV) now and then."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 
 
 def tool_lock(shared: Shared, name: str) -> asyncio.Lock:

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -89,26 +90,52 @@ def run_once(front_end: str, path: Path) -> tuple[int, str]:
     return run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", front_end, str(path)])
 
 
+def listing(top: Path) -> list[str]:
+    """Every path below `top` (relative to it), sorted."""
+    return sorted(str(path.relative_to(top)) for path in top.rglob("*"))
+
+
 class Daemon:
-    """A running `mgmt run ...` whose log lines are collected and awaitable."""
+    """A running `mgmt run ...` whose log lines are collected and awaitable.
+
+    Its $TMPDIR is its own (`tmpdir`, made in the test's): one left running at the end of its
+    block is SIGKILLed, and a killed `--tmp-prefix` run cannot remove its prefix (the next run
+    of the user sweeps it: mgmt/tmpprefix.py). In the test's $TMPDIR (the real /tmp) the
+    suite's last such runs left theirs for good (leaks, 2026-12-07: `mgmt-<12 hex>/` with its
+    lock and status.sock, in two of five CI runs). A killed agent's is removed with the
+    directory; one that exited of itself must have left it empty (`_left`)."""
 
     def __init__(self, args: Sequence[str], cwd: Path = ROOT) -> None:
         self.args = list(args)
         self.cwd = cwd  # where `python -m mgmt` finds mgmt (another checkout: a copy)
         self.lines: list[str] = []
         self.proc: asyncio.subprocess.Process | None = None
+        self.tmpdir: Path | None = None
         self._new_line = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
 
+    @property
+    def env(self) -> dict[str, str]:
+        """Its environment's difference from the test's: another `mgmt` run (`mgmt status`)
+        given it finds the agent's temporary prefix where the agent made it."""
+        assert self.tmpdir is not None
+        return {"TMPDIR": str(self.tmpdir)}
+
     async def __aenter__(self) -> Daemon:
-        self.proc = await asyncio.create_subprocess_exec(
-            *MGMT,
-            *self.args,
-            cwd=self.cwd,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        self.tmpdir = Path(tempfile.mkdtemp(prefix="daemon-tmp-"))
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                *MGMT,
+                *self.args,
+                cwd=self.cwd,
+                env={**os.environ, **self.env},
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        except BaseException:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+            raise
         self._reader = asyncio.create_task(self._read())
         return self
 
@@ -120,6 +147,20 @@ class Daemon:
             await self.proc.wait()
         if self._reader:
             await asyncio.gather(self._reader, return_exceptions=True)
+        left = self._left()
+        assert self.tmpdir is not None
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
+        if exc[0] is None:
+            assert not left, f"mgmt {' '.join(self.args)} left in its $TMPDIR: {left}"
+
+    def _left(self) -> list[str]:
+        """What the agent left in its $TMPDIR: nothing if it exited of itself (one killed by a
+        signal, SIGKILL by the test or at the end of the block, or a crash's SIGABRT, leaves
+        what it held: not counted)."""
+        assert self.tmpdir is not None and self.proc is not None
+        if self.proc.returncode is None or self.proc.returncode < 0:
+            return []
+        return listing(self.tmpdir)
 
     async def _read(self) -> None:
         assert self.proc and self.proc.stderr

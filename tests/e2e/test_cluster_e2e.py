@@ -147,6 +147,8 @@ class Host:
         return [*args, self.frontend, str(self.graph)]
 
     async def start(self, seeds: list[Host] = ()) -> Daemon:  # type: ignore[assignment]
+        if self.daemon is not None:  # its last run's end (one that exited of itself too)
+            await self.daemon.__aexit__(None, None, None)
         self.daemon = Daemon(self.args(list(seeds)))
         await self.daemon.__aenter__()
         return self.daemon
@@ -188,6 +190,8 @@ async def fleet(hosts: list[Host]) -> AsyncIterator[list[Host]]:
                     await host.stop()
                 except Exception as err:
                     errors.append(err)
+            elif host.daemon:  # one that exited of itself: its end too (its $TMPDIR removed)
+                await host.daemon.__aexit__(None, None, None)
         if errors:
             raise errors[0]
         for host in hosts:

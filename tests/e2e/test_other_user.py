@@ -38,8 +38,9 @@ def as_nobody(args: list[str]) -> tuple[int, str]:
 @pytest.fixture
 def prefix() -> Iterator[Path]:
     """A prefix as an agent run as root keeps it: 0700 in a directory every user may search
-    (tmp_path's parents are root's alone: its owner could not be named)."""
-    with tempfile.TemporaryDirectory(prefix="mgmt-other-user-") as top:
+    (tmp_path's parents are root's alone: its owner could not be named). In /tmp, not $TMPDIR:
+    a private $TMPDIR (a suite run with one of its own) is root's alone too."""
+    with tempfile.TemporaryDirectory(prefix="mgmt-other-user-", dir="/tmp") as top:
         os.chmod(top, 0o755)
         path = Path(top) / "prefix"
         path.mkdir(mode=0o700)

@@ -32,7 +32,7 @@ async def test_a_tmp_prefix_agent_is_found_and_named_when_stopped(tmp_path: Path
         await daemon.wait_log("converged")
         # Asked at another prefix (the default one, where no agent runs): where it runs.
         code, out = await asyncio.to_thread(
-            run_mgmt, ["status", "--prefix", str(tmp_path / "none")]
+            run_mgmt, ["status", "--prefix", str(tmp_path / "none")], env=daemon.env
         )
         assert code == 2, out
         assert f"pid {pid}: mgmt status --prefix {prefix}" in out, out

@@ -44,14 +44,14 @@ def executable() -> str:
 class ReadFileOnce(streams.Stream):
     """golang/os.read_file(name): the file's content, read once per call site and name (a new
     name reads again; os.readfile follows changes), off the event loop as os.readfile
-    (streams.read_off_loop)."""
+    (the runtime's streams.Readers)."""
 
     def start(self) -> None:
         self._tasks.append(self.host.spawn(self._read(self.args[0]), f"read {self.args[0]}"))
 
     async def _read(self, name: str) -> None:
         try:
-            self.emit(await streams.read_off_loop(name))
+            self.emit(await self.host.readers.read(name))
         except ValueError as err:
             self.fail(str(err))
 

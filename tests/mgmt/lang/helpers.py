@@ -32,7 +32,7 @@ def run(src: str, clock: ManualClock | None = None, **kwargs: Any) -> Runtime:
 
 async def settled(rt: Runtime) -> Runtime:
     """`rt`, evaluated until every stream it started has its first value (os.readfile's comes
-    from a thread: streams.read_off_loop), woken by its notify; a generous bound on hangs."""
+    from a thread: streams.Readers), woken by its notify; a generous bound on hangs."""
     woke = asyncio.Event()
     notify = rt.notify
 

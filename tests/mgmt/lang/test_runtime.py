@@ -439,3 +439,40 @@ async def test_a_branch_taken_again_restarts_its_streams_and_is_current(tmp_path
         assert comments() == ["two"]
     finally:
         await rt.close()
+
+
+async def test_a_runtimes_close_ends_its_reads_and_joins_their_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """leaks, 2026-12-07: the threads os.readfile reads in were one pool for the process's life;
+    a read in flight at a program's close ran on after it (ci4: a pytest worker's thread opened
+    and closed descriptors during a later test's check of them), and no thread was joined.
+    Now the runtime's close waits for its reads and joins their threads; the read here is held
+    in its thread until the close has begun."""
+    import threading
+
+    import mgmt.lang.streams
+
+    path = tmp_path / "input"
+    path.write_text("x\n")
+    real, release = mgmt.lang.streams.read_for_program, threading.Event()
+    loop, reading, threads = asyncio.get_running_loop(), asyncio.Event(), []
+
+    def held(name: str) -> str:
+        if threads:  # the first read alone is held
+            return real(name)
+        threads.append(threading.current_thread())
+        loop.call_soon_threadsafe(reading.set)
+        release.wait(30)  # a generous bound: a failed test does not hang
+        return real(name)
+
+    monkeypatch.setattr(mgmt.lang.streams, "read_for_program", held)
+    rt = run(f'import "os"\n$x = os.readfile("{path}")\nnoop "n" {{ comment => $x }}\n')
+    try:
+        rt.evaluate()
+        async with asyncio.timeout(10):
+            await reading.wait()
+    finally:
+        loop.call_soon(release.set)  # once the close waits (before: it did not)
+        await rt.close()
+    assert not threads[0].is_alive()

@@ -234,7 +234,7 @@ async def test_an_input_written_in_place_is_read_once_its_writer_closes_it(
 async def test_a_slow_read_of_an_input_holds_up_no_repair(
     agent: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """os.readfile reads in a thread of its own (streams.read_off_loop): while a read is held
+    """os.readfile reads in a thread of its own (streams.Readers): while a read is held
     (a slow disk, a 16 MiB file: here the real read waits for the test), the loop repairs the
     other resources. Until 2026-12-05 it read on the loop: the repair waited for the read."""
     import threading
