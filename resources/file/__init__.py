@@ -446,7 +446,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
     def _said_once(self, steps: list[Step]) -> list[Step]:
         """Under --noop, a directory is said to be made by one resource: the first whose check
         says so (its own directory's resource, which the automatic edge runs first, or the
-        first file checked in a missing parent). Another's "would create parent directory" of
+        first file checked in a missing parent). Another's parent step for
         it is left out (a debug line): in a run, the first makes it and the others find it."""
         said: dict[str, str] = self.handle.shared.get(_NOOP_DIRS, dict)
         me, kept = str(self), []
