@@ -140,12 +140,18 @@ def graph_lines(loaded: Loaded, autoedges: bool = True) -> list[str]:
     return out + sorted(notes)
 
 
+class ReadsCluster(Exception):
+    """A program's first graph reads the cluster (world.*): not known without it. Not an
+    error of the program (`check --graph` says so and exits 0): its message says which."""
+
+
 def first_graph(frontend: str, path: Path, hostname: str, max_size: int) -> Loaded:
     """The graph a program (or graph file) gives `mgmt run` first, built and not applied:
     a program runs until its streams have their first values (up to lang.source's
     SETTLE_WAIT), with the local values of a fresh host (`value.get_str` not ready, as on a
-    first `mgmt run --tmp-prefix`). CompileError (or GraphFileError) when it gives none: a run-time error (named
-    at its position) or a program that reads the cluster (world.*)."""
+    first `mgmt run --tmp-prefix`). CompileError (or GraphFileError) when it gives none (a
+    run-time error, named at its position); ReadsCluster for a program that reads the
+    cluster (world.*)."""
     from mgmt.lang.errors import CompileError
     from mgmt.yamlgraph import parse, read_limited
 
@@ -154,7 +160,10 @@ def first_graph(frontend: str, path: Path, hostname: str, max_size: int) -> Load
     # as mgmt run's (--graph asks for it), of the program check_path compiled (not again)
     first = _first_run(path, hostname, commands=True, checked=_compiled_last(path))
     if first.cluster:
-        raise CompileError([f"{path}: the program reads the cluster (world.*): run it to see"])
+        raise ReadsCluster(
+            f"{path}: its graph is not shown: the program reads the cluster (world.*), "
+            "which only `mgmt run` does"
+        )
     if first.loaded is None:
         raise CompileError([first.error or f"{path}: the program produced no graph"])
     return first.loaded

@@ -539,7 +539,7 @@ def _print_graph(config: Config) -> list[str]:
     the first graph it gives (a manifest's: its translated catalog, compiled once)."""
     from engine.engine import verify
     from engine.errors import GraphError
-    from mgmt.check import first_graph, graph_lines
+    from mgmt.check import ReadsCluster, first_graph, graph_lines
     from mgmt.lang.errors import CompileError
     from mgmt.yamlgraph import GraphFileError
 
@@ -558,6 +558,9 @@ def _print_graph(config: Config) -> list[str]:
                 config.frontend, config.file, config.hostname, config.max_graph_size
             )
         verify(loaded.graph.copy())  # what `mgmt run` refuses too
+    except ReadsCluster as note:  # checked, a valid program: exit 0, as mgmt's --only-unify
+        print(note, file=sys.stderr)
+        return []
     except (CompileError, GraphFileError) as err:
         return list(err.problems)
     except GraphError as err:

@@ -76,6 +76,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("main")
 
 TOP_KEYS = ["graph", "comment", "resources", "edges", "collect"]
+# An empty file, or one of comments (`---`, `~` alone) alike: said so, not "must be a mapping".
+EMPTY_GRAPH = "the graph file is empty (a graph file is a mapping: `graph: NAME`, `resources:`)"
 EDGE_KEYS = ["name", "from", "to", "notify", "send", "recv"]
 VERTEX_KEYS = ["kind", "name"]
 COLLECT_KEYS = ["kind", "pattern"]
@@ -1041,8 +1043,8 @@ class _Parser:
         if doc is None:
             try:
                 node = _compose(data)
-                if node is None:
-                    raise self.fail(1, "the graph file must be a mapping")
+                if node is None or node.tag.endswith(":null"):  # nothing, or `---`, `~`
+                    raise self.fail(1, EMPTY_GRAPH)
                 aliases = _check_shape(node, data) if _ANCHOR in data else 0
                 doc = _plain(node, _safe_constructor()(), "")
             except YAMLError as err:

@@ -145,15 +145,12 @@ def _new_client(args: argparse.Namespace) -> EtcdClient:
             from mgmt.cluster.cluster import agent_tls
 
             tls = agent_tls(args.prefix) or tls  # its --cluster-cert-dir (or --tls-*) files
-        for flag, path in (("--tls-ca", tls.ca), ("--tls-cert", tls.cert), ("--tls-key", tls.key)):
+        files = (("--tls-ca", tls.ca), ("--tls-cert", tls.cert), ("--tls-key", tls.key))
+        for flag, path in files:
             if path is not None and not path.is_file():
                 if path.parent != own:
                     raise Refused(f"{flag}: no such file: {path}")
-                raise Refused(  # per-host identities keep no certificate in the prefix
-                    f"{flag}: no such file: {path}: give --prefix DIR of a host of the cluster "
-                    "(shared CA), or --tls-ca/--tls-cert/--tls-key: ca.pem, host.pem and "
-                    "host.key of a --cluster-cert-dir or of an operator's credentials"
-                )
+                raise Refused(_no_credentials(args.prefix, path))
         try:
             check_credentials(tls)
         except WorldError as err:
@@ -169,6 +166,22 @@ def _new_client(args: argparse.Namespace) -> EtcdClient:
         except ValidationError as err:
             raise Refused(str(err)) from None
     return EtcdClient(urls, tls=tls, user=args.cluster_user, password=password, name="deploy")
+
+
+def _no_credentials(prefix: Path, missing: Path) -> str:
+    """What is wrong when the prefix (no --tls-* given) holds none of a host's credentials:
+    it does not exist (a typo), or it is not a shared-CA host's (per-host identities keep
+    their certificate in --cluster-cert-dir); and which flags give them."""
+    what = (
+        f"the prefix {prefix} does not exist"
+        if not prefix.is_dir()
+        else f"the prefix {prefix} holds no cluster credentials (no {missing})"
+    )
+    return (
+        f"{what}: give --prefix DIR of a host of the cluster (shared CA), or "
+        "--tls-ca/--tls-cert/--tls-key: ca.pem, host.pem and host.key of a --cluster-cert-dir "
+        "or of an operator's credentials"
+    )
 
 
 async def _connected(args: argparse.Namespace) -> EtcdClient:

@@ -41,6 +41,7 @@ from resources.file.where import (
     TOP,
     Entry,
     Held,
+    MakeDir,
     SharedDir,
     Src,
     StepDirs,
@@ -72,6 +73,9 @@ INLINE_SPARE = 1 << 16  # content of at most this many characters gets a spare m
 _SPARE = "resources._lib.spare"
 _LOOP = "asyncio.loop"  # the engine's running loop, in its Shared (listen())
 _STEP_DIRS = "resources.file.StepDirs"  # the parent directories a step's checks share
+# Under --noop, each directory a file's check said it would create, and the resource that said
+# so (FileRes._said_once), in the engine's Shared.
+_NOOP_DIRS = "resources.file.noop-dirs"
 
 REFUSED_NAMED = 5  # entries of a tree not replaced, named at most in the failure's message
 _MANAGED = ("content", "source", "fragments", "owner", "group", "mode", "selinux")
@@ -394,6 +398,8 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
                         return False
                     found = made
                 where, steps = await self._plan(held, watcher, found, fresh=fresh)
+                if not apply:
+                    steps = self._said_once(steps)
                 if self._not_yet:  # noop: a user/group resource before it makes them
                     owners = " and ".join(self._not_yet)
                     why = "not yet on this host: made by an earlier resource"
@@ -442,6 +448,24 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             watcher.observed()  # the look failed before it looked: the watcher looks
         if steps or steps is None or self._refused:
             watcher.changed()
+
+    def _said_once(self, steps: list[Step]) -> list[Step]:
+        """Under --noop, a directory is said to be made by one resource: the first whose check
+        says so (its own directory's resource, which the automatic edge runs first, or the
+        first file checked in a missing parent). Another's parent step for
+        it is left out (a debug line): in a run, the first makes it and the others find it."""
+        said: dict[str, str] = self.handle.shared.get(_NOOP_DIRS, dict)
+        me, kept = str(self), []
+        for step in steps:
+            if isinstance(step, MakeDir):
+                if step.directory == self._fs_path:  # its own: always said
+                    said[step.directory] = me
+                elif said.setdefault(step.directory, me) != me:
+                    by = said[step.directory]
+                    self.handle.logger.debug("%s would create %s", by, step.directory)
+                    continue
+            kept.append(step)
+        return kept
 
     def _why(self, path: str) -> str:
         if self.state == "absent":
@@ -1003,7 +1027,11 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         mode = self._want_mode(cur, src, True, (uid, gid), top_group)
         if cur is None:
             make = functools.partial(where.make_dir, TOP, mode, uid, gid)
-            steps.append(Step(f"create directory {path}", f"created directory {path}", make))
+            steps.append(
+                MakeDir(
+                    f"create directory {path}", f"created directory {path}", make, directory=path
+                )
+            )
         steps += attr_steps(where, TOP, "", cur, mode=mode, uid=uid, gid=gid)
         if source is not None:
             inherit = new_group(mode, owner_after(uid, gid, cur, top_group)[1])

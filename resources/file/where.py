@@ -11,6 +11,7 @@ import functools
 import os
 import stat
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from engine import libc, safefs
@@ -163,6 +164,14 @@ def _split(path: str) -> tuple[str, str]:
     if parent and parent.strip("/"):
         parent = parent.rstrip("/")
     return parent, path[cut:]
+
+
+@dataclass(frozen=True)
+class MakeDir(Step):
+    """A step that creates `directory` (a missing parent, or the resource's own): what
+    `--noop` says one resource would create (FileRes._said_once)."""
+
+    directory: str = ""
 
 
 class Where:
@@ -369,7 +378,12 @@ class Where:
             shown.append(parent)
             parent = os.path.dirname(parent)
         return [
-            Step(f"create parent directory {p}", f"created parent directory {p}", self.make_parent)
+            MakeDir(
+                f"create parent directory {p}",
+                f"created parent directory {p}",
+                self.make_parent,
+                directory=p,
+            )
             for p in reversed(shown)
         ]
 

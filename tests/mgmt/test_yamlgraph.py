@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from mgmt.yamlgraph import (
+    EMPTY_GRAPH,
     MAX_ALIAS_VALUES,
     MAX_DEPTH,
     MAX_SIZE,
@@ -381,7 +382,9 @@ def test_merge_keys_count_against_the_alias_budget() -> None:
             "g.yaml:3: YAML: not UTF-8 (or UTF-16 with a BOM): incomplete UTF-8",
         ),
         ("graph: g\nx: \ud800\n", "g.yaml:2: not valid Unicode"),
-        ("", "g.yaml:1: the graph file must be a mapping"),
+        ("", f"g.yaml:1: {EMPTY_GRAPH}"),  # said "must be a mapping" (tester, 2026-12-07)
+        ("# nothing yet\n\n", f"g.yaml:1: {EMPTY_GRAPH}"),
+        ("---\n", f"g.yaml:1: {EMPTY_GRAPH}"),
         (
             "graph: g\nresources:\n  noop:\n    - {name: a, name: b}\n",
             "g.yaml:4: noop[a].name: duplicate key",  # named by the first name

@@ -600,3 +600,44 @@ async def test_an_edit_of_one_export_makes_and_encodes_one_record(
         ] == ("edited\n")
     finally:
         await link.stop()
+
+
+async def test_a_leave_whose_removal_the_leaders_overtook_says_it_left(
+    tmp_path: Path, log_event: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """h2 stops cleanly while the leader, h1, removes h2's member (its host left): etcd applied
+    the leader's conf change and dropped h2's own (`ignoring conf change ...: possible
+    unapplied conf change`), whose request then timed out. h2 said `could not leave: member
+    remove: Deadline Exceeded`, waited 2 s more and kept its data, though its member was gone
+    (operator tester, 2026-12-07, 1 stop in 2). Made deterministic: the leader's removal is
+    made first, then h2's request fails as etcd's dropped one did; h2 says it left (removed by
+    the leader) and deletes its data dir."""
+    caplog.set_level(logging.INFO, logger="cluster")
+    promoted = log_event("h2 is now a voting member")  # type: ignore[operator]
+    h1 = Cluster(options("h1"), tmp_path / "h1")
+    h2: Cluster | None = None
+    try:
+        assert await h1.start()
+        h2 = Cluster(options("h2", seeds=h1.options.advertise_client_urls), tmp_path / "h2")
+        assert await h2.start()
+        async with asyncio.timeout(30):
+            await promoted.wait()
+        leader, leaver = h1.client, h2.client
+
+        async def overtaken(member_id: int) -> None:
+            await leader.member_remove(member_id)  # the leader's, applied first
+            raise WorldError(f"member remove: Deadline Exceeded ({h1.options.client_urls[0]})")
+
+        leaver.member_remove = overtaken  # type: ignore[method-assign]
+        data_dir = h2.data_dir
+        await h2.stop()
+        h2 = None
+        assert not data_dir.exists()
+        assert [m.name for m in await h1.client.members()] == ["h1"]
+    finally:
+        if h2 is not None:
+            await h2.stop()
+        await h1.stop()
+    assert "could not leave" not in caplog.text
+    assert "stays in the cluster" not in caplog.text
+    assert "this host's member left the cluster (removed by the leader)" in caplog.text

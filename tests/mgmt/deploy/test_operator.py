@@ -82,13 +82,20 @@ async def test_an_operator_pushes_deploys_and_writes_nothing_else(tmp_path: Path
 def test_without_credentials_the_commands_say_where_they_are(tmp_path: Path) -> None:
     """A host with per-host identities keeps its certificate in --cluster-cert-dir, not in
     <prefix>/cluster-tls/: `mgmt status --cluster --prefix P` said `(give --prefix or --tls-*)`
-    to an operator who had given --prefix."""
-    prefix = tmp_path / "prefix"
+    to an operator who had given --prefix. A prefix that does not exist (a typo), or holds no
+    credentials, is said as such: it said `mgmt: --tls-ca: no such file: /typo/cluster-tls/ca.pem`,
+    naming a flag not given (operator tester, 2026-12-07)."""
+    prefix, empty = tmp_path / "prefix", tmp_path / "empty"
+    empty.mkdir()
     for command in (["status", "--cluster"], ["deploy", "--list"]):
-        code, text = run_mgmt([*command, "--prefix", str(prefix)])
-        assert code == 2 and text.count("\n") == 1, text
-        assert f"no such file: {prefix}/cluster-tls/ca.pem: give --prefix DIR" in text, text
-        assert "ca.pem, host.pem and host.key of a --cluster-cert-dir" in text, text
+        for given, says in (
+            (prefix, f"mgmt: the prefix {prefix} does not exist: give --prefix DIR"),
+            (empty, f"mgmt: the prefix {empty} holds no cluster credentials (no {empty}/"),
+        ):
+            code, text = run_mgmt([*command, "--prefix", str(given)])
+            assert code == 2 and text.count("\n") == 1, text
+            assert text.startswith(says), text
+            assert "ca.pem, host.pem and host.key of a --cluster-cert-dir" in text, text
         code, text = run_mgmt([*command, "--tls-ca", str(tmp_path / "ca.pem")])
         assert code == 2 and text.strip() == f"mgmt: --tls-ca: no such file: {tmp_path}/ca.pem"
 
