@@ -444,7 +444,7 @@ def _refuse_theirs(dir_fd: int, st: os.stat_result, shown: str, to: str) -> None
 def _refuse_others(fd: int, shown: str, refusing: str, choose: str) -> None:
     """UnsafePathError when another user controls the directory fd (a root-owned sticky one,
     /tmp, passes): they could put a symlink on the way and choose `choose`."""
-    why = safefs.controlled_by_others(os.fstat(fd), sticky_ok=True)
+    why = safefs.controlled_by_others(os.fstat(fd), fd, sticky_ok=True)
     if why:
         raise safefs.UnsafePathError(
             f"{shown} {why}: refusing {refusing} (another user could put a symlink on the way "

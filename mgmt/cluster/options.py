@@ -318,7 +318,15 @@ def _ca_dir(
             load_ca(ca_dir)
         except WorldError as err:
             raise ValidationError(str(err), "--cluster-ca-dir") from None
-    elif seeds:
+    elif not seeds:  # the first host creates the CA there: a directory of ours (or none yet)
+        try:
+            safefs.check_private(ca_dir)
+        except (OSError, ResourceError) as err:
+            raise ValidationError(
+                f"no cluster CA there to read, and this host would create one: {err}",
+                "--cluster-ca-dir",
+            ) from None
+    else:
         if config.cluster_ca_dir is None:
             raise ValidationError(
                 "joining a cluster needs its credentials: --cluster-ca-dir DIR (a copy of the "

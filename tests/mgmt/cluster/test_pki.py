@@ -117,13 +117,19 @@ def test_a_ca_another_user_planted_is_never_trusted(tmp_path: Path) -> None:
     assert not (tmp_path / "tls").exists()
 
 
+def _group_writable(path: Path, gid: int) -> None:
+    os.chown(path, -1, gid)
+    path.chmod(0o775)
+
+
 @pytest.mark.parametrize(
     ("setup", "expected"),
     [
         # The CA directory itself theirs, or writable by others: ca.key could be swapped.
-        (lambda ca: os.chown(ca, NOBODY, NOBODY), "is owned by uid 65534, not by this agent"),
+        (lambda ca: os.chown(ca, NOBODY, NOBODY), "cluster-ca is owned by uid 65534"),
         (lambda ca: ca.chmod(0o777), "can be written by others (mode 0777)"),
-        (lambda ca: ca.parent.chmod(0o775), "can be written by others (mode 0775)"),
+        # Its group a group of users (root's group is root's: safefs.writable_by_others).
+        (lambda ca: _group_writable(ca.parent, 50), "can be written by others (mode 0775)"),
         # The key: theirs, or readable by others.
         (lambda ca: os.chown(ca / "ca.key", NOBODY, NOBODY), "(owner uid 65534, mode 0600)"),
         (lambda ca: (ca / "ca.key").chmod(0o644), "(owner uid 0, mode 0644): a private key"),
