@@ -370,7 +370,8 @@ def read_password(path: Path) -> str:
     """The password in `path`: a regular file that only root and this agent's user can change
     (nor swap through a directory above it or a symlink: safefs.others_control) and that
     others may not read; its group may (root's 0640 file of a group the agent's user is in,
-    the 0440 that systemd's LoadCredential= shows for its ACL when the unit has a User=). A
+    the 0440 that systemd's LoadCredential= shows for its ACL when the unit has a User=, on a
+    file system with ACLs; systemd 252's ramfs gives the file to that user, 0400). A
     FIFO is refused, never waited on; a file larger than PASSWORD_MAX (a link to /dev/zero) is
     refused unread."""
     flag = "--cluster-password-file"
