@@ -356,15 +356,20 @@ def test_the_sudo_invokers_own_credentials_are_taken(tmp_path: Path) -> None:
     status += [f"--tls-{what}={creds / name}" for what, name in _TLS_FILES]
     code, out = run_mgmt(status, timeout=120, env={"SUDO_UID": str(NOBODY)})
     assert code == 1 and "refusing" not in out, out
-    for env in ({"SUDO_UID": ""}, {"SUDO_UID": str(NOBODY - 1)}):
-        code, out = run_mgmt(admit, env=env)
-        assert code == 2 and f"--cert-dir: {home} is owned by uid {NOBODY}" in out, out
+    _refused_but_to_the_invoker(admit, f"--cert-dir: {home} is owned by uid {NOBODY}")
     as_nobody(creds, "chmod 0640 host.key")
     code, out = run_mgmt(admit, env={"SUDO_UID": str(NOBODY)})
     assert code == 2 and f"or the sudo invoker's (uid {NOBODY}), mode 0600" in out, out
 
 
 _TLS_FILES = (("ca", "ca.pem"), ("cert", "host.pem"), ("key", "host.key"))
+
+
+def _refused_but_to_the_invoker(argv: list[str], says: str) -> None:
+    """`mgmt ARGV` refused (exit 2, `says`) without SUDO_UID, and with another user's."""
+    for env in ({"SUDO_UID": ""}, {"SUDO_UID": str(NOBODY - 1)}):
+        code, out = run_mgmt(argv, env=env)
+        assert code == 2 and says in out, out
 
 
 @pytest.mark.skipif(shutil.which("puppet") is None, reason="needs puppet")
@@ -437,9 +442,7 @@ def test_the_sudo_invokers_own_sign_key_is_taken(tmp_path: Path) -> None:
     deploy += ["yaml", str(program)]
     code, out = run_mgmt(deploy, 120, env={"SUDO_UID": str(NOBODY)})
     assert code == 1 and "no etcd member reachable" in out, out
-    for env in ({"SUDO_UID": ""}, {"SUDO_UID": str(NOBODY - 1)}):
-        code, out = run_mgmt(deploy, env=env)
-        assert code == 2 and f"--sign-key: {home} is owned by uid {NOBODY}" in out, out
+    _refused_but_to_the_invoker(deploy, f"--sign-key: {home} is owned by uid {NOBODY}")
     as_nobody(home, "chmod 0644 .ssh/deploy")
     code, out = run_mgmt(deploy, env={"SUDO_UID": str(NOBODY)})
     assert code == 2 and f"or, under sudo, uid {NOBODY}'s with mode 0600" in out, out
