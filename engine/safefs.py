@@ -260,7 +260,11 @@ def controlled_by_others(st: os.stat_result, where: int | str, *, sticky_ok: boo
     mode = stat.S_IMODE(st.st_mode)
     if st.st_uid not in (0, os.geteuid()) and _others(st.st_uid):
         return f"is owned by uid {st.st_uid}"
-    if writable_by_others(st, where) and not (sticky_ok and mode & stat.S_ISVTX and st.st_uid == 0):
+    if (
+        mode & 0o022  # (the usual 0755: nothing more to look at)
+        and not (sticky_ok and mode & stat.S_ISVTX and st.st_uid == 0)
+        and writable_by_others(st, where)
+    ):
         return f"can be written by others (mode {mode:04o})"
     return ""
 
