@@ -352,10 +352,13 @@ def test_the_sudo_invokers_own_credentials_are_taken(tmp_path: Path) -> None:
     admit += ["--cert-dir", str(creds)]
     code, out = run_mgmt(admit, timeout=120, env={"SUDO_UID": str(NOBODY)})
     assert code == 1 and "Traceback" not in out and "refusing" not in out, out
+    as_nobody(creds, "umask 077 && echo secret > pw")
     status = ["status", "--cluster", "--seeds", f"https://127.0.0.1:{port}"]
     status += [f"--tls-{what}={creds / name}" for what, name in _TLS_FILES]
+    status += ["--cluster-user", "root", "--cluster-password-file", str(creds / "pw")]
     code, out = run_mgmt(status, timeout=120, env={"SUDO_UID": str(NOBODY)})
     assert code == 1 and "refusing" not in out, out
+    _refused_but_to_the_invoker(status, f"mgmt: {home} is owned by uid {NOBODY}: refusing")
     _refused_but_to_the_invoker(admit, f"--cert-dir: {home} is owned by uid {NOBODY}")
     as_nobody(creds, "chmod 0640 host.key")
     code, out = run_mgmt(admit, env={"SUDO_UID": str(NOBODY)})
