@@ -70,15 +70,20 @@ def test_a_timeout_in_a_cancelled_tasks_cleanup_expires_as_timeouterror(first: s
     """In a fresh interpreter, `engine` imported before asyncio (the fix made when asyncio's
     timeouts are) or after (made at once)."""
     second = "asyncio" if first == "engine" else "engine"
+    assert _python(f"import {first}, {second}\n{SCRIPT}") == (0, "timed out\n", "")
+
+
+def _python(script: str, *args: str) -> tuple[int, str, str]:
+    """A fresh interpreter's (exit code, stdout, stderr) for `script` with `args`."""
     done = subprocess.run(
-        [sys.executable, "-c", f"import {first}, {second}\n{SCRIPT}"],
+        [sys.executable, "-c", script, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
         check=False,
     )
-    assert (done.returncode, done.stdout, done.stderr) == (0, "timed out\n", "")
+    return done.returncode, done.stdout, done.stderr
 
 
 # A lookup in another thread that has passed the fix's finder when asyncio.timeouts is imported
@@ -135,12 +140,4 @@ def test_a_lookup_in_another_thread_still_asks_every_finder_when_the_fix_is_made
     engine.autoedge', 2 of 3 runs of tests/e2e/test_hostile_user_inputs.py on a checkout
     whose index of a run's modules was stale)."""
     (tmp_path / "probe.py").write_text("WHAT = 'found'\n")
-    done = subprocess.run(
-        [sys.executable, "-c", RACE, str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert (done.returncode, done.stdout, done.stderr) == (0, "['found'] True Gate\n", "")
+    assert _python(RACE, str(tmp_path)) == (0, "['found'] True Gate\n", "")
