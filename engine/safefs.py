@@ -187,6 +187,11 @@ def _others(uid: int) -> bool:
     return uid not in (0, os.geteuid()) and uid != _invoker.get()
 
 
+def trusted_invoker() -> int | None:
+    """The invoker `invoker_trusted` trusts in this context, if any."""
+    return _invoker.get()
+
+
 def sudo_invoker() -> int | None:
     """The user who ran this command through sudo (SUDO_UID, set by sudo; root's own
     environment: whoever could set it is root already), or None."""
@@ -207,14 +212,59 @@ def invoker_trusted(uid: int | None) -> Iterator[None]:
         _invoker.reset(token)
 
 
-def controlled_by_others(st: os.stat_result, *, sticky_ok: bool) -> str:
+def trusted_owner(uid: int) -> bool:
+    """Whether a file of `uid` is as ours: root's, this process's user's, or the trusted
+    invoker's (`invoker_trusted`)."""
+    return not _others(uid)
+
+
+_ACL_ACCESS = "system.posix_acl_access"
+_ACL_BASE = 4 + 3 * 8  # an ACL's header and its 3 entries that the mode bits say
+
+
+def _extended_acl(where: int | str) -> bool:
+    """Whether the inode `where` (a descriptor, O_PATH ones included, or a path whose last
+    link is not followed) has an access ACL beyond its mode: its group bits are then the
+    ACL's mask, which named users' and groups' entries share. On error: True (closed)."""
+    try:
+        if isinstance(where, int):
+            value = os.getxattr(f"{_PROC_FD}/{where}", _ACL_ACCESS)
+        else:
+            value = os.getxattr(where, _ACL_ACCESS, follow_symlinks=False)
+    except OSError as err:
+        return err.errno not in (errno.ENODATA, errno.EOPNOTSUPP)
+    return len(value) > _ACL_BASE
+
+
+def writable_by_others(st: os.stat_result, where: int | str) -> bool:
+    """Whether anyone but its owner and root could write the inode `where` (its stat `st`):
+    others' write bit, or its group's unless the group is root's (gid 0) with no ACL beyond
+    the mode. Root's group is root's (sudo's rule: `sudoers_gid`, 0, may write sudoers): on
+    Debian it has no member but root, and adding one is root's act; any other group is a grant
+    to users (Debian's `staff`, gid 50: "users may add local modifications to /usr/local
+    without root"), whose members NSS cannot always list (LDAP, sssd without enumeration),
+    so it counts as others. The mgmt-wide rule of who may write what is trusted (every check
+    of "writable by others" goes through here)."""
+    mode = st.st_mode
+    if mode & 0o002:
+        return True
+    return bool(mode & 0o020) and (st.st_gid != 0 or _extended_acl(where))
+
+
+def controlled_by_others(st: os.stat_result, where: int | str, *, sticky_ok: bool) -> str:
     """Why a directory is controlled by another user ("" if only root or this agent's user
-    control it): the safe-path rule of sudo and ssh. With sticky_ok, a sticky directory owned by
-    root (/tmp) passes: nobody else can rename or remove what is ours in it."""
+    control it): the safe-path rule of sudo and ssh, group-writable by root's group included
+    (`writable_by_others`). `where`: its descriptor or path (for its ACL). With sticky_ok, a
+    sticky directory owned by root (/tmp) passes: nobody else can rename or remove what is
+    ours in it."""
     mode = stat.S_IMODE(st.st_mode)
     if st.st_uid not in (0, os.geteuid()) and _others(st.st_uid):
         return f"is owned by uid {st.st_uid}"
-    if mode & 0o022 and not (sticky_ok and mode & stat.S_ISVTX and st.st_uid == 0):
+    if (
+        mode & 0o022  # (the usual 0755: nothing more to look at)
+        and not (sticky_ok and mode & stat.S_ISVTX and st.st_uid == 0)
+        and writable_by_others(st, where)
+    ):
         return f"can be written by others (mode {mode:04o})"
     return ""
 
@@ -233,7 +283,7 @@ def safe_link(dir_fd: int, name: str, shown: str) -> str:
     why = ""
     if st.st_uid not in (0, os.geteuid()) and _others(st.st_uid):
         why = f"it is owned by uid {st.st_uid}"
-    elif held := controlled_by_others(os.fstat(dir_fd), sticky_ok=False):
+    elif held := controlled_by_others(os.fstat(dir_fd), dir_fd, sticky_ok=False):
         why = f"its directory {os.path.dirname(shown) or '.'} {held}"
     if why:
         raise UnsafePathError(
@@ -322,6 +372,11 @@ def closing(fd: int) -> Iterator[int]:
 
 
 # inspecting ---------------------------------------------------------------------------------
+
+
+def path_at(dir_fd: int, name: str) -> str:
+    """A path of dir_fd/name that the kernel resolves through the descriptor (/proc)."""
+    return f"{_PROC_FD}/{dir_fd}/{name}"
 
 
 def lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
@@ -487,7 +542,7 @@ def set_attrs(
     with Inode(dir_fd, name, expect) as inode:
         st = inode.st
         if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
-            why = controlled_by_others(os.fstat(dir_fd), sticky_ok=False)
+            why = controlled_by_others(os.fstat(dir_fd), dir_fd, sticky_ok=False)
             if why:
                 raise UnsafePathError(
                     f"{shown or name} has {st.st_nlink} hard links and its directory {why}: "
@@ -955,7 +1010,7 @@ def trusted_dir(fd: int, shown: str) -> None:
     remove what is ours in it). A directory owned by uid 65534 above the prefix could have
     any CA or key swapped in below it.
     """
-    why = controlled_by_others(os.fstat(fd), sticky_ok=True)
+    why = controlled_by_others(os.fstat(fd), fd, sticky_ok=True)
     if not why:
         return
     raise UnsafePathError(
@@ -973,7 +1028,7 @@ def others_control(path: str) -> str:
     root does."""
 
     def check(fd: int, shown: str) -> None:
-        if why := controlled_by_others(os.fstat(fd), sticky_ok=True):
+        if why := controlled_by_others(os.fstat(fd), fd, sticky_ok=True):
             raise UnsafePathError(f"{shown} {why}")
 
     path = os.path.abspath(path)
@@ -981,7 +1036,7 @@ def others_control(path: str) -> str:
         with closing(open_dir(os.path.dirname(path), check=check)):
             pass
         with closing(open_trusted(path)) as fd:
-            why = controlled_by_others(os.fstat(fd), sticky_ok=False)
+            why = controlled_by_others(os.fstat(fd), fd, sticky_ok=False)
     except UnsafePathError as err:
         return str(err)
     except OSError:
@@ -1023,7 +1078,7 @@ def others_control_tree(path: str) -> str:
                 continue
             if stat.S_ISLNK(st.st_mode):
                 why = others_control(entry.path)
-            elif why := controlled_by_others(st, sticky_ok=False):
+            elif why := controlled_by_others(st, entry.path, sticky_ok=False):
                 why = f"{entry.path} {why}"
             if why:
                 return why
@@ -1045,6 +1100,7 @@ def check_private(path: Path, *, parent: bool = False) -> None:
     fd, missing = walk(str(path.parent), check=trusted_dir)
     with closing(fd):
         st = None if missing else lstat_at(fd, path.name)
+        shared = st is not None and writable_by_others(st, path_at(fd, path.name))
     if missing and parent:
         first = Path(os.path.abspath(path.parent))
         if list(first.parts[-len(missing) :]) == missing:  # else via a link: the parent named
@@ -1059,7 +1115,7 @@ def check_private(path: Path, *, parent: bool = False) -> None:
     if not stat.S_ISDIR(st.st_mode):
         raise UnsafePathError(f"{path} is not a directory (a symlink or a file)")
     _own(st, path)
-    if st.st_mode & 0o022:  # others could swap what is in it (private_dir would tighten it)
+    if shared:  # others could swap what is in it (private_dir would tighten it)
         mode = stat.S_IMODE(st.st_mode)
         raise UnsafePathError(
             f"{path} can be written by others (mode {mode:04o}): use a directory of its own, "
@@ -1115,7 +1171,8 @@ def _tighten(fd: int, shown: Path, *, inside: bool) -> None:
     _own(st, shown)
     if not st.st_mode & 0o077:
         return
-    if st.st_mode & (0o022 | stat.S_ISVTX):  # shared: others keep files there, leave it be
+    # Shared (others keep files there): leave it be.
+    if st.st_mode & stat.S_ISVTX or writable_by_others(st, fd):
         raise UnsafePathError(
             f"{shown} is a shared directory (mode {stat.S_IMODE(st.st_mode):04o}): refusing to "
             f"keep state there or to change its mode; use a directory of its own, such as "

@@ -83,7 +83,13 @@ class _OnImport:
             return None
         from importlib.machinery import PathFinder
 
-        sys.meta_path.remove(self)
+        # A new list without this finder, not `sys.meta_path.remove(self)`: another thread's
+        # lookup may be going through the list (CPython's `_find_spec`, `for finder in
+        # meta_path`), past this finder; removing it there would move the next one (PathFinder)
+        # into a place that lookup has passed, and it would end without asking it (a
+        # ModuleNotFoundError of a module that is there). A lookup goes on over the list it
+        # started with.
+        sys.meta_path = [finder for finder in sys.meta_path if finder is not self]
         spec = PathFinder.find_spec(name, path, target)
         loader: Any = spec.loader if spec is not None else None
         if loader is None:

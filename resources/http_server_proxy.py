@@ -276,7 +276,7 @@ def cache_top(cache: str, *, create: int | None = None) -> int:
     top = os.path.normpath(cache)
 
     def check(fd: int, shown: str) -> None:
-        if why := controlled_by_others(os.fstat(fd), sticky_ok=os.path.normpath(shown) != top):
+        if why := controlled_by_others(os.fstat(fd), fd, sticky_ok=os.path.normpath(shown) != top):
             raise PermissionError(errno.EPERM, f"{shown} {why}: {_THEIRS}", cache)
 
     return open_dir(cache, create=create, check=check)
@@ -293,7 +293,7 @@ def _sub_dir_ours(top: int, names: list[str]) -> int:
             new = sub_dir(fd, (name,))
             os.close(fd)
             fd = new
-            if why := controlled_by_others(os.fstat(fd), sticky_ok=False):
+            if why := controlled_by_others(os.fstat(fd), fd, sticky_ok=False):
                 raise PermissionError(errno.EPERM, f"{name} {why}: {_THEIRS}")
     except BaseException:
         os.close(fd)
@@ -426,7 +426,7 @@ class CacheWriter:
                 new = make_dirs(fd, [name], CACHE_DIR_MODE)
                 os.close(fd)
                 fd = new
-                if why := controlled_by_others(os.fstat(fd), sticky_ok=False):
+                if why := controlled_by_others(os.fstat(fd), fd, sticky_ok=False):
                     shown = "/".join(names[: index + 1])
                     raise PermissionError(errno.EPERM, f"{shown} {why}: {_THEIRS}")
         except BaseException:

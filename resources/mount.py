@@ -433,7 +433,7 @@ _OPPOSITE = {"ro": "rw"}
 def _refuse_theirs(dir_fd: int, st: os.stat_result, shown: str, to: str) -> None:
     """ResourceError when `shown` (its lstat st, in the directory dir_fd) is another user's in
     a directory others can write: its owner could rename it and put a symlink there."""
-    if st.st_uid not in (0, os.geteuid()) and os.fstat(dir_fd).st_mode & 0o022:
+    if st.st_uid not in (0, os.geteuid()) and safefs.writable_by_others(os.fstat(dir_fd), dir_fd):
         parent = os.readlink(f"/proc/self/fd/{dir_fd}")
         raise ResourceError(
             f"{shown} is owned by uid {st.st_uid} in {parent}, which others can write: they "
@@ -444,7 +444,7 @@ def _refuse_theirs(dir_fd: int, st: os.stat_result, shown: str, to: str) -> None
 def _refuse_others(fd: int, shown: str, refusing: str, choose: str) -> None:
     """UnsafePathError when another user controls the directory fd (a root-owned sticky one,
     /tmp, passes): they could put a symlink on the way and choose `choose`."""
-    why = safefs.controlled_by_others(os.fstat(fd), sticky_ok=True)
+    why = safefs.controlled_by_others(os.fstat(fd), fd, sticky_ok=True)
     if why:
         raise safefs.UnsafePathError(
             f"{shown} {why}: refusing {refusing} (another user could put a symlink on the way "

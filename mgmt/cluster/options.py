@@ -318,7 +318,15 @@ def _ca_dir(
             load_ca(ca_dir)
         except WorldError as err:
             raise ValidationError(str(err), "--cluster-ca-dir") from None
-    elif seeds:
+    elif not seeds:  # the first host creates the CA there: a directory of ours (or none yet)
+        try:
+            safefs.check_private(ca_dir)
+        except (OSError, ResourceError) as err:
+            raise ValidationError(
+                f"no cluster CA there to read, and this host would create one: {err}",
+                "--cluster-ca-dir",
+            ) from None
+    else:
         if config.cluster_ca_dir is None:
             raise ValidationError(
                 "joining a cluster needs its credentials: --cluster-ca-dir DIR (a copy of the "
@@ -362,7 +370,8 @@ def read_password(path: Path) -> str:
     """The password in `path`: a regular file that only root and this agent's user can change
     (nor swap through a directory above it or a symlink: safefs.others_control) and that
     others may not read; its group may (root's 0640 file of a group the agent's user is in,
-    the 0440 that systemd's LoadCredential= shows for its ACL when the unit has a User=). A
+    the 0440 that systemd's LoadCredential= shows for its ACL when the unit has a User=, on a
+    file system with ACLs; systemd 252's ramfs gives the file to that user, 0400). A
     FIFO is refused, never waited on; a file larger than PASSWORD_MAX (a link to /dev/zero) is
     refused unread."""
     flag = "--cluster-password-file"

@@ -88,66 +88,92 @@ def check_key(path: Path) -> None:
     """WorldError unless the private key `path` is this agent's: a regular file owned by its
     user with no access for group or others (ssh's rule), or owned by root and readable by its
     group at most (PostgreSQL's rule: Debian's `/etc/ssl/private` keys are 0640 root:ssl-cert,
-    the agent's user in ssl-cert; systemd's LoadCredential= shows 0440 root's files). Never
-    writable but by its owner, never readable by others."""
+    the agent's user in ssl-cert; systemd's LoadCredential= on a file system with ACLs shows
+    0440 root's files, the ACL's mask). Never writable but by its owner, never readable by
+    others."""
     st = os.lstat(path)
     mode = stat.S_IMODE(st.st_mode)
     if st.st_uid == 0 and stat.S_ISREG(st.st_mode) and not mode & 0o037:
         return
-    _check_file(path, 0o077, "a private key", "mode 0600 (or root's, 0640 for its group)")
+    rule = "mode 0600 (or root's, 0640 for its group)"
+    _check_file(path, st, not mode & 0o077, "a private key", rule)
+
+
+def check_read_dir(directory: Path, what: str) -> None:
+    """WorldError unless only root and this agent's user can change the directory `directory`
+    that credentials are read from (`what`), every directory above it and a link on the way
+    (safefs.others_control: owned by either, writable by nobody else). It need not be ours:
+    root's 0500 `$CREDENTIALS_DIRECTORY` (systemd's LoadCredential=, with an ACL for a unit's
+    `User=`) or root's 0710 `/etc/ssl/private` is trusted as root's files in it are, root
+    being able to change anything anyway."""
+    if why := safefs.others_control(str(directory)):
+        raise WorldError(
+            f"{why}: refusing to trust {what} in {directory} (another user could swap them: "
+            "keep it and the directories above it owned by root or this agent's user, "
+            "writable only by them)"
+        )
+    if os.path.lexists(directory) and not directory.is_dir():
+        raise WorldError(f"{directory} is not a directory")
+
+
+def _readable(path: Path) -> None:
+    """WorldError unless this agent may read `path` (its mode and ACL, as the kernel decides)."""
+    if not os.access(path, os.R_OK, effective_ids=True):
+        raise WorldError(f"{path} cannot be read by this agent's user (uid {os.geteuid()})")
 
 
 def check_ca_dir(ca_dir: Path) -> None:
-    """WorldError unless the CA directory (and every directory above it) is only ours to
-    change (engine.safefs's rule), its key, if there, is ours alone and its certificate ours
-    and writable by nobody else: a CA another local user planted would sign this host's
+    """WorldError unless the CA directory is only root's and ours to change (`check_read_dir`),
+    its key, if there, is ours alone (or root's, `check_key`) and its certificate writable by
+    nobody else, both readable by us: a CA another local user planted would sign this host's
     certificate, and a `ca.pem` they could write (a bundle of it and theirs) would have etcd
-    trust their CA too."""
-    try:
-        safefs.check_private(ca_dir)
-    except ResourceError as err:
-        raise WorldError(str(err)) from err
+    trust their CA too. A CA is created only in a directory of ours (`options._ca_dir`)."""
+    check_read_dir(ca_dir, "the cluster CA")
     if (ca_dir / CA_KEY).exists():
         check_key(ca_dir / CA_KEY)
+        _readable(ca_dir / CA_KEY)
     if (ca_dir / CA_CERT).exists():  # copied as read into cluster-tls/ca.pem: etcd trusts it
         check_cert(ca_dir / CA_CERT)
+        _readable(ca_dir / CA_CERT)
 
 
 def check_cert_dir(directory: Path) -> None:
-    """WorldError unless a host's credentials directory (`--cluster-cert-dir`) and every
-    directory above it are only ours to change, its certificates are files that are ours and
-    writable by nobody else, and its key is ours alone: a local user who could swap `ca.pem`
-    would have etcd trust their CA, and a core host's `root` name in a certificate they mint."""
-    try:
-        safefs.check_private(directory)
-    except ResourceError as err:
-        raise WorldError(str(err)) from err
+    """WorldError unless a host's credentials directory (`--cluster-cert-dir`) is only root's
+    and ours to change (`check_read_dir`: root's `$CREDENTIALS_DIRECTORY` included), its
+    certificates are files of ours or root's writable by nobody else, its key ours alone (or
+    root's, `check_key`), all three readable by us: a local user who could swap `ca.pem` would
+    have etcd trust their CA, and a core host's `root` name in a certificate they mint."""
+    check_read_dir(directory, "this host's credentials")
     files = host_files(directory)
-    for path in (files.ca, files.cert):
+    for path in (files.ca, files.cert, files.key):
         assert path is not None
-        check_cert(path)
-    assert files.key is not None
-    check_key(files.key)
+        (check_key if path == files.key else check_cert)(path)
+        _readable(path)
 
 
 def check_cert(path: Path) -> None:
-    """WorldError unless the certificate `path` is a file of this agent's user that nobody else
-    may write: whoever could swap a CA would be trusted as the cluster."""
-    _check_file(path, 0o022, "a certificate", "writable by nobody else")
-
-
-def _check_file(path: Path, others: int, what: str, rule: str) -> None:
-    """WorldError unless `path` is a regular file (not followed if a symlink) owned by this
-    process's user or by root (ssh's rule: root's `install -m 0644 ca.pem` into the agent's
-    own CA directory was refused to an agent of another user, eighth session's review),
-    without any of the mode bits `others`."""
+    """WorldError unless the certificate `path` is a file of this agent's user (or root's) that
+    nobody else may write (safefs.writable_by_others: root's group may): whoever could swap a
+    CA would be trusted as the cluster."""
     st = os.lstat(path)
-    mode = stat.S_IMODE(st.st_mode)
-    if not stat.S_ISREG(st.st_mode) or st.st_uid not in (0, os.geteuid()) or mode & others:
-        raise WorldError(
-            f"{path} (owner uid {st.st_uid}, mode {mode:04o}): {what} must be a file "
-            f"owned by this agent's user (uid {os.geteuid()}) or root, {rule}"
-        )
+    ok = not safefs.writable_by_others(st, str(path))
+    _check_file(path, st, ok, "a certificate", "writable by nobody else")
+
+
+def _check_file(path: Path, st: os.stat_result, mode_ok: bool, what: str, rule: str) -> None:
+    """WorldError unless `path` (its lstat `st`) is a regular file (a symlink is not followed)
+    owned by this process's user or by root (ssh's rule: root's `install -m 0644 ca.pem` into
+    the agent's own CA directory was refused to an agent of another user, eighth session's
+    review), or by the sudo invoker of an operator's command (`check_credentials`), and
+    `mode_ok`."""
+    if stat.S_ISREG(st.st_mode) and safefs.trusted_owner(st.st_uid) and mode_ok:
+        return
+    invoker = safefs.trusted_invoker()
+    also = f", or the sudo invoker's (uid {invoker})" if invoker not in (None, 0) else ""
+    raise WorldError(
+        f"{path} (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}): {what} must be "
+        f"a file owned by this agent's user (uid {os.geteuid()}) or root{also}, {rule}"
+    )
 
 
 def check_given(path: Path) -> None:
@@ -171,12 +197,18 @@ def check_credentials(files: TLSFiles) -> None:
     by nobody else, the key not readable by others (`check_key`, where its links lead). The
     directories need not be this user's own: root's 0700 one for root, systemd's
     /run/credentials/UNIT (root's) for a service's user. Another local user's CA would have
-    the command trust their server as the cluster, and give it the deploy (or the admission)."""
-    for path in (files.ca, files.cert, files.key):
-        if path is None:
-            continue
-        check_given(path)
-        (check_key if path == files.key else check_cert)(Path(os.path.realpath(path)))
+    the command trust their server as the cluster, and give it the deploy (or the admission).
+    Under sudo, the invoker's own files count as this user's (`safefs.invoker_trusted`, as
+    `--sign-key` takes theirs): `sudo mgmt status --cluster --tls-key ~/creds/op.key`; a third
+    user's are refused. Whoever runs the command names the files it trusts anyway, and their
+    own gives them nothing they could not have by naming others (`--insecure-cluster --seeds`
+    of a listener of theirs sends the same password in clear)."""
+    with safefs.invoker_trusted(safefs.sudo_invoker()):
+        for path in (files.ca, files.cert, files.key):
+            if path is None:
+                continue
+            check_given(path)
+            (check_key if path == files.key else check_cert)(Path(os.path.realpath(path)))
 
 
 def check_new_or_private(directory: Path) -> None:

@@ -159,10 +159,12 @@ def _new_client(args: argparse.Namespace) -> EtcdClient:
     if args.cluster_user is not None:
         if args.cluster_password_file is None:
             raise Refused("--cluster-user needs --cluster-password-file")
+        from engine import safefs
         from mgmt.cluster.options import read_password  # as the agent's (ssh's rule)
 
-        try:
-            password = read_password(args.cluster_password_file)
+        try:  # under sudo, the invoker's own file too (as pki.check_credentials takes theirs)
+            with safefs.invoker_trusted(safefs.sudo_invoker()):
+                password = read_password(args.cluster_password_file)
         except ValidationError as err:
             raise Refused(str(err)) from None
     return EtcdClient(urls, tls=tls, user=args.cluster_user, password=password, name="deploy")

@@ -186,7 +186,8 @@ def check_trusted(trusted: Path) -> None:
     if st is None:
         raise DeployError(f"--trusted-keys: cannot read {trusted}: no such file")
     mode = stat.S_IMODE(st.st_mode)
-    if not stat.S_ISREG(st.st_mode) or st.st_uid not in (0, os.geteuid()) or mode & 0o022:
+    others = safefs.writable_by_others(st, str(real))
+    if not stat.S_ISREG(st.st_mode) or st.st_uid not in (0, os.geteuid()) or others:
         raise DeployError(
             f"--trusted-keys: {trusted} (owner uid {st.st_uid}, mode {mode:04o}): whoever can "
             "change it can make this host run anything; it must be a file owned by root or "

@@ -162,8 +162,11 @@ class Manifest:
         if directory.name == "manifests":
             directory = directory.parent
         hiera = directory / "hiera.yaml"
+        from engine.safefs import writable_by_others
+
         info = directory.stat()  # the manifest's directory, or the parent of its manifests/
-        if info.st_mode & 0o022 or info.st_uid not in (0, os.geteuid()):
+        theirs = info.st_uid not in (0, os.geteuid())
+        if theirs or writable_by_others(info, os.path.realpath(directory)):
             if not hiera.is_file():
                 return None, None, []
             why = f"others may write to {directory} (name it with --puppet-environment to use it)"

@@ -328,6 +328,53 @@ def test_admit_refuses_credentials_another_user_could_swap(tmp_path: Path) -> No
     assert code == 1 and "Traceback" not in out, out
 
 
+def test_the_sudo_invokers_own_credentials_are_taken(tmp_path: Path) -> None:
+    """`sudo mgmt cluster admit --cert-dir ~/creds` (and `sudo mgmt deploy`, `sudo mgmt status
+    --cluster` with --tls-* files in the operator's home): the operator's own credentials, in
+    their 0700 directory, were refused on main 6729fd9a ("~/creds is owned by uid 1000"), while
+    `--sign-key` took their key. Now the sudo invoker's files count as root's do (SUDO_UID:
+    uid 65534 here, a real other user): the command gets as far as the cluster (none listens:
+    exit 1). Without SUDO_UID, or with another user's, refused as before; and their key must
+    still be theirs alone (0600)."""
+    ca = CA(tmp_path / "ca")
+    leaf = ca.leaf("root")
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)
+    os.chown(home, NOBODY, NOBODY)
+    as_nobody(home, "mkdir -m 0700 creds")
+    creds = home / "creds"
+    for name, source in (("ca.pem", ca.path), ("host.pem", leaf.cert), ("host.key", leaf.key)):
+        shutil.copy(source, creds / name)
+        (creds / name).chmod(0o600 if name == "host.key" else 0o644)
+        os.chown(creds / name, NOBODY, NOBODY)
+    (port,) = free_ports(1)
+    admit = ["cluster", "admit", "h2", "--endpoints", f"https://127.0.0.1:{port}"]
+    admit += ["--cert-dir", str(creds)]
+    code, out = run_mgmt(admit, timeout=120, env={"SUDO_UID": str(NOBODY)})
+    assert code == 1 and "Traceback" not in out and "refusing" not in out, out
+    as_nobody(creds, "umask 077 && echo secret > pw")
+    status = ["status", "--cluster", "--seeds", f"https://127.0.0.1:{port}"]
+    status += [f"--tls-{what}={creds / name}" for what, name in _TLS_FILES]
+    status += ["--cluster-user", "root", "--cluster-password-file", str(creds / "pw")]
+    code, out = run_mgmt(status, timeout=120, env={"SUDO_UID": str(NOBODY)})
+    assert code == 1 and "refusing" not in out, out
+    _refused_but_to_the_invoker(status, f"mgmt: {home} is owned by uid {NOBODY}: refusing")
+    _refused_but_to_the_invoker(admit, f"--cert-dir: {home} is owned by uid {NOBODY}")
+    as_nobody(creds, "chmod 0640 host.key")
+    code, out = run_mgmt(admit, env={"SUDO_UID": str(NOBODY)})
+    assert code == 2 and f"or the sudo invoker's (uid {NOBODY}), mode 0600" in out, out
+
+
+_TLS_FILES = (("ca", "ca.pem"), ("cert", "host.pem"), ("key", "host.key"))
+
+
+def _refused_but_to_the_invoker(argv: list[str], says: str) -> None:
+    """`mgmt ARGV` refused (exit 2, `says`) without SUDO_UID, and with another user's."""
+    for env in ({"SUDO_UID": ""}, {"SUDO_UID": str(NOBODY - 1)}):
+        code, out = run_mgmt(argv, env=env)
+        assert code == 2 and says in out, out
+
+
 @pytest.mark.skipif(shutil.which("puppet") is None, reason="needs puppet")
 def test_puppet_code_and_data_another_user_could_change_are_refused(tmp_path: Path) -> None:
     """--modulepath, --puppet-environment and --hiera-config: a module's manifest and Hiera's
@@ -398,9 +445,7 @@ def test_the_sudo_invokers_own_sign_key_is_taken(tmp_path: Path) -> None:
     deploy += ["yaml", str(program)]
     code, out = run_mgmt(deploy, 120, env={"SUDO_UID": str(NOBODY)})
     assert code == 1 and "no etcd member reachable" in out, out
-    for env in ({"SUDO_UID": ""}, {"SUDO_UID": str(NOBODY - 1)}):
-        code, out = run_mgmt(deploy, env=env)
-        assert code == 2 and f"--sign-key: {home} is owned by uid {NOBODY}" in out, out
+    _refused_but_to_the_invoker(deploy, f"--sign-key: {home} is owned by uid {NOBODY}")
     as_nobody(home, "chmod 0644 .ssh/deploy")
     code, out = run_mgmt(deploy, env={"SUDO_UID": str(NOBODY)})
     assert code == 2 and f"or, under sudo, uid {NOBODY}'s with mode 0600" in out, out

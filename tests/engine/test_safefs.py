@@ -18,6 +18,7 @@ from engine import libc, safefs, uring
 from engine.errors import Interfered, ResourceError
 
 NOBODY = 65534
+STAFF = 50  # Debian's staff: a group of users (/usr/local was 2775 root:staff)
 LOGGED_AS = {"res_kind": "http:server", "res_name": "t"}  # a served path's refusals
 
 
@@ -500,6 +501,7 @@ def test_private_dir_never_changes_a_shared_directory(tmp_path: Path) -> None:
     for mode in (0o1777, 0o777, 0o775):
         shared = tmp_path / f"shared{mode:o}"
         shared.mkdir()
+        os.chown(shared, -1, STAFF)  # a group of users (root's own: root's, below)
         shared.chmod(mode)
         (shared / "theirs").write_text("x")
         with pytest.raises(ResourceError, match=rf"is a shared directory \(mode {mode:04o}\)"):
@@ -844,3 +846,52 @@ def test_others_control_tree_walks_a_deep_tree(tmp_path: Path) -> None:
     os.unlink(bottom)  # removed here, from the bottom up: pytest's rmtree recurses too
     for depth in range(1500, 0, -1):
         os.rmdir(os.path.join(str(tmp_path), *["d"] * depth))
+
+
+def _acl(*entries: tuple[int, int, int]) -> bytes:
+    """A system.posix_acl_access value: (tag, permissions, id) entries, version 2."""
+    import struct
+
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+
+
+def test_a_directory_root_s_group_may_write_is_trusted_and_another_group_s_is_not(
+    tmp_path: Path,
+) -> None:
+    """A 0775 root:root directory (root's group may write it) was refused as "can be written
+    by others" above a prefix, a credentials directory or a module path (refused on main
+    6729fd9a). Root's group is root's (sudo's rule for sudoers): trusted, with no ACL beyond
+    the mode; another group (Debian's 2775 root:staff /usr/local), or an ACL entry that lets
+    a user write (the group bits are then its mask), is still others'."""
+    shared = tmp_path / "local"
+    shared.mkdir()
+    os.chown(shared, 0, 0)
+    shared.chmod(0o775)
+    prefix = shared / "mgmt"
+    safefs.check_private(prefix)
+    assert safefs.others_control(str(shared)) == ""
+    safefs.private_dir(prefix)
+    assert bits(prefix) == 0o700
+    own = tmp_path / "own"  # a prefix of ours, 0775 root:root: tightened, not refused
+    own.mkdir()
+    own.chmod(0o775)
+    safefs.private_dir(own)
+    assert bits(own) == 0o700
+    os.chown(shared, 0, STAFF)
+    shared.chmod(0o2775)
+    with pytest.raises(ResourceError, match=r"local can be written by others \(mode 2775\)"):
+        safefs.check_private(prefix)
+    assert "can be written by others (mode 2775)" in safefs.others_control(str(prefix))
+    os.chown(shared, 0, 0)
+    shared.chmod(0o775)
+    rwx, rx, any_id = 7, 5, 0xFFFFFFFF
+    acl = _acl(
+        (1, rwx, any_id), (2, rwx, NOBODY), (4, rx, any_id), (0x10, rwx, any_id), (0x20, rx, any_id)
+    )
+    try:
+        os.setxattr(shared, "system.posix_acl_access", acl)
+    except OSError as err:  # a file system without ACLs
+        pytest.skip(f"no ACLs here: {err}")
+    assert bits(shared) == 0o775  # the mask: NOBODY may write, though the group is root's
+    with pytest.raises(ResourceError, match=r"local can be written by others \(mode 0775\)"):
+        safefs.check_private(prefix)

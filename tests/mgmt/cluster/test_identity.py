@@ -236,7 +236,7 @@ def test_cluster_cert_dir_options(tmp_path: Path) -> None:
     ("plant", "message"),
     [
         (lambda d: d.chmod(0o777), "can be written by others (mode 0777)"),
-        (lambda d: os.chown(d, NOBODY, NOBODY), "is owned by uid 65534, not by this agent"),
+        (lambda d: os.chown(d, NOBODY, NOBODY), "h2 is owned by uid 65534: refusing"),
         (lambda d: os.chown(d / "ca.pem", NOBODY, NOBODY), "ca.pem (owner uid 65534, mode 0644)"),
         (lambda d: (d / "host.pem").chmod(0o666), "host.pem (owner uid 0, mode 0666)"),
         (lambda d: d.parent.chmod(0o777), "creds can be written by others (mode 0777)"),

@@ -117,13 +117,19 @@ def test_a_ca_another_user_planted_is_never_trusted(tmp_path: Path) -> None:
     assert not (tmp_path / "tls").exists()
 
 
+def _group_writable(path: Path, gid: int) -> None:
+    os.chown(path, -1, gid)
+    path.chmod(0o775)
+
+
 @pytest.mark.parametrize(
     ("setup", "expected"),
     [
         # The CA directory itself theirs, or writable by others: ca.key could be swapped.
-        (lambda ca: os.chown(ca, NOBODY, NOBODY), "is owned by uid 65534, not by this agent"),
+        (lambda ca: os.chown(ca, NOBODY, NOBODY), "cluster-ca is owned by uid 65534"),
         (lambda ca: ca.chmod(0o777), "can be written by others (mode 0777)"),
-        (lambda ca: ca.parent.chmod(0o775), "can be written by others (mode 0775)"),
+        # Its group a group of users (root's group is root's: safefs.writable_by_others).
+        (lambda ca: _group_writable(ca.parent, 50), "can be written by others (mode 0775)"),
         # The key: theirs, or readable by others.
         (lambda ca: os.chown(ca / "ca.key", NOBODY, NOBODY), "(owner uid 65534, mode 0600)"),
         (lambda ca: (ca / "ca.key").chmod(0o644), "(owner uid 0, mode 0644): a private key"),
@@ -212,7 +218,9 @@ def test_an_agent_of_another_user_takes_roots_ca_certificate() -> None:
     ("dir_mode", "key_mode", "taken"),
     [
         (0o710, 0o640, True),  # Debian's /etc/ssl/private: root:ssl-cert, the agent in ssl-cert
-        (0o550, 0o440, True),  # systemd's LoadCredential= with a User= (root's, the ACL's mask)
+        # The modes systemd's LoadCredential= shows with a User= on a file system with ACLs
+        # (root's 0500/0400 and an ACL: the mask); test_credentials_systemd runs the real one.
+        (0o550, 0o440, True),
         (0o710, 0o660, False),  # its group could write it
         (0o710, 0o644, False),  # everybody may read it
         (0o770, 0o640, False),  # its group could swap it
@@ -258,5 +266,56 @@ def test_a_key_of_roots_that_the_agents_group_reads_is_taken(
         assert (proc.returncode == 0) == taken, proc.stderr
         if not taken:
             assert str(private) in proc.stderr and "Traceback" not in proc.stderr
+    finally:
+        shutil.rmtree(top)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root")
+def test_a_non_root_agent_reads_a_ca_from_roots_directory_but_creates_none_there() -> None:
+    """An agent of uid 65534 (a real other user) given `--cluster-ca-dir` of root's (0750,
+    its group the agent's, ca.key 0640): it reads the CA there, root being able to change
+    anything anyway (refused on main 6729fd9a: 'is owned by uid 0, not by this agent'). An
+    empty one of root's, on the first host, is refused: the CA is made only in its own."""
+    group = 4242
+    top = Path(tempfile.mkdtemp(prefix="mgmt-pki-"))
+    try:
+        top.chmod(0o755)
+        ca = top / "ca"
+        create_ca(ca)
+        os.chown(ca, 0, group)
+        ca.chmod(0o750)
+        os.chown(ca / "ca.key", 0, group)
+        (ca / "ca.key").chmod(0o640)
+        (top / "empty").mkdir(mode=0o755)
+        script = (
+            "import sys; from pathlib import Path; from mgmt.cluster.options import "
+            "from_config; from mgmt.config import Config\n"
+            "seeds = sys.argv[2] if len(sys.argv) > 2 else ''\n"
+            "try:\n"
+            f"    from_config(Config(hostname='h', prefix=Path({str(top / 'prefix')!r}), "
+            "cluster_ca_dir=Path(sys.argv[1]), seeds=seeds))\n"
+            "except Exception as err:\n    sys.exit(str(err))\n"
+        )
+        argv = ["setpriv", "--reuid=65534", "--regid=65534", f"--groups={group}"]
+
+        def check(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*argv, sys.executable, "-c", script, *args],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=Path(__file__).parents[3],
+                check=False,
+            )
+
+        proc = check(str(ca), "https://127.0.0.1:2379")
+        assert proc.returncode == 0, proc.stderr
+        proc = check(str(ca))  # the first host: the CA is there, so only read
+        assert proc.returncode == 0, proc.stderr
+        proc = check(str(top / "empty"))
+        assert "--cluster-ca-dir: no cluster CA there to read, and this host would create" in (
+            proc.stderr
+        ), proc.stderr
+        assert "owned by uid 0, not by this agent" in proc.stderr
     finally:
         shutil.rmtree(top)
