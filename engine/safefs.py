@@ -1096,7 +1096,7 @@ def check_private(path: Path, *, parent: bool = False) -> None:
     with `parent` the directory above `path` must be there (the agent's prefix: one on a file
     system not mounted yet, or a typo, is not made on the disk below): FileNotFoundError
     naming the first missing directory. UnsafePathError."""
-    _named(path)
+    path = through_links(path)
     fd, missing = walk(str(path.parent), check=trusted_dir)
     with closing(fd):
         st = None if missing else lstat_at(fd, path.name)
@@ -1134,8 +1134,8 @@ def private_dir(path: Path, *, root: Path | None = None) -> Path:
     directory another user controls (`trusted_dir`). Missing parents above `root` are made 0700.
     """
     root = root or path
-    _named(root)
     rel = path.relative_to(root).parts
+    root = through_links(root)
     fd = open_dir(str(root.parent), create=0o700, check=trusted_dir)
     try:
         for index, name in enumerate((root.name, *rel)):
@@ -1149,6 +1149,30 @@ def private_dir(path: Path, *, root: Path | None = None) -> Path:
     finally:
         os.close(fd)
     return path
+
+
+def through_links(path: Path) -> Path:
+    """`path` (named by its own name: `_named`), or where the symlink it is leads, when the
+    safe-path rule lets it be followed (`safe_link`: a link of root's or ours, in a directory
+    only they can write: a relocated `/var/lib/mgmt -> /srv/mgmt`, as mgmt follows it), links
+    to links too (MAX_LINKS). Before 2026-12-07 a private directory that was a symlink was
+    refused even so ("not a directory (a symlink or a file)"), while links above it were
+    followed. A link another user could have planted is still refused (UnsafePathError)."""
+    for _ in range(MAX_LINKS):
+        _named(path)
+        try:  # the usual case first, one system call: no link there (a link above is walk's)
+            if not stat.S_ISLNK(os.lstat(path).st_mode):
+                return path
+        except OSError:
+            return path  # (missing, or not reachable: what follows says so)
+        fd, missing = walk(str(path.parent), check=trusted_dir)
+        with closing(fd):
+            st = None if missing else lstat_at(fd, path.name)
+            if st is None or not stat.S_ISLNK(st.st_mode):
+                return path
+            target = safe_link(fd, path.name, str(path))
+        path = Path(os.path.normpath(os.path.join(path.parent, target)))
+    raise OSError(errno.ELOOP, "too many symlinks", str(path))
 
 
 def _named(path: Path) -> None:

@@ -35,7 +35,7 @@ from engine.heap import FrozenHeap
 from engine.limits import set_max_resources
 from engine.local import LocalValues
 from engine.program import ProgramRef
-from engine.safefs import check_private, others_control, private_dir
+from engine.safefs import check_private, others_control, private_dir, through_links
 from engine.stopgate import GatedExecutor
 from engine.tasks import TaskSet, first_done, surviving, thread_to_end
 from mgmt import log as logsetup
@@ -276,14 +276,12 @@ async def _run_in_prefix(config: Config, given: Loaded | None) -> int:
             finally:
                 tmp.close()
     try:  # before anything is applied: a shared prefix is refused
-        await thread_to_end(
-            functools.partial(check_private, config.prefix, parent=config.prefix_parent_required)
-        )
+        prefix = await thread_to_end(_private_prefix, config)
     except (OSError, MgmtError) as err:
         log.error("%s", ValidationError(path_error(err, config.prefix), "--prefix"))
         return refusal(err)
     try:  # and so is a prefix another agent runs with
-        lock = await thread_to_end(lock_prefix, config.prefix, undo=os.close)
+        lock = await thread_to_end(lock_prefix, prefix, undo=os.close)
     except PrefixBusy as err:
         log.error("%s", err)
         return ExitCode.USAGE
@@ -291,9 +289,17 @@ async def _run_in_prefix(config: Config, given: Loaded | None) -> int:
         log.error("%s", ValidationError(path_error(err, config.prefix), "--prefix"))
         return refusal(err)
     try:
-        return await _run(config, given, config.prefix)
+        return await _run(config, given, prefix)
     finally:
         os.close(lock)
+
+
+def _private_prefix(config: Config) -> Path:
+    """The agent's prefix, checked (`check_private`): where a link of root's or ours leads
+    (`through_links`: `/var/lib/mgmt -> /srv/mgmt`), which the agent then uses throughout."""
+    prefix = through_links(config.prefix)
+    check_private(prefix, parent=config.prefix_parent_required)
+    return prefix
 
 
 async def _sweep(tmp: TmpPrefix) -> None:

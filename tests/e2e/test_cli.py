@@ -1377,6 +1377,24 @@ def test_graphviz_into_a_missing_directory_is_a_warning_and_makes_none(tmp_path:
     assert not (tmp_path / "missing").exists()
 
 
+def test_a_prefix_that_is_a_link_of_roots_is_followed(tmp_path: Path) -> None:
+    """`--prefix /var/lib/mgmt` linked to /srv/mgmt (mgmt follows it): the agent keeps its state
+    where the link leads, and `mgmt status --prefix LINK` finds it. Until 2026-12-07: exit 2,
+    "is not a directory (a symlink or a file)". A link another user owns: still refused."""
+    tmp_path.chmod(0o755)
+    real = tmp_path / "srv-mgmt"
+    real.mkdir(mode=0o700)
+    link = tmp_path / "mgmt"
+    link.symlink_to(real.name)
+    graph = graph_file(tmp_path, "graph: g\nresources:\n  noop:\n    - name: a\n")
+    code, out = run_mgmt(["run", "--converged-timeout=0", "--prefix", str(link), str(graph)])
+    assert code == 0, out
+    assert (real / ".mgmt-agent.lock").exists() and link.is_symlink()
+    os.chown(link, 65534, 65534, follow_symlinks=False)
+    code, out = run_mgmt(["run", "--converged-timeout=0", "--prefix", str(link), str(graph)])
+    assert code == 2 and f"refusing to follow the symlink {link}" in out, out
+
+
 def test_a_package_comes_before_what_runs_or_manages_its_files(tmp_path: Path) -> None:
     """As mgmt's autoedges5.yaml: an installed package's files (dpkg's list) give it an edge to
     the exec running one of its programs, the file resource managing one of its files and the

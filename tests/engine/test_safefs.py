@@ -524,6 +524,38 @@ def test_a_private_dir_named_by_dot_dot_or_slash_is_refused_and_nothing_changes(
     assert bits(tmp_path) == 0o755
 
 
+def test_a_private_dir_that_is_a_link_of_roots_is_followed_and_a_planted_one_refused(
+    tmp_path: Path,
+) -> None:
+    """`--prefix /var/lib/mgmt` where /var/lib/mgmt -> /srv/mgmt (a relocated state dir, which
+    mgmt follows): refused until 2026-12-07 ("not a directory (a symlink or a file)") while a
+    link above it was followed. A link another user owns, or one in a directory another user
+    may write, is still refused; links to links are followed to the end."""
+    tmp_path.chmod(0o755)
+    real = tmp_path / "srv" / "mgmt"
+    real.mkdir(parents=True, mode=0o700)
+    (tmp_path / "var").mkdir()
+    link, hop = tmp_path / "var" / "mgmt", tmp_path / "hop"
+    hop.symlink_to(real)
+    link.symlink_to("../hop")
+    assert safefs.through_links(link) == real
+    safefs.check_private(link)
+    safefs.private_dir(link / "var", root=link)
+    assert bits(real / "var") == 0o700 and link.is_symlink()  # the link itself left as it is
+    os.chown(link, NOBODY, NOBODY, follow_symlinks=False)  # a link of theirs
+    with pytest.raises(ResourceError, match=f"symlink {link} .*owned by uid {NOBODY}"):
+        safefs.check_private(link)
+    os.chown(link, 0, 0, follow_symlinks=False)
+    (tmp_path / "var").chmod(0o777)  # root's link, in a directory anyone may write
+    with pytest.raises(ResourceError, match=r"can be written by others \(mode 0777\)"):
+        safefs.private_dir(link / "var", root=link)
+    (tmp_path / "var").chmod(0o755)
+    link.unlink()
+    link.symlink_to(link.name)  # a loop: ELOOP, not a hang
+    with pytest.raises(OSError, match="too many symlinks"):
+        safefs.check_private(link)
+
+
 def test_a_relative_private_dir_is_taken_from_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
