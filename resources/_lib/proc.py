@@ -120,14 +120,15 @@ async def run_to_end(
         except TimeoutError:
             left = f"left running to its end (pid {proc.pid}): {why}"
             logger.warning("%s: %s", label, left)
-            _reap_when_done(proc)
+            ended = _Ended(proc, label, logger, os.dup(out_fd), os.dup(err_fd))
+            _reap_when_done(proc, ended)
             raise ResourceError(f"{label} timed out after {timeout:g}s; {left}") from None
         except asyncio.CancelledError:
             logger.warning(
                 "%s: stopping: waiting for it to end first (pid %d): %s", label, proc.pid, why
             )
             await _through_cancellations(pid_exited(proc.pid))
-            proc.wait()
+            _Ended(proc, label, logger, out_fd, err_fd).say()
             raise
         code = proc.wait()  # it has exited: reaped at once
         return _outcome(label, code, _read_all(out_fd), _read_all(err_fd), ok)
@@ -147,23 +148,63 @@ async def _through_cancellations(wait: Awaitable[None]) -> None:
 _LEFT: set[subprocess.Popen[bytes]] = set()
 
 
-def _reap_when_done(proc: subprocess.Popen[bytes]) -> None:
-    """Reap `proc` once it ends, while this loop runs (else init does, once we are gone)."""
+class _Ended:
+    """How a transaction whose caller stopped waiting (cancelled, timed out) ended, said once
+    it has: its caller cannot say it, and an operator must know whether it did its work (its
+    code, and the tail of its output if it failed). `out_fd` and `err_fd`: its memory files
+    (`close` closes them: the reaper's copies; the caller's own are closed by the caller)."""
+
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        label: str,
+        logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+        out_fd: int,
+        err_fd: int,
+    ) -> None:
+        self.proc, self.label, self.logger = proc, label, logger
+        self.fds = (out_fd, err_fd)
+
+    def say(self) -> None:
+        """Reap it (it has exited) and say how it ended."""
+        code, pid = self.proc.wait(), self.proc.pid
+        out, err = (_read_all(fd) for fd in self.fds)
+        try:
+            _outcome(self.label, code, out, err, (0,))
+        except ResourceError as failed:
+            self.logger.error("%s (pid %d, ended after the wait for it was stopped)", failed, pid)
+        else:
+            self.logger.warning(
+                "%s: ended well (pid %d), after the wait for it was stopped", self.label, pid
+            )
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+
+
+def _reap_when_done(proc: subprocess.Popen[bytes], ended: _Ended) -> None:
+    """Reap `proc` once it ends, while this loop runs (else init does, once we are gone), and
+    say how it ended (`ended`, whose descriptors are closed then)."""
     _LEFT.add(proc)
     loop = asyncio.get_running_loop()
     try:
         fd = os.pidfd_open(proc.pid)
     except ProcessLookupError:  # already reaped: cannot be, but then nothing is left
         _LEFT.discard(proc)
+        ended.close()
         return
 
-    def ended() -> None:
+    def on_exit() -> None:
         loop.remove_reader(fd)
         os.close(fd)
-        proc.wait()
-        _LEFT.discard(proc)
+        try:
+            ended.say()
+        finally:
+            ended.close()
+            _LEFT.discard(proc)
 
-    loop.add_reader(fd, ended)
+    loop.add_reader(fd, on_exit)
 
 
 @contextlib.contextmanager
