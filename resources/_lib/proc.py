@@ -15,7 +15,8 @@ import logging
 import os
 import signal
 import subprocess
-from collections.abc import Awaitable, Iterator, Mapping
+from collections.abc import Coroutine, Iterator, Mapping
+from typing import Any
 
 from engine.errors import ResourceError
 from engine.handle import Shared
@@ -127,16 +128,17 @@ async def run_to_end(
             logger.warning(
                 "%s: stopping: waiting for it to end first (pid %d): %s", label, proc.pid, why
             )
-            await _through_cancellations(pid_exited(proc.pid))
+            await _through_cancellations(pid_exited(proc.pid), f"{label} (pid {proc.pid})")
             _Ended(proc, label, logger, out_fd, err_fd).say()
             raise
         code = proc.wait()  # it has exited: reaped at once
         return _outcome(label, code, _read_all(out_fd), _read_all(err_fd), ok)
 
 
-async def _through_cancellations(wait: Awaitable[None]) -> None:
-    """Await `wait` to its end, whatever cancellations reach us meanwhile."""
-    done = asyncio.ensure_future(wait)
+async def _through_cancellations(wait: Coroutine[Any, Any, None], name: str) -> None:
+    """Await `wait` to its end, whatever cancellations reach us meanwhile, in a task named
+    `name`: what a forced stop's report of what still runs names (mgmt.stuck)."""
+    done = asyncio.create_task(wait, name=name)
     while not done.done():
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait([done])

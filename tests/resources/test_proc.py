@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import ResourceError
+from mgmt import stuck
 from resources._lib import proc
 from resources._lib.proc import pid_exited, run_to_end
 from tests.aio import OnLog, pass_ended
@@ -82,6 +83,9 @@ async def test_a_cancelled_transaction_is_waited_for_to_its_end(
         task.cancel()  # a second cancellation changes nothing
         await pass_ended()
         assert not task.done() and not done.exists()
+        pid = _pid(caplog, "stopping: waiting for it to end first")
+        # A forced stop's report of what still runs names it.
+        assert f"child (pid {pid}) @ proc.py:" in stuck.still_running()
     finally:
         logging.getLogger("engine").removeHandler(waiting)
     go.write_text("now")  # let it go: it runs on, writes its output, ends well
@@ -164,7 +168,7 @@ async def test_a_transaction_that_ended_well_after_its_wait_was_cancelled_is_sai
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, "engine")
-    task, go, done = await _start(tmp_path, timeout=60)
+    task, go, _done = await _start(tmp_path, timeout=60)
     task.cancel()
     go.write_text("now")
     with pytest.raises(asyncio.CancelledError):
