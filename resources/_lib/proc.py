@@ -98,7 +98,8 @@ async def run_to_end(
     grace's end), it is waited for all the same, said in a warning naming its pid, and the
     cancellation goes on once it has ended: if the process exits before (the forced stop's
     bound), it runs on in its own session. At `timeout`, the wait ends (a ResourceError) and it
-    runs on, said too, reaped when it ends. Its output goes to memory files, not pipes, so that
+    runs on, said too, reaped when it ends. Either way how it ended is said when it has
+    (`_Ended`: its code, its failure's last lines). Its output goes to memory files, not pipes, so that
     our leaving cannot end it (a SIGPIPE at its next line)."""
     with _memory_file("stdout") as out_fd, _memory_file("stderr") as err_fd:
         try:  # on the loop, as asyncio's own subprocess_exec forks (its Popen too); not
