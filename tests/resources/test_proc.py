@@ -7,10 +7,12 @@ is sent to anything by these tests."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,18 @@ sys.stdout.write("x" * (2 << 20))
 sys.stdout.flush()
 open(done, "w").write("ok")
 """
+
+
+@pytest.fixture(autouse=True)
+def _let_go(tmp_path: Path) -> Iterator[None]:
+    """At a test's end, a child still waiting on its `go` FIFO (the test failed before it let
+    it go) is let go: else it waited for good, orphaned, ended only by a signal. Opened
+    without blocking: ENXIO when no child reads it (none is left)."""
+    yield
+    with contextlib.suppress(OSError):
+        fd = os.open(tmp_path / "go", os.O_WRONLY | os.O_NONBLOCK)
+        with contextlib.closing(os.fdopen(fd, "w")) as go:
+            go.write("now\n")
 
 
 def _fifos(tmp_path: Path) -> tuple[Path, Path, Path]:
