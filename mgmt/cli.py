@@ -130,6 +130,12 @@ def _env_default(name: str, kind: Any, default: Any, present: Set[str] | None = 
     return value
 
 
+def _hostname(given: str) -> str:
+    """The host name `given` (--hostname, MGMT_HOSTNAME), or the system's if it is empty, as
+    mgmt's (lib/main.go): `mgmt run` and `mgmt check` alike."""
+    return given or socket.gethostname()
+
+
 def _int(text: str) -> int:
     """An integer flag's value: what parse_int accepts (a 64-bit integer); ValidationError."""
     return parse_int(text.strip())
@@ -366,8 +372,7 @@ def parse(argv: list[str]) -> Config:
     why = priority.check(values["nice"])
     if why is not None:
         _usage_error(why)
-    if not values["hostname"]:  # as mgmt's (lib/main.go): an empty one is the system's
-        values["hostname"] = socket.gethostname()
+    values["hostname"] = _hostname(values["hostname"])
     return Config(frontend=frontend, file=file, code=code, **values)
 
 
@@ -455,7 +460,11 @@ def _check_args(args: list[str]) -> tuple[dict[str, Any], list[str], str | None]
         elif word in ("--graph", *_CHECK_FLAGS):
             options[word[2:].replace("-", "_")] = True
         elif flag in ("-e", *_CHECK_VALUES, *_CHECK_PATHS):
-            value = value if given else next(words, "")
+            got = value if given else next(words, None)  # None: no word left
+            if got == "" and flag == "--hostname":  # the system's (below), as mgmt run's
+                options["hostname"] = ""
+                continue
+            value = got or ""
             number = flag in _CHECK_NUMBERS and value.lstrip("-")[:1].isdigit()
             if not value or (flag != "-e" and value.startswith("-") and not number):
                 what = "a whole number" if flag in _CHECK_NUMBERS else "a value"
@@ -488,6 +497,7 @@ def _check_args(args: list[str]) -> tuple[dict[str, Any], list[str], str | None]
         return "expected FILE... or -e CODE"
     if why := limit_error(options):
         return why
+    options["hostname"] = _hostname(options["hostname"])  # MGMT_HOSTNAME="" too
     return options, files, code
 
 

@@ -251,8 +251,10 @@ def _refuse_tmp(path: Path, dir_fd: int) -> None:
     """PrefixBusy if `path` (open as `dir_fd`) holds a temporary prefix's LOCK: `mgmt status`
     names those prefixes, and `mgmt run --prefix` given one would share it with its run (its
     state, its status socket, taken and removed under that run), then lose it with everything
-    in it when that run stops; a killed run's, the next sweep removes. Until 2026-12-07 only
-    AGENT_LOCK was looked at, which a run with --tmp-prefix does not hold: both ran."""
+    in it when that run stops; a killed run's, the next sweep removes if it is named as
+    make_private names them. Until 2026-12-07 only AGENT_LOCK was looked at, which a run with
+    --tmp-prefix does not hold: both ran. A killed run's prefix renamed (`mv /tmp/mgmt-...
+    /var/lib/mgmt`, to keep its state) is no sweep's: taken, its stale LOCK left as it is."""
     try:
         lock = os.open(LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     except FileNotFoundError:
@@ -265,6 +267,8 @@ def _refuse_tmp(path: Path, dir_fd: int) -> None:
                 f"{path} is the temporary prefix of a run with --tmp-prefix ({_holder(lock)}), "
                 "removed when that run stops: give this agent a --prefix of its own"
             ) from None
+    if not path.name.startswith(PREFIX):  # (what a sweep looks at: `stale`)
+        return
     raise PrefixBusy(
         f"{path} is the temporary prefix of a run with --tmp-prefix that was killed (the next "
         "such run removes it): give this agent a --prefix of its own"

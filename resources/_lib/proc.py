@@ -16,7 +16,8 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Awaitable, Iterator, Mapping
+from collections.abc import Coroutine, Iterator, Mapping
+from typing import Any
 
 from engine.errors import ResourceError
 from engine.handle import Shared
@@ -112,7 +113,8 @@ async def run_to_end(
     grace's end), it is waited for all the same, said in a warning naming its pid, and the
     cancellation goes on once it has ended: if the process exits before (the forced stop's
     bound), it runs on in its own session. At `timeout`, the wait ends (a ResourceError) and it
-    runs on, said too, reaped when it ends. Its output goes to memory files, not pipes, so that
+    runs on, said too, reaped when it ends. Either way how it ended is said when it has
+    (`_Ended`: its code, its failure's last lines). Its output goes to memory files, not pipes, so that
     our leaving cannot end it (a SIGPIPE at its next line)."""
     with _memory_file("stdout") as out_fd, _memory_file("stderr") as err_fd:
         try:  # on the loop, as asyncio's own subprocess_exec forks (its Popen too); not
@@ -135,22 +137,24 @@ async def run_to_end(
         except TimeoutError:
             left = f"left running to its end (pid {proc.pid}): {why}"
             logger.warning("%s: %s", label, left)
-            _reap_when_done(proc)
+            ended = _Ended(proc, label, logger, os.dup(out_fd), os.dup(err_fd))
+            _reap_when_done(proc, ended)
             raise ResourceError(f"{label} timed out after {timeout:g}s; {left}") from None
         except asyncio.CancelledError:
             logger.warning(
                 "%s: stopping: waiting for it to end first (pid %d): %s", label, proc.pid, why
             )
-            await _through_cancellations(pid_exited(proc.pid))
-            proc.wait()
+            await _through_cancellations(pid_exited(proc.pid), f"{label} (pid {proc.pid})")
+            _Ended(proc, label, logger, out_fd, err_fd).say()
             raise
         code = proc.wait()  # it has exited: reaped at once
         return _outcome(label, code, _read_all(out_fd), _read_all(err_fd), ok)
 
 
-async def _through_cancellations(wait: Awaitable[None]) -> None:
-    """Await `wait` to its end, whatever cancellations reach us meanwhile."""
-    done = asyncio.ensure_future(wait)
+async def _through_cancellations(wait: Coroutine[Any, Any, None], name: str) -> None:
+    """Await `wait` to its end, whatever cancellations reach us meanwhile, in a task named
+    `name`: what a forced stop's report of what still runs names (mgmt.stuck)."""
+    done = asyncio.create_task(wait, name=name)
     while not done.done():
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait([done])
@@ -162,23 +166,63 @@ async def _through_cancellations(wait: Awaitable[None]) -> None:
 _LEFT: set[subprocess.Popen[bytes]] = set()
 
 
-def _reap_when_done(proc: subprocess.Popen[bytes]) -> None:
-    """Reap `proc` once it ends, while this loop runs (else init does, once we are gone)."""
+class _Ended:
+    """How a transaction whose caller stopped waiting (cancelled, timed out) ended, said once
+    it has: its caller cannot say it, and an operator must know whether it did its work (its
+    code, and the tail of its output if it failed). `out_fd` and `err_fd`: its memory files
+    (`close` closes them: the reaper's copies; the caller's own are closed by the caller)."""
+
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        label: str,
+        logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+        out_fd: int,
+        err_fd: int,
+    ) -> None:
+        self.proc, self.label, self.logger = proc, label, logger
+        self.fds = (out_fd, err_fd)
+
+    def say(self) -> None:
+        """Reap it (it has exited) and say how it ended."""
+        code, pid = self.proc.wait(), self.proc.pid
+        out, err = (_read_all(fd) for fd in self.fds)
+        try:
+            _outcome(self.label, code, out, err, (0,))
+        except ResourceError as failed:
+            self.logger.error("%s (pid %d, ended after the wait for it was stopped)", failed, pid)
+        else:
+            self.logger.warning(
+                "%s: ended well (pid %d), after the wait for it was stopped", self.label, pid
+            )
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+
+
+def _reap_when_done(proc: subprocess.Popen[bytes], ended: _Ended) -> None:
+    """Reap `proc` once it ends, while this loop runs (else init does, once we are gone), and
+    say how it ended (`ended`, whose descriptors are closed then)."""
     _LEFT.add(proc)
     loop = asyncio.get_running_loop()
     try:
         fd = os.pidfd_open(proc.pid)
     except ProcessLookupError:  # already reaped: cannot be, but then nothing is left
         _LEFT.discard(proc)
+        ended.close()
         return
 
-    def ended() -> None:
+    def on_exit() -> None:
         loop.remove_reader(fd)
         os.close(fd)
-        proc.wait()
-        _LEFT.discard(proc)
+        try:
+            ended.say()
+        finally:
+            ended.close()
+            _LEFT.discard(proc)
 
-    loop.add_reader(fd, ended)
+    loop.add_reader(fd, on_exit)
 
 
 @contextlib.contextmanager

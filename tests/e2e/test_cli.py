@@ -1342,6 +1342,26 @@ def test_an_empty_hostname_is_the_systems(tmp_path: Path, given: list[str]) -> N
     assert code == 0 and f"msg: host={socket.gethostname()}\n" in out, out
 
 
+@pytest.mark.parametrize(
+    ("given", "env"),
+    [
+        (["--hostname", ""], {}),
+        (["--hostname="], {"MGMT_HOSTNAME": "x"}),
+        ([], {"MGMT_HOSTNAME": ""}),
+    ],
+)
+def test_check_takes_an_empty_hostname_as_run_does(
+    tmp_path: Path, given: list[str], env: dict[str, str]
+) -> None:
+    """`mgmt check` runs the program as `mgmt run` would: an empty --hostname (or
+    MGMT_HOSTNAME) is the system's there too. Until 2026-12-07 check refused `--hostname ''`
+    (run took it) and ran the program with MGMT_HOSTNAME="" as the empty string."""
+    program = tmp_path / "h.mcl"
+    program.write_text('print "host=${hostname}" {\n\tmsg => "x",\n}\n')
+    code, out = run_mgmt(["check", "--graph", *given, str(program)], env=env)
+    assert code == 0 and f"print[host={socket.gethostname()}]" in out, out
+
+
 def test_graphviz_output(tmp_path: Path) -> None:
     graph = graph_file(
         tmp_path,

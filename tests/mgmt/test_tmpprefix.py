@@ -355,6 +355,18 @@ def test_a_runs_temporary_prefix_is_refused_as_an_agents_prefix(tmp_path: Path) 
     assert sweep(tmp_path) == [prefix.name]
 
 
+def test_a_killed_runs_prefix_renamed_is_an_agents_prefix(tmp_path: Path) -> None:
+    """A killed --tmp-prefix run's prefix moved elsewhere to keep its state (`mv /tmp/mgmt-...
+    /var/lib/mgmt`) is no sweep's (not named as one): taken as --prefix. Until 2026-12-07 it
+    was refused, saying falsely that the next such run removes it."""
+    proc, prefix = _holder(tmp_path)
+    _kill(proc)
+    kept = tmp_path / "kept"
+    prefix.rename(kept)
+    os.close(hold_prefix(kept))
+    assert sweep(tmp_path) == [] and (kept / LOCK).exists()
+
+
 @pytest.mark.parametrize("control", ["writable", "owner"])
 def test_a_tmpdir_another_user_controls_is_refused_before_anything(
     tmp_path: Path, control: str

@@ -265,6 +265,7 @@ async def test_a_stop_mid_install_waits_for_apt_to_end_and_dpkg_stays_consistent
     finally:
         engine_log.removeHandler(started_line)
     assert "apt-get install: stopping: waiting for it to end first (pid " in caplog.text
+    assert "apt-get install: ended well (pid " in caplog.text  # how it ended: said
     assert await version(PKG) is not None  # it ran to its end
     assert await run("dpkg", "--audit") == ""  # nothing half-done
     assert await running.res.check_apply(True) is True

@@ -7,15 +7,18 @@ is sent to anything by these tests."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from engine.errors import ResourceError
+from mgmt import stuck
 from resources._lib import proc
 from resources._lib.proc import pid_exited, run_to_end
 from tests.aio import OnLog, pass_ended
@@ -31,6 +34,18 @@ sys.stdout.write("x" * (2 << 20))
 sys.stdout.flush()
 open(done, "w").write("ok")
 """
+
+
+@pytest.fixture(autouse=True)
+def _let_go(tmp_path: Path) -> Iterator[None]:
+    """At a test's end, a child still waiting on its `go` FIFO (the test failed before it let
+    it go) is let go: else it waited for good, orphaned, ended only by a signal. Opened
+    without blocking: ENXIO when no child reads it (none is left)."""
+    yield
+    with contextlib.suppress(OSError):
+        fd = os.open(tmp_path / "go", os.O_WRONLY | os.O_NONBLOCK)
+        with contextlib.closing(os.fdopen(fd, "w")) as go:
+            go.write("now\n")
 
 
 def _fifos(tmp_path: Path) -> tuple[Path, Path, Path]:
@@ -82,6 +97,9 @@ async def test_a_cancelled_transaction_is_waited_for_to_its_end(
         task.cancel()  # a second cancellation changes nothing
         await pass_ended()
         assert not task.done() and not done.exists()
+        pid = _pid(caplog, "stopping: waiting for it to end first")
+        # A forced stop's report of what still runs names it.
+        assert f"child (pid {pid}) @ proc.py:" in stuck.still_running()
     finally:
         logging.getLogger("engine").removeHandler(waiting)
     go.write_text("now")  # let it go: it runs on, writes its output, ends well
@@ -119,3 +137,56 @@ async def test_a_transaction_s_output_and_code() -> None:
         ["sh", "-c", "echo $MGMT_T"], timeout=30, env={"MGMT_T": "v"}, label="sh"
     )
     assert env[1] == "v\n"
+
+
+# Once let go, it fails (exit 3), saying why on stderr.
+FAILING = ': > "$1"; read -r line < "$2"; echo "E: it broke" >&2; exit 3'
+
+
+@pytest.mark.parametrize("stopped", ["cancelled", "timed out"])
+async def test_how_a_transaction_no_longer_waited_for_ended_is_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, stopped: str
+) -> None:
+    """Nobody else can say whether a transaction whose wait was cancelled or timed out did its
+    work: until 2026-12-07 its code and output were dropped (an apt-get that failed after a
+    forced stop, or after its timeout, left no trace of it)."""
+    caplog.set_level(logging.WARNING, "engine")
+    ready, go, _done = _fifos(tmp_path)
+    argv = ["sh", "-c", FAILING, "sh", str(ready), str(go)]
+    timeout = 60 if stopped == "cancelled" else 0.2
+    task = asyncio.create_task(run_to_end(argv, timeout=timeout, env={}, label="child"))
+    async with asyncio.timeout(30):
+        await asyncio.to_thread(lambda: open(ready).close())
+    ended = OnLog("child exited with code 3: E: it broke (pid ")
+    logging.getLogger("engine").addHandler(ended)
+    try:
+        if stopped == "cancelled":
+            task.cancel()
+        else:
+            with pytest.raises(ResourceError, match=r"^child timed out after 0.2s; left running"):
+                await task
+        assert not ended.seen.is_set()
+        go.write_text("now\n")
+        async with asyncio.timeout(30):
+            await ended.seen.wait()
+    finally:
+        logging.getLogger("engine").removeHandler(ended)
+    if stopped == "cancelled":
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert not proc._LEFT
+    assert "ended after the wait for it was stopped" in caplog.text
+
+
+async def test_a_transaction_that_ended_well_after_its_wait_was_cancelled_is_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "engine")
+    task, go, _done = await _start(tmp_path, timeout=60)
+    task.cancel()
+    go.write_text("now")
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(30):
+            await task
+    pid = _pid(caplog, "stopping: waiting for it to end first")
+    assert f"child: ended well (pid {pid}), after the wait for it was stopped" in caplog.text
