@@ -193,8 +193,14 @@ def trusted_invoker() -> int | None:
 
 
 def sudo_invoker() -> int | None:
-    """The user who ran this command through sudo (SUDO_UID, set by sudo; root's own
-    environment: whoever could set it is root already), or None."""
+    """The user who ran this command through sudo (SUDO_UID, set by sudo), or None. Only when
+    this process is root (real and effective uid 0, as `sudo mgmt ...` runs): root's own
+    environment, whoever could set it is root already. A process of another user ignores it:
+    anyone running as that user sets its environment (`SUDO_UID=1001 mgmt ...`, or one left
+    over from a `sudo -u agent -s` by uid 1001), and uid 1001's files, directories and links
+    would then pass as this user's (a CA of theirs trusted: review of the tenth session)."""
+    if os.getuid() != 0 or os.geteuid() != 0:
+        return None
     given = os.environ.get("SUDO_UID", "")
     return int(given) if given.isdigit() and len(given) < 11 else None
 
