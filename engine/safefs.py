@@ -193,8 +193,14 @@ def trusted_invoker() -> int | None:
 
 
 def sudo_invoker() -> int | None:
-    """The user who ran this command through sudo (SUDO_UID, set by sudo; root's own
-    environment: whoever could set it is root already), or None."""
+    """The user who ran this command through sudo (SUDO_UID, set by sudo), or None. Only when
+    this process is root (real and effective uid 0, as `sudo mgmt ...` runs): root's own
+    environment, whoever could set it is root already. A process of another user ignores it:
+    anyone running as that user sets its environment (`SUDO_UID=1001 mgmt ...`, or one left
+    over from a `sudo -u agent -s` by uid 1001), and uid 1001's files, directories and links
+    would then pass as this user's (a CA of theirs trusted: review of the tenth session)."""
+    if os.getuid() != 0 or os.geteuid() != 0:
+        return None
     given = os.environ.get("SUDO_UID", "")
     return int(given) if given.isdigit() and len(given) < 11 else None
 
@@ -243,12 +249,39 @@ def writable_by_others(st: os.stat_result, where: int | str) -> bool:
     Debian it has no member but root, and adding one is root's act; any other group is a grant
     to users (Debian's `staff`, gid 50: "users may add local modifications to /usr/local
     without root"), whose members NSS cannot always list (LDAP, sssd without enumeration),
-    so it counts as others. The mgmt-wide rule of who may write what is trusted (every check
-    of "writable by others" goes through here)."""
+    so it counts as others. Nor is gid 0 root's where another user has it (`_root_group_
+    roots`: RHEL's and Fedora's `sync`, `shutdown`, `halt` and `operator` have it as their
+    primary group). The mgmt-wide rule of who may write what is trusted (every check of
+    "writable by others" goes through here)."""
     mode = st.st_mode
     if mode & 0o002:
         return True
-    return bool(mode & 0o020) and (st.st_gid != 0 or _extended_acl(where))
+    if not mode & 0o020:
+        return False
+    return st.st_gid != 0 or _extended_acl(where) or not _root_group_roots()
+
+
+_ROOT_GROUP: list[bool] = []  # [whether gid 0 is root's alone], once asked
+
+
+def _root_group_roots() -> bool:
+    """Whether root's group (gid 0) has no member but root: none named in the group database
+    but uid 0's names, and no user but uid 0 with it as their primary group (the passwd
+    database, as NSS lists it: local files at least). Asked once per process, and only for a
+    group-writable inode of gid 0 (rare: never on the usual 0755/0644 paths)."""
+    if not _ROOT_GROUP:
+        import grp
+        import pwd
+
+        users = pwd.getpwall()
+        roots = {user.pw_name for user in users if user.pw_uid == 0}
+        try:
+            named = set(grp.getgrgid(0).gr_mem)
+        except KeyError:
+            named = set()
+        primary = any(user.pw_gid == 0 and user.pw_uid != 0 for user in users)
+        _ROOT_GROUP.append(named <= roots and not primary)
+    return _ROOT_GROUP[0]
 
 
 def controlled_by_others(st: os.stat_result, where: int | str, *, sticky_ok: bool) -> str:

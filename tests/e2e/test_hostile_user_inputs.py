@@ -10,12 +10,15 @@ import asyncio
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.helpers import (
+    MGMT,
     NOBODY,
+    SETPRIV,
     Daemon,
     as_nobody,
     has_content,
@@ -366,6 +369,45 @@ def test_the_sudo_invokers_own_credentials_are_taken(tmp_path: Path) -> None:
 
 
 _TLS_FILES = (("ca", "ca.pem"), ("cert", "host.pem"), ("key", "host.key"))
+
+
+def test_sudo_uid_means_nothing_to_a_process_not_root() -> None:
+    """SUDO_UID is root's environment only under sudo: a process of another user (uid 65533
+    here) sets its own (`SUDO_UID=65534 mgmt ...`, or one left from `sudo -u agent -s`). On
+    main 8623533e such a process took uid 65534's files as its own: `mgmt status --cluster`
+    as uid 65533 with SUDO_UID=65534 trusted a `ca.pem` in 65534's directory (exit 1, the
+    cluster tried with their CA). Now refused as without SUDO_UID (exit 2, who owns it)."""
+    with tempfile.TemporaryDirectory(prefix="mgmt-sudo-uid-", dir="/tmp") as top:
+        os.chmod(top, 0o755)  # (tmp_path's parents are root's alone: uid 65533 must search)
+        ca = CA(Path(top) / "ca")
+        leaf = ca.leaf("op")
+        theirs, mine = Path(top) / "theirs", Path(top) / "mine"
+        theirs.mkdir(mode=0o755)
+        mine.mkdir(mode=0o700)
+        shutil.copy(ca.path, theirs / "ca.pem")
+        shutil.copy(leaf.cert, mine / "host.pem")
+        shutil.copy(leaf.key, mine / "host.key")
+        (theirs / "ca.pem").chmod(0o644)
+        (mine / "host.key").chmod(0o600)
+        subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(theirs)], check=True)
+        subprocess.run(["chown", "-R", f"{NOBODY - 1}:{NOBODY - 1}", str(mine)], check=True)
+        (port,) = free_ports(1)
+        status = ["status", "--cluster", "--prefix", str(mine)]
+        status += ["--seeds", f"https://127.0.0.1:{port}", f"--tls-ca={theirs}/ca.pem"]
+        status += [f"--tls-cert={mine}/host.pem", f"--tls-key={mine}/host.key"]
+        assert SETPRIV is not None
+        user = [SETPRIV, f"--reuid={NOBODY - 1}", f"--regid={NOBODY - 1}", "--clear-groups"]
+        proc = subprocess.run(
+            [*user, *MGMT, *status],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=top,
+            env={**os.environ, "SUDO_UID": str(NOBODY)},
+            check=False,
+        )
+        out = proc.stderr + proc.stdout
+        assert proc.returncode == 2 and f"{theirs} is owned by uid {NOBODY}: refusing" in out, out
 
 
 def _refused_but_to_the_invoker(argv: list[str], says: str) -> None:

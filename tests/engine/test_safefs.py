@@ -6,7 +6,10 @@ import concurrent.futures
 import errno
 import logging
 import os
+import shutil
 import stat
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -927,3 +930,32 @@ def test_a_directory_root_s_group_may_write_is_trusted_and_another_group_s_is_no
     assert bits(shared) == 0o775  # the mask: NOBODY may write, though the group is root's
     with pytest.raises(ResourceError, match=r"local can be written by others \(mode 0775\)"):
         safefs.check_private(prefix)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare"
+)
+def test_root_s_group_is_others_where_another_user_has_it(tmp_path: Path) -> None:
+    """RHEL's and Fedora's passwd give `sync`, `shutdown`, `halt` and `operator` gid 0 as
+    their primary group: a process of theirs may write a 0775 root:root directory, which the
+    merge 8623533e trusted as root's (`others_control` said nothing). Here in a mount
+    namespace of its own, /etc/passwd bind-mounted with `operator:x:11:0` added (nothing
+    changed outside it): refused; without that line, trusted."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chown(shared, 0, 0)
+    shared.chmod(0o775)
+    passwd = tmp_path / "passwd"
+    passwd.write_text(Path("/etc/passwd").read_text() + "operator:x:11:0::/root:/bin/false\n")
+    check = f"from engine import safefs; print(safefs.others_control({str(shared)!r}) or 'ok')"
+    for extra, says in ((False, "ok"), (True, "can be written by others (mode 0775)")):
+        bind = f"mount --bind {passwd} /etc/passwd && " if extra else ""
+        proc = subprocess.run(
+            ["unshare", "--mount", "sh", "-c", f'{bind}exec "$0" -c "$1"', sys.executable, check],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=Path(__file__).resolve().parents[2],
+            check=False,
+        )
+        assert says in proc.stdout, proc.stdout + proc.stderr
