@@ -473,7 +473,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         """`directory`'s claimant in `said` (this resource if none, or `replace`); the first
         claim registers their release at this resource's cleanup (it leaves the graph)."""
         if not self._claims:
-            self._claims = True
+            self._claims = True  # type: ignore[misc]  # (ClassVar: the default)
             self.handle.on_cleanup(functools.partial(self._release_claims, said))
         if replace:
             said[directory] = self
@@ -485,6 +485,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         them, and the engine's Shared grew with every directory a graph ever named)."""
         for directory in [d for d, by in said.items() if by is self]:
             del said[directory]
+        self._claims = False  # type: ignore[misc]  # (a resource started again claims again)
 
     def _why(self, path: str) -> str:
         if self.state == "absent":
