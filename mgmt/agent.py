@@ -260,12 +260,12 @@ async def _run_in_prefix(config: Config, given: Loaded | None) -> int:
     if config.tmp_prefix:  # removed at exit; a killed run's is removed by the next one
         try:  # on the loop: a directory and its lock, a few system calls; before, a hop to
             # a thread the loop waited ~1.5 ms for (its first thread started), at a cron run's
-            # start. The killed runs' prefixes are looked for on the loop too (`_sweep`).
+            # start. The killed runs' prefixes are looked for on the loop too (`sweep_killed`).
             tmp = TmpPrefix(swept=False)
         except (OSError, MgmtError) as err:  # e.g. $TMPDIR another user controls
             log.error("%s", ValidationError(str(err), "--tmp-prefix"))
             return refusal(err)
-        sweeping = asyncio.ensure_future(_sweep(tmp))
+        sweeping = asyncio.ensure_future(tmp.sweep_killed(log))
         if config.own_process and config.exit_after >= 0:  # the process ends with this run
             tmp.leave_to_exit()
         try:
@@ -300,24 +300,6 @@ def _private_prefix(config: Config) -> Path:
     prefix = through_links(config.prefix)
     check_private(prefix, parent=config.prefix_parent_required)
     return prefix
-
-
-async def _sweep(tmp: TmpPrefix) -> None:
-    """The temporary prefixes of killed runs beside `tmp` removed (each said at debug level);
-    one that cannot be is left for a later run, and said so. They are looked for here, on the
-    loop (`TmpPrefix.stale`: 0.02 ms for the 25 entries of this machine's /tmp, 2.2 ms for
-    10,000), and removed in a thread, if any (rare: a tree each). Until 2026-12-06 the look
-    was in a thread too, in every run: its start, its GIL hand-offs with the loop and its
-    join at the exit cost more than the look itself, and each hand-off beside busy cores is
-    a wait for a core."""
-    try:
-        found = tmp.stale()
-        removed = await thread_to_end(tmp.remove, found) if found else []
-    except OSError as err:
-        log.debug("no sweep of %s for the prefixes of killed runs: %s", tmp.parent, err)
-        return
-    for name in removed:
-        log.debug("removed %s, the temporary prefix of a run that was killed", name)
 
 
 def refusal(err: BaseException) -> ExitCode:

@@ -46,6 +46,9 @@ KEEP = 4 * 1024 * 1024  # bytes read that stay on disk (the file's last lines, f
 STEP = 1024 * 1024  # bytes freed at a time
 MAX_LINE = 64 * 1024  # a "line" this long without its newline is taken as it is
 POLL = 0.25  # seconds between reads when no inotify instance can be had
+# The name of the task `follow` waits for etcd's next write in (one at a time, made again as
+# etcd writes): named, so that a check of what a client or a stop left (tests) can tell it.
+FOLLOWING = "etcd log: next write"
 _PUNCH_HOLE = 0x02 | 0x01  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE (<linux/falloc.h>)
 _NO_PUNCH: set[Path] = set()  # the log files said to be unable to punch holes (said once)
 
@@ -113,13 +116,13 @@ class EtcdLog:
         wrote until then is read (its last line too, if it has no newline)."""
         watcher = self._watch()
         end = asyncio.ensure_future(exited)
-        changed = asyncio.ensure_future(self._changed.wait())
+        changed = asyncio.create_task(self._changed.wait(), name=FOLLOWING)
         try:
             while not end.done():
                 self._changed.clear()
                 await self._read(on_line)
                 if changed.done():
-                    changed = asyncio.ensure_future(self._changed.wait())
+                    changed = asyncio.create_task(self._changed.wait(), name=FOLLOWING)
                 await asyncio.wait(
                     [end, changed],
                     timeout=POLL if watcher is None else None,

@@ -150,6 +150,11 @@ def _new_client(args: argparse.Namespace) -> EtcdClient:
             if path is not None and not path.is_file():
                 if path.parent != own:
                     raise Refused(f"{flag}: no such file: {path}")
+                if args.tls_ca or args.tls_cert or args.tls_key:  # the others given: not this
+                    raise Refused(
+                        f"{flag} not given (and no {path}): give --tls-ca, --tls-cert and "
+                        "--tls-key together"
+                    )
                 raise Refused(_no_credentials(args.prefix, path))
         try:
             check_credentials(tls)
@@ -174,11 +179,12 @@ def _no_credentials(prefix: Path, missing: Path) -> str:
     """What is wrong when the prefix (no --tls-* given) holds none of a host's credentials:
     it does not exist (a typo), or it is not a shared-CA host's (per-host identities keep
     their certificate in --cluster-cert-dir); and which flags give them."""
-    what = (
-        f"the prefix {prefix} does not exist"
-        if not prefix.is_dir()
-        else f"the prefix {prefix} holds no cluster credentials (no {missing})"
-    )
+    if prefix.is_dir():
+        what = f"the prefix {prefix} holds no cluster credentials (no {missing})"
+    elif os.path.lexists(prefix):
+        what = f"the prefix {prefix} is not a directory"
+    else:
+        what = f"the prefix {prefix} does not exist"
     return (
         f"{what}: give --prefix DIR of a host of the cluster (shared CA), or "
         "--tls-ca/--tls-cert/--tls-key: ca.pem, host.pem and host.key of a --cluster-cert-dir "

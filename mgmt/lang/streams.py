@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import os
 import secrets
 import string
 from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -38,6 +39,8 @@ from mgmt.lang.clock import Clock, Timer
 from mgmt.lang.errors import NOWHERE, FuncError, Pos
 from mgmt.lang.types import Type
 from mgmt.lang.values import MAX_LEN, FrozenDict, Struct
+
+log = logging.getLogger("lang")
 
 
 class Host(Protocol):
@@ -188,17 +191,25 @@ def read_for_program(path: str) -> str:
 READERS = 4
 
 
+# A program's close waits this long for its reads in flight, then names the paths still being
+# read and leaves their threads to end with them (a hung NFS server, a FUSE file system that
+# never answers): a read cannot be stopped, and the agent's stop or a program edit must not wait
+# on it for good.
+READ_CLOSE_WAIT = 5.0
+
+
 class Readers:
     """The threads a program's files are read in (`read`: read_for_program off the loop), made
     at its first read (most programs read no file) and owned by its runtime, which stops them
-    at its close (`close`): no read runs on after it. Until 2026-12-07 (leaks) one pool served
-    every program of the process for its life: a read cancelled with its stream ran on after
-    the program had ended (in a test worker, opening and closing descriptors under the next
-    test's checks), and its threads were never joined."""
+    at its close (`close`): no read runs on after it, up to READ_CLOSE_WAIT s. Until 2026-12-07
+    (leaks) one pool served every program of the process for its life: a read cancelled with
+    its stream ran on after the program had ended (in a test worker, opening and closing
+    descriptors under the next test's checks), and its threads were never joined."""
 
     def __init__(self) -> None:
         self._pool: ThreadPoolExecutor | None = None
         self._closed = False
+        self._running: dict[Future[str], str] = {}  # each read submitted, and its path
 
     async def read(self, path: str) -> str:
         """read_for_program(path) in one of the READERS threads (ValueError as it raises it,
@@ -207,15 +218,39 @@ class Readers:
             raise ValueError(f"cannot read {path}: the program has stopped")
         if self._pool is None:
             self._pool = ThreadPoolExecutor(READERS, thread_name_prefix="lang-read")
-        return await asyncio.get_running_loop().run_in_executor(self._pool, read_for_program, path)
+        future = self._pool.submit(read_for_program, path)
+        self._running[future] = path
+        future.add_done_callback(self._ended)
+        return await asyncio.wrap_future(future)
+
+    def _ended(self, future: Future[str]) -> None:  # (in its thread, or at a cancel)
+        self._running.pop(future, None)
 
     async def close(self) -> None:
-        """The reads not started dropped, those running waited for, the threads joined (in a
-        thread: a read may take a while); cancelled, the joining goes on without us."""
+        """The reads not started dropped, those running waited for (up to READ_CLOSE_WAIT s:
+        the paths still read then are named in a warning, their threads left to end with
+        them), the threads joined; cancelled, the waiting ends (the threads end on their
+        own)."""
         self._closed = True
         pool, self._pool = self._pool, None
-        if pool is not None:
-            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+        if pool is None:
+            return
+        pool.shutdown(wait=False, cancel_futures=True)  # the idle threads end now
+        running = dict(self._running)
+        if running:
+            _, late = await asyncio.wait(
+                [asyncio.wrap_future(f) for f in running], timeout=READ_CLOSE_WAIT
+            )
+            if late:
+                paths = sorted({running[f] for f in running if not f.done()})
+                log.warning(
+                    "%s: still being read at the program's close after %gs: left to end on "
+                    "its own (a file system that does not answer?)",
+                    ", ".join(paths),
+                    READ_CLOSE_WAIT,
+                )
+                return
+        await asyncio.to_thread(pool.shutdown, wait=True)  # no read left: at once
 
 
 class ReadFile(Stream):

@@ -5,7 +5,8 @@ Puppet runs as a subprocess (argv, bounded by a timeout) with every directory it
 the run: the host's /etc/puppet and /var/cache/puppet are neither read nor changed, and nothing
 another user wrote is used. Puppet dies with the agent (resources._lib.proc.dies_with_agent), and
 the directory is a locked temporary prefix (mgmt.tmpprefix): a killed agent's is removed by the
-next `--tmp-prefix` run's sweep. The environment (Hiera's environment layer: `hiera.yaml`,
+next compile's sweep (of any agent of the user's), or the next `--tmp-prefix` run's. The
+environment (Hiera's environment layer: `hiera.yaml`,
 `data/`; `modules/`) is the directory `--puppet-environment` names, or the manifest's own
 (Manifest.environment_of), linked from the private codedir. Modules come from `--modulepath`'s directories, then Debian's
 /usr/share/puppet/modules (where the cron, host and mount types live since Puppet 6).
@@ -23,6 +24,7 @@ nothing: what it reads is not known, not watched (SIGHUP).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -41,6 +43,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from mgmt.config import Config
+
+log = logging.getLogger("puppet")
 
 PUPPET = "puppet"
 MODULEPATH = "/usr/share/puppet/modules"
@@ -218,7 +222,7 @@ async def compile_catalog(manifest: Manifest, hostname: str, timeout: float = TI
             own,
         )
     environment, warnings = _inputs(manifest, own)
-    private = _private_dir(manifest, own)
+    private = await _private_dir(manifest, own)
     work = private.path
     try:
         argv = [*dies_with_agent(), PUPPET, "catalog", "compile", "--render-as", "json"]
@@ -269,13 +273,21 @@ async def compile_catalog(manifest: Manifest, hostname: str, timeout: float = TI
     return Compiled(catalog, files, warnings, modulepath)
 
 
-def _private_dir(manifest: Manifest, own: list[Path]) -> TmpPrefix:
+async def _private_dir(manifest: Manifest, own: list[Path]) -> TmpPrefix:
     """The compile's directory: 0700, new, ours alone; locked while it runs, so that a killed
-    agent's is swept by the next `--tmp-prefix` run (mgmt.tmpprefix)."""
+    agent's is swept by the next compile (this one sweeps those beside it: an agent run as a
+    service, `--prefix`, makes no `--tmp-prefix` run that would), or `--tmp-prefix` run
+    (mgmt.tmpprefix)."""
     try:
-        return TmpPrefix(swept=False)
+        private = TmpPrefix(swept=False)
     except (OSError, MgmtError) as problem:  # e.g. $TMPDIR another user controls
         raise CompileFailed([f"{manifest.label}: puppet's directory: {problem}"], own) from None
+    try:
+        await private.sweep_killed(log)
+    except BaseException:
+        private.close()
+        raise
+    return private
 
 
 def _inputs(manifest: Manifest, own: list[Path]) -> tuple[Path | None, list[str]]:

@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 from collections.abc import Coroutine, Iterator, Mapping
 from typing import Any
 
@@ -30,14 +31,21 @@ log = logging.getLogger("engine")
 
 def dies_with_agent() -> list[str]:
     """An argv prefix asking the kernel to SIGKILL the command when the agent dies (SIGKILL,
-    the OOM killer: no stop of ours runs), for a child of the agent's main thread (the loop's:
-    the death signal fires when the thread that forked it ends) that starts no process of its
-    own worth stopping (etcd; Puppet's compile): it reaches that one process, not its group
+    the OOM killer: no stop of ours runs), for a command that starts no process of its own
+    worth stopping (etcd; Puppet's compile): it reaches that one process, not its group
     (resources._lib.reaper says why exec's commands need more).
+
+    The death signal fires when the *thread* that forked the child ends, not the process: only
+    the main thread's children ask for it (the agent's loop runs there; asyncio forks on its
+    loop). Forked from another thread (an executor's worker, a thread's own loop), a child
+    asks for none: it was killed when that thread ended (leaks review, 2026-12-07), and the
+    command's own timeout bounds it instead.
 
     util-linux's `setpriv --pdeathsig` sets it and execs the command (the same pid); without
     setpriv, nothing. Not a `preexec_fn`: Python code run in a child forked from the agent,
     whose gRPC threads are running, crashed it (SIGSEGV) now and then."""
+    if threading.current_thread() is not threading.main_thread():
+        return []
     setpriv = shutil.which("setpriv")
     return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 

@@ -122,6 +122,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
     # a value received later is another): read 5-7 times a run.
     _fs_spec: ClassVar[str | None] = None
     _fs_norm: ClassVar[str] = ""
+    _claims: ClassVar[bool] = False  # noop: it said it would create a directory (_said_once)
 
     # Absolute path; a trailing "/" means a directory. Default None: the resource name.
     path: str | None = None
@@ -453,19 +454,38 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         """Under --noop, a directory is said to be made by one resource: the first whose check
         says so (its own directory's resource, which the automatic edge runs first, or the
         first file checked in a missing parent). Another's parent step for
-        it is left out (a debug line): in a run, the first makes it and the others find it."""
-        said: dict[str, str] = self.handle.shared.get(_NOOP_DIRS, dict)
-        me, kept = str(self), []
+        it is left out (a debug line): in a run, the first makes it and the others find it.
+        A resource's claims end with it (_release_claims): the next to check says it."""
+        said: dict[str, FileRes] = self.handle.shared.get(_NOOP_DIRS, dict)
+        kept = []
         for step in steps:
             if isinstance(step, MakeDir):
                 if step.directory == self._fs_path:  # its own: always said
-                    said[step.directory] = me
-                elif said.setdefault(step.directory, me) != me:
+                    self._claim(said, step.directory, replace=True)
+                elif self._claim(said, step.directory) is not self:
                     by = said[step.directory]
                     self.handle.logger.debug("%s would create %s", by, step.directory)
                     continue
             kept.append(step)
         return kept
+
+    def _claim(self, said: dict[str, FileRes], directory: str, replace: bool = False) -> FileRes:
+        """`directory`'s claimant in `said` (this resource if none, or `replace`); the first
+        claim registers their release at this resource's cleanup (it leaves the graph)."""
+        if not self._claims:
+            self._claims = True  # type: ignore[misc]  # (ClassVar: the default)
+            self.handle.on_cleanup(functools.partial(self._release_claims, said))
+        if replace:
+            said[directory] = self
+        return said.setdefault(directory, self)
+
+    def _release_claims(self, said: dict[str, FileRes]) -> None:
+        """The directories this resource said it would create are nobody's (until 2026-12-07
+        they were its for the daemon's life: a resource checked after it had left did not say
+        them, and the engine's Shared grew with every directory a graph ever named)."""
+        for directory in [d for d, by in said.items() if by is self]:
+            del said[directory]
+        self._claims = False  # type: ignore[misc]  # (a resource started again claims again)
 
     def _why(self, path: str) -> str:
         if self.state == "absent":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -644,3 +645,26 @@ async def test_a_bad_edit_undone_says_the_running_catalog_runs_on(tmp_path: Path
         await source.aclose()
         puppet.removeHandler(handler)
         puppet.setLevel(level)
+
+
+def test_a_compile_sweeps_the_directories_of_killed_compiles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A killed agent's compile leaves its directory (a locked temporary prefix) in $TMPDIR.
+    Until 2026-12-07 (leaks review) only the next `--tmp-prefix` run swept it, which an agent
+    run as a service (`--prefix`) never is: the next compile, of any agent of this user, sweeps
+    them now. Its own directory is swept by nobody meanwhile; a killed compile's here is a real
+    prefix whose lock nobody holds any more."""
+    from mgmt.tmpprefix import TmpPrefix
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir(mode=0o700)
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    killed = TmpPrefix(swept=False)
+    (killed.path / "vardir").mkdir()
+    os.close(killed._lock)  # its holder is gone: its lock with it
+    assert killed.path.parent == tmp
+    path = tmp_path / "site.pp"
+    path.write_text("notify { 'hi': }\n")
+    asyncio.run(compile_catalog(Manifest(file=path), "node1"))
+    assert sorted(tmp.iterdir()) == []

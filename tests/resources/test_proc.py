@@ -11,7 +11,10 @@ import contextlib
 import logging
 import os
 import re
+import shutil
+import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +23,7 @@ import pytest
 from engine.errors import ResourceError
 from mgmt import stuck
 from resources._lib import proc
-from resources._lib.proc import pid_exited, run_to_end
+from resources._lib.proc import dies_with_agent, pid_exited, run_to_end
 from tests.aio import OnLog, pass_ended
 
 # Once let go, 2 MiB to stdout (more than a pipe holds: a closed pipe's reader would have
@@ -190,3 +193,45 @@ async def test_a_transaction_that_ended_well_after_its_wait_was_cancelled_is_sai
             await task
     pid = _pid(caplog, "stopping: waiting for it to end first")
     assert f"child: ended well (pid {pid}), after the wait for it was stopped" in caplog.text
+
+
+def echoes(child: subprocess.Popen[bytes], line: bytes) -> bool:
+    """Whether `cat` child echoes `line` back (False: its pipe is closed, it is gone)."""
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        child.stdin.write(line)
+        child.stdin.flush()
+    except BrokenPipeError:
+        return False
+    return child.stdout.readline() == line
+
+
+def test_a_death_signal_is_asked_for_only_by_the_main_thread() -> None:
+    """The kernel's death signal fires when the *thread* that forked the child ends, not the
+    process: a child started with dies_with_agent() from a thread (an executor's worker, a
+    thread's own loop) was killed as soon as that thread ended, mid-compile for Puppet (leaks
+    review, 2026-12-07). Off the main thread it asks for none: the child outlives the thread
+    (a real `cat`, ended here by closing its input: nothing is signalled)."""
+    assert shutil.which("setpriv"), "setpriv (util-linux) is installed here"
+    assert dies_with_agent(), "the main thread asks for it"
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        argv = [*dies_with_agent(), "cat"]
+        child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        started.append(child)
+        assert echoes(child, b"running\n")  # past setpriv: its death signal (if any) is set
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    thread.join()
+    (child,) = started
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        alive = echoes(child, b"alive\n")
+    finally:
+        with contextlib.suppress(BrokenPipeError):
+            child.stdin.close()
+        child.stdout.close()
+        code = child.wait(timeout=30)
+    assert alive and code == 0, f"cat ended with {code} (-9: the thread's end killed it)"

@@ -157,3 +157,25 @@ def test_credentials_another_user_could_change_are_refused(tmp_path: Path) -> No
     explicit = [*listing[:4], f"--tls-ca={own / 'ca.pem'}", f"--tls-cert={alice / 'host.pem'}"]
     (alice / "host.key").chmod(0o604)
     refused([*explicit, f"--tls-key={alice / 'host.key'}"], "a private key must be a file")
+
+
+def test_a_prefix_that_is_a_file_or_flags_half_given_are_said_as_such(tmp_path: Path) -> None:
+    """leaks review, 2026-12-07: a --prefix naming a file was said not to exist, and --tls-ca
+    and --tls-cert given without --tls-key were said as a prefix with no credentials (`the
+    prefix /var/lib/mgmt does not exist`, a prefix not given), not as the flag missing."""
+    given = tmp_path / "a-file"
+    given.write_text("")
+    ca, cert = tmp_path / "ca.pem", tmp_path / "host.pem"
+    ca.write_text("")
+    cert.write_text("")
+    half = ["--tls-ca", str(ca), "--tls-cert", str(cert), "--prefix", str(tmp_path / "p")]
+    for command in (["status", "--cluster"], ["deploy", "--list"]):
+        code, text = run_mgmt([*command, "--prefix", str(given)])
+        assert code == 2 and text.count("\n") == 1, text
+        assert text.startswith(f"mgmt: the prefix {given} is not a directory: give"), text
+        code, text = run_mgmt([*command, *half])
+        assert code == 2 and text.count("\n") == 1, text
+        assert text.startswith(
+            f"mgmt: --tls-key not given (and no {tmp_path}/p/cluster-tls/host.key): "
+            "give --tls-ca, --tls-cert and --tls-key together"
+        ), text

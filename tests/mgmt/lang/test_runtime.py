@@ -476,3 +476,44 @@ async def test_a_runtimes_close_ends_its_reads_and_joins_their_threads(
         loop.call_soon(release.set)  # once the close waits (before: it did not)
         await rt.close()
     assert not threads[0].is_alive()
+
+
+async def test_a_runtimes_close_leaves_a_read_that_does_not_end_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A read that does not end (a hung NFS server, a FUSE file system that never answers)
+    held the runtime's close for good (leaks review, 2026-12-07): the agent's stop, and a
+    program edit (the old program is closed before the new one is evaluated). Now the close
+    waits for its reads up to streams.READ_CLOSE_WAIT s (0 here), names the path still being
+    read, and leaves its thread to end with it; the read here is held until the close has
+    returned (a generous bound on the close: before, it never did)."""
+    import threading
+
+    import mgmt.lang.streams
+
+    path = tmp_path / "input"
+    path.write_text("x\n")
+    real, release = mgmt.lang.streams.read_for_program, threading.Event()
+    loop, reading, threads = asyncio.get_running_loop(), asyncio.Event(), []
+
+    def held(name: str) -> str:
+        threads.append(threading.current_thread())
+        loop.call_soon_threadsafe(reading.set)
+        release.wait(60)  # a generous bound: a failed test does not hang
+        return real(name)
+
+    monkeypatch.setattr(mgmt.lang.streams, "read_for_program", held)
+    monkeypatch.setattr(mgmt.lang.streams, "READ_CLOSE_WAIT", 0.0)
+    rt = run(f'import "os"\n$x = os.readfile("{path}")\nnoop "n" {{ comment => $x }}\n')
+    try:
+        rt.evaluate()
+        async with asyncio.timeout(10):
+            await reading.wait()
+        async with asyncio.timeout(10):
+            await rt.close()
+        assert f"{path}: still being read at the program's close" in caplog.text
+        assert threads[0].is_alive()
+    finally:
+        release.set()
+    await asyncio.to_thread(threads[0].join, 30)
+    assert not threads[0].is_alive()
