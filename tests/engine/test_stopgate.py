@@ -802,7 +802,7 @@ def writes_seen(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The order of the writes' new inodes written (safefs.unnamed_filled), fsyncs (alone, or
     a group's through its ring) and renames (each still made)."""
     order: list[str] = []
-    real_filled, real_fsync, real_rename = safefs.unnamed_filled, os.fsync, safefs._RELEASING
+    real_filled, real_fsync, real_rename = safefs.unnamed_filled, os.fsync, safefs._RELEASING.rename
     real_together = uring.fsync_all
 
     def fsync_all(ring: uring.Ring, fds: list[int]) -> Any:
@@ -819,13 +819,15 @@ def writes_seen(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     def rename(*args: Any) -> None:
         order.append("rename")
-        real_rename.rename(*args)
+        real_rename(*args)
 
     monkeypatch.setattr(safefs, "unnamed_filled", unnamed_filled)
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(uring, "fsync_all", fsync_all)
-    for calls in ("_RELEASING", "_HOLDING"):
-        monkeypatch.setattr(safefs, calls, getattr(safefs, calls)._replace(rename=rename))
+    for name in ("_RELEASING", "_HOLDING"):
+        c = getattr(safefs, name)
+        calls = safefs._Calls(c.write_all, c.fchmod, c.link, rename, c.close)
+        monkeypatch.setattr(safefs, name, calls)
     return order
 
 
