@@ -362,3 +362,22 @@ async def test_a_log_that_cannot_be_read_is_said_and_stops_etcd(
         said = [r for r in caplog.records if "its log could not be read" in r.getMessage()]
         assert said and said[0].levelname == "ERROR" and said[0].exc_info
         assert etcd_log.fd == -1
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"level":"warn","msg":"the member has been permanently removed from the cluster"}',
+        "panic: failed to find local ID in cluster members",  # etcd 3.4, a Status just after
+    ],
+)
+async def test_what_etcd_says_as_its_member_is_removed_marks_it_removed(
+    tmp_path: Path, line: str
+) -> None:
+    """The lines etcd writes when its member was removed, in JSON or as a Go panic (ci3,
+    2026-12-07: the panic alone was written, the leave then said "stays in the cluster")."""
+    proc = EtcdProcess(EtcdSpec("removed", tmp_path / "removed", options("removed")))
+    proc._line('{"level":"info","msg":"ready to serve client requests"}')
+    assert not proc.removed
+    proc._line(line)
+    assert proc.removed and proc.said_removed.is_set()
