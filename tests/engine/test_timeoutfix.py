@@ -6,11 +6,11 @@ real interpreters."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.child import python
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,14 +75,7 @@ def test_a_timeout_in_a_cancelled_tasks_cleanup_expires_as_timeouterror(first: s
 
 def _python(script: str, *args: str) -> tuple[int, str, str]:
     """A fresh interpreter's (exit code, stdout, stderr) for `script` with `args`."""
-    done = subprocess.run(
-        [sys.executable, "-c", script, *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = python(script, *args)
     return done.returncode, done.stdout, done.stderr
 
 

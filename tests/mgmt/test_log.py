@@ -7,8 +7,6 @@ import asyncio
 import io
 import logging
 import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +16,7 @@ import pytest
 from mgmt import log
 from mgmt.log import BatchingStreamHandler, TextFormatter
 from tests.aio import pass_ended
+from tests.child import python
 
 
 class CountingStream(io.StringIO):
@@ -190,16 +189,8 @@ def test_a_partial_write_loses_no_line() -> None:
     a 4,000-file first run. The child makes its stderr non-blocking, so that a pipe the reader
     has not emptied takes part of each write (no signal to time), and every line must arrive."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    root = Path(__file__).resolve().parents[2]
-    child = subprocess.run(
-        [sys.executable, "-c", CHILD],
-        capture_output=True,
-        env=env,
-        cwd=root,
-        timeout=60,
-        check=False,
-    )
-    lines = child.stderr.decode().splitlines()
+    child = python(CHILD, env=env, timeout=60)
+    lines = child.stderr.splitlines()
     assert child.returncode == 0, lines[-5:]
     assert len(lines) == 5000 and lines[-1].endswith(f"line 4999 {'x' * 60}"), len(lines)
 
@@ -221,11 +212,8 @@ def test_a_crash_traceback_comes_after_the_lines_logged_before_it() -> None:
     """An exception nobody catches: the interpreter wrote its traceback to stderr itself,
     while the last loop pass's lines still waited for the writer thread; it came first, or
     amid them. It is logged now (sys.excepthook), after them."""
-    root = Path(__file__).resolve().parents[2]
-    child = subprocess.run(
-        [sys.executable, "-c", CRASH], capture_output=True, cwd=root, timeout=60, check=False
-    )
-    lines = child.stderr.decode().splitlines()
+    child = python(CRASH, timeout=60)
+    lines = child.stderr.splitlines()
     assert child.returncode == 1
     assert len(lines) > 2000 and lines[-1] == "RuntimeError: boom", lines[-3:]
     assert lines[1999].endswith(f" t: line 1999 {'x' * 60}"), lines[1995:2005]

@@ -15,6 +15,7 @@ import pytest
 
 from mgmt import cli, lazyimport
 from mgmt.config import option_fields
+from tests.child import python
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,14 +32,7 @@ def own_tmpdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _started(script: str, *args: str) -> subprocess.CompletedProcess[str]:
     """Run `script` in a new interpreter started as the `mgmt` launcher starts it (-S)."""
-    return subprocess.run(
-        [sys.executable, "-S", "-c", script, *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    return python(script, *args, flags=["-S"], timeout=60)
 
 
 def _python(script: str, *args: str) -> str:
@@ -1180,16 +1174,16 @@ def test_int_enums_are_enums_own_on_every_311_release_there_is() -> None:
     script = _INT_ENUMS_SCRIPT.replace(
         "assert enum.EnumType._convert_ is quickclasses._convert_\n", ""
     )
-    for python in pythons:
+    for interpreter in pythons:
         out = subprocess.run(
-            [python, "-S", "-c", script],
+            [interpreter, "-S", "-c", script],
             check=False,
             capture_output=True,
             text=True,
             timeout=60,
             cwd=ROOT,
         )
-        assert out.returncode == 0, (python, out.stderr[-2000:])
+        assert out.returncode == 0, (interpreter, out.stderr[-2000:])
 
 
 _OTHER_CODE_SCRIPT = """

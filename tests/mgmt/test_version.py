@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from mgmt.version import VERSION, _git_output, version
+from tests.child import python
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,12 +75,5 @@ print("ok")
 def test_a_command_outlasting_the_timeout_is_killed_and_reaped() -> None:
     """A git that hangs (a stuck network file system): killed after TIMEOUT, reaped (no
     zombie left), TimeoutError; its descriptors closed."""
-    done = subprocess.run(
-        [sys.executable, "-c", OUTLASTING],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = python(OUTLASTING, timeout=60)
     assert done.returncode == 0 and done.stdout == "ok\n", done.stderr

@@ -9,12 +9,12 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from resources._lib import reaper
+from tests.child import python
 
 INIT_START = reaper.start_time(1)
 
@@ -53,14 +53,7 @@ def _run_guard(kind_dir: Path, log: Path, stubs: str = STUB_KILL) -> None:
 
 def _run_python(program: str, *args: str) -> str:
     """A reaper's run in a child (its os.killpg stubbed by `program`): what it printed."""
-    done = subprocess.run(
-        [sys.executable, "-c", program, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        start_new_session=True,
-    )
+    done = python(program, *args, timeout=60, new_session=True)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 

@@ -11,6 +11,7 @@ import pytest
 
 from mgmt.deploy import bundle
 from mgmt.deploy import client as thin
+from tests.child import python
 from tests.e2e.helpers import MGMT, ROOT
 
 
@@ -71,14 +72,7 @@ def test_the_thin_path_imports_neither_the_cli_nor_grpc_nor_the_language(tmp_pat
         "         're', 'enum', 'json', 'base64'}\n"
         "print(sorted(heavy & set(sys.modules)))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    out = python(script, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out
 
 
