@@ -993,10 +993,16 @@ def real():  # a real file (or a directory holding one) of ours at spot
         if os.path.islink(spot) or os.path.isfile(spot):
             os.unlink(spot)
         os.rename(swap, spot)
+asides = 0
 def link():  # the symlink swapped in, aimed at the victim
+    global asides
     if mode == "dir" and os.path.isdir(spot) and not os.path.islink(spot):
-        os.rename(spot, aside)
-        shutil.rmtree(aside)
+        # a new name each time: a write through a descriptor of the moved directory can
+        # land in it while it is removed; one fixed name would then stay non-empty and
+        # every later rename onto it fail: no swap ever again (ci: 0 refused in 60 s)
+        asides += 1
+        os.rename(spot, f"{aside}.{asides}")
+        shutil.rmtree(f"{aside}.{asides}", ignore_errors=True)
     os.symlink(victim, swap)
     os.replace(swap, spot)
 ready = False
@@ -1018,13 +1024,24 @@ while True:
 async def attacker(spot: Path, target: Path, mode: str) -> AsyncIterator[None]:
     """Another process that swaps spot between a real file/dir and a symlink to target."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", ATTACKER, str(spot), str(target), mode, stdout=asyncio.subprocess.PIPE
+        sys.executable,
+        "-c",
+        ATTACKER,
+        str(spot),
+        str(target),
+        mode,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
-        assert proc.stdout is not None
+        assert proc.stdout is not None and proc.stderr is not None
         async with asyncio.timeout(30):
             assert await proc.stdout.readline() == b"ready\n"
         yield
+        if proc.returncode is not None or proc.stdout.at_eof():
+            async with asyncio.timeout(30):
+                said = (await proc.stderr.read()).decode(errors="replace")
+            raise AssertionError(f"the attacker ended during the race: {said}")
     finally:
         proc.kill()
         await proc.wait()
