@@ -22,6 +22,7 @@ from typing import Any
 
 from engine.errors import ResourceError
 from engine.handle import Shared
+from resources._lib import unitscope
 
 GRACE = 1.0  # seconds between SIGTERM and SIGKILL
 TAIL = 8  # output lines quoted in a failure
@@ -62,6 +63,34 @@ def file_lock(shared: Shared, path: str) -> asyncio.Lock:
     json:edit) holds it from its read to its write, so that two resources of one file do not
     lose each other's edits. The path is normalised (no symlink is resolved)."""
     return tool_lock(shared, f"file:{os.path.normpath(path)}")
+
+
+def lock_holder(path: str) -> tuple[int, str] | None:
+    """(pid, program name) of the process holding a POSIX lock (fcntl) on `path`, from
+    /proc/locks; None when none does (or it is unknown: an open file description's lock names
+    no pid)."""
+    try:
+        found = os.stat(path)
+        with open("/proc/locks", encoding="ascii", errors="replace") as locks:
+            text = locks.read()
+    except OSError:
+        return None
+    # "1: POSIX  ADVISORY  WRITE 1234 fe:00:402117 0 EOF" (a waiter's line: "1: -> POSIX ...")
+    device = f"{os.major(found.st_dev):02x}:{os.minor(found.st_dev):02x}:{found.st_ino}"
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) > 5 and fields[1] == "POSIX" and fields[5] == device:
+            pid = int(fields[4]) if fields[4].isdigit() else 0
+            return (pid, _program(pid)) if pid else None
+    return None
+
+
+def _program(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as comm:
+            return comm.read().strip() or "?"
+    except OSError:
+        return "gone"
 
 
 async def run_command(
@@ -113,6 +142,7 @@ async def run_to_end(
     label: str,
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log,
     ok: tuple[int, ...] | None = (0,),
+    scope: str = "",
 ) -> tuple[int, str, str]:
     """Run `argv` as run_command does (its environment laid over the agent's), but never stop
     it: a transaction that, stopped half-way, leaves what it changes broken (dpkg's database
@@ -123,12 +153,18 @@ async def run_to_end(
     bound), it runs on in its own session. At `timeout`, the wait ends (a ResourceError) and it
     runs on, said too, reaped when it ends. Either way how it ended is said when it has
     (`_Ended`: its code, its failure's last lines). Its output goes to memory files, not pipes, so that
-    our leaving cannot end it (a SIGPIPE at its next line)."""
+    our leaving cannot end it (a SIGPIPE at its next line).
+
+    `scope` (a lowercase word naming the kind, "pkg"): under a systemd unit, it runs in a
+    scope of its own, `mgmt-SCOPE-<hex>.scope`, outside the agent's unit, so that neither the
+    unit's stop timeout nor its KillMode kills it once the agent has gone
+    (resources._lib.unitscope; elsewhere, or refused, as before)."""
+    prefix, unit = await unitscope.scope_argv(scope, label, logger) if scope else ([], "")
     with _memory_file("stdout") as out_fd, _memory_file("stderr") as err_fd:
         try:  # on the loop, as asyncio's own subprocess_exec forks (its Popen too); not
             # asyncio's Process: its transport kills the child when closed or collected
             proc = subprocess.Popen(  # noqa: ASYNC220
-                argv,
+                [*prefix, *argv],
                 stdin=subprocess.DEVNULL,
                 stdout=out_fd,
                 stderr=err_fd,
@@ -137,22 +173,26 @@ async def run_to_end(
             )
         except OSError as error:
             raise ResourceError(f"{argv[0]}: cannot start: {error}") from error
-        logger.debug("%s: started (pid %d)", label, proc.pid)
+        which = f"pid {proc.pid}, {unit}" if unit else f"pid {proc.pid}"
+        if unit:
+            logger.info(
+                "%s: started (%s): a stop of the agent's unit does not end it", label, which
+            )
+        else:
+            logger.debug("%s: started (%s)", label, which)
         why = "stopped half-way, it would leave what it changes broken"
         try:
             async with asyncio.timeout(timeout):
                 await pid_exited(proc.pid)
         except TimeoutError:
-            left = f"left running to its end (pid {proc.pid}): {why}"
+            left = f"left running to its end ({which}): {why}"
             logger.warning("%s: %s", label, left)
             ended = _Ended(proc, label, logger, os.dup(out_fd), os.dup(err_fd))
             _reap_when_done(proc, ended)
             raise ResourceError(f"{label} timed out after {timeout:g}s; {left}") from None
         except asyncio.CancelledError:
-            logger.warning(
-                "%s: stopping: waiting for it to end first (pid %d): %s", label, proc.pid, why
-            )
-            await _through_cancellations(pid_exited(proc.pid), f"{label} (pid {proc.pid})")
+            logger.warning("%s: stopping: waiting for it to end first (%s): %s", label, which, why)
+            await _through_cancellations(pid_exited(proc.pid), f"{label} ({which})")
             _Ended(proc, label, logger, out_fd, err_fd).say()
             raise
         code = proc.wait()  # it has exited: reaped at once

@@ -8,6 +8,7 @@ process group, and bounded by a timeout. Transactions keep locally changed confi
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
@@ -15,7 +16,8 @@ import re
 from collections.abc import Sequence
 
 from engine.errors import ResourceError
-from resources._lib.proc import run_command, run_to_end
+from resources._lib import unitscope
+from resources._lib.proc import lock_holder, run_command, run_to_end
 from resources.pkg.backend import Available, Backend, Change, Installed, which
 
 # Seconds a query (dpkg-query, apt-cache) may take: apt-cache loads the whole package cache.
@@ -24,6 +26,8 @@ QUERY_TIMEOUT = 120
 TRANSACTION_TIMEOUT = 3600
 # Seconds apt-get waits for another package manager to release dpkg's lock.
 LOCK_WAIT = 300
+# The lock a package manager holds for a whole transaction (apt-get, and dpkg run alone).
+FRONTEND_LOCK = "/var/lib/dpkg/lock-frontend"
 # Seconds a stopped query gets between SIGTERM and SIGKILL (a transaction is never stopped:
 # resources._lib.proc.run_to_end).
 GRACE = 10.0
@@ -133,6 +137,7 @@ class AptBackend(Backend):
             await _refuse_dependents(removals)  # dpkg's dry run: fast, no cache to load
         elif removals:
             await _refuse_extra_removals(argv, removals)
+        await _say_lock_holder(logger)
         code, out, err = await run_to_end(
             argv,
             timeout=TRANSACTION_TIMEOUT,
@@ -140,12 +145,36 @@ class AptBackend(Backend):
             label="apt-get install",
             logger=logger,
             ok=None,
+            scope="pkg",
         )
         for line in out.splitlines():
             if not _PROGRESS.match(line):
                 logger.debug("apt-get: %s", line)
         if code != 0:
             raise ResourceError(_failure(code, out, err))
+
+
+async def _say_lock_holder(logger: logging.LoggerAdapter[logging.Logger]) -> None:
+    """Say who holds dpkg's lock, if anyone, before apt-get waits for it (else a wait of up to
+    LOCK_WAIT s says nothing until it ends); a transaction of ours that an earlier stop or
+    timeout left running (in its scope) is named as such."""
+    holder = await asyncio.to_thread(lock_holder, FRONTEND_LOCK)
+    if holder is None:
+        return
+    pid, program = holder
+    unit = unitscope.unit_of(pid)
+    ours = (
+        f" in {unit}: a transaction of the agent's that a stop or timeout left running"
+        if unitscope.is_scope(unit, "pkg")
+        else ""
+    )
+    logger.warning(
+        "apt-get install: dpkg's lock is held by pid %d (%s)%s: waiting for it (up to %d s)",
+        pid,
+        program,
+        ours,
+        LOCK_WAIT,
+    )
 
 
 def _argument(change: Change) -> str:
