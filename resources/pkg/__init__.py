@@ -105,6 +105,9 @@ class PkgRes(Edgeable, Groupable, Resource):
         backend = self._require_backend()
         members = self._members()
         changes, reasons, failures = await _plan(backend, members)
+        if changes and apply and await backend.wait_idle(self.handle.logger):
+            # another transaction held the package manager: decided again, after it
+            changes, reasons, failures = await _plan(backend, members)
         if not changes:
             if failures:
                 raise ResourceError(_failed(failures, len(members), None))

@@ -16,8 +16,10 @@ import re
 from collections.abc import Sequence
 
 from engine.errors import ResourceError
+from engine.tasks import first_done
+from engine.watcher import PathWatcher
 from resources._lib import unitscope
-from resources._lib.proc import lock_holder, run_command, run_to_end
+from resources._lib.proc import lock_holder, pid_exited, run_command, run_to_end
 from resources.pkg.backend import Available, Backend, Change, Installed, which
 
 # Seconds a query (dpkg-query, apt-cache) may take: apt-cache loads the whole package cache.
@@ -28,6 +30,8 @@ TRANSACTION_TIMEOUT = 3600
 LOCK_WAIT = 300
 # The lock a package manager holds for a whole transaction (apt-get, and dpkg run alone).
 FRONTEND_LOCK = "/var/lib/dpkg/lock-frontend"
+# dpkg's status database: rewritten at each step of a transaction, whoever runs it.
+STATUS = "/var/lib/dpkg/status"
 # Seconds a stopped query gets between SIGTERM and SIGKILL (a transaction is never stopped:
 # resources._lib.proc.run_to_end).
 GRACE = 10.0
@@ -82,7 +86,7 @@ class AptBackend(Backend):
     name = "apt"
     cache = "apt cache"
     # dpkg rewrites its status file on every change; apt-get update renames fresh lists in.
-    watch_paths = ("/var/lib/dpkg/status", "/var/lib/apt/lists")
+    watch_paths = (STATUS, "/var/lib/apt/lists")
 
     @classmethod
     def usable(cls) -> bool:
@@ -115,6 +119,9 @@ class AptBackend(Backend):
         code, _out, _err = await run(argv, timeout=QUERY_TIMEOUT, ok=(0, 1))
         return code == 0
 
+    async def wait_idle(self, logger: logging.LoggerAdapter[logging.Logger]) -> bool:
+        return await _wait_for_lock(logger)
+
     async def apply(
         self,
         changes: Sequence[Change],
@@ -137,7 +144,6 @@ class AptBackend(Backend):
             await _refuse_dependents(removals)  # dpkg's dry run: fast, no cache to load
         elif removals:
             await _refuse_extra_removals(argv, removals)
-        await _say_lock_holder(logger)
         code, out, err = await run_to_end(
             argv,
             timeout=TRANSACTION_TIMEOUT,
@@ -154,22 +160,45 @@ class AptBackend(Backend):
             raise ResourceError(_failure(code, out, err))
 
 
-async def _say_lock_holder(logger: logging.LoggerAdapter[logging.Logger]) -> None:
-    """Say who holds dpkg's lock, if anyone, before apt-get waits for it (else a wait of up to
-    LOCK_WAIT s says nothing until it ends); a transaction of ours that an earlier stop or
-    timeout left running (in its scope) is named as such."""
-    holder = await asyncio.to_thread(lock_holder, FRONTEND_LOCK)
-    if holder is None:
-        return
-    pid, program = holder
+async def _wait_for_lock(logger: logging.LoggerAdapter[logging.Logger]) -> bool:
+    """Wait (up to LOCK_WAIT s) while a transaction holds dpkg's lock, saying whose (one of
+    ours that a stop or timeout left running, in its scope, is named as such); whether one
+    did. Woken when the holder exits or dpkg's status changes (the lock looked at again), no
+    polling."""
+    said: set[int] = set()
+    changed = asyncio.Event()
+    watcher = PathWatcher([STATUS], on_change=changed.set, on_error=lambda _err: changed.set())
+    watcher.open()
+    try:
+        async with asyncio.timeout(LOCK_WAIT):
+            while True:
+                changed.clear()
+                holder = await asyncio.to_thread(lock_holder, FRONTEND_LOCK)
+                if holder is None:
+                    break
+                if holder[0] not in said:
+                    said.add(holder[0])
+                    _say_holder(*holder, logger)
+                await first_done(pid_exited(holder[0]), changed.wait())
+    except TimeoutError:
+        logger.warning(
+            "apt-get install: dpkg's lock is still held after %d s: trying all the same", LOCK_WAIT
+        )
+    finally:
+        watcher.close()
+    return bool(said)
+
+
+def _say_holder(pid: int, program: str, logger: logging.LoggerAdapter[logging.Logger]) -> None:
     unit = unitscope.unit_of(pid)
     ours = (
-        f" in {unit}: a transaction of the agent's that a stop or timeout left running"
+        f" in {unit}, a transaction of the agent's that a stop or timeout left running"
         if unitscope.is_scope(unit, "pkg")
         else ""
     )
     logger.warning(
-        "apt-get install: dpkg's lock is held by pid %d (%s)%s: waiting for it (up to %d s)",
+        "dpkg's lock is held by pid %d (%s)%s: waiting for it to end (up to %d s), then "
+        "checking again",
         pid,
         program,
         ours,

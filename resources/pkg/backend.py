@@ -101,6 +101,11 @@ class Backend(abc.ABC):
     async def older(self, version: str, than: str) -> bool:
         """`version` sorts before `than` in this package manager's version order."""
 
+    async def wait_idle(self, logger: logging.LoggerAdapter[logging.Logger]) -> bool:
+        """Wait (bounded) while another transaction holds the package manager, saying whose;
+        whether one did (what is installed is then read again). None by default."""
+        return False
+
     @abc.abstractmethod
     async def apply(
         self,

@@ -85,14 +85,21 @@ def last_transaction_with(*names: str) -> str:
     raise AssertionError(f"no apt transaction names {names}")
 
 
-async def local_package(directory: Path, name: str, depends: str) -> Path:
-    """Build a tiny .deb that only depends on `depends` (dpkg-deb, no repository)."""
+async def local_package(
+    directory: Path, name: str, depends: str = "", scripts: dict[str, str] | None = None
+) -> Path:
+    """Build a tiny .deb that only depends on `depends` (if any) and runs `scripts` (maintainer
+    scripts by name: "prerm"...), with dpkg-deb, in no repository."""
     control = directory / name / "DEBIAN" / "control"
     control.parent.mkdir(parents=True)
     control.write_text(
         f"Package: {name}\nVersion: 1.0\nArchitecture: all\nMaintainer: mgmt tests <root@localhost>\n"
-        f"Depends: {depends}\nDescription: mgmt test package\n"
+        + (f"Depends: {depends}\n" if depends else "")
+        + "Description: mgmt test package\n"
     )
+    for script, text in (scripts or {}).items():
+        (control.parent / script).write_text(text)
+        (control.parent / script).chmod(0o755)
     deb = directory / f"{name}.deb"
     await run("dpkg-deb", "--build", "--root-owner-group", str(control.parent.parent), str(deb))
     return deb
