@@ -55,7 +55,7 @@ def agent_unit(manager: RealSystemd, tmp_path: Path, log: Path) -> str:
     graph.write_text(
         f"graph: held\nresources:\n  pkg:\n    - name: {HELD}\n      state: uninstalled\n"
     )
-    text = unit_text(["--verbose", "--prefix", str(tmp_path / "prefix"), "yaml", str(graph)], 30)
+    text = unit_text(["--prefix", str(tmp_path / "prefix"), "yaml", str(graph)], 30)
     assert "KillMode=mixed\n" in text and "TimeoutStopSec=90\n" in text, text
     text = text.replace("TimeoutStopSec=90\n", f"TimeoutStopSec={STOP_SEC}\n")
     output = f"StandardOutput=append:{log}\nStandardError=append:{log}\n"
@@ -112,17 +112,17 @@ async def test_a_transaction_outlives_the_stop_of_the_agents_unit(
             await manager.systemctl("start", "--no-block", unit)
             async with asyncio.timeout(WAIT):  # the prerm runs: dpkg is half-way
                 await asyncio.to_thread(lambda: ready.open().close())
-            started = said(
-                log, r"apt-get install: started \(pid (\d+), (mgmt-pkg-[0-9a-f]{12}\.scope)\)"
-            )
-            assert started is not None, log.read_text()
-            pid, scope = int(started[1]), started[2]
 
             # The stop: the agent waits for its transaction, systemd kills it STOP_SEC later.
             await manager.systemctl("stop", "--no-block", unit)
             await settled(sd, unit, ("inactive", "failed"))
             assert has_reader(go), f"the unit's stop killed the transaction: {log.read_text()}"
-            assert await sd.active(scope) == "active"
+            started = said(
+                log, r"apt-get install: started \(pid (\d+), (mgmt-pkg-[0-9a-f]{12}\.scope)\)"
+            )
+            assert started is not None, log.read_text()
+            pid, scope = int(started[1]), started[2]
+            assert await sd.active(scope) == "active"  # its scope, outside the agent's unit
 
             # The next start finds dpkg's lock held by it, and waits.
             await manager.systemctl("start", "--no-block", unit)
