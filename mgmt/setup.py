@@ -222,7 +222,8 @@ def unit_text(run_args: list[str], watchdog_sec: int) -> str:
         f"{watchdog}"
         "TimeoutAbortSec=15\n"
         "TimeoutStopSec=90\n"
-        # SIGTERM to the agent only; what it started gets its own stop, then SIGKILL.
+        # SIGTERM to the agent only; what it started gets its own stop, then SIGKILL (not a
+        # package transaction: it runs in a scope of its own, resources._lib.unitscope).
         "KillMode=mixed\n"
         "Restart=on-failure\n"
         # Exit 2 is bad input (the graph, program, flags, prefix): a restart cannot mend it.
