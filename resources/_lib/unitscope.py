@@ -42,7 +42,7 @@ _VERDICTS: dict[tuple[str, str], list[str] | None] = {}
 
 
 def manager() -> str | None:
-    """ "system" or "user": the manager of the unit the agent is part of; None outside one."""
+    """The manager of the unit the agent is part of, "system" or "user"; None outside one."""
     if not os.environ.get("INVOCATION_ID"):
         return None
     return "user" if os.environ.get("MANAGERPID") else "system"
@@ -111,7 +111,9 @@ async def _probe(
         return None
     base = [systemd_run, *(["--user"] if which == "user" else []), "--scope", "--quiet"]
     base.append("--collect")
-    probe = [*base, f"--unit=mgmt-probe-{secrets.token_hex(6)}.scope", "--", "true"]
+    name = f"--unit=mgmt-probe-{secrets.token_hex(6)}.scope"
+    about = f"--description=mgmt: does systemd make a scope for {what}"
+    probe = [*base, name, about, "--", "true"]
     try:
         await run_command(probe, timeout=PROBE_TIMEOUT, label="systemd-run --scope")
     except ResourceError as refused:
