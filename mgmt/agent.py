@@ -883,14 +883,19 @@ class Agent:
 
     def _status(self) -> str:
         """One line for systemd's STATUS= (and `systemctl status`), the program's error first
-        if it has one (its first 200 characters)."""
+        if it has one (its first 200 characters); converging, the resources retrying named
+        (before 2026-12-07 a resource retrying for ever read `0 failed`, the unit
+        `activating` for a minute with nothing said why: user3)."""
         problem = self.status.program_error
         head = f"program error: {problem[:200]}; " if problem else ""
         if self.converger.converged.is_set():
             return head + "converged: " + self._convergence_summary()
         n = len(self.engine.vertices)
         waiting, failed = self.converger.counts()
-        return f"{head}converging: {n - waiting} of {resource_count(n)} settled, {failed} failed"
+        line = f"{head}converging: {n - waiting} of {resource_count(n)} settled, {failed} failed"
+        if retrying := sorted(v.shown for v in self.converger.retrying()):
+            line += f", {len(retrying)} retrying ({named(retrying)})"
+        return line
 
     async def _show_progress(self) -> None:
         """On a terminal, a line every PROGRESS_EVERY seconds until the first convergence."""

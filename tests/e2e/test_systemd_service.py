@@ -525,6 +525,43 @@ async def test_status_follows_the_first_run_as_resources_settle_and_fail(
     await sd.wait_until(stopped)
 
 
+@pytest.mark.slow
+async def test_status_names_a_resource_retrying_while_the_first_run_waits_for_it(
+    manager: RealSystemd, sd: Client, tmp_path: Path
+) -> None:
+    """A resource retrying (`retry: -1`, its next attempt far off) holds the first run, and
+    the unit `activating` (up to a minute): STATUS= read `converging: 1 of 2 resources
+    settled, 0 failed`, nothing naming it, while `mgmt status` counted it failing (user3).
+    It names the resources retrying now."""
+    path = tmp_path / "graph.yaml"
+    path.write_text(
+        f"graph: g\nresources:\n  file:\n    - name: one\n      path: {tmp_path}/one\n"
+        '      content: "1\\n"\n  exec:\n    - name: bad\n      cmd: /bin/false\n'
+        "      meta: {retry: -1, delay: 600000}\n"
+    )
+    unit = manager.name("retrying")
+    service = f"{unit}.service"
+    args = ["setup", "--install-service", "--unit", unit, "--watchdog-sec", "0"]
+    code, out = await asyncio.to_thread(
+        run_mgmt, [*args, "--prefix", str(tmp_path / "prefix"), "yaml", str(path)]
+    )
+    assert code == 0, out
+    await sd.manager("StartUnit", "ss", service, "replace")
+
+    async def status_is(text: str) -> bool:
+        return str((await sd.props(service, "Service"))["StatusText"]) == text
+
+    said = "converging: 1 of 2 resources settled, 0 failed, 1 retrying (exec[bad])"
+    await sd.wait_until(lambda: status_is(said))
+    assert await sd.active(service) == "activating"
+    await sd.manager("StopUnit", "ss", service, "replace")
+
+    async def stopped() -> bool:
+        return await sd.active(service) in ("inactive", "failed")
+
+    await sd.wait_until(stopped)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown)")
 def test_setup_refuses_code_another_user_could_change(tmp_path: Path) -> None:
     """The unit has root run the interpreter, the virtualenv's packages and the code at every
