@@ -1325,10 +1325,15 @@ class Agent:
     def _retry_failed(self) -> None:
         """A reload retries what failed, even with the graph unchanged: each resource whose
         watch or init() failed for good (DEAD) starts again, each out of retries (FAILED) is
-        checked once more. (A vertex the reload's swap replaces starts afresh anyway.)"""
-        dead, failed = self.engine.retry_failed()
-        if dead or failed:
-            log.info("SIGHUP: restarting %d dead and re-checking %d failed resources", dead, failed)
+        checked once more, each waiting for a retry retries now. (A vertex the reload's swap
+        replaces starts afresh anyway.)"""
+        dead, failed, retrying = self.engine.retry_failed()
+        now = f"; retrying {retrying} now, not at their meta delay" if retrying else ""
+        if dead or failed or retrying:
+            log.info(
+                "SIGHUP: restarting %d dead and re-checking %d failed resources%s",
+                *(dead, failed, now),
+            )
 
     async def _reload_loop(self) -> None:
         while True:
