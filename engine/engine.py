@@ -779,7 +779,7 @@ class Vertex:
                     self.poll_tick = False  # else it describes the work that is pending now
                 self._not_busy()
             if retry_in is not None:
-                await asyncio.sleep(retry_in)
+                await self.engine.retry_delay(self.key, retry_in)
                 self.poke()
 
     # processing --------------------------------------------------------------------------
@@ -1470,6 +1470,9 @@ class Engine:
         # Failures counted against meta retry, by kind+name: a swap that changes the resource
         # keeps its count unless its meta reset (mgmt's MetaState); dropped when it leaves.
         self.retries: dict[Key, int] = {}
+        # The retries waiting for their meta delay, each cut short by an operator's reload
+        # (retry_failed): there only while one waits (a failure's, never a run's hot path).
+        self._retry_waits: dict[Key, asyncio.Future[None]] = {}
         self.heal_groups: dict[tuple[str, int], heal.Group] = {}  # (Vertex._join_group)
         self._semas: dict[tuple[str, int], asyncio.Semaphore] = {}
         self._global_sema = Slots(sema) if sema > 0 else None
@@ -1902,17 +1905,33 @@ class Engine:
         maybe = vertices.values() if self.noop else (vertices[k] for k in self._noops)
         return [v for v in maybe if v.would_change]
 
-    def retry_failed(self) -> tuple[int, int]:
+    def retry_failed(self) -> tuple[int, int, int]:
         """An operator's reload (SIGHUP): each DEAD vertex is revived (its watch or init()
-        runs again) and each FAILED one (out of retries), and each failed reversal, is
-        checked once more; how many of each (the reversals counted with the failed)."""
+        runs again), each FAILED one (out of retries), and each failed reversal, is checked
+        once more, and each retry waiting for its meta delay runs now (before 2026-12-07 it
+        waited on: `retry: -1, delay: 600000` fixed by hand and reloaded was checked ten
+        minutes later: user3); how many of each (the reversals counted with the failed)."""
         dead = [v for v in self.vertices.values() if v.status is DEAD]
         failed = [v for v in self.vertices.values() if v.status is FAILED]
         for vertex in dead:
             vertex.revive()
         for vertex in failed:
             vertex.poke()
-        return len(dead), len(failed) + self.reverser.retry_failed()
+        waits = [wait for wait in self._retry_waits.values() if not wait.done()]
+        for wait in waits:
+            wait.set_result(None)
+        return len(dead), len(failed) + self.reverser.retry_failed(), len(waits)
+
+    async def retry_delay(self, key: Key, delay: float) -> None:
+        """Wait `delay` s for the retry of the vertex `key` (its meta delay), or until an
+        operator's reload asks for it now (retry_failed)."""
+        wait = asyncio.get_running_loop().create_future()
+        self._retry_waits[key] = wait
+        try:
+            await asyncio.wait([wait], timeout=delay)
+        finally:
+            if self._retry_waits.get(key) is wait:
+                del self._retry_waits[key]
 
     # the cycle collector during the first run -----------------------------------------------
 

@@ -883,14 +883,19 @@ class Agent:
 
     def _status(self) -> str:
         """One line for systemd's STATUS= (and `systemctl status`), the program's error first
-        if it has one (its first 200 characters)."""
+        if it has one (its first 200 characters); converging, the resources retrying named
+        (before 2026-12-07 a resource retrying for ever read `0 failed`, the unit
+        `activating` for a minute with nothing said why: user3)."""
         problem = self.status.program_error
         head = f"program error: {problem[:200]}; " if problem else ""
         if self.converger.converged.is_set():
             return head + "converged: " + self._convergence_summary()
         n = len(self.engine.vertices)
         waiting, failed = self.converger.counts()
-        return f"{head}converging: {n - waiting} of {resource_count(n)} settled, {failed} failed"
+        line = f"{head}converging: {n - waiting} of {resource_count(n)} settled, {failed} failed"
+        if retrying := sorted(v.shown for v in self.converger.retrying()):
+            line += f", {len(retrying)} retrying ({named(retrying)})"
+        return line
 
     async def _show_progress(self) -> None:
         """On a terminal, a line every PROGRESS_EVERY seconds until the first convergence."""
@@ -1320,10 +1325,15 @@ class Agent:
     def _retry_failed(self) -> None:
         """A reload retries what failed, even with the graph unchanged: each resource whose
         watch or init() failed for good (DEAD) starts again, each out of retries (FAILED) is
-        checked once more. (A vertex the reload's swap replaces starts afresh anyway.)"""
-        dead, failed = self.engine.retry_failed()
-        if dead or failed:
-            log.info("SIGHUP: restarting %d dead and re-checking %d failed resources", dead, failed)
+        checked once more, each waiting for a retry retries now. (A vertex the reload's swap
+        replaces starts afresh anyway.)"""
+        dead, failed, retrying = self.engine.retry_failed()
+        now = f"; retrying {retrying} now, not at their meta delay" if retrying else ""
+        if dead or failed or retrying:
+            log.info(
+                "SIGHUP: restarting %d dead and re-checking %d failed resources%s",
+                *(dead, failed, now),
+            )
 
     async def _reload_loop(self) -> None:
         while True:

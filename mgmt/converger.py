@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from engine.engine import FAILED, OK, PENDING, RUNNING, Engine, Vertex
+from engine.engine import FAILED, OK, PENDING, RETRYING, RUNNING, Engine, Vertex
 from engine.events import CheckApplied, GraphSwapped, ReversalsChanged, VertexChanged
 from engine.graph import Key
 
@@ -32,6 +32,10 @@ class Converger:
         self.settled = asyncio.Event()
         self._unsettled: set[Key] = set()
         self._failed: set[Key] = set()
+        # Retrying: failed, a retry due (counted in `_unsettled`), or once was since the last
+        # `retrying()`, which prunes it: for STATUS=, which named none of them (`0 failed`
+        # while one retried for ever).
+        self._retrying: set[Key] = set()
         # Set when a vertex fails or recovers: a failure keeps the graph settled (converged),
         # so without it a watch that fails for good after convergence went unsaid.
         self.failures = asyncio.Event()
@@ -86,6 +90,18 @@ class Converger:
         """(unsettled, failed) vertices, in O(1) (`unsettled()` sorts and describes each)."""
         return len(self._unsettled), len(self._failed)
 
+    def retrying(self) -> list[Vertex]:
+        """The vertices whose last attempt failed and that have a retry due (or running). The
+        set is pruned here, not as each vertex recovers: no cost on a run's hot path."""
+        vertices, now = self.engine.vertices, []
+        for key in list(self._retrying):
+            vertex = vertices.get(key)
+            if vertex is not None and (vertex.status is RETRYING or vertex.outcome is RETRYING):
+                now.append(vertex)
+            else:
+                self._retrying.discard(key)
+        return now
+
     def unsettled(self) -> list[tuple[Vertex, str]]:
         """The vertices that are not settled, each with why (its status, and its last error)."""
         result = []
@@ -108,6 +124,7 @@ class Converger:
         vertices = self.engine.vertices
         self._failed = {k for k, v in vertices.items() if v.failed}
         self._unsettled = {k for k, v in vertices.items() if not self._settled(v)}
+        self._retrying = {k for k, v in vertices.items() if v.status is RETRYING}
         self._rearm()
 
     def _swapped(self, event: GraphSwapped) -> None:
@@ -140,6 +157,8 @@ class Converger:
         self._unsettled.difference_update(event.removed)
         for key in replaced:
             vertex = self.engine.vertices[key]
+            if vertex.status is RETRYING:  # (told before the swap: not followed then)
+                self._retrying.add(key)
             if vertex.failed:
                 self.recompute()  # it blocks its descendants
                 return
@@ -173,7 +192,14 @@ class Converger:
         if self.engine.vertices.get(key) is not vertex:
             return  # a vertex being stopped by a swap; recompute() follows the swap
         status = vertex.status  # not failed while pending, running or OK: no property call
-        failed = not (status is OK or status is RUNNING or status is PENDING) and vertex.failed
+        if status is OK or status is RUNNING or status is PENDING:
+            failed = False
+        else:
+            failed = vertex.failed
+            if status is RETRYING:  # once per failed attempt (retrying() prunes the set)
+                self._retrying.add(key)
+                if self.on_progress is not None:  # unsettled before and after: said here
+                    self.on_progress()
         if not failed and vertex.poll_tick and vertex.outcome is FAILED and key in self._failed:
             failed = True  # a failed vertex's tick (a poll's, a heal's): failed until it is not
         if failed != (key in self._failed):

@@ -756,11 +756,15 @@ class _Groups:
         if self._guard_end is not None:
             return
         read_end, self._guard_end = os.pipe()  # both close-on-exec: no command inherits ours
-        argv = ["/bin/sh", "-c", reaper.GUARD, "mgmt-exec-guard", str(self._kind_dir.absolute())]
+        argv = [*reaper.GUARD_ARGV, str(self._kind_dir.absolute())]
         try:
             # stderr is the agent's: what it stopped is said where the agent's lines go.
             self._guard = subprocess.Popen(
-                argv, stdin=read_end, stdout=subprocess.DEVNULL, start_new_session=True
+                argv,
+                stdin=read_end,
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, reaper.GUARD_VARIABLE: reaper.GUARD},
             )
         except OSError as err:
             logger.warning(

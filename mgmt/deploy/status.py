@@ -80,8 +80,9 @@ class HostStatus:
     alive: bool = False  # its agent holds its liveness key (not stored: read from hosts/)
     runs_deploys: bool = False  # it has a status key (not stored: a host that runs no
     # deploys, e.g. `mgmt run yaml FILE`, has none)
-    # From its summary (not stored here): whether it has one, its resources, how many have
-    # failed (failed reversals counted in: mgmt.status.cluster.summary) and the last error of one, since when it is converged (or not: 0).
+    # From its summary (not stored here): whether it has one, its resources, how many are
+    # failing (retrying ones and failed reversals counted in: mgmt.status.cluster.summary)
+    # and the last error of one, since when it is converged (or not: 0).
     reports: bool = False
     resources: int = 0
     failed: int = 0

@@ -40,7 +40,7 @@ from engine.errors import WorldError
 from engine.tasks import TaskSet
 from mgmt.cluster.client import RECONNECT_GRACE, EtcdClient
 from mgmt.deploy.status import HOSTS, STATUS, SUMMARY, host_statuses, no_quorum_note
-from mgmt.status.model import StatusModel
+from mgmt.status.model import FAILING, StatusModel
 
 log = logging.getLogger("cluster")
 
@@ -55,11 +55,14 @@ LEAVE_WAIT = 1.0  # seconds the summary of a clean stop may take (it must not ho
 
 def summary(model: StatusModel) -> dict[str, Any]:
     """What this host's key holds (no timestamps but `since`: rewritten on change only).
-    `failed` counts the failed resources and the failed reversals of resources that left the
-    graph (out of retries, as `mgmt status` counts them); `error` is a failed resource's, else
-    a failed reversal's (`reversal failed: file[/x/]: ...`), else why this host's etcd member
-    cannot start (`etcd member cannot start: ...`: before 2026-12-05 the table said nothing)."""
-    failed = [(key, info) for key, info in model.info.items() if info.state == "failed"]
+    `failed` counts the failing resources (`failed`, or `retrying`: its last attempt failed,
+    as `mgmt status` counts them; before 2026-12-07 a resource retrying for ever was no
+    failure here: its host read `converging`, exit 0, while its own `mgmt status` exited 1)
+    and the failed reversals of resources that left the graph; `error` is a failing
+    resource's, else a failed reversal's (`reversal failed: file[/x/]: ...`), else why this
+    host's etcd member cannot start (`etcd member cannot start: ...`: before 2026-12-05 the
+    table said nothing)."""
+    failed = [(key, info) for key, info in model.info.items() if info.state in FAILING]
     reversals = [rev for rev in model.reversals() if rev["state"] == "failed"]
     error = ""
     if failed:

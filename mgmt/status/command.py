@@ -168,6 +168,10 @@ def table(snapshot: dict[str, Any]) -> str:
         detail = f"error: {v['error']}" if v["error"] else v["last_change"]
         if v.get("next_check"):  # failed with an error that may pass: checked again on its own
             detail = f"next check {_clock(v['next_check'])}; {detail}"
+        if v.get("next_try"):  # retrying: its next attempt, and how many are left after it
+            left = v.get("tries_left", -1)
+            more = "retrying for ever" if left < 0 else f"{left} left"
+            detail = f"next try {_clock(v['next_try'])} ({more}); {detail}"
         if v.get("waits"):
             detail = "waits for " + ", ".join(f"{w['id']} ({w['state']})" for w in v["waits"])
         if v.get("churn"):  # engine.churn

@@ -255,3 +255,14 @@ done
 echo "mgmt: exec: the agent ended with commands running: stopped their process groups" \
     "(pid$stopped)" >&2
 """
+
+# How the guard is started (then DIR): the script comes in the environment, so that its
+# command line is one short line in `ps` and `systemctl status` (given as `sh -c`'s argument,
+# its 50 lines were the command line: ~2,000 characters on the unit's CGroup list).
+GUARD_VARIABLE = "_MGMT_EXEC_GUARD"
+GUARD_ARGV = (
+    "/bin/sh",
+    "-c",
+    f'guard=${GUARD_VARIABLE}; unset {GUARD_VARIABLE}; eval "$guard"',
+    "mgmt-exec-guard",
+)

@@ -1170,6 +1170,35 @@ async def test_sighup_retries_a_dead_watch_and_a_failed_resource(tmp_path: Path)
     assert daemon.log.count("watch failed") == 1
 
 
+async def test_sighup_runs_a_retry_now_not_at_its_meta_delay(tmp_path: Path) -> None:
+    """A resource retrying with a long delay (`retry: -1, delay: 600000`), its cause fixed by
+    hand, then `systemctl reload`: the reload re-checked dead and failed resources only, so it
+    waited on for its ten minutes (`stopped: ... retrying after a failure` at a stop before:
+    user3). Its retry runs now, said in the reload's line; the file beside it is left alone."""
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: g
+        resources:
+          exec:
+            - name: slow
+              shell: /bin/sh
+              cmd: "test -e TMP/ok"
+              meta: {retry: -1, delay: 600000}
+        """,
+    )
+    async with Daemon(["run", "--tmp-prefix", str(graph)]) as daemon:
+        await daemon.wait_log("exec[slow]: failed, retrying in 600s (forever)")
+        (tmp_path / "ok").touch()
+        daemon.signal(signal.SIGHUP)
+        said = "SIGHUP: restarting 0 dead and re-checking 0 failed resources; retrying 1 now"
+        await daemon.wait_log(said)
+        await daemon.wait_log("exec[slow]: recovered")
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+    assert "left undone" not in daemon.log
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 async def test_a_stop_signal_is_graceful_and_a_second_one_forces(
     tmp_path: Path, sig: signal.Signals

@@ -117,6 +117,26 @@ async def test_a_graceful_stop_ends_the_command_and_its_guard(tmp_path: Path) ->
     assert not any(map(alive, mine))  # it ended before the agent's stderr closed
 
 
+async def test_the_guards_command_line_is_one_short_line(tmp_path: Path) -> None:
+    """`systemctl status` lists every process of the unit with its command line, as `ps`
+    does: the guard's was its whole script (~2,000 characters of shell, given as `sh -c`'s
+    argument: user3). It is `/bin/sh -c ... mgmt-exec-guard DIR` now, the script read from
+    the environment, which it then leaves to nothing it starts."""
+    graph, pids = life_graph(tmp_path)
+    prefix = tmp_path / "prefix"
+    async with Daemon(["run", "--prefix", str(prefix), "yaml", str(graph)]) as daemon:
+        await daemon.wait_log("exec[long]: running:")
+        await started(pids)
+        assert daemon.proc is not None
+        (guard,) = guards(daemon.proc.pid)
+        cmdline = await asyncio.to_thread(Path(f"/proc/{guard}/cmdline").read_bytes)
+        argv = cmdline.split(b"\0")[:-1]
+        assert argv[-2:] == [b"mgmt-exec-guard", str(prefix / "var/exec").encode()], argv
+        assert len(b" ".join(argv)) < 200 + len(bytes(prefix)), argv
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+
+
 async def test_a_swap_that_drops_the_exec_stops_its_command(tmp_path: Path) -> None:
     """The graph file edited to drop the exec: its running command's group gets SIGTERM (the
     resource's stop) and ends; the rest of the graph runs on."""

@@ -8,6 +8,7 @@ import os
 import re
 import socket
 import textwrap
+import time
 import urllib.request
 from pathlib import Path
 
@@ -318,6 +319,41 @@ async def test_mgmt_status_fails_while_a_resource_retries_since_its_first_failur
         dead = rows["exec[watchfail]"]
         why = "watch failed: watchcmd exited with code 7; no stderr"
         assert (dead["state"], dead["error"]) == ("failed", why)
+        daemon.signal(signal.SIGTERM)
+        await daemon.wait()
+
+
+async def test_mgmt_status_says_when_a_retrying_resource_tries_again(tmp_path: Path) -> None:
+    """A resource retrying (meta retry 3, delay 10 min): `mgmt status` said `retrying` and
+    its error, and only the log said when the next attempt comes and how many are left
+    (user3). Its row says both now (`next_try`, `tries_left` in the JSON), `retry: -1` as
+    `retrying for ever`, while the rest of the graph converged beside it."""
+    graph = tmp_path / "g.yaml"
+    text = "graph: g\nresources:\n  file:\n    - {name: ok, path: " + str(tmp_path / "ok") + "}\n"
+    text += "  exec:\n"
+    text += "    - {name: few, cmd: 'exit 1', shell: /bin/sh, meta: {retry: 3, delay: 600000}}\n"
+    text += "    - {name: ever, cmd: 'exit 1', shell: /bin/sh, meta: {retry: -1, delay: 600000}}\n"
+    graph.write_text(text)
+    prefix = tmp_path / "prefix"
+    async with Daemon(["run", "--prefix", str(prefix), "yaml", str(graph)]) as daemon:
+        await daemon.wait_log("exec[few]: failed, retrying in 600s (3 left)")
+        await daemon.wait_log("exec[ever]: failed, retrying in 600s (forever)")
+        status = ["status", "--json", "--prefix", str(prefix)]
+        code, out = await asyncio.to_thread(run_mgmt, status, 30)
+        rows = {v["id"]: v for v in json.loads(out)["vertices"]}
+        assert code == 1, out
+        assert rows["file[ok]"]["state"] == "converged"
+        few, ever = rows["exec[few]"], rows["exec[ever]"]
+        assert (few["state"], few["tries_left"], ever["tries_left"]) == ("retrying", 3, -1)
+        for row in (few, ever):  # 10 minutes after the failure (the event's time)
+            failed = max(e["time"] for e in json.loads(out)["events"] if e["id"] == row["id"])
+            assert abs(row["next_try"] - (failed + 600)) < 1, (row, failed)
+        code, out = await asyncio.to_thread(run_mgmt, ["status", "--prefix", str(prefix)], 30)
+        lines = {line.split()[0]: line for line in out.splitlines()[2:]}
+        clock = time.strftime("%H:%M:%S", time.localtime(few["next_try"]))
+        assert f"{clock} (3 left); error: cmd exited with code 1" in lines["exec[few]"], out
+        assert "next try " in lines["exec[few]"], out
+        assert "(retrying for ever); error:" in lines["exec[ever]"], out
         daemon.signal(signal.SIGTERM)
         await daemon.wait()
 

@@ -699,6 +699,32 @@ resources:
 {edge}"""
 
 
+@pytest.mark.slow
+async def test_the_page_says_when_a_retrying_resource_tries_again(
+    browser: Any, tmp_path: Path
+) -> None:
+    """A resource retrying (meta retry 3, delay 10 min): the page's row said its error alone
+    (user3); it says when it tries again and how many attempts are left, as `mgmt status`."""
+    port, prefix = free_port(), tmp_path / "prefix"
+    path = tmp_path / "graph.yaml"
+    path.write_text(
+        "graph: g\nresources:\n  exec:\n    - {name: few, cmd: 'exit 1', shell: /bin/sh,"
+        " meta: {retry: 3, delay: 600000}}\n"
+    )
+    args = ["run", "--prefix", str(prefix), "--status"]
+    async with Daemon([*args, "--prometheus-listen", f"127.0.0.1:{port}", "yaml", str(path)]) as d:
+        await d.wait_log("exec[few]: failed, retrying in 600s (3 left)")
+        await asyncio.to_thread(browser.get, f"http://127.0.0.1:{port}/")
+        script = (
+            "const row = document.querySelector('#vertices tr[data-id=\"exec[few]\"]');"
+            "return row ? row.children[4].textContent : null;"
+        )
+        said = re.compile(r"next try \S+.* \(3 left\); cmd exited with code 1")
+        await until(browser, lambda: said.match(browser.execute_script(script) or ""), 20)
+        d.signal(signal.SIGTERM)
+        assert await d.wait() == 0
+
+
 async def test_a_pending_resource_says_what_it_waits_for(browser: Any, tmp_path: Path) -> None:
     """A resource pending behind a dependency says which and in what state, in `mgmt status`,
     its JSON and the page: behind a failed one (exit 1), behind one still applying."""

@@ -11,6 +11,7 @@ import pty
 import signal
 import socket
 import subprocess
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -478,6 +479,25 @@ async def test_a_bad_flag_at_start_is_the_units_last_status(
     assert status.startswith("mgmt run: unrecognized arguments: --no-such-flag"), status
 
 
+async def install_and_start(
+    manager: RealSystemd, sd: Client, name: str, tmp_path: Path, graph_path: Path
+) -> str:
+    """`mgmt setup --install-service` of the graph file (no watchdog), the unit started
+    (not waited for: it may stay `activating`); the service's name."""
+    unit = manager.name(name)
+    args = ["setup", "--install-service", "--unit", unit, "--watchdog-sec", "0"]
+    code, out = await asyncio.to_thread(
+        run_mgmt, [*args, "--prefix", str(tmp_path / "prefix"), "yaml", str(graph_path)]
+    )
+    assert code == 0, out
+    await sd.manager("StartUnit", "ss", f"{unit}.service", "replace")
+    return f"{unit}.service"
+
+
+async def status_text_is(sd: Client, service: str, text: str) -> bool:
+    return str((await sd.props(service, "Service"))["StatusText"]) == text
+
+
 @pytest.mark.slow
 async def test_status_follows_the_first_run_as_resources_settle_and_fail(
     manager: RealSystemd, sd: Client, tmp_path: Path
@@ -494,29 +514,48 @@ async def test_status_follows_the_first_run_as_resources_settle_and_fail(
         '      content: "1\\n"\n  exec:\n    - name: wait\n      cmd: /bin/cat\n'
         f"      args: ['{fifo}']\n    - name: bad\n      cmd: /bin/false\n"
     )
-    unit = manager.name("progress")
-    service = f"{unit}.service"
-    args = ["setup", "--install-service", "--unit", unit, "--watchdog-sec", "0"]
-    code, out = await asyncio.to_thread(
-        run_mgmt, [*args, "--prefix", str(tmp_path / "prefix"), "yaml", str(path)]
-    )
-    assert code == 0, out
-    await sd.manager("StartUnit", "ss", service, "replace")
+    service = await install_and_start(manager, sd, "progress", tmp_path, path)
 
-    async def status_is(text: str) -> bool:
-        return str((await sd.props(service, "Service"))["StatusText"]) == text
+    def status_is(text: str) -> Callable[[], Awaitable[bool]]:
+        return lambda: status_text_is(sd, service, text)
 
     # file[one] converged and exec[bad] failed while exec[wait] still runs: said. The first
     # run has not settled: not started yet (READY=1 was sent as the first graph began, so
     # `systemctl start` returned and units ordered after it started before it was applied).
-    await sd.wait_until(lambda: status_is("converging: 2 of 3 resources settled, 1 failed"))
+    await sd.wait_until(status_is("converging: 2 of 3 resources settled, 1 failed"))
     assert await sd.active(service) == "activating"
     with fifo.open("w"):  # exec[wait]'s cat reads its end and exits 0
         pass
     await sd.wait_until(
-        lambda: status_is("converged: 2 of 3 resources in the desired state; failed: exec[bad]")
+        status_is("converged: 2 of 3 resources in the desired state; failed: exec[bad]")
     )
     assert await sd.active(service) == "active"  # a failure does not hold the start
+    await sd.manager("StopUnit", "ss", service, "replace")
+
+    async def stopped() -> bool:
+        return await sd.active(service) in ("inactive", "failed")
+
+    await sd.wait_until(stopped)
+
+
+@pytest.mark.slow
+async def test_status_names_a_resource_retrying_while_the_first_run_waits_for_it(
+    manager: RealSystemd, sd: Client, tmp_path: Path
+) -> None:
+    """A resource retrying (`retry: -1`, its next attempt far off) holds the first run, and
+    the unit `activating` (up to a minute): STATUS= read `converging: 1 of 2 resources
+    settled, 0 failed`, nothing naming it, while `mgmt status` counted it failing (user3).
+    It names the resources retrying now."""
+    path = tmp_path / "graph.yaml"
+    path.write_text(
+        f"graph: g\nresources:\n  file:\n    - name: one\n      path: {tmp_path}/one\n"
+        '      content: "1\\n"\n  exec:\n    - name: bad\n      cmd: /bin/false\n'
+        "      meta: {retry: -1, delay: 600000}\n"
+    )
+    service = await install_and_start(manager, sd, "retrying", tmp_path, path)
+    said = "converging: 1 of 2 resources settled, 0 failed, 1 retrying (exec[bad])"
+    await sd.wait_until(lambda: status_text_is(sd, service, said))
+    assert await sd.active(service) == "activating"
     await sd.manager("StopUnit", "ss", service, "replace")
 
     async def stopped() -> bool:

@@ -202,14 +202,14 @@ async def test_retry_failed_revives_dead_vertices_and_rechecks_failed_ones(engin
     assert vertices[("probe", "f")].status is Status.FAILED
     assert not state("b").calls and engine.blocked(vertices[("probe", "b")])
     starts = vertices[("probe", "w")].stats.watch_starts
-    assert engine.retry_failed() == (2, 1)
+    assert engine.retry_failed() == (2, 1, 0)
     await settle(engine, lambda: vertices[("probe", "w")].stats.watch_starts > starts)
     await settle(engine)
     assert vertices[("initfailonce", "i")].status is Status.OK
     assert vertices[("probe", "f")].status is Status.OK
     assert state("b").calls  # no longer blocked
     assert vertices[("probe", "w")].status is Status.DEAD  # its watch broke again
-    assert engine.retry_failed() == (1, 0)
+    assert engine.retry_failed() == (1, 0, 0)
     await engine.stop()
     assert state("i").cleanups == 1
 

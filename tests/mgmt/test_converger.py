@@ -225,3 +225,25 @@ async def test_a_failed_vertexs_own_checks_do_not_hold_convergence_back(
         FAILING.clear()
         converger.close()
         await engine.stop(graceful=False)
+
+
+async def test_retrying_lists_a_vertex_from_its_failed_attempt_until_it_recovers(
+    tmp_path: Path,
+) -> None:
+    """`retrying()` (STATUS= names them): a vertex whose attempt failed with retries left is
+    in it until an attempt succeeds; one out of retries is failed, not retrying."""
+    engine = Engine(hostname="test", prefix=tmp_path)
+    converger = Converger(engine, timeout=0.1)
+    probe.state("a").failures_left = 2
+    probe.state("b").failures_left = 1000
+    try:
+        meta = {"meta": Meta(retry=5, delay=200)}
+        await engine.apply(make_graph("abc", a=meta, b={"meta": Meta(retry=0)}))
+        await settle(engine, lambda: [v.name for v in converger.retrying()] == ["probe[a]"])
+        await settle(engine, lambda: engine.vertices[("probe", "a")].status is Status.OK)
+        assert converger.retrying() == []
+        assert [v.name for v in converger.failed()] == ["probe[b]"]
+        assert len(probe.state("a").calls) == 3  # two failed attempts, then the good one
+    finally:
+        converger.close()
+        await engine.stop(graceful=False)

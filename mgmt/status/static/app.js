@@ -132,8 +132,15 @@ function row(v) {
   const waits = v.state === "pending" ? waitsFor(v.id) : "";
   tr.replaceChildren(
     text("td", v.id), text("td", v.unwatched ? `${v.state}, unwatched` : v.state, `state ${v.state}`), text("td", ago(v.since)),
-    text("td", waits || v.last_change || ""), text("td", v.error || ""),
+    text("td", waits || v.last_change || ""), text("td", nextTry(v) + (v.error || "")),
   );
+}
+
+// A retrying resource's next attempt and how many are left, as `mgmt status` says them.
+function nextTry(v) {
+  if (!v.next_try) return "";
+  const left = v.tries_left < 0 ? "retrying for ever" : `${v.tries_left} left`;
+  return `next try ${new Date(v.next_try * 1000).toLocaleTimeString()} (${left}); `;
 }
 
 // What a pending resource waits for: its dependencies not converged, with their states.

@@ -117,6 +117,37 @@ async def test_a_program_error_is_one_update_and_in_the_summary_and_the_row(
         await engine.stop(graceful=False)
 
 
+async def test_a_retrying_resource_is_a_failure_of_its_hosts_row(tmp_path: Path) -> None:
+    """A resource retrying (its last attempt failed, `retry: -1`) counts as failed in the
+    host's summary, as `mgmt status` counts it: its row in `mgmt status --cluster` reads
+    `failed` with the error, exit 1 (it read `converging`, FAILED 0, no error, exit 0 for as
+    long as the resource kept failing: user3)."""
+    from engine.meta import Meta
+    from mgmt.config import ExitCode
+    from mgmt.deploy.status import HostStatus, exit_code, table
+    from mgmt.status.cluster import summary
+    from resources.exec import ExecRes
+
+    engine = Engine(hostname="h", prefix=tmp_path / "prefix")
+    model = StatusModel(engine, "h")
+    try:
+        graph = Graph("g")
+        graph.add(FileRes(name="f", path=f"{tmp_path}/f", content="x"))
+        graph.add(ExecRes(name="e", cmd="false", meta=Meta(retry=-1, delay=600_000)))
+        await engine.apply(graph)
+        await settle(engine, lambda: model.info[("exec", "e")].state == "retrying")
+        assert summary(model)["failed"] == 1
+        row = HostStatus("h", alive=True)
+        row.merge_summary(json.dumps(summary(model)).encode())
+        assert (row.state, row.failed) == ("failed", 1)
+        assert row.last_error.startswith("exec[e]: cmd exited with code 1")
+        assert exit_code([row]) == ExitCode.FAILED
+        assert "exec[e]: cmd exited with code 1" in table([row])
+    finally:
+        model.close()
+        await engine.stop(graceful=False)
+
+
 async def test_a_flood_of_requests_is_not_a_servers_last_change(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
