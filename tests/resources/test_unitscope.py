@@ -35,10 +35,12 @@ def _fresh(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     unitscope._VERDICTS.clear()
 
 
-def in_unit(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
-    """The environment a user manager gives a unit's processes (`env`: its bus)."""
+def in_unit(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], managerpid: int | None) -> None:
+    """The environment a manager gives a unit's processes: a user manager's (`managerpid`, its
+    bus in `env`), or the system manager's (None)."""
     monkeypatch.setenv("INVOCATION_ID", "0123456789abcdef0123456789abcdef")
-    monkeypatch.setenv("MANAGERPID", "1")
+    if managerpid is not None:
+        monkeypatch.setenv("MANAGERPID", str(managerpid))
     for key, value in env.items():
         monkeypatch.setenv(key, value)
 
@@ -57,7 +59,7 @@ async def test_under_a_unit_a_transaction_runs_in_a_scope_of_its_own(
     manager: RealSystemd, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, "engine")
-    in_unit(monkeypatch, manager.env(session=True))
+    in_unit(monkeypatch, manager.env(session=True), manager.pid)
     unit, err = await cgroup_run(caplog)
     assert unitscope.is_scope(unit, "pkg"), unit
     assert err == "err\n"  # its own output only: systemd-run says nothing (--quiet)
@@ -78,16 +80,20 @@ async def test_outside_a_unit_it_runs_as_before_and_nothing_is_said(
 
 
 async def test_a_refused_scope_falls_back_and_is_said_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    manager: RealSystemd,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """No user manager at the addresses given (no bus): systemd-run refuses; the commands run
-    in the agent's own cgroup, said once."""
+    """A user manager runs, but not at the addresses given (no bus): systemd-run refuses; the
+    commands run in the agent's own cgroup, said once."""
     caplog.set_level(logging.WARNING, "engine")
     runtime = tmp_path / "xdg"
     runtime.mkdir(mode=0o700)
     in_unit(
         monkeypatch,
         {"XDG_RUNTIME_DIR": str(runtime), "DBUS_SESSION_BUS_ADDRESS": f"unix:path={runtime}/bus"},
+        manager.pid,
     )
     for _ in range(2):
         unit, _err = await cgroup_run(caplog)
@@ -99,7 +105,10 @@ async def test_a_refused_scope_falls_back_and_is_said_once(
 
 
 async def test_without_systemd_run_it_is_said_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    manager: RealSystemd,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, "engine")
     bin_dir = tmp_path / "bin"
@@ -107,10 +116,32 @@ async def test_without_systemd_run_it_is_said_once(
     for tool in ("sh", "cat"):
         (bin_dir / tool).symlink_to(f"/bin/{tool}")
     monkeypatch.setenv("PATH", str(bin_dir))
-    in_unit(monkeypatch, {})
+    in_unit(monkeypatch, {}, manager.pid)
     for _ in range(2):
         await cgroup_run(caplog)
     assert caplog.text.count("sh: systemd-run is missing: sh runs in ") == 1, caplog.text
+
+
+async def test_an_inherited_unit_environment_without_its_manager_is_outside_a_unit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """$INVOCATION_ID and $MANAGERPID reach whatever a unit's process starts (a shell, `su`,
+    `sudo -E`, a container's command): without the manager they name (PID 1 not systemd; the
+    process $MANAGERPID not a systemd), the agent is outside a unit: systemd-run is not run,
+    nothing is said. Until 2026-12-07 systemd-run was asked, and its refusal said that a stop
+    of "the agent's unit" could kill the transaction."""
+    caplog.set_level(logging.DEBUG, "engine")
+    monkeypatch.setattr(unitscope, "BOOTED", str(tmp_path / "no-systemd"), raising=False)
+    runtime = tmp_path / "xdg"
+    runtime.mkdir(mode=0o700)
+    bus = {"XDG_RUNTIME_DIR": str(runtime), "DBUS_SESSION_BUS_ADDRESS": f"unix:path={runtime}/bus"}
+    in_unit(monkeypatch, bus, None)  # the system manager's, PID 1 not systemd
+    assert await unitscope.scope_argv("pkg", "sh") == ([], "")
+    in_unit(monkeypatch, bus, os.getpid())  # a user manager's, $MANAGERPID not a systemd
+    assert await unitscope.scope_argv("pkg", "sh") == ([], "")
+    in_unit(monkeypatch, bus, 2**22 + 1)  # a user manager's that is gone
+    assert await unitscope.scope_argv("pkg", "sh") == ([], "")
+    assert "systemd-run" not in caplog.text, caplog.text
 
 
 async def test_a_scope_s_stem_is_a_word() -> None:
