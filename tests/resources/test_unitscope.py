@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from resources._lib import unitscope
-from resources._lib.proc import lock_holder, run_to_end
+from resources._lib.proc import lock_holder, run_command, run_to_end
 from resources.pkg import apt
 from tests.aio import OnLog, pass_ended
 from tests.systemd_fixture import RealSystemd
@@ -199,6 +201,51 @@ async def test_the_holder_of_a_lock_is_named(tmp_path: Path) -> None:
         assert lock_holder(str(lock)) == (child.pid, Path(sys.executable).name[:15])
     assert lock_holder(str(lock)) is None
     assert lock_holder(str(tmp_path / "missing")) is None
+
+
+# Run in a mount namespace of its own, a btrfs image mounted at argv[1]: a child holds a lock
+# on a file there; prints [the child's pid, the pid lock_holder names].
+ON_BTRFS = """
+import json, subprocess, sys
+from resources._lib.proc import lock_holder
+path = sys.argv[1] + "/lock-frontend"
+open(path, "a").close()
+hold = "import fcntl, sys; f = open(sys.argv[1], 'a'); fcntl.lockf(f, fcntl.LOCK_EX); print(); sys.stdin.read()"
+child = subprocess.Popen([sys.executable, "-c", hold, path], stdin=-1, stdout=-1, text=True)
+child.stdout.readline()
+found = lock_holder(path)
+child.stdin.close()
+child.wait(timeout=30)
+print(json.dumps([child.pid, found and found[0]]))
+"""
+BTRFS = (
+    os.geteuid() == 0
+    and shutil.which("mkfs.btrfs") is not None
+    and shutil.which("unshare") is not None
+    and "btrfs" in Path("/proc/filesystems").read_text()
+)
+
+
+@pytest.mark.skipif(not BTRFS, reason="needs root, mkfs.btrfs, unshare and btrfs")
+async def test_the_holder_of_a_lock_on_btrfs_is_named(tmp_path: Path) -> None:
+    """On btrfs, stat's st_dev (the subvolume's) is not the device /proc/locks names (the
+    filesystem's): until 2026-12-07 lock_holder matched /proc/locks by device and inode and
+    found no holder there (dpkg's lock never waited for on a btrfs root). The mount lives in
+    a mount namespace of its own: gone with it, whatever happens."""
+    image, point = tmp_path / "btrfs.img", tmp_path / "mnt"
+    point.mkdir()
+    with image.open("wb") as sparse:
+        sparse.truncate(128 << 20)
+    await run_command(["mkfs.btrfs", "-q", str(image)], timeout=60)
+    mounted = 'mount -o loop "$1" "$2" && exec "$3" -c "$4" "$2"'
+    argv = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", mounted]
+    argv += ["sh", str(image), str(point), sys.executable, ON_BTRFS]
+    code, out, err = await run_command(
+        argv, timeout=60, env={"PYTHONPATH": str(Path(__file__).parents[2])}, ok=None
+    )
+    assert code == 0, (out, err)
+    child, named = json.loads(out)
+    assert named == child, (out, err)
 
 
 async def test_a_held_dpkg_lock_is_waited_for_then_the_check_is_made_again(
