@@ -12,7 +12,8 @@ this: its PackageKit daemon runs transactions in its own unit, not the agent's.
 How: `systemd-run --scope` (`--user` under a user manager) moves itself into a new scope unit
 and then execs the command (the same pid: our child all the same, its output and exit status
 reach us as before). The scope is named `mgmt-STEM-<12 hex digits>.scope` (nothing from a graph
-goes into its argv) and collected once it ends (`--collect`, failed or not).
+goes into its argv), collected once it ends (`--collect`, failed or not), and a stop of it
+(the host's shutdown) waits for the command before killing it, as the agent's unit did (_STOP).
 
 When: the agent is part of a unit when systemd gave it $INVOCATION_ID (set for every process a
 unit starts, system or user manager); $MANAGERPID is set by a user manager only (systemd.exec(5)),
@@ -40,6 +41,12 @@ log = logging.getLogger("engine")
 PROBE_TIMEOUT = 30.0  # seconds the one probe may take
 BOOTED = "/run/systemd/system"  # a directory when PID 1 is systemd (sd_booted(3))
 _STEM = re.compile(r"[a-z][a-z0-9]*")
+# A stop of the scope (the host's shutdown stops every unit; `systemctl stop` of it) lets the
+# transaction end, for up to the manager's DefaultTimeoutStopSec, before its SIGKILL: a scope's
+# stop otherwise SIGTERMs every process in it at once (KillMode=control-group), dpkg and its
+# maintainer scripts too. SIGCONT is harmless to a running process (systemd sends it after
+# the KillSignal= anyway); in the agent's unit, KillMode=mixed spared them the same way.
+_STOP = ["--property=KillSignal=SIGCONT"]
 
 # Per (manager, systemd-run's path): the argv prefix that makes a scope (without its --unit=),
 # or None (refused), said once (the probe's verdict, for the agent's life).
@@ -133,7 +140,7 @@ async def _probe(
         logger.warning("%s: systemd-run is missing: %s", what, fallback)
         return None
     base = [systemd_run, *(["--user"] if which == "user" else []), "--scope", "--quiet"]
-    base.append("--collect")
+    base += ["--collect", *_STOP]
     name = f"--unit=mgmt-probe-{secrets.token_hex(6)}.scope"
     about = f"--description=mgmt: does systemd make a scope for {what}"
     probe = [*base, name, about, "--", "true"]

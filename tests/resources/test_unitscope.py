@@ -18,11 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from engine.tasks import first_done
 from resources._lib import unitscope
 from resources._lib.proc import lock_holder, run_command, run_to_end
 from resources.pkg import apt
 from tests.aio import OnLog, pass_ended
-from tests.systemd_fixture import RealSystemd
+from tests.resources.test_pkg import let_go, release
+from tests.systemd_fixture import Client, RealSystemd
 
 CGROUP_AND_ERR = "cat /proc/self/cgroup; echo err >&2; exit 3"
 
@@ -53,8 +55,13 @@ async def cgroup_run(caplog: pytest.LogCaptureFixture) -> tuple[str, str]:
         ["sh", "-c", CGROUP_AND_ERR], timeout=30, env={}, label="sh", ok=None, scope="pkg"
     )
     assert code == 3, (out, err, caplog.text)
-    found = re.search(r"^(?:0::|\d+:name=systemd:)\S*/([^/\n]*)$", out, re.MULTILINE)
-    return (found[1] if found else ""), err
+    return unit_in(out), err
+
+
+def unit_in(cgroup: str) -> str:
+    """The unit a process is in, from its /proc/PID/cgroup text ("" if none is found)."""
+    found = re.search(r"^(?:0::|\d+:name=systemd:)\S*/([^/\n]*)$", cgroup, re.MULTILINE)
+    return found[1] if found else ""
 
 
 async def test_under_a_unit_a_transaction_runs_in_a_scope_of_its_own(
@@ -69,6 +76,52 @@ async def test_under_a_unit_a_transaction_runs_in_a_scope_of_its_own(
     assert "WARNING" not in caplog.text, caplog.text
     again, _err = await cgroup_run(caplog)
     assert unitscope.is_scope(again, "pkg") and again != unit  # a new name each time
+
+
+# Says which cgroup it is in through `ready`, then ends when a line comes through `go`; a
+# SIGTERM ends it at once, exit 9.
+WAITS = 'trap \'exit 9\' TERM; cat /proc/self/cgroup > "$1"; read -r line < "$2"; exit 0'
+
+
+async def test_a_stop_of_the_scope_lets_the_transaction_end(
+    manager: RealSystemd,
+    sd: Client,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The host's shutdown stops every unit, the transaction's scope too: the stop waits for it
+    (up to the manager's DefaultTimeoutStopSec, then SIGKILL), as the agent's unit did with
+    KillMode=mixed. Until 2026-12-07 a scope's stop SIGTERMed apt-get and dpkg at once
+    (KillMode=control-group): dpkg interrupted at every reboot during a transaction."""
+    in_unit(monkeypatch, manager.env(session=True), manager.pid)
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    os.mkfifo(ready)
+    os.mkfifo(go)
+    argv = ["sh", "-c", WAITS, "sh", str(ready), str(go)]
+    run = asyncio.create_task(
+        run_to_end(argv, timeout=60, env={}, label="sh", ok=None, scope="pkg")
+    )
+    try:
+        async with asyncio.timeout(30):
+            cgroup = await asyncio.to_thread(ready.read_text)
+        scope = unit_in(cgroup)
+        assert unitscope.is_scope(scope, "pkg"), cgroup
+
+        async def stopping() -> bool:
+            return await sd.active(scope) == "deactivating"
+
+        await manager.systemctl("stop", "--no-block", scope)
+        async with asyncio.timeout(30):
+            await first_done(asyncio.shield(run), sd.wait_until(stopping))
+        assert not run.done(), (run.result(), caplog.text)
+        let_go(go)
+        async with asyncio.timeout(30):
+            assert await run == (0, "", ""), caplog.text
+    finally:
+        release(ready, go)
+        async with asyncio.timeout(30):
+            await asyncio.gather(run, return_exceptions=True)
 
 
 async def test_outside_a_unit_it_runs_as_before_and_nothing_is_said(
