@@ -109,11 +109,14 @@ async def local_package(
 
 
 # Held (only while both FIFOs exist): says it runs by opening `ready`, then waits for a line
-# in `go` (an open and close of `go` without one does not let it go).
-PRERM = """#!/bin/sh
-if [ -p {ready} ] && [ -p {go} ]; then
-    : > {ready}
-    while [ -p {go} ] && ! read -r line < {go}; do :; done
+# in `go` (an open and close of `go` without one does not let it go). At most HELD_AT_MOST s:
+# dpkg's lock is the host's, and a test run killed (SIGKILL, no cleanup) must not leave it
+# held for good by a prerm waiting on a FIFO nobody opens.
+HELD_AT_MOST = 600
+PRERM = f"""#!/bin/sh
+if [ -p {{ready}} ] && [ -p {{go}} ]; then
+    timeout {HELD_AT_MOST} sh -c ': > "$1"
+        while [ -p "$2" ] && ! read -r line < "$2"; do :; done' sh {{ready}} {{go}}
 fi
 exit 0
 """
