@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import threading
 from collections.abc import Coroutine, Iterator, Mapping
@@ -25,6 +27,7 @@ from engine.handle import Shared
 from resources._lib import unitscope
 
 GRACE = 1.0  # seconds between SIGTERM and SIGKILL
+_FLOCK = "hhqqi"  # struct flock (fcntl(2)): l_type, l_whence, l_start, l_len, l_pid
 TAIL = 8  # output lines quoted in a failure
 
 log = logging.getLogger("engine")
@@ -66,23 +69,25 @@ def file_lock(shared: Shared, path: str) -> asyncio.Lock:
 
 
 def lock_holder(path: str) -> tuple[int, str] | None:
-    """(pid, program name) of the process holding a POSIX lock (fcntl) on `path`, from
-    /proc/locks; None when none does (or it is unknown: an open file description's lock names
-    no pid)."""
+    """(pid, program name) of another process holding a POSIX lock (fcntl) on `path`, as the
+    kernel says (F_GETLK for a whole-file write lock, as apt asks it); None when none does, or
+    it is unknown (an open file description's lock names no pid; a process of another pid
+    namespace is 0). Not from /proc/locks: its device numbers are the filesystem's, not
+    stat's on btrfs (a subvolume's own), and it lists every lock of the host."""
     try:
-        found = os.stat(path)
-        with open("/proc/locks", encoding="ascii", errors="replace") as locks:
-            text = locks.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
-    # "1: POSIX  ADVISORY  WRITE 1234 fe:00:402117 0 EOF" (a waiter's line: "1: -> POSIX ...")
-    device = f"{os.major(found.st_dev):02x}:{os.minor(found.st_dev):02x}:{found.st_ino}"
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) > 5 and fields[1] == "POSIX" and fields[5] == device:
-            pid = int(fields[4]) if fields[4].isdigit() else 0
-            return (pid, _program(pid)) if pid else None
-    return None
+    try:  # the process holds no lock on it: closing our descriptor releases none
+        query = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        kind, _whence, _start, _length, pid = struct.unpack(
+            _FLOCK, fcntl.fcntl(fd, fcntl.F_GETLK, query)
+        )
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return (pid, _program(pid)) if kind != fcntl.F_UNLCK and pid > 0 else None
 
 
 def _program(pid: int) -> str:

@@ -12,13 +12,18 @@ this: its PackageKit daemon runs transactions in its own unit, not the agent's.
 How: `systemd-run --scope` (`--user` under a user manager) moves itself into a new scope unit
 and then execs the command (the same pid: our child all the same, its output and exit status
 reach us as before). The scope is named `mgmt-STEM-<12 hex digits>.scope` (nothing from a graph
-goes into its argv) and collected once it ends (`--collect`, failed or not).
+goes into its argv), collected once it ends (`--collect`, failed or not), and a stop of it
+(the host's shutdown) waits for the command before killing it, as the agent's unit did (_STOP).
 
 When: the agent is part of a unit when systemd gave it $INVOCATION_ID (set for every process a
 unit starts, system or user manager); $MANAGERPID is set by a user manager only (systemd.exec(5)),
-hence `--user`. A first use asks systemd once whether it makes scopes for us (an empty one:
-`systemd-run --scope ... true`); outside a unit, without systemd-run, or when it refuses (no bus,
-not allowed), commands run as before, said once.
+hence `--user`. Both are inherited by whatever a unit's process starts (a shell in a terminal
+that a unit runs, `su`, `sudo -E`, a container's command): they are believed only when the
+manager they name runs here, PID 1 being systemd for the system manager (sd_booted(3):
+/run/systemd/system), the process $MANAGERPID a systemd of the agent's own user for a user
+manager; otherwise the agent is outside a unit. A first use asks systemd once whether it makes
+scopes for us (an empty one: `systemd-run --scope ... true`); outside a unit, without
+systemd-run, or when it refuses (no bus, not allowed), commands run as before, said once.
 """
 
 from __future__ import annotations
@@ -34,7 +39,14 @@ from engine.errors import ResourceError
 log = logging.getLogger("engine")
 
 PROBE_TIMEOUT = 30.0  # seconds the one probe may take
+BOOTED = "/run/systemd/system"  # a directory when PID 1 is systemd (sd_booted(3))
 _STEM = re.compile(r"[a-z][a-z0-9]*")
+# A stop of the scope (the host's shutdown stops every unit; `systemctl stop` of it) lets the
+# transaction end, for up to the manager's DefaultTimeoutStopSec, before its SIGKILL: a scope's
+# stop otherwise SIGTERMs every process in it at once (KillMode=control-group), dpkg and its
+# maintainer scripts too. SIGCONT is harmless to a running process (systemd sends it after
+# the KillSignal= anyway); in the agent's unit, KillMode=mixed spared them the same way.
+_STOP = ["--property=KillSignal=SIGCONT"]
 
 # Per (manager, systemd-run's path): the argv prefix that makes a scope (without its --unit=),
 # or None (refused), said once (the probe's verdict, for the agent's life).
@@ -42,10 +54,28 @@ _VERDICTS: dict[tuple[str, str], list[str] | None] = {}
 
 
 def manager() -> str | None:
-    """The manager of the unit the agent is part of, "system" or "user"; None outside one."""
+    """The manager of the unit the agent is part of, "system" or "user"; None outside one, and
+    when the manager that $INVOCATION_ID and $MANAGERPID name does not run here (inherited:
+    the module's docstring)."""
     if not os.environ.get("INVOCATION_ID"):
         return None
-    return "user" if os.environ.get("MANAGERPID") else "system"
+    managerpid = os.environ.get("MANAGERPID", "")
+    if not managerpid:
+        return "system" if os.path.isdir(BOOTED) else None
+    return "user" if _own_systemd(managerpid) else None
+
+
+def _own_systemd(pid: str) -> bool:
+    """Whether process `pid` is a systemd (a user manager) whose real user is the agent's."""
+    if not pid.isdecimal():
+        return False
+    try:
+        with open(f"/proc/{int(pid)}/status", encoding="utf-8", errors="replace") as status:
+            fields = dict(line.partition(":")[::2] for line in status)
+    except OSError:
+        return False
+    uids = fields.get("Uid", "").split()
+    return fields.get("Name", "").strip() == "systemd" and uids[:1] == [str(os.geteuid())]
 
 
 def unit_of(pid: int | None = None) -> str:
@@ -110,7 +140,7 @@ async def _probe(
         logger.warning("%s: systemd-run is missing: %s", what, fallback)
         return None
     base = [systemd_run, *(["--user"] if which == "user" else []), "--scope", "--quiet"]
-    base.append("--collect")
+    base += ["--collect", *_STOP]
     name = f"--unit=mgmt-probe-{secrets.token_hex(6)}.scope"
     about = f"--description=mgmt: does systemd make a scope for {what}"
     probe = [*base, name, about, "--", "true"]

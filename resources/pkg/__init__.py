@@ -104,23 +104,43 @@ class PkgRes(Edgeable, Groupable, Resource):
     async def check_apply(self, apply: bool) -> bool:
         backend = self._require_backend()
         members = self._members()
-        changes, reasons, failures = await _plan(backend, members)
-        if changes and apply and await backend.wait_idle(self.handle.logger):
-            # another transaction held the package manager: decided again, after it
-            changes, reasons, failures = await _plan(backend, members)
+        plan = await _plan(backend, members)
+        if not (plan[0] and apply):
+            return await self._change(backend, plan, apply)
+        # The agent's own transactions take turns on its lock (a resource's turn: its wait for
+        # the package manager, its decision, its transaction); then one that holds the package
+        # manager all the same (another's, or one of the agent's that a stop or timeout left
+        # running) is waited for. After either wait, what is installed is read again.
+        lock = tool_lock(self.handle.shared, backend.name)
+        queued = lock.locked()
+        if queued:
+            self.handle.logger.debug("waiting for the agent's other %s transaction", backend.name)
+        async with lock:
+            if await backend.wait_idle(self.handle.logger) or queued:
+                plan = await _plan(backend, members)
+            return await self._change(backend, plan, apply)
+
+    async def _change(
+        self,
+        backend: Backend,
+        plan: tuple[list[Change], list[str], list[tuple[str, str]]],
+        apply: bool,
+    ) -> bool:
+        """check_apply's changes made (apply: under the backend's tool lock) or said."""
+        members = self._members()
+        changes, reasons, failures = plan
         if not changes:
             if failures:
                 raise ResourceError(_failed(failures, len(members), None))
             return nothing_to_do(self.handle, "; ".join(reasons))
 
         async def transaction() -> None:
-            async with tool_lock(self.handle.shared, backend.name):
-                await backend.apply(
-                    changes,
-                    allow_downgrade=self.allowdowngrade,
-                    allow_untrusted=self.allowuntrusted,
-                    logger=self.handle.logger,
-                )
+            await backend.apply(
+                changes,
+                allow_downgrade=self.allowdowngrade,
+                allow_untrusted=self.allowuntrusted,
+                logger=self.handle.logger,
+            )
             await _verify(backend, changes)
 
         # One transaction makes every change: the first step runs it.

@@ -28,24 +28,24 @@ from resources._lib.proc import lock_holder, pid_exited
 from resources.pkg.apt import FRONTEND_LOCK
 from tests.conftest import HOST_LOCK
 from tests.e2e.helpers import wait_path
-from tests.resources.test_pkg import host_lock, local_package, needs_apt, run
+from tests.resources.test_pkg import (
+    PRERM,
+    WAIT,
+    audit,
+    host_lock,
+    let_go,
+    local_package,
+    needs_apt,
+    release,
+    run,
+    status,
+)
 from tests.systemd_fixture import Client, RealSystemd
 
 pytestmark = [pytest.mark.apt, pytest.mark.slow, pytest.mark.timeout(400), needs_apt]
 
 HELD = "mgmt-test-held"
 STOP_SEC = 3  # the unit's TimeoutStopSec (the shipped unit's is 90)
-WAIT = 120.0  # seconds: a hang bound (apt loads its cache, on a loaded machine)
-
-# Held (only while both FIFOs exist): says it runs by opening `ready`, then waits for a line
-# in `go` (an open and close of `go` without one, has_reader's, does not let it go).
-PRERM = """#!/bin/sh
-if [ -p {ready} ] && [ -p {go} ]; then
-    : > {ready}
-    while [ -p {go} ] && ! read -r line < {go}; do :; done
-fi
-exit 0
-"""
 
 
 def agent_unit(manager: RealSystemd, tmp_path: Path, log: Path) -> str:
@@ -71,13 +71,6 @@ def has_reader(fifo: Path) -> bool:
         return False
     os.close(fd)
     return True
-
-
-def let_go(fifo: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        with contextlib.closing(os.fdopen(fd, "w")) as go:
-            go.write("now\n")
 
 
 def said(log: Path, pattern: str) -> re.Match[str] | None:
@@ -155,35 +148,3 @@ async def leave_dpkg_consistent(manager: RealSystemd, unit: str, ready: Path, go
         await run("dpkg", "--configure", "-a")
     if await status(HELD) not in ("", "un", "pn"):
         await run("dpkg", "--purge", HELD)
-
-
-def release(ready: Path, go: Path) -> None:
-    """Let the held prerm go (whichever FIFO it waits on) and a thread of ours waiting on
-    `ready`, then remove the FIFOs: a later prerm does not wait."""
-    with contextlib.suppress(OSError):  # a prerm blocked opening `ready` for writing
-        os.close(os.open(ready, os.O_RDONLY | os.O_NONBLOCK))
-    with contextlib.suppress(OSError):  # our thread blocked opening it for reading
-        os.close(os.open(ready, os.O_WRONLY | os.O_NONBLOCK))
-    let_go(go)
-    ready.unlink(missing_ok=True)
-    go.unlink(missing_ok=True)
-
-
-async def audit() -> str:
-    """What `dpkg --audit` finds wrong (exit 1 when it finds something): "" when consistent."""
-    return (await output("dpkg", "--audit")).strip()
-
-
-async def status(name: str) -> str:
-    """dpkg's status of `name`, e.g. "ii", "iF" (half-configured); "" when unknown to it."""
-    return (await output("dpkg-query", "--show", "--showformat=${db:Status-Abbrev}", name)).strip()
-
-
-async def output(*argv: str) -> str:
-    """A query's stdout, whatever its exit code."""
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE
-    )
-    async with asyncio.timeout(WAIT):
-        out, _ = await proc.communicate()
-    return out.decode()

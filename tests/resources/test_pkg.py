@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import shlex
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 from engine.errors import ResourceError, ValidationError
 from engine.meta import Meta
 from engine.resource import UID, Groupable
+from engine.tasks import first_done
 from resources.exec import ExecRes
 from resources.pkg import PkgRes, usrmerge_alias, usrmerged
 from resources.pkg.apt import parse_policy, parse_status
@@ -39,6 +41,7 @@ MISSING = "mgmt-no-such-package"
 DEPENDENT = "mgmt-test-needs-pkg"  # built on the fly: depends on PKG, in no repository
 HISTORY = Path("/var/log/apt/history.log")
 LOCK = HOST_LOCK  # the one tests marked `host` take (tests/conftest.py)
+WAIT = 120.0  # seconds: a hang bound (apt loads its cache, on a loaded machine)
 APT_OK = shutil.which("apt-get") is not None and os.geteuid() == 0
 needs_apt = pytest.mark.skipif(not APT_OK, reason="needs apt-get and root")
 
@@ -103,6 +106,59 @@ async def local_package(
     deb = directory / f"{name}.deb"
     await run("dpkg-deb", "--build", "--root-owner-group", str(control.parent.parent), str(deb))
     return deb
+
+
+# Held (only while both FIFOs exist): says it runs by opening `ready`, then waits for a line
+# in `go` (an open and close of `go` without one does not let it go). At most HELD_AT_MOST s:
+# dpkg's lock is the host's, and a test run killed (SIGKILL, no cleanup) must not leave it
+# held for good by a prerm waiting on a FIFO nobody opens.
+HELD_AT_MOST = 600
+PRERM = f"""#!/bin/sh
+if [ -p {{ready}} ] && [ -p {{go}} ]; then
+    timeout {HELD_AT_MOST} sh -c ': > "$1"
+        while [ -p "$2" ] && ! read -r line < "$2"; do :; done' sh {{ready}} {{go}}
+fi
+exit 0
+"""
+
+
+def let_go(fifo: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        with contextlib.closing(os.fdopen(fd, "w")) as go:
+            go.write("now\n")
+
+
+def release(ready: Path, go: Path) -> None:
+    """Let the held prerm go (whichever FIFO it waits on) and a thread of ours waiting on
+    `ready`, then remove the FIFOs: a later prerm does not wait."""
+    with contextlib.suppress(OSError):  # a prerm blocked opening `ready` for writing
+        os.close(os.open(ready, os.O_RDONLY | os.O_NONBLOCK))
+    with contextlib.suppress(OSError):  # our thread blocked opening it for reading
+        os.close(os.open(ready, os.O_WRONLY | os.O_NONBLOCK))
+    let_go(go)
+    ready.unlink(missing_ok=True)
+    go.unlink(missing_ok=True)
+
+
+async def audit() -> str:
+    """What `dpkg --audit` finds wrong (exit 1 when it finds something): "" when consistent."""
+    return (await output("dpkg", "--audit")).strip()
+
+
+async def status(name: str) -> str:
+    """dpkg's status of `name`, e.g. "ii", "iF" (half-configured); "" when unknown to it."""
+    return (await output("dpkg-query", "--show", "--showformat=${db:Status-Abbrev}", name)).strip()
+
+
+async def output(*argv: str) -> str:
+    """A query's stdout, whatever its exit code."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE
+    )
+    async with asyncio.timeout(WAIT):
+        out, _ = await proc.communicate()
+    return out.decode()
 
 
 @pytest.fixture
@@ -276,6 +332,71 @@ async def test_a_stop_mid_install_waits_for_apt_to_end_and_dpkg_stays_consistent
     assert await version(PKG) is not None  # it ran to its end
     assert await run("dpkg", "--audit") == ""  # nothing half-done
     assert await running.res.check_apply(True) is True
+
+
+@pytest.mark.apt
+@pytest.mark.slow
+@needs_apt
+async def test_a_resource_queued_behind_a_sibling_s_transaction_does_not_take_it_for_a_stray(
+    run_resource: Start, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two pkg resources of one agent (not grouped) applying at once: the second waits for the
+    first's transaction on the agent's own lock (said at debug), then reads what is installed
+    again and makes its change. Until 2026-12-07 it looked at dpkg's lock first and warned that
+    its sibling's apt-get was holding it ("dpkg's lock is held by pid N (apt-get) ...", under a
+    unit "a transaction of the agent's that a stop or timeout left running")."""
+    caplog.set_level(logging.DEBUG, "engine")
+    held_name, plain_name = "mgmt-test-queued-held", "mgmt-test-queued"
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    prerm = PRERM.format(ready=shlex.quote(str(ready)), go=shlex.quote(str(go)))
+    held = await local_package(tmp_path, held_name, scripts={"prerm": prerm})
+    plain = await local_package(tmp_path, plain_name)
+    first = await started(run_resource, name=held_name, state="uninstalled", watch=False)
+    second = await started(run_resource, name=plain_name, state="uninstalled", watch=False)
+    queued = OnLog("waiting for the agent's other apt transaction")
+    stray = OnLog("dpkg's lock is held by pid ")
+    engine_log = logging.getLogger("engine")
+    tasks: list[asyncio.Task[bool]] = []
+    async with host_lock(LOCK):
+        await run("dpkg", "--install", str(held), str(plain))
+        os.mkfifo(ready)
+        os.mkfifo(go)
+        engine_log.addHandler(queued)
+        engine_log.addHandler(stray)
+        try:
+            tasks.append(asyncio.create_task(first.res.check_apply(True)))
+            async with asyncio.timeout(WAIT):  # its prerm runs: dpkg's lock is held
+                await asyncio.to_thread(lambda: ready.open().close())
+            tasks.append(asyncio.create_task(second.res.check_apply(True)))
+            async with asyncio.timeout(WAIT):
+                await first_done(queued.seen.wait(), stray.seen.wait())
+            assert not stray.seen.is_set(), caplog.text
+            let_go(go)
+            async with asyncio.timeout(WAIT):
+                assert await asyncio.gather(*tasks) == [False, False]
+        finally:
+            engine_log.removeHandler(queued)
+            engine_log.removeHandler(stray)
+            release(ready, go)
+            for task in tasks:
+                task.cancel()  # a transaction under way is waited for, never signalled
+            async with asyncio.timeout(WAIT):
+                await asyncio.gather(*tasks, return_exceptions=True)
+            if await audit():
+                await run("dpkg", "--configure", "-a")
+            left = [
+                name
+                for name in (held_name, plain_name)
+                if await status(name) not in ("", "un", "pn")
+            ]
+            if left:
+                await run("dpkg", "--purge", *left)
+    assert "dpkg's lock is held" not in caplog.text, caplog.text
+    assert await status(held_name) in ("", "un", "pn") and await status(plain_name) in (
+        "",
+        "un",
+        "pn",
+    )
 
 
 @pytest.mark.apt

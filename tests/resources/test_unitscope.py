@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,11 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from engine.tasks import first_done
 from resources._lib import unitscope
-from resources._lib.proc import lock_holder, run_to_end
+from resources._lib.proc import lock_holder, run_command, run_to_end
 from resources.pkg import apt
 from tests.aio import OnLog, pass_ended
-from tests.systemd_fixture import RealSystemd
+from tests.resources.test_pkg import let_go, release
+from tests.systemd_fixture import Client, RealSystemd
 
 CGROUP_AND_ERR = "cat /proc/self/cgroup; echo err >&2; exit 3"
 
@@ -35,10 +39,12 @@ def _fresh(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     unitscope._VERDICTS.clear()
 
 
-def in_unit(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
-    """The environment a user manager gives a unit's processes (`env`: its bus)."""
+def in_unit(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], managerpid: int | None) -> None:
+    """The environment a manager gives a unit's processes: a user manager's (`managerpid`, its
+    bus in `env`), or the system manager's (None)."""
     monkeypatch.setenv("INVOCATION_ID", "0123456789abcdef0123456789abcdef")
-    monkeypatch.setenv("MANAGERPID", "1")
+    if managerpid is not None:
+        monkeypatch.setenv("MANAGERPID", str(managerpid))
     for key, value in env.items():
         monkeypatch.setenv(key, value)
 
@@ -49,15 +55,20 @@ async def cgroup_run(caplog: pytest.LogCaptureFixture) -> tuple[str, str]:
         ["sh", "-c", CGROUP_AND_ERR], timeout=30, env={}, label="sh", ok=None, scope="pkg"
     )
     assert code == 3, (out, err, caplog.text)
-    found = re.search(r"^(?:0::|\d+:name=systemd:)\S*/([^/\n]*)$", out, re.MULTILINE)
-    return (found[1] if found else ""), err
+    return unit_in(out), err
+
+
+def unit_in(cgroup: str) -> str:
+    """The unit a process is in, from its /proc/PID/cgroup text ("" if none is found)."""
+    found = re.search(r"^(?:0::|\d+:name=systemd:)\S*/([^/\n]*)$", cgroup, re.MULTILINE)
+    return found[1] if found else ""
 
 
 async def test_under_a_unit_a_transaction_runs_in_a_scope_of_its_own(
     manager: RealSystemd, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, "engine")
-    in_unit(monkeypatch, manager.env(session=True))
+    in_unit(monkeypatch, manager.env(session=True), manager.pid)
     unit, err = await cgroup_run(caplog)
     assert unitscope.is_scope(unit, "pkg"), unit
     assert err == "err\n"  # its own output only: systemd-run says nothing (--quiet)
@@ -65,6 +76,52 @@ async def test_under_a_unit_a_transaction_runs_in_a_scope_of_its_own(
     assert "WARNING" not in caplog.text, caplog.text
     again, _err = await cgroup_run(caplog)
     assert unitscope.is_scope(again, "pkg") and again != unit  # a new name each time
+
+
+# Says which cgroup it is in through `ready`, then ends when a line comes through `go`; a
+# SIGTERM ends it at once, exit 9.
+WAITS = 'trap \'exit 9\' TERM; cat /proc/self/cgroup > "$1"; read -r line < "$2"; exit 0'
+
+
+async def test_a_stop_of_the_scope_lets_the_transaction_end(
+    manager: RealSystemd,
+    sd: Client,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The host's shutdown stops every unit, the transaction's scope too: the stop waits for it
+    (up to the manager's DefaultTimeoutStopSec, then SIGKILL), as the agent's unit did with
+    KillMode=mixed. Until 2026-12-07 a scope's stop SIGTERMed apt-get and dpkg at once
+    (KillMode=control-group): dpkg interrupted at every reboot during a transaction."""
+    in_unit(monkeypatch, manager.env(session=True), manager.pid)
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    os.mkfifo(ready)
+    os.mkfifo(go)
+    argv = ["sh", "-c", WAITS, "sh", str(ready), str(go)]
+    run = asyncio.create_task(
+        run_to_end(argv, timeout=60, env={}, label="sh", ok=None, scope="pkg")
+    )
+    try:
+        async with asyncio.timeout(30):
+            cgroup = await asyncio.to_thread(ready.read_text)
+        scope = unit_in(cgroup)
+        assert unitscope.is_scope(scope, "pkg"), cgroup
+
+        async def stopping() -> bool:
+            return await sd.active(scope) == "deactivating"
+
+        await manager.systemctl("stop", "--no-block", scope)
+        async with asyncio.timeout(30):
+            await first_done(asyncio.shield(run), sd.wait_until(stopping))
+        assert not run.done(), (run.result(), caplog.text)
+        let_go(go)
+        async with asyncio.timeout(30):
+            assert await run == (0, "", ""), caplog.text
+    finally:
+        release(ready, go)
+        async with asyncio.timeout(30):
+            await asyncio.gather(run, return_exceptions=True)
 
 
 async def test_outside_a_unit_it_runs_as_before_and_nothing_is_said(
@@ -78,16 +135,20 @@ async def test_outside_a_unit_it_runs_as_before_and_nothing_is_said(
 
 
 async def test_a_refused_scope_falls_back_and_is_said_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    manager: RealSystemd,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """No user manager at the addresses given (no bus): systemd-run refuses; the commands run
-    in the agent's own cgroup, said once."""
+    """A user manager runs, but not at the addresses given (no bus): systemd-run refuses; the
+    commands run in the agent's own cgroup, said once."""
     caplog.set_level(logging.WARNING, "engine")
     runtime = tmp_path / "xdg"
     runtime.mkdir(mode=0o700)
     in_unit(
         monkeypatch,
         {"XDG_RUNTIME_DIR": str(runtime), "DBUS_SESSION_BUS_ADDRESS": f"unix:path={runtime}/bus"},
+        manager.pid,
     )
     for _ in range(2):
         unit, _err = await cgroup_run(caplog)
@@ -99,7 +160,10 @@ async def test_a_refused_scope_falls_back_and_is_said_once(
 
 
 async def test_without_systemd_run_it_is_said_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    manager: RealSystemd,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, "engine")
     bin_dir = tmp_path / "bin"
@@ -107,10 +171,32 @@ async def test_without_systemd_run_it_is_said_once(
     for tool in ("sh", "cat"):
         (bin_dir / tool).symlink_to(f"/bin/{tool}")
     monkeypatch.setenv("PATH", str(bin_dir))
-    in_unit(monkeypatch, {})
+    in_unit(monkeypatch, {}, manager.pid)
     for _ in range(2):
         await cgroup_run(caplog)
     assert caplog.text.count("sh: systemd-run is missing: sh runs in ") == 1, caplog.text
+
+
+async def test_an_inherited_unit_environment_without_its_manager_is_outside_a_unit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """$INVOCATION_ID and $MANAGERPID reach whatever a unit's process starts (a shell, `su`,
+    `sudo -E`, a container's command): without the manager they name (PID 1 not systemd; the
+    process $MANAGERPID not a systemd), the agent is outside a unit: systemd-run is not run,
+    nothing is said. Until 2026-12-07 systemd-run was asked, and its refusal said that a stop
+    of "the agent's unit" could kill the transaction."""
+    caplog.set_level(logging.DEBUG, "engine")
+    monkeypatch.setattr(unitscope, "BOOTED", str(tmp_path / "no-systemd"), raising=False)
+    runtime = tmp_path / "xdg"
+    runtime.mkdir(mode=0o700)
+    bus = {"XDG_RUNTIME_DIR": str(runtime), "DBUS_SESSION_BUS_ADDRESS": f"unix:path={runtime}/bus"}
+    in_unit(monkeypatch, bus, None)  # the system manager's, PID 1 not systemd
+    assert await unitscope.scope_argv("pkg", "sh") == ([], "")
+    in_unit(monkeypatch, bus, os.getpid())  # a user manager's, $MANAGERPID not a systemd
+    assert await unitscope.scope_argv("pkg", "sh") == ([], "")
+    in_unit(monkeypatch, bus, 2**22 + 1)  # a user manager's that is gone
+    assert await unitscope.scope_argv("pkg", "sh") == ([], "")
+    assert "systemd-run" not in caplog.text, caplog.text
 
 
 async def test_a_scope_s_stem_is_a_word() -> None:
@@ -168,6 +254,51 @@ async def test_the_holder_of_a_lock_is_named(tmp_path: Path) -> None:
         assert lock_holder(str(lock)) == (child.pid, Path(sys.executable).name[:15])
     assert lock_holder(str(lock)) is None
     assert lock_holder(str(tmp_path / "missing")) is None
+
+
+# Run in a mount namespace of its own, a btrfs image mounted at argv[1]: a child holds a lock
+# on a file there; prints [the child's pid, the pid lock_holder names].
+ON_BTRFS = """
+import json, subprocess, sys
+from resources._lib.proc import lock_holder
+path = sys.argv[1] + "/lock-frontend"
+open(path, "a").close()
+hold = "import fcntl, sys; f = open(sys.argv[1], 'a'); fcntl.lockf(f, fcntl.LOCK_EX); print(); sys.stdin.read()"
+child = subprocess.Popen([sys.executable, "-c", hold, path], stdin=-1, stdout=-1, text=True)
+child.stdout.readline()
+found = lock_holder(path)
+child.stdin.close()
+child.wait(timeout=30)
+print(json.dumps([child.pid, found and found[0]]))
+"""
+BTRFS = (
+    os.geteuid() == 0
+    and shutil.which("mkfs.btrfs") is not None
+    and shutil.which("unshare") is not None
+    and "btrfs" in Path("/proc/filesystems").read_text()
+)
+
+
+@pytest.mark.skipif(not BTRFS, reason="needs root, mkfs.btrfs, unshare and btrfs")
+async def test_the_holder_of_a_lock_on_btrfs_is_named(tmp_path: Path) -> None:
+    """On btrfs, stat's st_dev (the subvolume's) is not the device /proc/locks names (the
+    filesystem's): until 2026-12-07 lock_holder matched /proc/locks by device and inode and
+    found no holder there (dpkg's lock never waited for on a btrfs root). The mount lives in
+    a mount namespace of its own: gone with it, whatever happens."""
+    image, point = tmp_path / "btrfs.img", tmp_path / "mnt"
+    point.mkdir()
+    with image.open("wb") as sparse:
+        sparse.truncate(128 << 20)
+    await run_command(["mkfs.btrfs", "-q", str(image)], timeout=60)
+    mounted = 'mount -o loop "$1" "$2" && exec "$3" -c "$4" "$2"'
+    argv = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", mounted]
+    argv += ["sh", str(image), str(point), sys.executable, ON_BTRFS]
+    code, out, err = await run_command(
+        argv, timeout=60, env={"PYTHONPATH": str(Path(__file__).parents[2])}, ok=None
+    )
+    assert code == 0, (out, err)
+    child, named = json.loads(out)
+    assert named == child, (out, err)
 
 
 async def test_a_held_dpkg_lock_is_waited_for_then_the_check_is_made_again(
