@@ -1,0 +1,96 @@
+"""Which paths are on a file system that can stop answering: a network or FUSE file system
+(NFS, CIFS, a FUSE daemon, 9p, Ceph...) whose server, gone away, leaves every open, read or
+stat of a path on it waiting in the kernel, never returned (the thread in D state). A resource
+touching such a path does it in a thread of its own, never on the event loop
+(docs/resources/file.md, "A file system that does not answer").
+
+Known by the mount table alone (/proc/self/mountinfo: each mount point's type), never by a
+call on the path itself, which could be the one that hangs. The table is read again once it
+changed (engine.libc's poll of it, shared with libc.fs_type).
+"""
+
+from __future__ import annotations
+
+import os
+
+from engine import libc
+from engine.mountwatch import MOUNTINFO, unescape
+
+# File systems served by something that can stop answering (a server, a daemon).
+HANGS = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "ncpfs",
+        "9p",
+        "ceph",
+        "glusterfs",
+        "lustre",
+        "afs",
+        "fuse",
+        "fuseblk",
+        "virtiofs",
+        "gfs2",
+        "ocfs2",
+        "orangefs",
+        "beegfs",
+        "gpfs",
+    }
+)
+# Mount point -> type (empty if none is of a HANGS type); None until read (again).
+_points: list[dict[str, str] | None] = [None]
+
+
+def hangs(kind: str) -> bool:
+    """Whether a file system of this type ("nfs4", "fuse.sshfs") can stop answering."""
+    return kind in HANGS or kind.startswith("fuse.")
+
+
+def kind_of(path: str) -> str | None:
+    """The type of the file system that can stop answering which `path` (absolute) is on, by
+    its longest mount point; None if it is on none (the usual case: no such mount at all).
+    Symlinks on the way are not resolved (that would touch the path)."""
+    points = _table()
+    if not points:
+        return None
+    path = os.path.normpath(path)
+    while True:
+        kind = points.get(path)
+        if kind is not None:  # the longest mount point above it: a local one too
+            return kind if hangs(kind) else None
+        if path == "/":
+            return None
+        path = os.path.dirname(path)
+
+
+def _table() -> dict[str, str]:
+    with libc.mounts_read:
+        if libc.table_changed():
+            libc.forget_types()
+            _points[0] = None
+        points = _points[0]
+        if points is None:
+            points = _points[0] = _read()
+    return points
+
+
+def _read() -> dict[str, str]:
+    """Each mount point's type, from the mount table ("id parent major:minor root point
+    options ... - type source options"; a point mounted over: the last); empty if none is of a
+    type that can stop answering."""
+    points: dict[str, str] = {}
+    try:
+        with open(MOUNTINFO, "rb") as table:
+            lines = table.read().splitlines()
+    except OSError:
+        return points
+    for line in lines:
+        fields, _dash, rest = line.partition(b" - ")
+        parts = fields.split(b" ", 5)
+        if len(parts) < 5 or not rest:
+            continue
+        points[unescape(parts[4])] = os.fsdecode(rest.split(b" ", 1)[0])
+    return points if any(hangs(kind) for kind in points.values()) else {}
