@@ -1,0 +1,108 @@
+"""A file system that stops answering (a hung NFS server, a FUSE daemon that stopped): the real
+agent with a real FUSE mount whose file's READ is never answered (tests/fusehang.py).
+
+The other resources of the graph converge and are repaired, `mgmt status` answers, the resource
+on the mount fails per its meta params naming the path, and a SIGTERM stops the agent at once.
+Its last thread, in the kernel's wait for the read (uninterruptible once the server took the
+request), keeps the process from being reaped until the server ends (no pidfd tells the exit of
+its main thread alone: a PIDFD_THREAD one is not woken for a group leader that waits for the
+rest): the test ends the server once the agent said it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.helpers import ROOT, Daemon, has_content, run_mgmt, wait_path
+from tests.fusehang import _detach
+
+
+@dataclass
+class Hung:
+    mnt: Path  # the mount point; its file `f` is never read
+    server: subprocess.Popen[bytes]
+
+    def end(self) -> None:
+        end(self.server)
+
+
+@pytest.fixture
+def hung(tmp_path: Path) -> Iterator[Hung]:
+    """A FUSE mount (tests/fusehang.py) at tmp_path/mnt, its file `f` never read; ended and
+    detached whatever the test's outcome."""
+    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
+        pytest.skip("needs root and /dev/fuse")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.fusehang", str(mnt)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert server.stdout is not None
+        ready, _, _ = select.select([server.stdout], [], [], 30)
+        line = server.stdout.readline() if ready else b""
+        if line.strip() != b"ready":
+            server.kill()
+            _, err = server.communicate(timeout=10)
+            pytest.skip(f"no FUSE mount here: {err.decode(errors='replace').strip()}")
+        yield Hung(mnt, server)
+    finally:
+        end(server)
+        _detach(str(mnt))
+
+
+def end(server: subprocess.Popen[bytes]) -> None:
+    """End the FUSE server (its stdin closed: the kernel aborts its connection, every read
+    still waiting fails), then collect it."""
+    if server.stdin is not None and not server.stdin.closed:
+        server.stdin.close()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(timeout=10)
+    for stream in (server.stdout, server.stderr):
+        if stream is not None:
+            stream.close()
+
+
+@pytest.mark.slow
+async def test_a_hung_file_system_holds_only_its_own_resource(hung: Hung, tmp_path: Path) -> None:
+    """On main the agent's loop blocked in the pread of the small-file compare: the other
+    file was never made, SIGTERM unheard."""
+    other, prefix = tmp_path / "other", tmp_path / "prefix"
+    graph = tmp_path / "g.yaml"
+    graph.write_text(
+        "graph: g\nresources:\n  file:\n"
+        f"    - name: {hung.mnt / 'f'}\n      content: abcd\n"
+        "      meta: {timeout: 1000, retry: -1, delay: 200}\n"
+        f"    - name: {other}\n      content: hello\n"
+    )
+    async with Daemon(["run", "--prefix", str(prefix), "yaml", str(graph)]) as daemon:
+        try:
+            await daemon.wait_log(f"created {other}", timeout=30)
+            await daemon.wait_log(f"{hung.mnt / 'f'}: the file system (fuse) does not answer", 30)
+            other.unlink()  # still repaired
+            await wait_path(other, has_content("hello"), timeout=30)
+            code, out = await asyncio.to_thread(run_mgmt, ["status", "--prefix", str(prefix)], 30)
+            assert code == 1, out  # it answers: not converged, naming what hangs
+            assert "mnt/f: the file system (fuse) does not answer" in out, out
+            daemon.signal(signal.SIGTERM)
+            await daemon.wait_log("stopped: 1 of 2 resources left undone", 15)
+        finally:
+            hung.end()  # the read fails: the last thread ends, the process can be reaped
+        assert await daemon.wait(15) == 0, daemon.log
