@@ -33,7 +33,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from engine import safefs
+from engine import hangfs, safefs
 from engine.errors import ValidationError, WorldError
 from engine.local import LocalValues
 from engine.world import Changes, World, check_key
@@ -263,6 +263,16 @@ class Readers:
         for _ in threads:
             self._queue.put(None)  # each thread ends once its read has
         running = dict(self._running)
+        # A read on a file system that can stop answering (engine.hangfs) is not waited for:
+        # one that has not ended yet most likely never will (a stop took 5 s more).
+        kinds = {path: hangfs.kind_of(path) for path in running.values()}
+        if hung := sorted(f"{path} ({kind})" for path, kind in kinds.items() if kind):
+            log.warning(
+                "%s: still being read at the program's close, on a file system that can stop "
+                "answering: left to end on its own",
+                ", ".join(hung),
+            )
+            return
         if running:
             _, late = await asyncio.wait(
                 [asyncio.wrap_future(f) for f in running], timeout=READ_CLOSE_WAIT
