@@ -106,3 +106,31 @@ async def test_a_hung_file_system_holds_only_its_own_resource(hung: Hung, tmp_pa
         finally:
             hung.end()  # the read fails: the last thread ends, the process can be reaped
         assert await daemon.wait(15) == 0, daemon.log
+
+
+@pytest.mark.slow
+async def test_a_program_reading_a_hung_file_says_so_and_stops_at_once(
+    hung: Hung, tmp_path: Path
+) -> None:
+    """On main nothing was logged while the first graph waited for the read (not even "agent
+    starting"), and the stop waited READ_CLOSE_WAIT (5 s) for it."""
+    program = tmp_path / "p.mcl"
+    path = hung.mnt / "f"
+    program.write_text(
+        f'import "os"\n$x = os.readfile("{path}")\nfile "{tmp_path / "out"}" {{\n'
+        "\tcontent => $x,\n}\n"
+    )
+    args = ["run", "--prefix", str(tmp_path / "prefix"), "lang", str(program)]
+    async with Daemon(args) as daemon:
+        try:
+            await daemon.wait_log(f"{program}: the graph waits for os.readfile('{path}'", 30)
+            assert f"(on fuse: a file system that can stop answering)) at {program}:2:6" in (
+                daemon.log
+            )
+            await daemon.wait_log("agent starting", 30)
+            daemon.signal(signal.SIGTERM)
+            # Not waited for (was: READ_CLOSE_WAIT, 5 s, then a warning).
+            await daemon.wait_log(f"{path} (fuse): still being read at the program's close", 15)
+        finally:
+            hung.end()
+        assert await daemon.wait(15) == 0, daemon.log
