@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import select
 import signal
 import subprocess
@@ -84,7 +85,7 @@ def end(server: subprocess.Popen[bytes]) -> None:
 async def test_a_hung_file_system_holds_only_its_own_resource(hung: Hung, tmp_path: Path) -> None:
     """On main the agent's loop blocked in the pread of the small-file compare: the other
     file was never made, SIGTERM unheard."""
-    other, prefix = tmp_path / "other", tmp_path / "prefix"
+    other = tmp_path / "other"
     graph = tmp_path / "g.yaml"
     graph.write_text(
         "graph: g\nresources:\n  file:\n"
@@ -92,13 +93,17 @@ async def test_a_hung_file_system_holds_only_its_own_resource(hung: Hung, tmp_pa
         "      meta: {timeout: 1000, retry: -1, delay: 200}\n"
         f"    - name: {other}\n      content: hello\n"
     )
-    async with Daemon(["run", "--prefix", str(prefix), "yaml", str(graph)]) as daemon:
+    # A temporary prefix: the Daemon's end checks that the agent removed it.
+    async with Daemon(["run", "--tmp-prefix", "yaml", str(graph)]) as daemon:
         try:
             await daemon.wait_log(f"created {other}", timeout=30)
+            found = re.search(r"temporary prefix (\S+) ", daemon.log)
+            assert found, daemon.log
+            prefix = found[1]
             await daemon.wait_log(f"{hung.mnt / 'f'}: the file system (fuse) does not answer", 30)
             other.unlink()  # still repaired
             await wait_path(other, has_content("hello"), timeout=30)
-            code, out = await asyncio.to_thread(run_mgmt, ["status", "--prefix", str(prefix)], 30)
+            code, out = await asyncio.to_thread(run_mgmt, ["status", "--prefix", prefix], 30)
             assert code == 1, out  # it answers: not converged, naming what hangs
             assert "mnt/f: the file system (fuse) does not answer" in out, out
             daemon.signal(signal.SIGTERM)
@@ -134,3 +139,20 @@ async def test_a_program_reading_a_hung_file_says_so_and_stops_at_once(
         finally:
             hung.end()
         assert await daemon.wait(15) == 0, daemon.log
+
+
+def test_a_fuse_mount_is_known_by_the_mount_table_alone(
+    hung: Hung, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """engine.hangfs: the path under the mount (and the mount point) is on `fuse`, the
+    directory above it is not (nothing on the path is touched: its READ would never return)."""
+    from engine import hangfs
+
+    # The table's change asked for now (a check of this process's may have asked < 0.5 s ago).
+    monkeypatch.setattr(hangfs, "_asked", [-hangfs.RECHECK])
+
+    assert hangfs.kind_of(str(hung.mnt / "f")) == "fuse"
+    assert hangfs.kind_of(str(hung.mnt)) == "fuse"
+    assert hangfs.kind_of(f"{hung.mnt}/../other") is None
+    assert hangfs.kind_of(str(tmp_path)) is None
+    assert hangfs.hangs("fuse.sshfs") and hangfs.hangs("nfs4") and not hangfs.hangs("ext4")
