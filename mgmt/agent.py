@@ -15,6 +15,7 @@ import signal
 import socket
 import stat
 import sys
+import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -524,8 +525,10 @@ class Agent:
             del loaded
             code = await self._run(loop, first)
         # What is left of the exit (its tasks, its threads: an I/O thread in a call that a hung
-        # file system never returns was joined without bound when not clustered).
-        self._bound_exit(EXIT_WAIT, "the exit after the stop")
+        # file system never returns was joined without bound when not clustered). A run with
+        # no thread to join (a no-op cron run's) starts none for it.
+        if self.cluster is not None or threading.active_count() > 1:
+            self._bound_exit(EXIT_WAIT, "the exit after the stop")
         return code
 
     async def _run(self, loop: asyncio.AbstractEventLoop, first: list[Loaded]) -> int:

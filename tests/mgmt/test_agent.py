@@ -85,8 +85,15 @@ async def test_the_exit_of_an_agent_not_clustered_is_bounded_too(
     agent.config = replace(config, own_process=True)  # (after the log's set-up: pytest's kept)
     armed: list[str] = []
     monkeypatch.setattr(stuck, "exit_within", lambda _w, what, *_: armed.append(what))
-    async with asyncio.timeout(10):
-        assert await agent.run(load(config)) == ExitCode.OK
+    held = threading.Event()  # a thread to join at the exit (an I/O thread's, say)
+    thread = threading.Thread(target=held.wait, args=(30.0,))  # (a bound against a hang)
+    thread.start()
+    try:
+        async with asyncio.timeout(10):
+            assert await agent.run(load(config)) == ExitCode.OK
+    finally:
+        held.set()
+        thread.join()
     assert agent.cluster is None
     assert armed == ["the exit after the stop"]
 
