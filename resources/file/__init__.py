@@ -404,7 +404,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             self._handle = cast("Handle", LoopBound(self.handle, asyncio.get_running_loop()))
         aside: Aside | None = getattr(self, "_aside", None)
         if aside is None:
-            aside = self._aside = Aside(self.handle.logger)
+            aside = self._aside = Aside(self.handle)
         return await aside.run(
             functools.partial(self._check, apply, None, alone=True), self._fs_path, kind
         )

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
-import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -82,8 +81,8 @@ class Aside:
     """One resource's checks in their thread: `run` one at a time; `waiting` says what a check
     still running waits on (the engine's meta timeout says it)."""
 
-    def __init__(self, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
-        self.logger = logger
+    def __init__(self, handle: Handle) -> None:
+        self.handle = handle
         self.since: float | None = None  # when the running check began (time.monotonic)
         self.what = ""  # no_answer() of the running check
 
@@ -102,12 +101,21 @@ class Aside:
             target=self._thread, args=(loop, future, check), name=f"check {path}", daemon=True
         )
         thread.start()
+        # The resource's stop (the agent's, graceful too: it waits for a check in progress)
+        # ends the wait: the thread is left to end on its own.
+        unregister = self.handle.on_stop(functools.partial(self._stopped, future))
         try:
             await asyncio.wait_for(asyncio.shield(future), SAID_AFTER)
         except TimeoutError:
-            self.logger.warning("%s: its check has waited %.0f s", self.what, SAID_AFTER)
+            self.handle.logger.warning("%s: its check has waited %.0f s", self.what, SAID_AFTER)
             await future
+        finally:
+            unregister()
         return future.result()
+
+    def _stopped(self, future: asyncio.Future[bool]) -> None:
+        if not future.done():
+            future.set_exception(ResourceError(f"{self.waiting()}: stopped while it waited"))
 
     def _thread(
         self,

@@ -114,6 +114,26 @@ async def test_a_hung_file_system_holds_only_its_own_resource(hung: Hung, tmp_pa
 
 
 @pytest.mark.slow
+async def test_without_a_timeout_the_wait_is_said_and_a_stop_ends_it(
+    hung: Hung, tmp_path: Path
+) -> None:
+    """No meta timeout: a warning says what the check waits for, and the graceful stop (which
+    waits for a check in progress) ends that wait at once."""
+    path = hung.mnt / "f"
+    graph = tmp_path / "g.yaml"
+    graph.write_text(f"graph: g\nresources:\n  file:\n    - name: {path}\n      content: abcd\n")
+    async with Daemon(["run", "--tmp-prefix", "yaml", str(graph)]) as daemon:
+        try:
+            await daemon.wait_log(f"{path}: the file system (fuse) does not answer: its check", 30)
+            daemon.signal(signal.SIGTERM)
+            await daemon.wait_log("does not answer (waited", 15)
+            assert "stopped while it waited" in daemon.log
+        finally:
+            hung.end()
+        assert await daemon.wait(15) == 0, daemon.log
+
+
+@pytest.mark.slow
 async def test_a_program_reading_a_hung_file_says_so_and_stops_at_once(
     hung: Hung, tmp_path: Path
 ) -> None:
