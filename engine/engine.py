@@ -852,8 +852,7 @@ class Vertex:
         except Stopped:
             return None  # the engine stopped before its work began: not applied, no error
         except TimeoutError:
-            why = f"check_apply timed out after {meta.timeout} ms (meta timeout)"
-            return self._check_failed(apply, ResourceError(why))
+            return self._check_failed(apply, ResourceError(self._timed_out()))
         except Exception as err:
             return self._check_failed(apply, err)
         changed = not result
@@ -874,6 +873,15 @@ class Vertex:
             log.debug("%s: check_apply(apply=%s) -> %s", self.name, apply, result)
         self._succeeded(changed)
         return None
+
+    def _timed_out(self) -> str:
+        """The failure of a check cut short by its meta timeout, with what it waited on where
+        the resource knows (file: a file system that does not answer)."""
+        why = f"check_apply timed out after {self.res.meta.timeout} ms (meta timeout)"
+        waiting = getattr(self.res, "waiting_on", None)
+        if waiting is not None and (what := waiting()):
+            why = f"{why}: {what}"
+        return why
 
     def _check_failed(self, apply: bool, err: BaseException) -> float | None:
         self.engine.check_applied(self, apply, None, err)

@@ -189,12 +189,12 @@ def local_dev(ident: tuple[int, int, int]) -> bool:
 def fs_type(major: int, minor: int) -> str:
     """The type of the file system mounted from device major:minor ("tmpfs"), by its entry in
     /proc/self/mountinfo (read again for a device not seen yet); "" if unknown. What was read
-    is forgotten once the mount table changed (_table_changed): a device number of a file
+    is forgotten once the mount table changed (table_changed): a device number of a file
     system without a disk (0:N: tmpfs, overlay, NFS, btrfs) is given again to the next such
     mount, and a tmpfs's, kept, made an overlay or NFS mount at the same number "tmpfs"."""
-    with _mounts_read:  # the I/O threads' first writes ask at once: one reads, for all
-        if _table_changed():
-            _fs_types.clear()
+    with mounts_read:  # the I/O threads' first writes ask at once: one reads, for all
+        if table_changed():
+            forget_types()
         kind = _fs_types.get((major, minor))
         if kind is None:
             _fs_types.update(_mount_types())
@@ -202,14 +202,21 @@ def fs_type(major: int, minor: int) -> str:
     return kind
 
 
-_mounts_read = threading.Lock()
+mounts_read = threading.Lock()
+
+
+def forget_types() -> None:
+    """What fs_type read is stale (the table changed: table_changed, mounts_read held)."""
+    _fs_types.clear()
+
+
 # /proc/self/mountinfo polled (POLLPRI: the table changed since its last poll), opened at the
 # first question: empty before, [None] where there is no such file (nothing is forgotten).
 _mounts_poll: list[select.poll | None] = []
 
 
-def _table_changed() -> bool:
-    """Whether the mount table changed since the last call (_mounts_read held: a poll object
+def table_changed() -> bool:
+    """Whether the mount table changed since the last call (mounts_read held: a poll object
     is one thread's at a time); True at the first. Polled without waiting, before the table
     is read: a change after the poll is told at the next call."""
     if not _mounts_poll:

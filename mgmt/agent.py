@@ -15,6 +15,7 @@ import signal
 import socket
 import stat
 import sys
+import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -76,8 +77,8 @@ MAX_RUNTIME_GRACE = 5.0
 # Seconds a forced stop (a second SIGINT or SIGTERM) may take before the process exits anyway,
 # saying what still ran: more than etcd's own stop (SIGTERM, then SIGKILL after 10 s).
 FORCED_EXIT = 15.0
-# Seconds the exit may take once a clustered agent's stop is done (the loop's last tasks
-# cancelled, its threads joined), before it exits anyway, saying what still ran.
+# Seconds the exit may take once the agent's stop is done (the loop's last tasks cancelled, its
+# threads joined), before it exits anyway, saying what still ran (tasks, threads: mgmt.stuck).
 EXIT_WAIT = 30.0
 LISTEN_RETRY_MAX = (
     60  # seconds: the longest wait between tries to bind a --prometheus-listen in use
@@ -523,7 +524,10 @@ class Agent:
             first = [loaded]  # popped once applied: not referenced for the agent's life
             del loaded
             code = await self._run(loop, first)
-        if self.cluster is not None:  # what is left of the exit (its tasks, its threads)
+        # What is left of the exit (its tasks, its threads: an I/O thread in a call that a hung
+        # file system never returns was joined without bound when not clustered). A run with
+        # no thread to join (a no-op cron run's) starts none for it.
+        if self.cluster is not None or threading.active_count() > 1:
             self._bound_exit(EXIT_WAIT, "the exit after the stop")
         return code
 

@@ -80,6 +80,42 @@ def said(tasks: Iterable[asyncio.Task[Any]]) -> str:
     return "; ".join(lines) + (f"; and {more} other places" if more > 0 else "")
 
 
+def threads_running() -> str:
+    """The threads but the calling one, in one line: `thread NAME @ FILE:LINE in FUNCTION <
+    CALLER` (the innermost DEPTH frames outside threading's, queue's and the executors' own
+    modules), the same place counted once ("3x"), the most crowded first: where a join at
+    the exit waits (an I/O thread in a read that a hung file system never answers)."""
+    frames = sys._current_frames()
+    places: Counter[str] = Counter()
+    for thread in threading.enumerate():
+        frame = frames.get(thread.ident or 0)
+        if thread.ident == threading.get_ident() or frame is None:
+            continue
+        places[f"thread {thread.name.rstrip('0123456789_')} @ {_frame_where(frame)}"] += 1
+    lines = [(f"{n}x " if n > 1 else "") + p for p, n in places.most_common(MAX_PLACES)]
+    more = len(places) - len(lines)
+    return "; ".join(lines) + (f"; and {more} other places" if more > 0 else "")
+
+
+def _frame_where(frame: Any) -> str:
+    """A thread's stack from `frame` (its innermost) as `where` says a task's."""
+    ours: list[str] = []
+    inner = ""
+    while frame is not None and len(ours) < DEPTH:
+        code = frame.f_code
+        place = f"{os.path.basename(code.co_filename)}:{frame.f_lineno} in {code.co_name}"
+        inner = inner or place
+        if not any(part in code.co_filename for part in _THREADS_OWN):
+            ours.append(place)
+        frame = frame.f_back
+    return " < ".join(ours) if ours else inner
+
+
+_THREADS_OWN = tuple(
+    f"{os.sep}{m}.py" for m in ("threading", "queue", "thread", "selectors", "base_events")
+)
+
+
 def still_running(loop: asyncio.AbstractEventLoop | None = None) -> str:
     """Every task of `loop` (the running one) but the current one, in one line (`said`)."""
     current = asyncio.current_task() if loop is None else None
@@ -134,12 +170,12 @@ def exit_within(
         if logsetup is not None:
             logsetup.stopping()
         try:  # (from this thread, as the loop runs: a glance, not a snapshot)
-            left = still_running(loop)
+            left = "; ".join(filter(None, (still_running(loop), threads_running())))
         except Exception as err:  # (the exit goes on whatever)
             left = f"unknown ({err})"
         log.error(
             "%s did not end within %gs: exiting now; still running: %s",
-            *(what, within, left or "no task (a thread?)"),
+            *(what, within, left or "nothing (the exit itself)"),
         )
         try:
             before()

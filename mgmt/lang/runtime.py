@@ -29,6 +29,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from engine import hangfs
 from engine.limits import max_resources, too_many
 from engine.tasks import TaskSet
 from mgmt.lang import ast
@@ -362,6 +363,15 @@ class Runtime:
     def waiting(self) -> bool:
         """Some running stream has produced no value yet (a world.* function, say)."""
         return any(isinstance(cell.error, NotReady) for _, cell in self.streams.values())
+
+    def waited_for(self) -> list[str]:
+        """The running streams that have produced no value yet, as `name(args) at FILE:LINE:COL`
+        (an argument that is a path on a file system that can stop answering says so)."""
+        return [
+            f"{stream.name}({', '.join(_arg(arg) for arg in stream.args)}) at {stream.pos}"
+            for stream, cell in self.streams.values()
+            if isinstance(cell.error, NotReady)
+        ]
 
     def emit(self, stream: Stream, value: Any, error: FuncError | None = None) -> None:
         """A stream has a new value (or error); called by the streams."""
@@ -857,3 +867,11 @@ def _same(a: Any, a_err: LangError | None, b: Any, b_err: LangError | None) -> b
             and str(a_err) == str(b_err)
         )
     return type(a) is type(b) and bool(a == b)
+
+
+def _arg(value: Any) -> str:
+    """A stream's argument as waited_for() shows it."""
+    text = repr(value)
+    if isinstance(value, str) and value.startswith("/") and (kind := hangfs.kind_of(value)):
+        return f"{text} (on {kind}: a file system that can stop answering)"
+    return text

@@ -74,6 +74,7 @@ FILES_SETTLE = 0.1
 # How long attach_world waits for the streams' first values (a world read that cannot reach the
 # cluster fails sooner: the client gives up after 5 s).
 SETTLE_WAIT = 10.0
+WAIT_SAID = 3.0  # seconds of _settle after which what the graph waits for is logged
 
 
 # (kind, name) -> the statement a resource was built from, and the resource.
@@ -561,16 +562,29 @@ class LangSource:
         has it (mgmt waits for them too). The last evaluation's outcome (_evaluate's), else
         `outcome`."""
         assert self.runtime is not None
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(SETTLE_WAIT):
-                while self.runtime.waiting:
-                    self._kick.clear()
-                    if not self.runtime.pending:
-                        await self._kick.wait()
-                    outcome = self._evaluate()
+        said = asyncio.get_running_loop().call_later(WAIT_SAID, self._say_waiting)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SETTLE_WAIT):
+                    while self.runtime.waiting:
+                        self._kick.clear()
+                        if not self.runtime.pending:
+                            await self._kick.wait()
+                        outcome = self._evaluate()
+        finally:
+            said.cancel()
         if self.runtime.pending or self._reload:
             self._kick.set()  # for the loop
         return outcome
+
+    def _say_waiting(self) -> None:
+        """After WAIT_SAID s of _settle: what the graph still waits for (before, nothing was
+        logged: an `os.readfile` of a file on a hung NFS or FUSE mount left a silent agent)."""
+        calls = [] if self.runtime is None else self.runtime.waited_for()
+        if calls:
+            log.warning(
+                "%s: the graph waits for %s (%gs so far)", self.path, "; ".join(calls), WAIT_SAID
+            )
 
     async def _loop(self) -> None:
         while True:

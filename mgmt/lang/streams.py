@@ -24,14 +24,16 @@ import contextlib
 import logging
 import math
 import os
+import queue
 import secrets
 import string
+import threading
 from collections.abc import Callable, Coroutine
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from engine import safefs
+from engine import hangfs, safefs
 from engine.errors import ValidationError, WorldError
 from engine.local import LocalValues
 from engine.world import Changes, World, check_key
@@ -204,10 +206,17 @@ class Readers:
     at its close (`close`): no read runs on after it, up to READ_CLOSE_WAIT s. Until 2026-12-07
     (leaks) one pool served every program of the process for its life: a read cancelled with
     its stream ran on after the program had ended (in a test worker, opening and closing
-    descriptors under the next test's checks), and its threads were never joined."""
+    descriptors under the next test's checks), and its threads were never joined.
+
+    Daemon threads, not a ThreadPoolExecutor's: a read that never ends (a hung NFS server, a
+    FUSE daemon that stopped answering) is left to end with the process, whose exit does not
+    wait for it. Until 2026-12-07 (eleventh session) the interpreter's exit joined an executor's
+    threads: a stopped agent that had read such a file never exited (SIGTERM and a second one
+    unheard; only SIGKILL ended it)."""
 
     def __init__(self) -> None:
-        self._pool: ThreadPoolExecutor | None = None
+        self._queue: queue.SimpleQueue[tuple[Future[str], str] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
         self._closed = False
         self._running: dict[Future[str], str] = {}  # each read submitted, and its path
 
@@ -216,12 +225,26 @@ class Readers:
         and once closed)."""
         if self._closed:
             raise ValueError(f"cannot read {path}: the program has stopped")
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(READERS, thread_name_prefix="lang-read")
-        future = self._pool.submit(read_for_program, path)
+        if not self._threads:
+            for n in range(READERS):
+                thread = threading.Thread(target=self._serve, name=f"lang-read_{n}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
+        future: Future[str] = Future()
         self._running[future] = path
         future.add_done_callback(self._ended)
+        self._queue.put((future, path))
         return await asyncio.wrap_future(future)
+
+    def _serve(self) -> None:  # (each thread's life: the reads it takes, until told to end)
+        while (job := self._queue.get()) is not None:
+            future, path = job
+            if not future.set_running_or_notify_cancel():
+                continue  # cancelled before it began
+            try:
+                future.set_result(read_for_program(path))
+            except BaseException as err:  # (handed to the reader, as an executor would)
+                future.set_exception(err)
 
     def _ended(self, future: Future[str]) -> None:  # (in its thread, or at a cancel)
         self._running.pop(future, None)
@@ -229,14 +252,27 @@ class Readers:
     async def close(self) -> None:
         """The reads not started dropped, those running waited for (up to READ_CLOSE_WAIT s:
         the paths still read then are named in a warning, their threads left to end with
-        them), the threads joined; cancelled, the waiting ends (the threads end on their
-        own)."""
+        them, or with the process), the threads joined; cancelled, the waiting ends (the
+        threads end on their own)."""
         self._closed = True
-        pool, self._pool = self._pool, None
-        if pool is None:
+        threads, self._threads = self._threads, []
+        if not threads:
             return
-        pool.shutdown(wait=False, cancel_futures=True)  # the idle threads end now
+        for future in list(self._running):
+            future.cancel()  # those not started (a running one is not cancelled)
+        for _ in threads:
+            self._queue.put(None)  # each thread ends once its read has
         running = dict(self._running)
+        # A read on a file system that can stop answering (engine.hangfs) is not waited for:
+        # one that has not ended yet most likely never will (a stop took 5 s more).
+        kinds = {path: hangfs.kind_of(path) for path in running.values()}
+        if hung := sorted(f"{path} ({kind})" for path, kind in kinds.items() if kind):
+            log.warning(
+                "%s: still being read at the program's close, on a file system that can stop "
+                "answering: left to end on its own",
+                ", ".join(hung),
+            )
+            return
         if running:
             _, late = await asyncio.wait(
                 [asyncio.wrap_future(f) for f in running], timeout=READ_CLOSE_WAIT
@@ -250,7 +286,12 @@ class Readers:
                     READ_CLOSE_WAIT,
                 )
                 return
-        await asyncio.to_thread(pool.shutdown, wait=True)  # no read left: at once
+        await asyncio.to_thread(_join_all, threads)  # no read left: at once
+
+
+def _join_all(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        thread.join()
 
 
 class ReadFile(Stream):

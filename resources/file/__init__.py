@@ -25,9 +25,9 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
-from engine import safefs
+from engine import hangfs, safefs
 from engine.errors import ResourceError, ValidationError
 from engine.params import EMPTY_IS_UNSET
 from engine.resource import UID, Edgeable, Listening, Resource, Reversible, register
@@ -361,8 +361,11 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
 
     def _settles(self) -> bool:
         """Whether the watched paths are fixed, so that a check settles what the watcher has
-        pending (engine/watcher.py): else an event may mean "re-watch"."""
-        return not (self._recurse_watch() or self.follow or self.source is not None)
+        pending (engine/watcher.py): else an event may mean "re-watch". Not on a file system
+        that can stop answering: its check runs aside and tells the watcher nothing."""
+        return not (
+            self._recurse_watch() or self.follow or self.source is not None
+        ) and not hangfs.kind_of(self._fs_path)
 
     def _watch_paths(self) -> list[str]:
         if not (self.follow or self.source is not None or self.fragments):
@@ -379,12 +382,48 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         if not self._managed:
             why = f"none of state, {', '.join(_MANAGED)}, purge is set"
             return nothing_to_do(self.handle, why)
-        watcher: PathWatcher | None = getattr(self, "_watcher", None)
+        if (kind := self._hang_kind()) is not None:
+            return await self._check_aside(apply, kind)
+        return await self._check(apply, getattr(self, "_watcher", None))
+
+    def _hang_kind(self) -> str | None:
+        """The type of the file system that can stop answering (engine.hangfs) which one of the
+        paths the check reads or writes is on; None (the usual case) if none is."""
+        for path in (self._fs_path, self.source, *(self.fragments or ())):
+            if path is not None and (kind := hangfs.kind_of(path)) is not None:
+                return kind
+        return None
+
+    async def _check_aside(self, apply: bool, kind: str) -> bool:
+        """check_apply of a path on a file system that can stop answering: in a thread of its
+        own (resources/file/aside.py), which alone waits if it does not answer. No watcher
+        deferral (_settles), no step's shared directories, no spare."""
+        from resources.file.aside import Aside, LoopBound
+
+        if not isinstance(self._handle, LoopBound):
+            self._handle = cast("Handle", LoopBound(self.handle, asyncio.get_running_loop()))
+        aside: Aside | None = getattr(self, "_aside", None)
+        if aside is None:
+            aside = self._aside = Aside(self.handle)
+        return await aside.run(
+            functools.partial(self._check, apply, None, alone=True), self._fs_path, kind
+        )
+
+    def waiting_on(self) -> str | None:
+        """What a check still running waits on (a file system that does not answer), for the
+        engine's meta timeout line; None if nothing."""
+        aside = getattr(self, "_aside", None)
+        return None if aside is None else aside.waiting()
+
+    async def _check(
+        self, apply: bool, watcher: PathWatcher | None, *, alone: bool = False
+    ) -> bool:
         # What happened so far, this check sees; it looks the path up itself, once
         # (engine/watcher.py), and tells the watcher what it found (_plan). A change of its
         # paths read now may have been read after the step's walk to their directory (each
         # check reads the queue while own writes are in flight): it walks itself (StepDirs).
-        fresh = watcher is not None and watcher.settle(before=True)
+        # A check aside (`alone`: in its own thread) walks itself too.
+        fresh = alone or (watcher is not None and watcher.settle(before=True))
         self._refused: list[str] = []  # entries of a tree not replaced (_plan_tree)
         self._not_yet: list[str] | None = None if apply else []  # owners a noop cannot find
         with Held() as held:  # descriptors from the check through the changes
@@ -928,6 +967,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             (spare is not None or getattr(self, "_wrote", False))
             and isinstance(data, bytes)
             and not self.follow
+            and getattr(self, "_aside", None) is None  # (a check aside: no spare)
         )
         if spare is None and spares and (module := sys.modules.get(_SPARE)) is not None:
             spare = self._spare = module.Spare()  # imported already (a daemon's): see below
@@ -993,6 +1033,8 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
 
         if self.handle.stopping or getattr(self, "_spare", None) is not None or spares.spent():
             return
+        if self._hang_kind() is not None:
+            return  # its lookup would be on the loop: a file system that can stop answering
         await spares.flight_room()
         if self.handle.stopping or getattr(self, "_spare", None) is not None:
             return  # stopped, or repaired, meanwhile

@@ -70,6 +70,34 @@ async def test_converger_exits_after_timeout(tmp_path: Path) -> None:
         assert await agent.run(load(config)) == ExitCode.OK
 
 
+async def test_the_exit_of_an_agent_not_clustered_is_bounded_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Until 2026-12-07 (eleventh session) only a clustered agent's exit after its stop was
+    bounded (EXIT_WAIT): another's joins of its I/O threads waited without bound for one
+    held in a read that a hung file system never answers. (The timer is a stub.)"""
+    from mgmt import stuck
+
+    path = tmp_path / "graph.yaml"
+    path.write_text(GRAPH.format(msg="x", extra=""))
+    config = Config(file=path, prefix=tmp_path / "p", hostname="t", converged_timeout=0)
+    agent = Agent(config, config.prefix)
+    agent.config = replace(config, own_process=True)  # (after the log's set-up: pytest's kept)
+    armed: list[str] = []
+    monkeypatch.setattr(stuck, "exit_within", lambda _w, what, *_: armed.append(what))
+    held = threading.Event()  # a thread to join at the exit (an I/O thread's, say)
+    thread = threading.Thread(target=held.wait, args=(30.0,))  # (a bound against a hang)
+    thread.start()
+    try:
+        async with asyncio.timeout(10):
+            assert await agent.run(load(config)) == ExitCode.OK
+    finally:
+        held.set()
+        thread.join()
+    assert agent.cluster is None
+    assert armed == ["the exit after the stop"]
+
+
 async def test_signal_handlers_are_restored(tmp_path: Path) -> None:
     import signal
 

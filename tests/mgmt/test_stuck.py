@@ -75,3 +75,36 @@ async def test_a_long_task_name_is_cut() -> None:
     finally:
         release.set()
         await task
+
+
+EXIT_SCRIPT = """
+import asyncio, logging, sys, threading
+from mgmt import stuck
+
+logging.basicConfig(stream=sys.stderr, format="%(message)s")
+never = threading.Event()
+
+def held_read() -> None:  # a read that a hung file system never answers, as an I/O thread's
+    never.wait()
+
+reader = threading.Thread(target=held_read, name="mgmt-io_0")
+reader.start()
+
+async def main() -> None:
+    stuck.exit_within(0.2, "the exit after the stop", asyncio.get_running_loop(), lambda: None, 7)
+
+asyncio.run(main())
+reader.join()  # (the interpreter's own join at exit, as the agent's of its I/O threads)
+"""
+
+
+def test_an_exit_held_by_a_thread_names_the_thread_and_where_it_waits() -> None:
+    """Until 2026-12-07 (eleventh session) the line said "no task (a thread?)": the loop had no
+    task left, and which thread held the exit, in what call, was not said."""
+    from tests.child import python
+
+    done = python(EXIT_SCRIPT, timeout=BOUND)
+    assert done.returncode == 7, done.stderr
+    assert "the exit after the stop did not end within 0.2s: exiting now" in done.stderr
+    assert "thread mgmt-io @ <string>:9 in held_read" in done.stderr, done.stderr
+    assert "thread MainThread @ <string>:18 in <module>" in done.stderr, done.stderr

@@ -120,6 +120,44 @@ async def test_content_timeline(tmp_path: Path, run_resource: Any, size: int) ->
     assert await res.check_apply(False) is True
 
 
+@pytest.mark.parametrize("size", [6, INLINE_LIMIT * 3], ids=["small", "large"])
+async def test_content_timeline_on_a_file_system_that_can_stop_answering(
+    tmp_path: Path, run_resource: Any, size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same timeline, checked aside (resources/file/aside.py: a thread and a loop of its
+    own), as on an NFS mount: here a real directory said to be on one (engine.hangfs); its
+    lookups, compares and writes run in the check's thread, none on the test's loop."""
+    from engine import hangfs
+
+    top = str(tmp_path)
+    monkeypatch.setattr(hangfs, "kind_of", lambda p: "nfs4" if p.startswith(top) else None)
+    loop_thread = threading.get_ident()
+    opened: list[int] = []
+    open_read = safefs.open_read
+
+    def spied(fd: int, name: str) -> int:
+        opened.append(threading.get_ident())
+        return open_read(fd, name)
+
+    monkeypatch.setattr(safefs, "open_read", spied)
+    path = tmp_path / "f"
+    content = ("hello\n" * size)[:size]
+    res = await make(run_resource, path=str(path), content=content)
+    await noop_reports(res, tmp_path)
+    await converges(res)
+    assert path.read_text() == content
+    path.write_text("j" + content[1:])  # same size, other bytes: compared, then replaced
+    await noop_reports(res, tmp_path)
+    await converges(res)
+    assert path.read_text() == content
+    path.unlink()
+    await converges(res)
+    assert path.read_text() == content
+    assert await res.check_apply(False) is True
+    assert opened and loop_thread not in opened
+    assert res.waiting_on() is None  # no check waits
+
+
 async def test_directory_timeline(tmp_path: Path, run_resource: Any) -> None:
     path = tmp_path / "d"
     res = await make(run_resource, path=f"{path}/", state="exists", mode="0750")
