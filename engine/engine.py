@@ -1471,8 +1471,9 @@ class Engine:
         # keeps its count unless its meta reset (mgmt's MetaState); dropped when it leaves.
         self.retries: dict[Key, int] = {}
         # The retries waiting for their meta delay, each cut short by an operator's reload
-        # (retry_failed): there only while one waits (a failure's, never a run's hot path).
-        self._retry_waits: dict[Key, asyncio.Future[None]] = {}
+        # (retry_failed), with when it ends (time.monotonic(): retry_in): there only
+        # while one waits (a failure's, never a run's hot path).
+        self._retry_waits: dict[Key, tuple[asyncio.Future[None], float]] = {}
         self.heal_groups: dict[tuple[str, int], heal.Group] = {}  # (Vertex._join_group)
         self._semas: dict[tuple[str, int], asyncio.Semaphore] = {}
         self._global_sema = Slots(sema) if sema > 0 else None
@@ -1917,7 +1918,7 @@ class Engine:
             vertex.revive()
         for vertex in failed:
             vertex.poke()
-        waits = [wait for wait in self._retry_waits.values() if not wait.done()]
+        waits = [wait for wait, _ in self._retry_waits.values() if not wait.done()]
         for wait in waits:
             wait.set_result(None)
         return len(dead), len(failed) + self.reverser.retry_failed(), len(waits)
@@ -1926,12 +1927,21 @@ class Engine:
         """Wait `delay` s for the retry of the vertex `key` (its meta delay), or until an
         operator's reload asks for it now (retry_failed)."""
         wait = asyncio.get_running_loop().create_future()
-        self._retry_waits[key] = wait
+        self._retry_waits[key] = (wait, time.monotonic() + delay)
         try:
             await asyncio.wait([wait], timeout=delay)
         finally:
-            if self._retry_waits.get(key) is wait:
+            if self._retry_waits.get(key, (None,))[0] is wait:
                 del self._retry_waits[key]
+
+    def retry_in(self, key: Key) -> float | None:
+        """In how many seconds the retry of the vertex `key` runs, or None: no retry waits
+        (none due, or one running now). On the monotonic clock its wait keeps: a wall-clock
+        step or a suspend (which the monotonic clock does not count) moves it not."""
+        wait = self._retry_waits.get(key)
+        if wait is None or wait[0].done():
+            return None
+        return max(0.0, wait[1] - time.monotonic())
 
     # the cycle collector during the first run -----------------------------------------------
 

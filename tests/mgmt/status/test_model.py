@@ -148,6 +148,34 @@ async def test_a_retrying_resource_is_a_failure_of_its_hosts_row(tmp_path: Path)
         await engine.stop(graceful=False)
 
 
+async def test_a_retrying_resources_next_try_follows_the_wait_not_the_wall_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`next_try` is when the engine's wait (on the monotonic clock) ends: after a suspend of
+    an hour (the wall clock jumped, the wait did not count it) it is still ahead, ~600 s from
+    now. It was the failure's wall-clock time plus the delay: an hour in the past then, for a
+    retry still ten minutes away (review_user3)."""
+    from engine.meta import Meta
+    from resources.exec import ExecRes
+
+    engine = Engine(hostname="h", prefix=tmp_path / "prefix")
+    model = StatusModel(engine, "h")
+    try:
+        graph = Graph("g")
+        graph.add(ExecRes(name="e", cmd="false", meta=Meta(retry=-1, delay=600_000)))
+        await engine.apply(graph)
+        await settle(engine, lambda: model.info[("exec", "e")].state == "retrying")
+        woke = time.time() + 3600  # resumed from an hour's suspend
+        monkeypatch.setattr("mgmt.status.model.time.time", lambda: woke)
+        row = next(v for v in model.snapshot()["vertices"] if v["id"] == "exec[e]")
+        assert row["state"] == "retrying"
+        assert woke + 500 < row["next_try"] <= woke + 600, (row, woke)
+        assert row["tries_left"] == -1
+    finally:
+        model.close()
+        await engine.stop(graceful=False)
+
+
 async def test_a_flood_of_requests_is_not_a_servers_last_change(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
