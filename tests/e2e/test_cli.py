@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -1197,6 +1198,41 @@ async def test_sighup_runs_a_retry_now_not_at_its_meta_delay(tmp_path: Path) -> 
         daemon.signal(signal.SIGTERM)
         assert await daemon.wait() == 0
     assert "left undone" not in daemon.log
+
+
+async def test_a_storm_of_reloads_retries_a_failing_resource_once_a_second_at_most(
+    tmp_path: Path,
+) -> None:
+    """Thirty reloads in a row against a resource that keeps failing (`retry: -1, delay:
+    600000`): each reload cut the wait of the retry the one before had run, so the service
+    was hit at each reload, its delay gone (review_user3). A reload now runs a retry no
+    sooner than RELOAD_GAP s after its failure: at most one attempt a second."""
+    from engine.engine import RELOAD_GAP
+
+    runs = tmp_path / "runs"
+    graph = graph_file(
+        tmp_path,
+        """
+        graph: g
+        resources:
+          exec:
+            - name: down
+              shell: /bin/sh
+              cmd: "echo x >> TMP/runs; false"
+              meta: {retry: -1, delay: 600000}
+        """,
+    )
+    async with Daemon(["run", "--tmp-prefix", str(graph)]) as daemon:
+        await daemon.wait_log("exec[down]: failed, retrying in 600s (forever)")
+        began = time.monotonic()
+        for count in range(1, 31):
+            daemon.signal(signal.SIGHUP)
+            await daemon.wait_log("SIGHUP: reading", count=count)
+        took = time.monotonic() - began
+        attempts = len(runs.read_text().splitlines())
+        assert attempts <= 2 + took / RELOAD_GAP, (attempts, took)
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
