@@ -1171,23 +1171,29 @@ async def test_sighup_retries_a_dead_watch_and_a_failed_resource(tmp_path: Path)
     assert daemon.log.count("watch failed") == 1
 
 
+def retrying_for_ever(tmp_path: Path, name: str, cmd: str) -> Path:
+    """A graph of one exec `name` running `cmd` (TMP: tmp_path), retried every ten minutes
+    for ever (`retry: -1, delay: 600000`)."""
+    return graph_file(
+        tmp_path,
+        f"""
+        graph: g
+        resources:
+          exec:
+            - name: {name}
+              shell: /bin/sh
+              cmd: "{cmd}"
+              meta: {{retry: -1, delay: 600000}}
+        """,
+    )
+
+
 async def test_sighup_runs_a_retry_now_not_at_its_meta_delay(tmp_path: Path) -> None:
     """A resource retrying with a long delay (`retry: -1, delay: 600000`), its cause fixed by
     hand, then `systemctl reload`: the reload re-checked dead and failed resources only, so it
     waited on for its ten minutes (`stopped: ... retrying after a failure` at a stop before:
     user3). Its retry runs now, said in the reload's line; the file beside it is left alone."""
-    graph = graph_file(
-        tmp_path,
-        """
-        graph: g
-        resources:
-          exec:
-            - name: slow
-              shell: /bin/sh
-              cmd: "test -e TMP/ok"
-              meta: {retry: -1, delay: 600000}
-        """,
-    )
+    graph = retrying_for_ever(tmp_path, "slow", "test -e TMP/ok")
     async with Daemon(["run", "--tmp-prefix", str(graph)]) as daemon:
         await daemon.wait_log("exec[slow]: failed, retrying in 600s (forever)")
         (tmp_path / "ok").touch()
@@ -1210,18 +1216,7 @@ async def test_a_storm_of_reloads_retries_a_failing_resource_once_a_second_at_mo
     from engine.engine import RELOAD_GAP
 
     runs = tmp_path / "runs"
-    graph = graph_file(
-        tmp_path,
-        """
-        graph: g
-        resources:
-          exec:
-            - name: down
-              shell: /bin/sh
-              cmd: "echo x >> TMP/runs; false"
-              meta: {retry: -1, delay: 600000}
-        """,
-    )
+    graph = retrying_for_ever(tmp_path, "down", "echo x >> TMP/runs; false")
     async with Daemon(["run", "--tmp-prefix", str(graph)]) as daemon:
         await daemon.wait_log("exec[down]: failed, retrying in 600s (forever)")
         began = time.monotonic()
