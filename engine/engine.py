@@ -1360,6 +1360,21 @@ FIRST_PASS_GC_BOUND = 30.0
 # and only edges between two of `keys` connected or disconnected (Engine.apply).
 Since = tuple[Graph, frozenset[Key]]
 Ends = tuple[Key, Key]
+RELOAD_GAP = 1.0  # seconds after a failure before a reload may run its retry (retry_delay)
+
+
+class _RetryWait:
+    """A retry waiting for its meta delay (Engine.retry_delay): `cut` is set by a reload, `at`
+    is when it runs (time.monotonic()), `soonest` the earliest a reload may make it."""
+
+    __slots__ = ("at", "cut", "soonest")
+
+    def __init__(self, cut: asyncio.Future[None], now: float, delay: float) -> None:
+        self.cut = cut
+        self.at = now + delay
+        self.soonest = now + min(delay, RELOAD_GAP)
+
+
 SMALL = 64  # vertices added or removed that Engine.apply looks for without `since`
 
 
@@ -1480,7 +1495,7 @@ class Engine:
         self.retries: dict[Key, int] = {}
         # The retries waiting for their meta delay, each cut short by an operator's reload
         # (retry_failed): there only while one waits (a failure's, never a run's hot path).
-        self._retry_waits: dict[Key, asyncio.Future[None]] = {}
+        self._retry_waits: dict[Key, _RetryWait] = {}
         self.heal_groups: dict[tuple[str, int], heal.Group] = {}  # (Vertex._join_group)
         self._semas: dict[tuple[str, int], asyncio.Semaphore] = {}
         self._global_sema = Slots(sema) if sema > 0 else None
@@ -1916,30 +1931,45 @@ class Engine:
     def retry_failed(self) -> tuple[int, int, int]:
         """An operator's reload (SIGHUP): each DEAD vertex is revived (its watch or init()
         runs again), each FAILED one (out of retries), and each failed reversal, is checked
-        once more, and each retry waiting for its meta delay runs now (before 2026-12-07 it
-        waited on: `retry: -1, delay: 600000` fixed by hand and reloaded was checked ten
-        minutes later: user3); how many of each (the reversals counted with the failed)."""
+        once more, and each retry waiting for its meta delay runs now, or RELOAD_GAP s after
+        its failure if that is later (retry_delay; before 2026-12-07 it waited on: `retry: -1,
+        delay: 600000` fixed by hand and reloaded was checked ten minutes later: user3); how
+        many of each (the reversals counted with the failed)."""
         dead = [v for v in self.vertices.values() if v.status is DEAD]
         failed = [v for v in self.vertices.values() if v.status is FAILED]
         for vertex in dead:
             vertex.revive()
         for vertex in failed:
             vertex.poke()
-        waits = [wait for wait in self._retry_waits.values() if not wait.done()]
+        now = time.monotonic()
+        waits = [wait for wait in self._retry_waits.values() if not wait.cut.done()]
         for wait in waits:
-            wait.set_result(None)
+            wait.at = max(wait.soonest, now)
+            wait.cut.set_result(None)
         return len(dead), len(failed) + self.reverser.retry_failed(), len(waits)
 
     async def retry_delay(self, key: Key, delay: float) -> None:
         """Wait `delay` s for the retry of the vertex `key` (its meta delay), or until an
-        operator's reload asks for it now (retry_failed)."""
-        wait = asyncio.get_running_loop().create_future()
+        operator's reload asks for it now (retry_failed), but not sooner than RELOAD_GAP s
+        after the failure: a storm of reloads retries a failing resource once a second at
+        most, not at each reload (each cut the wait of the retry the last one had run)."""
+        now = time.monotonic()
+        wait = _RetryWait(asyncio.get_running_loop().create_future(), now, delay)
         self._retry_waits[key] = wait
         try:
-            await asyncio.wait([wait], timeout=delay)
+            await asyncio.wait([wait.cut], timeout=delay)
+            if wait.cut.done() and (early := wait.at - time.monotonic()) > 0:
+                await asyncio.sleep(early)  # a reload right after the failure
         finally:
             if self._retry_waits.get(key) is wait:
                 del self._retry_waits[key]
+
+    def retry_in(self, key: Key) -> float | None:
+        """In how many seconds the retry of the vertex `key` runs, or None: no retry waits
+        (none due, or one running now). On the monotonic clock its wait keeps: a wall-clock
+        step or a suspend (which the monotonic clock does not count) moves it not."""
+        wait = self._retry_waits.get(key)
+        return None if wait is None else max(0.0, wait.at - time.monotonic())
 
     # the cycle collector during the first run -----------------------------------------------
 

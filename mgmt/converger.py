@@ -34,7 +34,8 @@ class Converger:
         self._failed: set[Key] = set()
         # Retrying: failed, a retry due (counted in `_unsettled`), or once was since the last
         # `retrying()`, which prunes it: for STATUS=, which named none of them (`0 failed`
-        # while one retried for ever).
+        # while one retried for ever). A swap drops the keys it removed: with no STATUS= (not
+        # under systemd) nothing reads it, and it kept every key that ever retried.
         self._retrying: set[Key] = set()
         # Set when a vertex fails or recovers: a failure keeps the graph settled (converged),
         # so without it a watch that fails for good after convergence went unsaid.
@@ -147,6 +148,7 @@ class Converger:
             vertices = self.engine.vertices
             self._unsettled = {k for k in self._unsettled if k in vertices}
             self._failed = {k for k in self._failed if (v := vertices.get(k)) and v.failed}
+            self._retrying = {k for k in self._retrying if k in vertices}
             self._rearm()
             return
         if not self._failed.isdisjoint(replaced | event.removed) or (
@@ -155,6 +157,7 @@ class Converger:
             self.recompute()
             return
         self._unsettled.difference_update(event.removed)
+        self._retrying.difference_update(event.removed)
         for key in replaced:
             vertex = self.engine.vertices[key]
             if vertex.status is RETRYING:  # (told before the swap: not followed then)

@@ -144,9 +144,6 @@ class StatusModel:
         # their drift goes unseen until their next check. Failing, for `mgmt status`.
         self.unwatched: set[Key] = set()
         self.unwatched_limit = ""  # the limit that does it (the sysctl's name)
-        # When each resource's last attempt failed (its retry is due its meta delay later):
-        # set on a failure only, read for a `retrying` one (`_vertex`: next_try).
-        self._failed_at: dict[Key, float] = {}
         self._unwatched_said = ""  # the last summary logged
         watcher.on_unwatched.append(self._unwatched_changed)
 
@@ -186,8 +183,7 @@ class StatusModel:
         # Its state is "applying" still: its outcome comes next (VertexChanged), with the error.
         if event.error is not None:
             info.error = _redacted(vertex, str(event.error))
-            self._failed_at[vertex.key] = now = time.time()
-            info.failing_since = info.failing_since or now
+            info.failing_since = info.failing_since or time.time()
             self._event(vertex, "error", info.error, None)
             return
         if vertex.outcome is not DEAD:  # else its watch failed for good meanwhile: that error
@@ -213,7 +209,6 @@ class StatusModel:
             self.clock.forget(event.gone)
         for key in event.removed | event.gone:
             self.info.pop(key, None)
-            self._failed_at.pop(key, None)
         self.graph_version += 1
         self._publish({"type": "graph", "version": self.graph_version})
         # Each vertex of the new graph has told its state already (VertexChanged: the engine
@@ -340,13 +335,16 @@ class StatusModel:
         return vertex
 
     def _next_try(self, vertex: Vertex) -> dict[str, float | int]:
-        """A retrying resource's next attempt: when (`next_try`: its last failure and its meta
-        delay), and how many attempts are left after the failed one (`tries_left`, the log's
-        `(2 left)`; -1: `retry: -1`, for ever). Before 2026-12-07 only the log said either."""
+        """A retrying resource's next attempt: when (`next_try`, a Unix time: now and what is
+        left of the engine's wait, on the monotonic clock it keeps), and how many attempts are
+        left after the failed one (`tries_left`, the log's `(2 left)`; -1: `retry: -1`, for
+        ever). Before 2026-12-07 only the log said either; that day's first `next_try` was the
+        last failure's wall-clock time and the meta delay: a suspend, a clock's step, a failure
+        outside check_apply (a receive's, a reversal's) showed it in the past."""
         meta = vertex.res.meta
         doc: dict[str, float | int] = {}
-        if failed_at := self._failed_at.get(vertex.key):
-            doc["next_try"] = failed_at + meta.delay / 1000
+        if (left := self.engine.retry_in(vertex.key)) is not None:
+            doc["next_try"] = time.time() + left
         count = self.engine.retries.get(vertex.key, 0)
         doc["tries_left"] = -1 if meta.retry == -1 else max(0, meta.retry - count + 1)
         return doc

@@ -258,11 +258,13 @@ echo "mgmt: exec: the agent ended with commands running: stopped their process g
 
 # How the guard is started (then DIR): the script comes in the environment, so that its
 # command line is one short line in `ps` and `systemctl status` (given as `sh -c`'s argument,
-# its 50 lines were the command line: ~2,000 characters on the unit's CGroup list).
+# its 50 lines were the command line: ~2,000 characters on the unit's CGroup list). `guard`
+# unset first: a name the agent's environment exports stays exported when assigned, and
+# each command the guard runs (`sleep`, `id`) got the whole script (review_user3).
 GUARD_VARIABLE = "_MGMT_EXEC_GUARD"
 GUARD_ARGV = (
     "/bin/sh",
     "-c",
-    f'guard=${GUARD_VARIABLE}; unset {GUARD_VARIABLE}; eval "$guard"',
+    f'unset guard; guard=${GUARD_VARIABLE}; unset {GUARD_VARIABLE}; eval "$guard"',
     "mgmt-exec-guard",
 )

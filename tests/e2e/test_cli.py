@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -1170,23 +1171,29 @@ async def test_sighup_retries_a_dead_watch_and_a_failed_resource(tmp_path: Path)
     assert daemon.log.count("watch failed") == 1
 
 
+def retrying_for_ever(tmp_path: Path, name: str, cmd: str) -> Path:
+    """A graph of one exec `name` running `cmd` (TMP: tmp_path), retried every ten minutes
+    for ever (`retry: -1, delay: 600000`)."""
+    return graph_file(
+        tmp_path,
+        f"""
+        graph: g
+        resources:
+          exec:
+            - name: {name}
+              shell: /bin/sh
+              cmd: "{cmd}"
+              meta: {{retry: -1, delay: 600000}}
+        """,
+    )
+
+
 async def test_sighup_runs_a_retry_now_not_at_its_meta_delay(tmp_path: Path) -> None:
     """A resource retrying with a long delay (`retry: -1, delay: 600000`), its cause fixed by
     hand, then `systemctl reload`: the reload re-checked dead and failed resources only, so it
     waited on for its ten minutes (`stopped: ... retrying after a failure` at a stop before:
     user3). Its retry runs now, said in the reload's line; the file beside it is left alone."""
-    graph = graph_file(
-        tmp_path,
-        """
-        graph: g
-        resources:
-          exec:
-            - name: slow
-              shell: /bin/sh
-              cmd: "test -e TMP/ok"
-              meta: {retry: -1, delay: 600000}
-        """,
-    )
+    graph = retrying_for_ever(tmp_path, "slow", "test -e TMP/ok")
     async with Daemon(["run", "--tmp-prefix", str(graph)]) as daemon:
         await daemon.wait_log("exec[slow]: failed, retrying in 600s (forever)")
         (tmp_path / "ok").touch()
@@ -1197,6 +1204,30 @@ async def test_sighup_runs_a_retry_now_not_at_its_meta_delay(tmp_path: Path) -> 
         daemon.signal(signal.SIGTERM)
         assert await daemon.wait() == 0
     assert "left undone" not in daemon.log
+
+
+async def test_a_storm_of_reloads_retries_a_failing_resource_once_a_second_at_most(
+    tmp_path: Path,
+) -> None:
+    """Thirty reloads in a row against a resource that keeps failing (`retry: -1, delay:
+    600000`): each reload cut the wait of the retry the one before had run, so the service
+    was hit at each reload, its delay gone (review_user3). A reload now runs a retry no
+    sooner than RELOAD_GAP s after its failure: at most one attempt a second."""
+    from engine.engine import RELOAD_GAP
+
+    runs = tmp_path / "runs"
+    graph = retrying_for_ever(tmp_path, "down", "echo x >> TMP/runs; false")
+    async with Daemon(["run", "--tmp-prefix", str(graph)]) as daemon:
+        await daemon.wait_log("exec[down]: failed, retrying in 600s (forever)")
+        began = time.monotonic()
+        for count in range(1, 31):
+            daemon.signal(signal.SIGHUP)
+            await daemon.wait_log("SIGHUP: reading", count=count)
+        took = time.monotonic() - began
+        attempts = len(runs.read_text().splitlines())
+        assert attempts <= 2 + took / RELOAD_GAP, (attempts, took)
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

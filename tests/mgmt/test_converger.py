@@ -247,3 +247,24 @@ async def test_retrying_lists_a_vertex_from_its_failed_attempt_until_it_recovers
     finally:
         converger.close()
         await engine.stop(graceful=False)
+
+
+async def test_a_swap_forgets_the_retrying_vertices_it_removed(tmp_path: Path) -> None:
+    """With nothing reading `retrying()` (no STATUS=: not under systemd), a vertex retrying
+    when a swap removes it is forgotten by the swap: the set held every key that ever
+    retried, for as long as the agent ran (review_user3)."""
+    engine = Engine(hostname="test", prefix=tmp_path)
+    converger = Converger(engine, timeout=0.1)
+    probe.state("b").failures_left = 1000
+    try:
+        meta = {"meta": Meta(retry=-1, delay=600_000)}
+        await engine.apply(make_graph("abc", b=meta))
+        await settle(engine, lambda: engine.vertices[("probe", "b")].status is Status.RETRYING)
+        await engine.apply(make_graph("ac"))
+        assert ("probe", "b") not in engine.vertices
+        assert ("probe", "b") not in converger._retrying
+        await engine.apply(make_graph("a"))  # a full swap or a small one: each forgets
+        assert converger._retrying == set()
+    finally:
+        converger.close()
+        await engine.stop(graceful=False)

@@ -228,3 +228,28 @@ def test_an_older_agents_record_without_uid_is_still_reaped(
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(sh.pid, 9)  # the group this test started
+
+
+@pytest.mark.parametrize("exported", [False, True], ids=["plain", "guard-exported"])
+def test_the_guards_script_reaches_none_of_its_children(tmp_path: Path, exported: bool) -> None:
+    """The guard is started as GUARD_ARGV, its script in GUARD_VARIABLE: what it runs (`sleep`,
+    `id`) inherits none of it, even when the agent's own environment exports `guard`, the
+    name the launcher keeps the script in (an exported name stays exported when assigned:
+    each child got the whole script in `guard=`, review_user3). Here the script is `env`,
+    run as the guard's child would be."""
+    env = {**os.environ, reaper.GUARD_VARIABLE: "env # the script"}
+    if exported:
+        env["guard"] = "the agent's own"
+    else:
+        env.pop("guard", None)
+    done = subprocess.run(
+        [*reaper.GUARD_ARGV, str(tmp_path)],
+        stdin=subprocess.DEVNULL,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "the script" not in done.stdout, done.stdout

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -117,15 +119,11 @@ async def test_a_program_error_is_one_update_and_in_the_summary_and_the_row(
         await engine.stop(graceful=False)
 
 
-async def test_a_retrying_resource_is_a_failure_of_its_hosts_row(tmp_path: Path) -> None:
-    """A resource retrying (its last attempt failed, `retry: -1`) counts as failed in the
-    host's summary, as `mgmt status` counts it: its row in `mgmt status --cluster` reads
-    `failed` with the error, exit 1 (it read `converging`, FAILED 0, no error, exit 0 for as
-    long as the resource kept failing: user3)."""
+@contextlib.asynccontextmanager
+async def retrying_for_ever(tmp_path: Path) -> AsyncIterator[StatusModel]:
+    """The model of an engine running file[f] and exec[e] (`false`, `retry: -1`, ten minutes
+    apart), once exec[e] is retrying; the engine stopped after."""
     from engine.meta import Meta
-    from mgmt.config import ExitCode
-    from mgmt.deploy.status import HostStatus, exit_code, table
-    from mgmt.status.cluster import summary
     from resources.exec import ExecRes
 
     engine = Engine(hostname="h", prefix=tmp_path / "prefix")
@@ -136,6 +134,22 @@ async def test_a_retrying_resource_is_a_failure_of_its_hosts_row(tmp_path: Path)
         graph.add(ExecRes(name="e", cmd="false", meta=Meta(retry=-1, delay=600_000)))
         await engine.apply(graph)
         await settle(engine, lambda: model.info[("exec", "e")].state == "retrying")
+        yield model
+    finally:
+        model.close()
+        await engine.stop(graceful=False)
+
+
+async def test_a_retrying_resource_is_a_failure_of_its_hosts_row(tmp_path: Path) -> None:
+    """A resource retrying (its last attempt failed, `retry: -1`) counts as failed in the
+    host's summary, as `mgmt status` counts it: its row in `mgmt status --cluster` reads
+    `failed` with the error, exit 1 (it read `converging`, FAILED 0, no error, exit 0 for as
+    long as the resource kept failing: user3)."""
+    from mgmt.config import ExitCode
+    from mgmt.deploy.status import HostStatus, exit_code, table
+    from mgmt.status.cluster import summary
+
+    async with retrying_for_ever(tmp_path) as model:
         assert summary(model)["failed"] == 1
         row = HostStatus("h", alive=True)
         row.merge_summary(json.dumps(summary(model)).encode())
@@ -143,9 +157,22 @@ async def test_a_retrying_resource_is_a_failure_of_its_hosts_row(tmp_path: Path)
         assert row.last_error.startswith("exec[e]: cmd exited with code 1")
         assert exit_code([row]) == ExitCode.FAILED
         assert "exec[e]: cmd exited with code 1" in table([row])
-    finally:
-        model.close()
-        await engine.stop(graceful=False)
+
+
+async def test_a_retrying_resources_next_try_follows_the_wait_not_the_wall_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`next_try` is when the engine's wait (on the monotonic clock) ends: after a suspend of
+    an hour (the wall clock jumped, the wait did not count it) it is still ahead, ~600 s from
+    now. It was the failure's wall-clock time plus the delay: an hour in the past then, for a
+    retry still ten minutes away (review_user3)."""
+    async with retrying_for_ever(tmp_path) as model:
+        woke = time.time() + 3600  # resumed from an hour's suspend
+        monkeypatch.setattr("mgmt.status.model.time.time", lambda: woke)
+        row = next(v for v in model.snapshot()["vertices"] if v["id"] == "exec[e]")
+        assert row["state"] == "retrying"
+        assert woke + 500 < row["next_try"] <= woke + 600, (row, woke)
+        assert row["tries_left"] == -1
 
 
 async def test_a_flood_of_requests_is_not_a_servers_last_change(
