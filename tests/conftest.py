@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import fcntl
 import functools
 import gc
+import json
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 import resources
+from engine import safefs
 from engine.handle import Handle, Shared
 from engine.resource import Resource
 from tests import fuzz
@@ -69,21 +72,96 @@ def takes_host_lock(path: Path) -> bool:
     return "mark.host" in text or "HOST_LOCK" in text
 
 
+# What the scheduler (below) takes a test of a file not in DURATIONS to last, in seconds: one
+# marked `slow` ("more than a few seconds": 5 to 35 s in CI), any other (most take a few
+# milliseconds, an agent's run a second).
+SLOW_COST = 10.0
+FAST_COST = 0.3
+
+# Each test file's seconds in a whole run (its tests' setup, call and teardown), as
+# `--store-durations` writes them: the order the scheduler hands the files out in.
+DURATIONS = Path(__file__).with_name("durations.json")
+
+
+@functools.cache
+def slow_tests(path: Path) -> frozenset[str] | None:
+    """The names of a test file's functions and classes marked `slow`; None: all its tests
+    are (its `pytestmark` says so)."""
+    try:
+        text = path.read_text()
+        tree = ast.parse(text)
+    except (OSError, SyntaxError, ValueError):
+        return frozenset()
+
+    def says_slow(node: ast.AST) -> bool:
+        return "mark.slow" in (ast.get_source_segment(text, node) or "")
+
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign):
+            marks_module = any(
+                isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets
+            )
+            if marks_module and says_slow(node.value):
+                return None
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and any(
+            says_slow(decorator) for decorator in node.decorator_list
+        ):
+            names.add(node.name)
+    return frozenset(names)
+
+
+def guessed_cost(rootpath: Path, nodeid: str) -> float:
+    """What a test of a file not in DURATIONS is taken to last: SLOW_COST if it (its function,
+    class or file) is marked `slow`, else FAST_COST."""
+    file, *names = nodeid.split("::")
+    slow = slow_tests(rootpath / file)
+    names = [name.split("[", 1)[0] for name in names]
+    return SLOW_COST if slow is None or not slow.isdisjoint(names) else FAST_COST
+
+
+def unit_cost(rootpath: Path, durations: dict[str, float], nodeids: Iterable[str]) -> float:
+    """The seconds a unit of work (a file, or the host files) is taken to last: each file's
+    in `durations`, else its tests' guessed_cost."""
+    files = {nodeid.split("::", 1)[0] for nodeid in nodeids}
+    known = sum(durations[file] for file in files if file in durations)
+    return known + sum(
+        guessed_cost(rootpath, nodeid)
+        for nodeid in nodeids
+        if nodeid.split("::", 1)[0] not in durations
+    )
+
+
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     """`--dist loadfile` (scripts/test.sh), with the files whose tests take HOST_LOCK in one
     unit of work: one worker runs them one after the other while the other runs the rest.
     Each worker in such a file, they took turns test by test, and flock is not fair: the
     setup of one worker's test waited while the other's tests, one after another, took the
     lock again first (30 s seen on a quiet machine, 100 s under load; counted in the waiting
-    test's timeout). xdist puts the units with the most tests first: this one starts early."""
+    test's timeout).
+
+    The unit taken to last longest goes first (DURATIONS, else SLOW_COST, FAST_COST): the last ones are
+    short, and neither worker waits long at the end for the other. xdist's own order (the
+    units with the most tests first) left a file of a few slow tests to the end: CI's run
+    ended with one worker idle while the other ran tests/fuzz/test_profiles.py (20 s)."""
     if config.getvalue("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadFileScheduling  # type: ignore[import-untyped]
+
+    durations: dict[str, float] = json.loads(DURATIONS.read_text())
 
     class HostFilesTogether(LoadFileScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
             file = super()._split_scope(nodeid)
             return HOST_FILES if takes_host_lock(config.rootpath / file) else file
+
+        def _assign_work_unit(self, node: object) -> None:
+            costliest = max(
+                self.workqueue,
+                key=lambda scope: unit_cost(config.rootpath, durations, self.workqueue[scope]),
+            )
+            self.workqueue.move_to_end(costliest, last=False)
+            super()._assign_work_unit(node)
 
     return HostFilesTogether(config, log)
 
@@ -117,6 +195,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             " target instead of a few hundred derandomized ones, every hypothesis test at random"
         ),
     )
+    parser.addoption(
+        "--store-durations",
+        action="store_true",
+        help=f"write each test file's seconds in this run to {DURATIONS.name} (run the whole suite)",
+    )
+
+
+_file_seconds: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # (in a parallel run, the controller gets every worker's reports)
+    file = report.nodeid.split("::", 1)[0]
+    _file_seconds[file] = _file_seconds.get(file, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if session.config.getoption("--store-durations", False) and not hasattr(
+        session.config, "workerinput"
+    ):
+        text = json.dumps({f: round(s, 1) for f, s in sorted(_file_seconds.items())}, indent=0)
+        safefs.write_file(str(DURATIONS), (text + "\n").encode(), 0o644)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -47,7 +47,11 @@ def test_fuzz_long_is_the_random_search() -> None:
     """`pytest --fuzz-long` draws new cases each run: the fuzz targets' and the others'."""
     if os.environ.get(LONG_RUN):
         assert fuzz.LONG
-        for decorate in (fuzz_settings(), settings(max_examples=30, deadline=None)):
+        long = fuzz_settings()
+        assert long.max_examples == 10_000 and not long.derandomize
+        # The search's own settings, 50 cases a run: two runs of 10,000 took 20 s of CI's 15
+        # minutes to tell the same thing (the draws differ from the first case on).
+        for decorate in (settings(long, max_examples=50), settings(max_examples=30, deadline=None)):
             assert draws(decorate) != draws(decorate)
         return
     test = f"{__file__}::test_fuzz_long_is_the_random_search"
