@@ -164,7 +164,9 @@ async def run_to_end(
     scope of its own, `mgmt-SCOPE-<hex>.scope`, outside the agent's unit, so that neither the
     unit's stop timeout nor its KillMode kills it once the agent has gone
     (resources._lib.unitscope; elsewhere, or refused, as before)."""
-    prefix, unit = await unitscope.scope_argv(scope, label, logger) if scope else ([], "")
+    prefix, unit = (
+        await unitscope.scope_argv(scope, label, run_command, logger) if scope else ([], "")
+    )
     with _memory_file("stdout") as out_fd, _memory_file("stderr") as err_fd:
         try:  # on the loop, as asyncio's own subprocess_exec forks (its Popen too); not
             # asyncio's Process: its transport kills the child when closed or collected

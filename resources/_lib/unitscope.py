@@ -33,10 +33,21 @@ import os
 import re
 import secrets
 import shutil
+from collections.abc import Awaitable
+from typing import Protocol
 
 from engine.errors import ResourceError
 
 log = logging.getLogger("engine")
+
+
+class Run(Protocol):
+    """How a command is run to its end (resources._lib.proc.run_command's shape)."""
+
+    def __call__(
+        self, argv: list[str], *, timeout: float, label: str | None = None
+    ) -> Awaitable[tuple[int, str, str]]: ...
+
 
 PROBE_TIMEOUT = 30.0  # seconds the one probe may take
 BOOTED = "/run/systemd/system"  # a directory when PID 1 is systemd (sd_booted(3))
@@ -99,11 +110,15 @@ def is_scope(unit: str, stem: str) -> bool:
 
 
 async def scope_argv(
-    stem: str, what: str, logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log
+    stem: str,
+    what: str,
+    run: Run,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log,
 ) -> tuple[list[str], str]:
     """(argv prefix, scope name) that runs a command `what` (e.g. "apt-get install") in a new
     scope `mgmt-STEM-<hex>.scope`; ([], "") outside a unit or when systemd refuses (said
-    once, with why). `stem`: a lowercase word naming the kind ("pkg")."""
+    once, with why). `stem`: a lowercase word naming the kind ("pkg"). `run`: how the probe is
+    run (resources._lib.proc.run_command, passed in by its module: no import cycle)."""
     if not _STEM.fullmatch(stem):
         raise ValueError(f"scope stem {stem!r}: a lowercase word")
     which = manager()
@@ -112,7 +127,7 @@ async def scope_argv(
     systemd_run = shutil.which("systemd-run") or ""
     key = (which, systemd_run)
     if key not in _VERDICTS:
-        _VERDICTS[key] = await _probe(which, systemd_run, what, logger)
+        _VERDICTS[key] = await _probe(which, systemd_run, what, run, logger)
     base = _VERDICTS[key]
     if base is None:
         return [], ""
@@ -126,11 +141,10 @@ async def _probe(
     which: str,
     systemd_run: str,
     what: str,
+    run: Run,
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
 ) -> list[str] | None:
     """The argv prefix if systemd makes a scope for us (an empty one tried), else None, said."""
-    from resources._lib.proc import run_command
-
     unit = unit_of() or "the agent's unit"
     fallback = (
         f"{what} runs in {unit}, as the agent does: a stop of the unit can kill it half-way "
@@ -145,7 +159,7 @@ async def _probe(
     about = f"--description=mgmt: does systemd make a scope for {what}"
     probe = [*base, name, about, "--", "true"]
     try:
-        await run_command(probe, timeout=PROBE_TIMEOUT, label="systemd-run --scope")
+        await run(probe, timeout=PROBE_TIMEOUT, label="systemd-run --scope")
     except ResourceError as refused:
         logger.warning("%s: %s: %s", what, refused, fallback)
         return None

@@ -128,7 +128,7 @@ async def test_outside_a_unit_it_runs_as_before_and_nothing_is_said(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG, "engine")
-    assert await unitscope.scope_argv("pkg", "sh") == ([], "")
+    assert await unitscope.scope_argv("pkg", "sh", run_command) == ([], "")
     unit, _err = await cgroup_run(caplog)
     assert not unit.startswith("mgmt-"), unit
     assert "systemd-run" not in caplog.text
@@ -191,11 +191,11 @@ async def test_an_inherited_unit_environment_without_its_manager_is_outside_a_un
     runtime.mkdir(mode=0o700)
     bus = {"XDG_RUNTIME_DIR": str(runtime), "DBUS_SESSION_BUS_ADDRESS": f"unix:path={runtime}/bus"}
     in_unit(monkeypatch, bus, None)  # the system manager's, PID 1 not systemd
-    assert await unitscope.scope_argv("pkg", "sh") == ([], "")
+    assert await unitscope.scope_argv("pkg", "sh", run_command) == ([], "")
     in_unit(monkeypatch, bus, os.getpid())  # a user manager's, $MANAGERPID not a systemd
-    assert await unitscope.scope_argv("pkg", "sh") == ([], "")
+    assert await unitscope.scope_argv("pkg", "sh", run_command) == ([], "")
     in_unit(monkeypatch, bus, 2**22 + 1)  # a user manager's that is gone
-    assert await unitscope.scope_argv("pkg", "sh") == ([], "")
+    assert await unitscope.scope_argv("pkg", "sh", run_command) == ([], "")
     assert "systemd-run" not in caplog.text, caplog.text
 
 
@@ -203,7 +203,7 @@ async def test_a_scope_s_stem_is_a_word() -> None:
     """The scope's name is ours alone: no input from a graph can reach systemd-run's argv."""
     for stem in ("", "Pkg", "pkg;x", "pkg --user", "../x"):
         with pytest.raises(ValueError, match="a lowercase word"):
-            await unitscope.scope_argv(stem, "x")
+            await unitscope.scope_argv(stem, "x", run_command)
     assert unitscope.is_scope("mgmt-pkg-0123456789ab.scope", "pkg")
     assert not unitscope.is_scope("mgmt-pkg-0123456789ab.service", "pkg")
     assert not unitscope.is_scope("x-mgmt-pkg-0123456789ab.scope", "pkg")
