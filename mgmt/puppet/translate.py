@@ -286,6 +286,8 @@ def _file(res: PRes) -> Spec:
         if recurse == "remote":
             raise Untranslatable("recurse => remote has no translation")
         params["recurse"] = _bool(recurse, "recurse")
+        if params["recurse"] and "mode" in params and "source" in params:
+            params["recurse_mode"] = True  # Puppet gives every copied entry the mode
     for flag in ("purge", "force"):
         value = res.take(flag)
         if value is not None:

@@ -141,6 +141,10 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
     # Permission bits: octal ("0644") or chmod-style symbolic ("u=rw,go=r", "a-w") applied to
     # the current bits. Default None (unmanaged; new files 0644, directories 0755).
     mode: str | None = None
+    # With a tree copy (recurse and source): mode applies to every entry below path too (a
+    # symlink excepted), as owner and group do, instead of the source's bits (Puppet's recurse).
+    # Default false.
+    recurse_mode: bool = False
     # Allow replacing a file by a directory or the reverse, replacing a symlink at path, and
     # removing a non-empty directory (with recurse). Default false.
     force: bool = False
@@ -252,6 +256,8 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
                 "needs a directory path (ending in '/') or state 'absent' (to remove a tree)",
                 "recurse",
             )
+        if self.recurse_mode and (self.mode is None or self.source is None or not self.recurse):
+            raise ValidationError("needs mode, source and recurse: true", "recurse_mode")
         if self.purge and not (self.recurse and self._is_dir):
             raise ValidationError("needs recurse: true and a directory path", "purge")
         if self.mode is not None:
@@ -1160,6 +1166,10 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         have = (src_st.st_uid, src_st.st_gid)
         want = owner_after(uid, gid, st, inherit)
         bits = setid_kept(stat.S_IMODE(src_st.st_mode), have, want)
+        if self.recurse_mode and self.mode is not None and kind != "symlink":
+            from resources.file.modes import mode_after
+
+            bits = mode_after(self.mode, bits, kind == "directory")
         if kind == "directory":
             make = functools.partial(where.make_dir, entry, bits, uid, gid)
             if st is None:
