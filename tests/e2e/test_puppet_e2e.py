@@ -758,3 +758,36 @@ def test_a_recursive_copy_gives_every_entry_the_mode_as_puppet_apply_does(tmp_pa
     code, said = run_mgmt(again)
     assert code == 0 and "mode a.conf 0666 -> 0640" in said, said
     assert (tmp_path / "mgmt/a.conf").stat().st_mode & 0o7777 == 0o640
+
+
+def test_replace_false_keeps_a_files_content_as_puppet_apply_does(tmp_path: Path) -> None:
+    """user4: `replace => false` (a seed file: written once, then the host's) was refused
+    before 2026-12-07 (`no translation for param replace`). As `puppet apply`: a file already
+    there keeps its content, its mode still managed; a missing one is written, and written
+    again once deleted."""
+    got: dict[str, tuple[str, str, int]] = {}
+    for who in ("puppet", "mgmt"):
+        out = tmp_path / who
+        out.mkdir()
+        (out / "seed").write_text("the host's\n")
+        (out / "seed").chmod(0o644)
+        pp = tmp_path / f"{who}.pp"
+        pp.write_text(
+            f"file {{ '{out}/seed': content => \"managed\\n\", replace => false, mode => '0600' }}\n"
+            f"file {{ '{out}/new': content => \"managed\\n\", replace => 'no' }}\n"
+        )
+        if who == "puppet":
+            done = puppet_apply(tmp_path, pp)
+            assert done.returncode == 2, done.stdout + done.stderr
+        else:
+            code, said = run_once("puppet", pp)
+            assert code == 0, said
+        seed = out / "seed"
+        got[who] = (seed.read_text(), (out / "new").read_text(), seed.stat().st_mode & 0o7777)
+    assert got["mgmt"] == got["puppet"] == ("the host's\n", "managed\n", 0o600)
+    (tmp_path / "mgmt/new").write_text("edited\n")
+    (tmp_path / "mgmt/seed").unlink()
+    code, said = run_once("puppet", tmp_path / "mgmt.pp")
+    assert code == 0, said
+    assert (tmp_path / "mgmt/new").read_text() == "edited\n"
+    assert (tmp_path / "mgmt/seed").read_text() == "managed\n"

@@ -313,6 +313,28 @@ async def test_tree_copy_without_purge_keeps_extras(tmp_path: Path, run_resource
     assert (dst / "mine").read_text() == "keep"
 
 
+async def test_replace_false_keeps_a_files_content_but_not_its_mode(
+    tmp_path: Path, run_resource: Any
+) -> None:
+    """A file already there keeps its content; its mode is still repaired; a missing file is
+    written (Puppet's `replace => false`, docs/puppet.md)."""
+    path = tmp_path / "seed"
+    path.write_text("the host's")
+    path.chmod(0o644)
+    res = await make(run_resource, path=str(path), content="managed", mode="0600", replace=False)
+    await converges(res)
+    assert path.read_text() == "the host's"
+    assert path.stat().st_mode & 0o7777 == 0o600
+    path.unlink()
+    await converges(res)
+    assert path.read_text() == "managed"
+    other = tmp_path / "other"
+    other.write_text("mine")
+    plain = await make(run_resource, name="p", path=str(other), content="x", replace=False)
+    assert await plain.check_apply(True) is True  # nothing to do
+    assert other.read_text() == "mine"
+
+
 async def test_recurse_mode_gives_every_copied_entry_the_mode(
     tmp_path: Path, run_resource: Any
 ) -> None:
@@ -1220,6 +1242,7 @@ async def test_leftovers_in_a_copied_tree_are_removed(tmp_path: Path, run_resour
         ({"path": "/tmp/f", "symlink": True, "source": "x", "mode": "0644"}, "mode", "symlink"),
         ({"path": "/tmp/f", "selinux": "bin_t"}, "selinux", "expected a context"),
         ({"path": "/tmp/d/", "state": "exists", "purge": True}, "purge", "needs recurse"),
+        ({"path": "/tmp/d/", "state": "exists", "replace": False}, "replace", "only a file"),
         (
             {"path": "/tmp/d/", "source": "/tmp/s/", "recurse": True, "recurse_mode": True},
             "recurse_mode",
