@@ -286,10 +286,13 @@ def _file(res: PRes) -> Spec:
         if recurse == "remote":
             raise Untranslatable("recurse => remote has no translation")
         params["recurse"] = _bool(recurse, "recurse")
+        if params["recurse"] and "mode" in params and "source" in params:
+            params["recurse_mode"] = True  # Puppet gives every copied entry the mode
     for flag in ("purge", "force"):
         value = res.take(flag)
         if value is not None:
             params[flag] = _bool(value, flag)
+    _file_replace(res, path, params)
     if ensure == "absent" and params.get("force"):
         params["recurse"] = True  # Puppet's force removes a directory with what is in it
     elif ensure == "absent" and os.path.isdir(path) and not os.path.islink(path):
@@ -351,6 +354,20 @@ def source_files(catalog: Any, modulepath: str) -> list[Path]:
         for i, paths in enumerate(looked):
             files += paths if i != found else paths[:-1]
     return files
+
+
+def _file_replace(res: PRes, path: str, params: dict[str, Any]) -> None:
+    """`replace => false` (or `no`): a file already there keeps its content, its owner, group
+    and mode still managed (our `replace`). It concerns content only: a directory, or an
+    absent path, has none to keep; a tree copy or a link would keep what the file resource
+    cannot say, so they are refused."""
+    value = res.take("replace")
+    if value is None or _bool({"yes": "true", "no": "false"}.get(value, value), "replace"):
+        return
+    if params.get("recurse") or params.get("symlink"):
+        raise Untranslatable("replace => false has no translation with recurse or a link")
+    if not path.endswith("/") and ("content" in params or "source" in params):
+        params["replace"] = False
 
 
 def _file_state(res: PRes, path: str, ensure: Any) -> tuple[str, dict[str, Any], bool, list[str]]:

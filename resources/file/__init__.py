@@ -141,6 +141,14 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
     # Permission bits: octal ("0644") or chmod-style symbolic ("u=rw,go=r", "a-w") applied to
     # the current bits. Default None (unmanaged; new files 0644, directories 0755).
     mode: str | None = None
+    # False: a regular file already at path keeps its content (content, source or fragments
+    # make a missing file only); its owner, group and mode are still managed (Puppet's
+    # `replace => false`). Files only, not a tree copy. Default true.
+    replace: bool = True
+    # With a tree copy (recurse and source): mode applies to every entry below path too (a
+    # symlink excepted), as owner and group do, instead of the source's bits (Puppet's recurse).
+    # Default false.
+    recurse_mode: bool = False
     # Allow replacing a file by a directory or the reverse, replacing a symlink at path, and
     # removing a non-empty directory (with recurse). Default false.
     force: bool = False
@@ -252,6 +260,10 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
                 "needs a directory path (ending in '/') or state 'absent' (to remove a tree)",
                 "recurse",
             )
+        if not self.replace and (self._is_dir or self.symlink):
+            raise ValidationError("only a file path keeps its content", "replace")
+        if self.recurse_mode and (self.mode is None or self.source is None or not self.recurse):
+            raise ValidationError("needs mode, source and recurse: true", "recurse_mode")
         if self.purge and not (self.recurse and self._is_dir):
             raise ValidationError("needs recurse: true and a directory path", "purge")
         if self.mode is not None:
@@ -737,6 +749,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
             uid not in (-1, st.st_uid)
             or gid not in (-1, st.st_gid)
             or mode != stat.S_IMODE(st.st_mode)
+            or not self.replace
             or (st.st_size == len(data) and where.same(TOP, data, len(data)))
             or where.temp_steps()  # a crashed write's leftovers: the loop's plan removes them
         ):
@@ -925,6 +938,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         size = len(data) if isinstance(data, bytes) else src.st_size if src is not None else 0
         if cur is not None and (
             data is None
+            or not self.replace
             or (
                 cur.st_size == size
                 and (
@@ -1202,6 +1216,10 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         have = (src_st.st_uid, src_st.st_gid)
         want = owner_after(uid, gid, st, inherit)
         bits = setid_kept(stat.S_IMODE(src_st.st_mode), have, want)
+        if self.recurse_mode and self.mode is not None and kind != "symlink":
+            from resources.file.modes import mode_after
+
+            bits = mode_after(self.mode, bits, kind == "directory")
         if kind == "directory":
             make = functools.partial(where.make_dir, entry, bits, uid, gid)
             if st is None:

@@ -592,3 +592,104 @@ def test_a_missing_manifest_at_the_start_exits_75_as_a_missing_graph_file(tmp_pa
         assert code == want, out
         (line,) = out.strip().splitlines()
         assert line.endswith(f"{argv[-1]}: cannot read: {why}"), line
+
+
+def puppet_apply(tmp_path: Path, manifest: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real `puppet apply` of `manifest`, with its own directories under tmp_path (the
+    host's /etc/puppet and /var/cache/puppet are neither read nor changed)."""
+    own = tmp_path / "puppet-apply"
+    dirs = [f"--{d}={own / d}" for d in ("vardir", "confdir", "codedir", "logdir", "rundir")]
+    argv = ["puppet", "apply", "--color=false", "--detailed-exitcodes", *dirs, *args]
+    return subprocess.run(
+        [*argv, str(manifest)], capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_a_recursive_copy_gives_every_entry_the_mode_as_puppet_apply_does(tmp_path: Path) -> None:
+    """user4: `recurse => true, source => ..., mode => '0640'` (or a resource default's mode)
+    gives every file copied below the directory 0640 and every directory 0750 in Puppet; before
+    2026-12-07 they kept their source's bits here (a module's 0644 file stayed world-readable in
+    a directory meant to be 0640) and a drift of their mode was not repaired."""
+    files = tmp_path / "mods/app/files/conf.d"
+    (files / "sub").mkdir(parents=True)
+    (files / "a.conf").write_text("a\n")
+    (files / "run.sh").write_text("#!/bin/sh\n")
+    (files / "run.sh").chmod(0o755)
+    (files / "sub/b.conf").write_text("b\n")
+    (files / "sub").chmod(0o755)
+    names = ("", "a.conf", "run.sh", "sub", "sub/b.conf")
+    modes: dict[str, dict[str, int]] = {}
+    for who in ("puppet", "mgmt"):
+        out = tmp_path / who
+        pp = tmp_path / f"{who}.pp"
+        pp.write_text(
+            "File { mode => '0640' }\n"
+            f"file {{ '{out}': ensure => directory, recurse => true, purge => true,\n"
+            "  source => 'puppet:///modules/app/conf.d' }\n"
+        )
+        mods = ["--modulepath", str(tmp_path / "mods")]
+        if who == "puppet":
+            done = puppet_apply(tmp_path, pp, *mods)
+            assert done.returncode == 2, done.stdout + done.stderr
+        else:
+            code, said = run_mgmt(
+                ["run", "--tmp-prefix", "--converged-timeout=0", *mods, "puppet", str(pp)]
+            )
+            assert code == 0, said
+        modes[who] = {n: (out / n).stat().st_mode & 0o7777 for n in names}
+    assert (
+        modes["mgmt"]
+        == modes["puppet"]
+        == {
+            "": 0o750,
+            "a.conf": 0o640,
+            "run.sh": 0o640,
+            "sub": 0o750,
+            "sub/b.conf": 0o640,
+        }
+    )
+    (tmp_path / "mgmt/a.conf").chmod(0o666)  # drift of an entry's mode: repaired
+    again = [
+        "run",
+        "--tmp-prefix",
+        "--converged-timeout=0",
+        *mods,
+        "puppet",
+        str(tmp_path / "mgmt.pp"),
+    ]
+    code, said = run_mgmt(again)
+    assert code == 0 and "mode a.conf 0666 -> 0640" in said, said
+    assert (tmp_path / "mgmt/a.conf").stat().st_mode & 0o7777 == 0o640
+
+
+def test_replace_false_keeps_a_files_content_as_puppet_apply_does(tmp_path: Path) -> None:
+    """user4: `replace => false` (a seed file: written once, then the host's) was refused
+    before 2026-12-07 (`no translation for param replace`). As `puppet apply`: a file already
+    there keeps its content, its mode still managed; a missing one is written, and written
+    again once deleted."""
+    got: dict[str, tuple[str, str, int]] = {}
+    for who in ("puppet", "mgmt"):
+        out = tmp_path / who
+        out.mkdir()
+        (out / "seed").write_text("the host's\n")
+        (out / "seed").chmod(0o644)
+        pp = tmp_path / f"{who}.pp"
+        pp.write_text(
+            f"file {{ '{out}/seed': content => \"managed\\n\", replace => false, mode => '0600' }}\n"
+            f"file {{ '{out}/new': content => \"managed\\n\", replace => 'no' }}\n"
+        )
+        if who == "puppet":
+            done = puppet_apply(tmp_path, pp)
+            assert done.returncode == 2, done.stdout + done.stderr
+        else:
+            code, said = run_once("puppet", pp)
+            assert code == 0, said
+        seed = out / "seed"
+        got[who] = (seed.read_text(), (out / "new").read_text(), seed.stat().st_mode & 0o7777)
+    assert got["mgmt"] == got["puppet"] == ("the host's\n", "managed\n", 0o600)
+    (tmp_path / "mgmt/new").write_text("edited\n")
+    (tmp_path / "mgmt/seed").unlink()
+    code, said = run_once("puppet", tmp_path / "mgmt.pp")
+    assert code == 0, said
+    assert (tmp_path / "mgmt/new").read_text() == "edited\n"
+    assert (tmp_path / "mgmt/seed").read_text() == "managed\n"

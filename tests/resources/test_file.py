@@ -351,6 +351,55 @@ async def test_tree_copy_without_purge_keeps_extras(tmp_path: Path, run_resource
     assert (dst / "mine").read_text() == "keep"
 
 
+async def test_replace_false_keeps_a_files_content_but_not_its_mode(
+    tmp_path: Path, run_resource: Any
+) -> None:
+    """A file already there keeps its content; its mode is still repaired; a missing file is
+    written (Puppet's `replace => false`, docs/puppet.md)."""
+    path = tmp_path / "seed"
+    path.write_text("the host's")
+    path.chmod(0o644)
+    res = await make(run_resource, path=str(path), content="managed", mode="0600", replace=False)
+    await converges(res)
+    assert path.read_text() == "the host's"
+    assert path.stat().st_mode & 0o7777 == 0o600
+    path.unlink()
+    await converges(res)
+    assert path.read_text() == "managed"
+    other = tmp_path / "other"
+    other.write_text("mine")
+    plain = await make(run_resource, name="p", path=str(other), content="x", replace=False)
+    assert await plain.check_apply(True) is True  # nothing to do
+    assert other.read_text() == "mine"
+
+
+async def test_recurse_mode_gives_every_copied_entry_the_mode(
+    tmp_path: Path, run_resource: Any
+) -> None:
+    """Without recurse_mode a copied entry keeps its source's bits (mode is path's own); with
+    it every entry but a symlink gets mode (`X`: search bits on directories only), and a
+    drift of an entry's mode is seen and repaired (Puppet's recurse, docs/puppet.md)."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "sub").mkdir(parents=True)
+    (src / "f").write_text("f")
+    (src / "x").write_text("x")
+    (src / "x").chmod(0o755)
+    (src / "sub/g").write_text("g")
+    (src / "link").symlink_to("f")
+    mode = "a=,u=rwX,g=rX"
+    res = await make(
+        run_resource, path=f"{dst}/", source=f"{src}/", recurse=True, mode=mode, recurse_mode=True
+    )
+    await converges(res)
+    got = {n: (dst / n).stat().st_mode & 0o7777 for n in ("", "f", "x", "sub", "sub/g")}
+    assert got == {"": 0o750, "f": 0o640, "x": 0o640, "sub": 0o750, "sub/g": 0o640}
+    assert (dst / "link").is_symlink()
+    (dst / "sub/g").chmod(0o666)
+    assert await res.check_apply(False) is False
+    await converges(res)
+    assert (dst / "sub/g").stat().st_mode & 0o7777 == 0o640
+
+
 async def test_tree_copy_type_clash_needs_force(tmp_path: Path, run_resource: Any) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
     make_tree(src)
@@ -1231,6 +1280,12 @@ async def test_leftovers_in_a_copied_tree_are_removed(tmp_path: Path, run_resour
         ({"path": "/tmp/f", "symlink": True, "source": "x", "mode": "0644"}, "mode", "symlink"),
         ({"path": "/tmp/f", "selinux": "bin_t"}, "selinux", "expected a context"),
         ({"path": "/tmp/d/", "state": "exists", "purge": True}, "purge", "needs recurse"),
+        ({"path": "/tmp/d/", "state": "exists", "replace": False}, "replace", "only a file"),
+        (
+            {"path": "/tmp/d/", "source": "/tmp/s/", "recurse": True, "recurse_mode": True},
+            "recurse_mode",
+            "needs mode, source",
+        ),
         ({"path": "/tmp/f", "mode": "0999"}, "mode", "expected octal like '0644'"),
         ({"path": "/tmp/f", "mode": "rw"}, "mode", "got 'rw'"),
         ({"path": "/tmp/f", "mode": "u+q"}, "mode", "symbolic"),
