@@ -12,6 +12,7 @@ import asyncio
 import os
 import pwd
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
