@@ -597,6 +597,8 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
     ) -> Callable[[], None] | None:
         """watch() without its task where the watched paths are fixed (then watch() reports
         each change, and never re-watches); None where they may move."""
+        if hangfs.kind_of(self._fs_path):
+            return None  # watch()'s task: a check aside tells a `checked` watcher nothing
         if not (self.follow or self.source is not None or self.fragments or self.recurse):
             # the usual case: _settles(), _watch_paths() and _entries_matter() at no call
             paths, entries = [self._fs_path], not self._is_dir or self.state == "absent"
@@ -1070,7 +1072,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         change to check again, and the writer looks at the watched paths after it
         (engine/watcher.py, expecting)."""
         watcher: PathWatcher | None = getattr(self, "_watcher", None)
-        if watcher is None or self.follow:
+        if watcher is None or self.follow or _aside_here():
             write() if inline else await _writing_in_thread(write)
             return
         with watcher.expecting(self._fs_path) as rename:
@@ -1336,6 +1338,17 @@ UPDATE = ("update the content of {path}", "content updated", False)
 UPDATED: Literal["updated"] = "updated"  # _create_in_thread replaced the file's content
 
 _writing = [0]  # writes of file resources in flight in I/O threads (FileRes._creates_in_thread)
+
+
+def _aside_here() -> bool:
+    """Whether this runs in a check's own thread (resources/file/aside.py, imported once a
+    path on a file system that can stop answering was checked): the agent loop's watcher is
+    not touched from there (its hub's drain reports to the engine, its re-sync watches)."""
+    module = sys.modules.get(_ASIDE)
+    return module is not None and bool(module.here())
+
+
+_ASIDE = "resources.file.aside"
 
 
 async def _writing_in_thread(write: functools.partial[None]) -> None:

@@ -1673,3 +1673,40 @@ def test_the_path_a_file_manages_follows_a_received_path() -> None:
     assert res.path == "/srv//new/./f"
     assert res._fs_path == "/srv/new/f"
     assert FileRes(name="/etc//g", content="x")._fs_path == "/etc/g"  # the name, no path
+
+
+async def test_a_check_aside_leaves_the_watcher_to_the_loop(
+    tmp_path: Path, run_resource: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A path on a file system that can stop answering, watched without a task (listen(): the
+    engine's way for a plain file), repaired by its check aside: the agent's watcher (its
+    expected renames, the hub's inotify drain and re-sync, the reports they make) is touched on
+    the loop only, never from the check's thread (was: _rename_in's expecting() ran there).
+    The mount came after the watch was placed; before it, listen() leaves it to a task."""
+    from engine import hangfs, watcher
+
+    top, mounted = str(tmp_path), [False]
+    monkeypatch.setattr(
+        hangfs, "kind_of", lambda p: "nfs4" if mounted[0] and p.startswith(top) else None
+    )
+    loop_thread = threading.get_ident()
+    touched: list[int] = []
+    enter = watcher._Expecting.__enter__
+
+    def spied(self: Any) -> Any:
+        touched.append(threading.get_ident())
+        return enter(self)
+
+    monkeypatch.setattr(watcher._Expecting, "__enter__", spied)
+    path = tmp_path / "f"
+    path.write_text("old\n")
+    res = await make(run_resource, path=str(path), content="new\n")
+    close = res.listen(lambda: None, lambda err: None)
+    try:
+        mounted[0] = True  # the mount table changed since: an NFS mount there now
+        await converges(res)
+    finally:
+        if close is not None:
+            close()
+    assert path.read_text() == "new\n"
+    assert all(ident == loop_thread for ident in touched)
