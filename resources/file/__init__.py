@@ -1352,6 +1352,9 @@ _ASIDE = "resources.file.aside"
 
 
 async def _writing_in_thread(write: functools.partial[None]) -> None:
+    if _aside_here():  # (in_thread runs it here) not one of the loop's writes in flight
+        await in_thread(write)
+        return
     _writing[0] += 1
     try:
         await in_thread(write)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import resource
@@ -1710,3 +1711,50 @@ async def test_a_check_aside_leaves_the_watcher_to_the_loop(
             close()
     assert path.read_text() == "new\n"
     assert all(ident == loop_thread for ident in touched)
+
+
+async def test_a_write_aside_that_waits_holds_no_local_write(
+    tmp_path: Path, run_resource: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a check aside waits in its write (a file system that does not answer), a local
+    file's repair on the loop is checked as without it: the write aside is not one of the
+    loop's writes in flight (was: it counted in _writing, from its own thread, unlocked:
+    every local first write and repair took the I/O-thread path, and _written let go of no
+    batch's old inodes, while it waited; a lost update left the count wrong for good)."""
+    from engine import hangfs
+
+    far, near = tmp_path / "far", tmp_path / "near"
+    far.mkdir()
+    near.mkdir()
+    monkeypatch.setattr(hangfs, "kind_of", lambda p: "nfs4" if p.startswith(str(far)) else None)
+    started, release = threading.Event(), threading.Event()
+    rename_in = FileRes._rename_in
+
+    def held(write: Any) -> None:
+        started.set()
+        release.wait(30)
+        write()
+
+    async def spied(self: FileRes, write: Any, inline: bool = False) -> None:
+        if self._fs_path.startswith(str(far)):
+            write = functools.partial(held, write)
+        await rename_in(self, write, inline)
+
+    monkeypatch.setattr(FileRes, "_rename_in", spied)
+    (far / "f").write_text("old\n")
+    (near / "f").write_text("old\n")
+    aside = await make(run_resource, name="far", path=str(far / "f"), content="new\n")
+    local = await make(run_resource, name="near", path=str(near / "f"), content="new\n")
+    close = local.listen(lambda: None, lambda err: None)
+    waiting = asyncio.create_task(aside.check_apply(True))
+    try:
+        assert await asyncio.to_thread(started.wait, 30)
+        assert not local._creates_in_thread()  # none of the loop's writes is in flight
+        assert await local.check_apply(True) is False
+        assert (near / "f").read_text() == "new\n"
+    finally:
+        release.set()
+        assert await waiting is False
+        if close is not None:
+            close()
+    assert (far / "f").read_text() == "new\n"
