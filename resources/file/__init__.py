@@ -382,8 +382,8 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         if not self._managed:
             why = f"none of state, {', '.join(_MANAGED)}, purge is set"
             return nothing_to_do(self.handle, why)
-        if (kind := self._hang_kind()) is not None:
-            return await self._check_aside(apply, kind)
+        if (kind := self._hang_kind()) is not None or self._aside_waits():
+            return await self._check_aside(apply, kind or "")
         return await self._check(apply, getattr(self, "_watcher", None))
 
     def _hang_kind(self) -> str | None:
@@ -408,6 +408,13 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         return await aside.run(
             functools.partial(self._check, apply, None, alone=True), self._fs_path, kind
         )
+
+    def _aside_waits(self) -> bool:
+        """Whether a check aside still waits (cut short, its thread not ended): the next check
+        fails at once, also once its path is local again (a mount gone: `umount -l`), never
+        beside it on the loop (both in the same fields, the same file)."""
+        aside = getattr(self, "_aside", None)
+        return aside is not None and aside.since is not None
 
     def waiting_on(self) -> str | None:
         """What a check still running waits on (a file system that does not answer), for the

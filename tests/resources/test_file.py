@@ -1758,3 +1758,58 @@ async def test_a_write_aside_that_waits_holds_no_local_write(
         if close is not None:
             close()
     assert (far / "f").read_text() == "new\n"
+
+
+async def test_a_check_aside_that_waits_is_waited_for_once_the_mount_is_gone(
+    tmp_path: Path, run_resource: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A check aside cut short (a meta timeout) still waits in its write; the mount leaves the
+    table (`umount -l`, a hung NFS server's remedy): the next check fails at once, as while it
+    was mounted (was: it ran on the loop, beside the thread still in the same resource's check,
+    both changing its fields and its file)."""
+    from engine import hangfs
+    from resources.file import aside as aside_module
+
+    top, mounted = str(tmp_path), [True]
+    monkeypatch.setattr(
+        hangfs, "kind_of", lambda p: "nfs4" if mounted[0] and p.startswith(top) else None
+    )
+    started, release = threading.Event(), threading.Event()
+    rename_in = FileRes._rename_in
+
+    def held(write: Any) -> None:
+        started.set()
+        release.wait(30)
+        write()
+
+    async def spied(self: FileRes, write: Any, inline: bool = False) -> None:
+        await rename_in(self, functools.partial(held, write) if mounted[0] else write, inline)
+
+    monkeypatch.setattr(FileRes, "_rename_in", spied)
+    ended = asyncio.Event()
+    told = aside_module.Aside._ended
+
+    def spied_end(self: Any, future: Any, result: Any) -> None:
+        told(self, future, result)
+        ended.set()
+
+    monkeypatch.setattr(aside_module.Aside, "_ended", spied_end)
+    path = tmp_path / "f"
+    path.write_text("old\n")
+    res = await make(run_resource, path=str(path), content="new\n")
+    waiting = asyncio.create_task(res.check_apply(True))
+    try:
+        assert await asyncio.to_thread(started.wait, 30)
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        mounted[0] = False
+        with pytest.raises(ResourceError, match="its last check still waits"):
+            await res.check_apply(True)
+        assert path.read_text() == "old\n"
+    finally:
+        release.set()
+    await asyncio.wait_for(ended.wait(), 30)  # its thread's end reached the loop
+    assert res.waiting_on() is None
+    assert path.read_text() == "new\n"  # written by the thread, once it could
+    assert await res.check_apply(True) is True  # on the loop now: nothing left to do
