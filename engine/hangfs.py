@@ -48,6 +48,7 @@ MOUNTINFO = "/proc/self/mountinfo"
 RECHECK = 0.5  # seconds: how often at most the mount table's change is asked for
 # Mount point -> type (empty if none is of a HANGS type); None until read (again).
 _points: list[dict[str, str] | None] = [None]
+_read_at = [-1]  # libc.changes when the table was read
 _asked = [-RECHECK]  # when the table's change was last asked for (time.monotonic)
 
 
@@ -136,9 +137,9 @@ def _table() -> dict[str, str]:
         _asked[0] = now
         if libc.table_changed():
             libc.forget_types()
-            _points[0] = None
         points = _points[0]
-        if points is None:
+        if points is None or _read_at[0] != libc.changes[0]:  # (fs_type may have been told)
+            _read_at[0] = libc.changes[0]
             points = _points[0] = _read()
     return points
 

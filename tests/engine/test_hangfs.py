@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import hangfs
+from engine import hangfs, libc
+from tests.e2e.test_hung_fs import Hung, hung  # noqa: F401  (the fixture)
+from tests.fusehang import _detach
 
 
 @pytest.fixture
@@ -42,3 +44,18 @@ def test_a_symlink_into_the_mount_is_on_it(nfs: Path, tmp_path: Path) -> None:
     assert hangfs.kind_of(str(tmp_path / "away" / "f")) is None  # a link to a local path
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
     assert hangfs.kind_of(str(tmp_path / "loop" / "f")) is None  # a loop: not on it
+
+
+def test_a_change_of_the_table_told_to_fs_type_first(
+    hung: Hung, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    """A real FUSE mount, then its unmount: the table's change, told once by the poll of it,
+    told to libc.fs_type first (an I/O thread's write), is seen here too (was: the mount
+    stayed "fuse" here until the table's next change)."""
+    monkeypatch.setattr(hangfs, "RECHECK", 0.0)  # each question asks the kernel
+    path = str(hung.mnt / "f")
+    assert hangfs.kind_of(path) == "fuse"
+    hung.end()
+    _detach(str(hung.mnt))
+    libc.fs_type(0, 0)  # told the change first
+    assert hangfs.kind_of(path) is None
