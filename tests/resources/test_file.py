@@ -1713,6 +1713,27 @@ async def test_a_check_aside_leaves_the_watcher_to_the_loop(
     assert all(ident == loop_thread for ident in touched)
 
 
+def held_writes(
+    monkeypatch: pytest.MonkeyPatch, which: Any
+) -> tuple[threading.Event, threading.Event]:
+    """(started, release): the writes of the file resources `which(res)` picks wait, in their
+    thread, until `release` is set (at most 30 s), `started` set as the first begins: a write
+    on a file system that does not answer."""
+    started, release = threading.Event(), threading.Event()
+    rename_in = FileRes._rename_in
+
+    def held(write: Any) -> None:
+        started.set()
+        release.wait(30)
+        write()
+
+    async def spied(self: FileRes, write: Any, inline: bool = False) -> None:
+        await rename_in(self, functools.partial(held, write) if which(self) else write, inline)
+
+    monkeypatch.setattr(FileRes, "_rename_in", spied)
+    return started, release
+
+
 async def test_a_write_aside_that_waits_holds_no_local_write(
     tmp_path: Path, run_resource: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1727,20 +1748,7 @@ async def test_a_write_aside_that_waits_holds_no_local_write(
     far.mkdir()
     near.mkdir()
     monkeypatch.setattr(hangfs, "kind_of", lambda p: "nfs4" if p.startswith(str(far)) else None)
-    started, release = threading.Event(), threading.Event()
-    rename_in = FileRes._rename_in
-
-    def held(write: Any) -> None:
-        started.set()
-        release.wait(30)
-        write()
-
-    async def spied(self: FileRes, write: Any, inline: bool = False) -> None:
-        if self._fs_path.startswith(str(far)):
-            write = functools.partial(held, write)
-        await rename_in(self, write, inline)
-
-    monkeypatch.setattr(FileRes, "_rename_in", spied)
+    started, release = held_writes(monkeypatch, lambda res: res._fs_path.startswith(str(far)))
     (far / "f").write_text("old\n")
     (near / "f").write_text("old\n")
     aside = await make(run_resource, name="far", path=str(far / "f"), content="new\n")
@@ -1774,18 +1782,7 @@ async def test_a_check_aside_that_waits_is_waited_for_once_the_mount_is_gone(
     monkeypatch.setattr(
         hangfs, "kind_of", lambda p: "nfs4" if mounted[0] and p.startswith(top) else None
     )
-    started, release = threading.Event(), threading.Event()
-    rename_in = FileRes._rename_in
-
-    def held(write: Any) -> None:
-        started.set()
-        release.wait(30)
-        write()
-
-    async def spied(self: FileRes, write: Any, inline: bool = False) -> None:
-        await rename_in(self, functools.partial(held, write) if mounted[0] else write, inline)
-
-    monkeypatch.setattr(FileRes, "_rename_in", spied)
+    started, release = held_writes(monkeypatch, lambda res: mounted[0])
     ended = asyncio.Event()
     told = aside_module.Aside._ended
 
