@@ -4,9 +4,10 @@ stat of a path on it waiting in the kernel, never returned (the thread in D stat
 touching such a path does it in a thread of its own, never on the event loop
 (docs/resources/file.md, "A file system that does not answer").
 
-Known by the mount table alone (/proc/self/mountinfo: each mount point's type), never by a
-call on the path itself, which could be the one that hangs. The table is read again once it
-changed (engine.libc's poll of it, shared with libc.fs_type).
+Known by the mount table (/proc/self/mountinfo: each mount point's type) and the path's local
+names (an lstat each, for the symlinks on the way: kind_of), never by a call on a name of
+such a file system, which could be the one that hangs. The table is read again once it
+changed (engine.libc's poll of it, shared with libc.fs_type: libc.changes).
 """
 
 from __future__ import annotations
