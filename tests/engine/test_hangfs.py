@@ -47,8 +47,8 @@ def test_a_symlink_into_the_mount_is_on_it(nfs: Path, tmp_path: Path) -> None:
 
 
 def test_a_change_of_the_table_told_to_fs_type_first(
-    hung: Hung,
-    monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+    hung: Hung,  # noqa: F811  (the fixture imported above)
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A real FUSE mount, then its unmount: the table's change, told once by the poll of it,
     told to libc.fs_type first (an I/O thread's write), is seen here too (was: the mount
