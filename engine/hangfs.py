@@ -4,14 +4,16 @@ stat of a path on it waiting in the kernel, never returned (the thread in D stat
 touching such a path does it in a thread of its own, never on the event loop
 (docs/resources/file.md, "A file system that does not answer").
 
-Known by the mount table alone (/proc/self/mountinfo: each mount point's type), never by a
-call on the path itself, which could be the one that hangs. The table is read again once it
-changed (engine.libc's poll of it, shared with libc.fs_type).
+Known by the mount table (/proc/self/mountinfo: each mount point's type) and the path's local
+names (an lstat each, for the symlinks on the way: kind_of), never by a call on a name of
+such a file system, which could be the one that hangs. The table is read again once it
+changed (engine.libc's poll of it, shared with libc.fs_type: libc.changes).
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import time
 
 from engine import libc
@@ -47,6 +49,7 @@ MOUNTINFO = "/proc/self/mountinfo"
 RECHECK = 0.5  # seconds: how often at most the mount table's change is asked for
 # Mount point -> type (empty if none is of a HANGS type); None until read (again).
 _points: list[dict[str, str] | None] = [None]
+_read_at = [-1]  # libc.changes when the table was read
 _asked = [-RECHECK]  # when the table's change was last asked for (time.monotonic)
 
 
@@ -57,15 +60,68 @@ def hangs(kind: str) -> bool:
 
 def kind_of(path: str) -> str | None:
     """The type of the file system that can stop answering which `path` (absolute) is on, by
-    its longest mount point; None if it is on none (the usual case: no such mount at all).
-    Symlinks on the way are not resolved (that would touch the path)."""
+    its innermost mount point; None if it is on none (the usual case: no such mount at all,
+    then nothing is asked). Symlinks on the way (the path's own too) are followed where they
+    are on a local file system: a local link into an NFS mount is on it (judged by the path's
+    spelling alone, such a path was checked on the loop, which its server's silence froze).
+    Nothing on a file system that can stop answering is looked at: its mount point is seen in
+    the table before."""
     points = _table()
     if not points:
         return None
+    return _walk(os.path.normpath(path), points)
+
+
+LINKS_MOST = 40  # symlinks followed at most on the way to a path (the kernel's own bound)
+
+
+def _walk(path: str, points: dict[str, str]) -> str | None:
+    """kind_of's walk from the root, one name at a time: a mount point's type by the table
+    (the innermost so far decides), a local name by its lstat (a symlink: its target's names
+    are walked instead); None where a name is missing or cannot be looked at (nothing below
+    it is mounted), or after LINKS_MOST links."""
+    kind = points.get("/")
+    if kind is not None and hangs(kind):
+        return _spelled(path, points)
+    done, rest, links = "/", [n for n in path.split("/") if n][::-1], 0
+    while rest:
+        name = rest.pop()
+        if name == ".":
+            continue
+        if name == "..":
+            done = os.path.dirname(done)
+            continue
+        here = os.path.join(done, name)
+        kind = points.get(here)
+        if kind is not None and hangs(kind):  # not looked at: the rest by its spelling
+            return _spelled(os.path.join(here, *reversed(rest)), points)
+        try:
+            mode = os.lstat(here).st_mode
+        except OSError:
+            return None
+        if not stat.S_ISLNK(mode):
+            done = here
+            continue
+        links += 1
+        if links > LINKS_MOST:
+            return None
+        try:
+            target = os.readlink(here)
+        except OSError:
+            return None
+        rest.extend(n for n in reversed(target.split("/")) if n)
+        if target.startswith("/"):
+            done = "/"
+    return None
+
+
+def _spelled(path: str, points: dict[str, str]) -> str | None:
+    """The type by `path`'s innermost mount point as it is spelled (normalized; a local
+    mount below one that can stop answering is local)."""
     path = os.path.normpath(path)
     while True:
         kind = points.get(path)
-        if kind is not None:  # the longest mount point above it: a local one too
+        if kind is not None:
             return kind if hangs(kind) else None
         if path == "/":
             return None
@@ -82,9 +138,9 @@ def _table() -> dict[str, str]:
         _asked[0] = now
         if libc.table_changed():
             libc.forget_types()
-            _points[0] = None
         points = _points[0]
-        if points is None:
+        if points is None or _read_at[0] != libc.changes[0]:  # (fs_type may have been told)
+            _read_at[0] = libc.changes[0]
             points = _points[0] = _read()
     return points
 

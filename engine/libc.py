@@ -229,9 +229,18 @@ def table_changed() -> bool:
         watch.register(fd, select.POLLPRI)  # (kept open for the process's life)
         watch.poll(0)
         _mounts_poll.append(watch)
+        changes[0] += 1
         return True
     poll = _mounts_poll[0]
-    return poll is not None and bool(poll.poll(0))
+    if poll is None or not poll.poll(0):
+        return False
+    changes[0] += 1
+    return True
+
+
+# How many changes of the mount table table_changed told (a poll tells one caller only: each
+# cache of the table, fs_type's and engine.hangfs's, compares the count it read at).
+changes = [0]
 
 
 _open = _libc.open  # (const char *, int): no argtypes, as close's

@@ -394,8 +394,8 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         if not self._managed:
             why = f"none of state, {', '.join(_MANAGED)}, purge is set"
             return nothing_to_do(self.handle, why)
-        if (kind := self._hang_kind()) is not None:
-            return await self._check_aside(apply, kind)
+        if (kind := self._hang_kind()) is not None or self._aside_waits():
+            return await self._check_aside(apply, kind or "")
         return await self._check(apply, getattr(self, "_watcher", None))
 
     def _hang_kind(self) -> str | None:
@@ -420,6 +420,13 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         return await aside.run(
             functools.partial(self._check, apply, None, alone=True), self._fs_path, kind
         )
+
+    def _aside_waits(self) -> bool:
+        """Whether a check aside still waits (cut short, its thread not ended): the next check
+        fails at once, also once its path is local again (a mount gone: `umount -l`), never
+        beside it on the loop (both in the same fields, the same file)."""
+        aside = getattr(self, "_aside", None)
+        return aside is not None and aside.since is not None
 
     def waiting_on(self) -> str | None:
         """What a check still running waits on (a file system that does not answer), for the
@@ -609,6 +616,8 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
     ) -> Callable[[], None] | None:
         """watch() without its task where the watched paths are fixed (then watch() reports
         each change, and never re-watches); None where they may move."""
+        if hangfs.kind_of(self._fs_path):
+            return None  # watch()'s task: a check aside tells a `checked` watcher nothing
         if not (self.follow or self.source is not None or self.fragments or self.recurse):
             # the usual case: _settles(), _watch_paths() and _entries_matter() at no call
             paths, entries = [self._fs_path], not self._is_dir or self.state == "absent"
@@ -1084,7 +1093,7 @@ class FileRes(Edgeable, Reversible, Listening, Resource):
         change to check again, and the writer looks at the watched paths after it
         (engine/watcher.py, expecting)."""
         watcher: PathWatcher | None = getattr(self, "_watcher", None)
-        if watcher is None or self.follow:
+        if watcher is None or self.follow or _aside_here():
             write() if inline else await _writing_in_thread(write)
             return
         with watcher.expecting(self._fs_path) as rename:
@@ -1356,7 +1365,21 @@ UPDATED: Literal["updated"] = "updated"  # _create_in_thread replaced the file's
 _writing = [0]  # writes of file resources in flight in I/O threads (FileRes._creates_in_thread)
 
 
+def _aside_here() -> bool:
+    """Whether this runs in a check's own thread (resources/file/aside.py, imported once a
+    path on a file system that can stop answering was checked): the agent loop's watcher is
+    not touched from there (its hub's drain reports to the engine, its re-sync watches)."""
+    module = sys.modules.get(_ASIDE)
+    return module is not None and bool(module.here())
+
+
+_ASIDE = "resources.file.aside"
+
+
 async def _writing_in_thread(write: functools.partial[None]) -> None:
+    if _aside_here():  # (in_thread runs it here) not one of the loop's writes in flight
+        await in_thread(write)
+        return
     _writing[0] += 1
     try:
         await in_thread(write)

@@ -28,6 +28,15 @@ T = TypeVar("T")
 SAID_AFTER = 5.0  # seconds a check waits before a warning says what does not answer
 
 
+_here = threading.local()  # `check`: True in a check's own thread (here())
+
+
+def here() -> bool:
+    """Whether the caller runs in a check's own thread: what is the agent loop's (the
+    resource's watcher, its hub) is left alone there."""
+    return getattr(_here, "check", False)
+
+
 def no_answer(path: str, kind: str) -> str:
     """What a check of `path` waiting on its file system says."""
     return f"{path}: the file system ({kind}) does not answer"
@@ -123,6 +132,7 @@ class Aside:
         future: asyncio.Future[bool],
         check: Callable[[], Awaitable[bool]],
     ) -> None:
+        _here.check = True
         try:
             result: bool | BaseException = asyncio.run(_inline(check))
         except BaseException as err:  # told to the loop's check

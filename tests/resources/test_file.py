@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import resource
@@ -1728,3 +1729,139 @@ def test_the_path_a_file_manages_follows_a_received_path() -> None:
     assert res.path == "/srv//new/./f"
     assert res._fs_path == "/srv/new/f"
     assert FileRes(name="/etc//g", content="x")._fs_path == "/etc/g"  # the name, no path
+
+
+async def test_a_check_aside_leaves_the_watcher_to_the_loop(
+    tmp_path: Path, run_resource: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A path on a file system that can stop answering, watched without a task (listen(): the
+    engine's way for a plain file), repaired by its check aside: the agent's watcher (its
+    expected renames, the hub's inotify drain and re-sync, the reports they make) is touched on
+    the loop only, never from the check's thread (was: _rename_in's expecting() ran there).
+    The mount came after the watch was placed; before it, listen() leaves it to a task."""
+    from engine import hangfs, watcher
+
+    top, mounted = str(tmp_path), [False]
+    monkeypatch.setattr(
+        hangfs, "kind_of", lambda p: "nfs4" if mounted[0] and p.startswith(top) else None
+    )
+    loop_thread = threading.get_ident()
+    touched: list[int] = []
+    enter = watcher._Expecting.__enter__
+
+    def spied(self: Any) -> Any:
+        touched.append(threading.get_ident())
+        return enter(self)
+
+    monkeypatch.setattr(watcher._Expecting, "__enter__", spied)
+    path = tmp_path / "f"
+    path.write_text("old\n")
+    res = await make(run_resource, path=str(path), content="new\n")
+    close = res.listen(lambda: None, lambda err: None)
+    try:
+        mounted[0] = True  # the mount table changed since: an NFS mount there now
+        await converges(res)
+    finally:
+        if close is not None:
+            close()
+    assert path.read_text() == "new\n"
+    assert all(ident == loop_thread for ident in touched)
+
+
+def held_writes(
+    monkeypatch: pytest.MonkeyPatch, which: Any
+) -> tuple[threading.Event, threading.Event]:
+    """(started, release): the writes of the file resources `which(res)` picks wait, in their
+    thread, until `release` is set (at most 30 s), `started` set as the first begins: a write
+    on a file system that does not answer."""
+    started, release = threading.Event(), threading.Event()
+    rename_in = FileRes._rename_in
+
+    def held(write: Any) -> None:
+        started.set()
+        release.wait(30)
+        write()
+
+    async def spied(self: FileRes, write: Any, inline: bool = False) -> None:
+        await rename_in(self, functools.partial(held, write) if which(self) else write, inline)
+
+    monkeypatch.setattr(FileRes, "_rename_in", spied)
+    return started, release
+
+
+async def test_a_write_aside_that_waits_holds_no_local_write(
+    tmp_path: Path, run_resource: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a check aside waits in its write (a file system that does not answer), a local
+    file's repair on the loop is checked as without it: the write aside is not one of the
+    loop's writes in flight (was: it counted in _writing, from its own thread, unlocked:
+    every local first write and repair took the I/O-thread path, and _written let go of no
+    batch's old inodes, while it waited; a lost update left the count wrong for good)."""
+    from engine import hangfs
+
+    far, near = tmp_path / "far", tmp_path / "near"
+    far.mkdir()
+    near.mkdir()
+    monkeypatch.setattr(hangfs, "kind_of", lambda p: "nfs4" if p.startswith(str(far)) else None)
+    started, release = held_writes(monkeypatch, lambda res: res._fs_path.startswith(str(far)))
+    (far / "f").write_text("old\n")
+    (near / "f").write_text("old\n")
+    aside = await make(run_resource, name="far", path=str(far / "f"), content="new\n")
+    local = await make(run_resource, name="near", path=str(near / "f"), content="new\n")
+    close = local.listen(lambda: None, lambda err: None)
+    waiting = asyncio.create_task(aside.check_apply(True))
+    try:
+        assert await asyncio.to_thread(started.wait, 30)
+        assert not local._creates_in_thread()  # none of the loop's writes is in flight
+        assert await local.check_apply(True) is False
+        assert (near / "f").read_text() == "new\n"
+    finally:
+        release.set()
+        assert await waiting is False
+        if close is not None:
+            close()
+    assert (far / "f").read_text() == "new\n"
+
+
+async def test_a_check_aside_that_waits_is_waited_for_once_the_mount_is_gone(
+    tmp_path: Path, run_resource: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A check aside cut short (a meta timeout) still waits in its write; the mount leaves the
+    table (`umount -l`, a hung NFS server's remedy): the next check fails at once, as while it
+    was mounted (was: it ran on the loop, beside the thread still in the same resource's check,
+    both changing its fields and its file)."""
+    from engine import hangfs
+    from resources.file import aside as aside_module
+
+    top, mounted = str(tmp_path), [True]
+    monkeypatch.setattr(
+        hangfs, "kind_of", lambda p: "nfs4" if mounted[0] and p.startswith(top) else None
+    )
+    started, release = held_writes(monkeypatch, lambda res: mounted[0])
+    ended = asyncio.Event()
+    told = aside_module.Aside._ended
+
+    def spied_end(self: Any, future: Any, result: Any) -> None:
+        told(self, future, result)
+        ended.set()
+
+    monkeypatch.setattr(aside_module.Aside, "_ended", spied_end)
+    path = tmp_path / "f"
+    path.write_text("old\n")
+    res = await make(run_resource, path=str(path), content="new\n")
+    waiting = asyncio.create_task(res.check_apply(True))
+    try:
+        assert await asyncio.to_thread(started.wait, 30)
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        mounted[0] = False
+        with pytest.raises(ResourceError, match="its last check still waits"):
+            await res.check_apply(True)
+        assert path.read_text() == "old\n"
+    finally:
+        release.set()
+    await asyncio.wait_for(ended.wait(), 30)  # its thread's end reached the loop
+    assert res.waiting_on() is None
+    assert path.read_text() == "new\n"  # written by the thread, once it could
+    assert await res.check_apply(True) is True  # on the loop now: nothing left to do
