@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 # `host` take turns: one worker runs all the files whose tests take the host lock
 # (tests/conftest.py, pytest_xdist_make_scheduler). Tests named on the command line run in this one
 # process, as before (`-n 2` after them runs them on workers too). The slowest 30 are listed.
-workers=(-n "${MGMT_TEST_WORKERS:-2}" --dist loadfile)
+workers=(-n "${MGMT_TEST_WORKERS:-3}" --dist loadfile)
 for arg in "$@"; do
     if [ -e "${arg%%::*}" ]; then
         workers=()
