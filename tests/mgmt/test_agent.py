@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from engine import inotify
 from engine.engine import Status
 from mgmt import yamlreparse
 from mgmt.agent import Agent, load
@@ -83,6 +84,10 @@ async def test_the_exit_of_an_agent_not_clustered_is_bounded_too(
     config = Config(file=path, prefix=tmp_path / "p", hostname="t", converged_timeout=0)
     agent = Agent(config, config.prefix)
     agent.config = replace(config, own_process=True)  # (after the log's set-up: pytest's kept)
+    # Its stop tells inotify that the process ends (`leave_to_exit`): undone after the test,
+    # or every instance this pytest worker closes later is handed to a holder process, whose
+    # pipe then stays open (ci4: test_etcd_cancel saw that pipe as a descriptor left behind).
+    monkeypatch.setattr(inotify._EXIT, "ending", False)
     armed: list[str] = []
     monkeypatch.setattr(stuck, "exit_within", lambda _w, what, *_: armed.append(what))
     held = threading.Event()  # a thread to join at the exit (an I/O thread's, say)
