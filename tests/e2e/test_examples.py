@@ -73,6 +73,10 @@ STATE: dict[str, dict[str, str | None]] = {
     "hello.yaml": {"/tmp/mgmt/hello": "hello world\n"},
     "print.yaml": {"/tmp/mgmt/print/config": "setting = 1\n"},
     "file-chain.yaml": {"/tmp/mgmt/chain/1": "one\n", "/tmp/mgmt/chain/2": "two\n"},
+    "file-seed.yaml": {
+        "/tmp/mgmt/seed/app.conf": "# edit me: mgmt writes this file once\n",
+        "/tmp/mgmt/conf.d/site.conf": "listen 127.0.0.1\n",
+    },
     "exec-chain.yaml": {"/tmp/mgmt/exec-chain/log": "a\nb\nc\n"},
     "fan-out.yaml": {f"/tmp/mgmt/fan-out/{i}": f"{i}\n" for i in range(1, 5)},
     "fan-in.yaml": {"/tmp/mgmt/fan-in/all": "a\nb\nc\n"},
@@ -350,3 +354,22 @@ def test_examples_refuse_a_mgmt_directory_another_user_made(tmp_path: Path, name
     code, out = run_mgmt(["run", "--tmp-prefix", "--converged-timeout=0", "yaml", str(graph)])
     assert code != 0 and f"refusing: {theirs}/{stem} is not a directory of this user" in out, out
     assert victim.read_text() == "root:original\n" and not made.exists()
+
+
+def test_the_seed_example_keeps_an_edited_seed_and_gives_the_tree_its_mode(tmp_path: Path) -> None:
+    """examples/file-seed.yaml: an existing app.conf keeps its content (`replace: false`) and
+    gets its mode; every entry of the copied tree gets `mode` (`recurse_mode`)."""
+    root = tmp_path / "root"
+    graph = tmp_path / "file-seed.yaml"
+    graph.write_text(
+        (ROOT / "examples" / "file-seed.yaml").read_text().replace("/tmp/mgmt", str(root))
+    )
+    (root / "seed").mkdir(parents=True)
+    (root / "seed" / "app.conf").write_text("edited by the operator\n")
+    args = ["run", "--converged-timeout=0", "--max-runtime=60", "--tmp-prefix", "yaml", str(graph)]
+    code, out = run_mgmt(args)
+    assert code == 0, out
+    assert (root / "seed" / "app.conf").read_text() == "edited by the operator\n"
+    assert (root / "seed" / "app.conf").stat().st_mode & 0o7777 == 0o600
+    assert (root / "conf.d" / "site.conf").stat().st_mode & 0o7777 == 0o640
+    assert (root / "conf.d").stat().st_mode & 0o7777 == 0o750
