@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.helpers import Daemon, free_port, has_content, run_mgmt, signal, wait_path
+from tests.sigstop import stopped
 
 
 def metric(text: str, name: str, **labels: str) -> float | None:
@@ -370,11 +371,8 @@ async def test_mgmt_status_names_a_stopped_agent_that_does_not_answer(tmp_path: 
         await daemon.wait_log("converged")
         assert daemon.proc is not None
         pid = daemon.proc.pid
-        daemon.signal(signal.SIGSTOP)
-        try:
+        async with stopped(pid):
             code, out = await asyncio.to_thread(run_mgmt, ["status", "--prefix", str(prefix)])
-        finally:
-            daemon.signal(signal.SIGCONT)
         assert code == 2, out
         assert f"mgmt status: the agent (pid {pid}) did not answer on {prefix}/status.sock" in out
         assert f"it is stopped (SIGSTOP, ^Z: `kill -CONT {pid}` resumes it)" in out, out

@@ -17,6 +17,7 @@ import pytest
 from mgmt.status.command import silent
 from mgmt.tmpprefix import TmpPrefix, running
 from tests.e2e.helpers import Daemon, run_mgmt
+from tests.sigstop import stopped
 
 
 async def test_a_tmp_prefix_agent_is_found_and_named_when_stopped(tmp_path: Path) -> None:
@@ -49,12 +50,8 @@ async def test_a_tmp_prefix_agent_is_found_and_named_when_stopped(tmp_path: Path
         assert sorted(os.listdir(prefix)) == before
         code, out = await asyncio.to_thread(run_mgmt, ["status", "--prefix", str(prefix)])
         assert code == 0 and "1 converged" in out, out
-        daemon.signal(signal.SIGSTOP)  # (what `mgmt status` says after its 10 s wait)
-        try:  # stopped once the kernel says so (our child: waitid, which leaves it waitable)
-            await asyncio.to_thread(os.waitid, os.P_PID, pid, os.WSTOPPED | os.WNOWAIT)
+        async with stopped(pid):  # (what `mgmt status` says after its 10 s wait)
             said = silent(prefix / "status.sock", prefix)
-        finally:
-            daemon.signal(signal.SIGCONT)
         assert said.startswith(f"the agent (pid {pid}) did not answer on {prefix}/status.sock")
         assert f"it is stopped (SIGSTOP, ^Z: `kill -CONT {pid}` resumes it)" in said, said
         daemon.signal(signal.SIGTERM)

@@ -24,6 +24,7 @@ from mgmt.yamlgraph import Loaded
 from resources.file import FileRes
 from resources.noop import NoopRes
 from tests.mgmt.cluster.helpers import free_ports, options, pid_alive, wait_pid_gone
+from tests.sigstop import stopped
 
 
 class LogEvent(logging.Handler):
@@ -462,8 +463,6 @@ async def test_a_swap_that_stops_waiting_leaves_its_export_running(
     for its exports after PUBLISH_WAIT, but the write is left to its own deadline and the
     client's failover (cancelling it made the publisher start again on the same hung member:
     twice the delay); it completes, in one attempt, once the member answers again."""
-    import os
-    import signal
 
     from mgmt.cluster import link as link_module
 
@@ -478,13 +477,10 @@ async def test_a_swap_that_stops_waiting_leaves_its_export_running(
         # for its exports (nothing said), as it came under CI's load once (2026-12-06).
         async with asyncio.timeout(30):
             await link.cluster.client.connected.wait()
-        os.kill(member.pid, signal.SIGSTOP)
-        try:
+        async with stopped(member.pid):
             await link.graph_for(Loaded(Graph("g"), exported=[exported]))
             assert "exports not published yet: timeout" in caplog.text
             assert link._attempts == 0  # still running
-        finally:
-            os.kill(member.pid, signal.SIGCONT)
         async with asyncio.timeout(10), link._exported:
             await link._exported.wait_for(lambda: link._published == link._wanted)
         assert link._attempts == 1

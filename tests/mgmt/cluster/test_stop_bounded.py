@@ -8,9 +8,7 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +23,10 @@ from mgmt.status.cluster import ClusterStatus
 from mgmt.status.model import StatusModel
 from tests.mgmt.cluster.helpers import members
 from tests.mgmt.test_log_wedge import WEDGE_STDERR
+from tests.sigstop import stopped
 
 BOUND = 30.0  # seconds: a generous bound against a hang, never a timing
 ROOT = Path(__file__).resolve().parents[3]  # where `python -c` finds mgmt
-
-
-@contextlib.contextmanager
-def stopped(pid: int) -> Iterator[None]:
-    """The etcd this test started (`pid`) hangs (SIGSTOP) while the block runs."""
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
 
 
 async def test_a_call_in_flight_as_its_client_closes_fails_at_once(tmp_path: Path) -> None:
@@ -50,7 +39,7 @@ async def test_a_call_in_flight_as_its_client_closes_fails_at_once(tmp_path: Pat
         try:
             async with asyncio.timeout(BOUND):
                 await client.put(b"k", b"v")  # connected
-            with stopped(node.pid):
+            async with stopped(node.pid):
                 sent = asyncio.Event()
 
                 async def get(conn: Any) -> Any:  # the client's get, telling when it is sent
@@ -155,7 +144,7 @@ async def test_a_status_stop_cancelled_as_its_put_waits_lets_the_forced_stop_run
         try:
             async with asyncio.timeout(BOUND):
                 await client.put(b"k", b"v")  # connected
-            with stopped(node.pid):
+            async with stopped(node.pid):
                 status._putting = asyncio.ensure_future(client.put(status.key, b"{}"))
                 closed, close = asyncio.Event(), status._tasks.close
 
