@@ -75,6 +75,7 @@ _NO_SPACE = "no space left on device"
 NOMINEE_GRACE = 10.0  # seconds (at least 10 election timeouts)
 STALLED_GRACE = 30.0  # seconds (at least 100 election timeouts): see `_remove_stalled`
 KEEP_ASIDE = 2  # unusable etcd data dirs kept (their keys only): the newest
+UNDECIDED_RETRY = 1.0  # seconds between two starts of a join refused for an undecided version
 COOLDOWN_MIN, COOLDOWN_MAX = 10.0, 300.0  # seconds a member that cannot start stops volunteering
 PEER_URL_TAKEN = "Peer URLs already exists"  # etcd's refusal of a member add (ErrPeerURLexist)
 # Held (bound to a lease) by the one host leaving the cluster at a time: hosts stopped
@@ -681,10 +682,7 @@ class Cluster:
                 delay = min(delay * 2, 30.0)
                 if self._tried.is_set():  # it served once: what bootstrap does is done
                     bootstrap = False
-                if has_member(self.data_dir):  # restart the member from its data
-                    spec = dataclasses.replace(spec, initial_cluster="")
-                else:  # it never got as far as a member: start afresh, as the first time
-                    shutil.rmtree(self.data_dir / "member", ignore_errors=True)
+                spec = self._next_spec(spec)
         finally:
             if self.member is not None:
                 await self.member.stop()
@@ -693,6 +691,10 @@ class Cluster:
         """Start etcd, and restart it when it exits (see `_serve_loop`)."""
         delay, failures, first = 1.0, 0, spec
         reported = ""  # the last exit reported as an error (the same one again: debug)
+        # A join refused as the cluster's version is not decided yet (etcdproc.UNDECIDED): started
+        # again each second, not counted as a failure, for `nominee_grace` s from the first
+        # refusal (then the leader removes a nominee that has not started).
+        undecided_since: float | None = None
         while not self.stopping:
             proc = EtcdProcess(spec)
             proc.leader_changed = self._wake.set
@@ -723,7 +725,8 @@ class Cluster:
             self._said_failure = proc.start_failure or self._said_failure
             if self.stopping:
                 return
-            failures += 1
+            again, undecided_since = self._join_again(proc, first, undecided_since)
+            failures += not again
             if unusable:
                 joined = await self._unusable(proc)
                 if joined:
@@ -740,14 +743,30 @@ class Cluster:
             if self.options.seeds and failures >= 3:
                 await self._client_only(failed=True)
                 return
-            reported = self._report_exit(proc, delay, reported)
-            if has_member(self.data_dir):  # restart the member from its data
-                spec = dataclasses.replace(first, initial_cluster="")
-            else:  # it never got as far as a member: start afresh, as the first time
-                shutil.rmtree(self.data_dir / "member", ignore_errors=True)
-                spec = first
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+            reported = self._report_exit(proc, UNDECIDED_RETRY if again else delay, reported, again)
+            spec = self._next_spec(first)
+            await asyncio.sleep(UNDECIDED_RETRY if again else delay)
+            delay = delay if again else min(delay * 2, 30.0)
+
+    def _join_again(
+        self, proc: EtcdProcess, spec: EtcdSpec, since: float | None
+    ) -> tuple[bool, float | None]:
+        """Whether etcd, which refused to join as the cluster's version is not decided yet
+        (etcdproc.UNDECIDED), is started again without counting a failure: for `nominee_grace`
+        s from the first such refusal (`since`, monotonic; returned with the answer)."""
+        if not (proc.undecided and spec.state == "existing"):
+            return False, since
+        now = time.monotonic()
+        since = now if since is None else since
+        return now - since < self.nominee_grace, since
+
+    def _next_spec(self, spec: EtcdSpec) -> EtcdSpec:
+        """How etcd starts again: from its data dir if it got as far as a member there, else
+        afresh as `spec` says (what its failed start left removed)."""
+        if has_member(self.data_dir):
+            return dataclasses.replace(spec, initial_cluster="")
+        shutil.rmtree(self.data_dir / "member", ignore_errors=True)
+        return spec
 
     def _member_down(self) -> None:
         """This host's etcd exited: not ready, and its volunteer key says it does not serve
@@ -787,8 +806,18 @@ class Cluster:
             return True
         return False
 
-    def _report_exit(self, proc: EtcdProcess, delay: float, reported: str) -> str:
-        """Say why etcd is restarted (an error once; the same failure again: debug)."""
+    def _report_exit(
+        self, proc: EtcdProcess, delay: float, reported: str, undecided: bool = False
+    ) -> str:
+        """Say why etcd is restarted (an error once; the same failure again: debug). An
+        `undecided` cluster version (`_join_again`): debug, as etcd will soon decide it."""
+        if undecided:
+            log.debug(
+                "etcd member %s: the cluster's version is not decided yet (a cluster started "
+                "moments ago); starting it again in %.0fs",
+                *(self.host, delay),
+            )
+            return reported
         why = proc.last_error
         level = logging.DEBUG if why and why == reported else logging.ERROR
         if _NO_SPACE in why:

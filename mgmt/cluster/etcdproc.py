@@ -54,6 +54,13 @@ _REMOVED = (
     # "this host's member stays in the cluster", its data kept.
     "failed to find local ID in cluster members",
 )
+# etcd 3.4 refuses to join a cluster whose version its leader has not decided yet: a cluster
+# started moments ago. The leader decides it on its first no-op entry, unless its version
+# monitor was busy then (a send dropped when no one listens): then 4 s later (etcd's
+# monitorVersionInterval). A host nominated at once (three agents started together, under
+# CI's load, 2026-12-07) failed three starts in 3 s and cooled down 10 s: the cluster kept two
+# voters. Its owner starts it again each second for a while (`Cluster._supervise`).
+UNDECIDED = "incompatible with current running cluster"
 TAIL = 10  # non-JSON lines of etcd's output kept to be logged when it exits with an error
 _SAID: dict[str, str] = {}  # data dir -> the last panic whose output was logged
 # How a Go program says why it died (the first such line is the exit's reason).
@@ -219,6 +226,9 @@ class EtcdProcess:
         self.tail: deque[str] = deque(maxlen=TAIL)  # its last lines that were not JSON
         # Why etcd exited before it served clients, unless we stopped it ("": it did not).
         self.start_failure = ""
+        # etcd refused to join as the cluster's version is not decided yet (UNDECIDED): its
+        # owner starts it again (its failure said at debug only; the owner says it if it lasts).
+        self.undecided = False
         # The start failure its owner said already (an earlier process's): the same again is
         # logged at debug only (a port taken: it used to be said at every retry).
         self.said_failure = ""
@@ -356,6 +366,8 @@ class EtcdProcess:
                 level = (
                     logging.WARNING if self.start_failure in IN_WORDS.values() else logging.ERROR
                 )
+                if self.undecided:  # started again by its owner, which says it if it lasts
+                    level = logging.DEBUG
                 log.log(
                     logging.DEBUG if self.start_failure == self.said_failure else level,
                     "etcd member %s failed to start (code %s): %s; the local graph keeps "
@@ -425,6 +437,7 @@ class EtcdProcess:
             raw = f"{msg}: {detail}" if detail else msg
             log.debug("etcd: %s", raw)
             self.last_error = next((w for text, w in IN_WORDS.items() if text in raw), raw)
+            self.undecided = self.undecided or (UNDECIDED in raw and not self.ready.is_set())
         elif level == "warn":
             log.debug("etcd: %s", msg)
 
