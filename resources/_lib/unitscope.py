@@ -153,7 +153,9 @@ async def _probe(
     if not systemd_run:
         logger.warning("%s: systemd-run is missing: %s", what, fallback)
         return None
+    # --no-ask-password: an agent started from a terminal never waits on a polkit prompt.
     base = [systemd_run, *(["--user"] if which == "user" else []), "--scope", "--quiet"]
+    base += ["--no-ask-password"]
     base += ["--collect", *_STOP]
     name = f"--unit=mgmt-probe-{secrets.token_hex(6)}.scope"
     about = f"--description=mgmt: does systemd make a scope for {what}"
