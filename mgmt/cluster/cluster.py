@@ -721,11 +721,12 @@ class Cluster:
                 self._tried.set()
             self._member_down()
             await proc.stop()
-            self.start_failure = proc.start_failure or self.start_failure
+            again, undecided_since = self._join_again(proc, first, undecided_since)
+            if not again:  # (not shown as this host's failure while it is started again)
+                self.start_failure = proc.start_failure or self.start_failure
             self._said_failure = proc.start_failure or self._said_failure
             if self.stopping:
                 return
-            again, undecided_since = self._join_again(proc, first, undecided_since)
             failures += not again
             if unusable:
                 joined = await self._unusable(proc)

@@ -714,6 +714,7 @@ async def test_a_nominee_refused_as_the_clusters_version_is_undecided_starts_aga
     each second, quietly, and becomes a voter on that first nomination."""
     caplog.set_level(logging.DEBUG, logger="cluster")
     promoted = log_event("h2 is now a voting member")  # type: ignore[operator]
+    shown: list[str] = []  # what h2's row in `mgmt status --cluster` said of its etcd
     client_port, peer_port = free_ports(2)
     relay = VersionWithheld(peer_port, withheld=3)
     relayed = [f"http://127.0.0.1:{await relay.start()}"]
@@ -724,6 +725,7 @@ async def test_a_nominee_refused_as_the_clusters_version_is_undecided_starts_aga
     try:
         assert await h1.start()
         h2 = Cluster(options("h2", seeds=h1.options.advertise_client_urls), tmp_path / "h2")
+        h2.on_start_failure = shown.append
         assert await h2.start()
         async with asyncio.timeout(60):
             await promoted.wait()
@@ -737,3 +739,4 @@ async def test_a_nominee_refused_as_the_clusters_version_is_undecided_starts_aga
     assert not said, [r.getMessage() for r in said]
     assert caplog.text.count("nominated h2") == 1
     assert caplog.text.count("the cluster's version is not decided yet") == 3
+    assert shown == []  # never "cannot start" in its status meanwhile
