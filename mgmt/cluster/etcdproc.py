@@ -60,7 +60,13 @@ _REMOVED = (
 # monitorVersionInterval). A host nominated at once (three agents started together, under
 # CI's load, 2026-12-07) failed three starts in 3 s and cooled down 10 s: the cluster kept two
 # voters. Its owner starts it again each second for a while (`Cluster._supervise`).
+# The same refusal is lasting when a member runs another etcd version (the cluster's version out
+# of what this etcd can join: "too high", "too low"), or when no member answered: those are
+# start failures as any other (said at once, counted for the cool-down). So it is "undecided"
+# only when etcd said, before it, that a member's cluster version was "not_decided".
 UNDECIDED = "incompatible with current running cluster"
+_NOT_DECIDED = "failed to parse cluster version of remote member"  # its "not_decided" warning
+_OTHER_VERSION = "cluster version of remote member is not compatible"  # "; too high" / "too low"
 TAIL = 10  # non-JSON lines of etcd's output kept to be logged when it exits with an error
 _SAID: dict[str, str] = {}  # data dir -> the last panic whose output was logged
 # How a Go program says why it died (the first such line is the exit's reason).
@@ -229,6 +235,10 @@ class EtcdProcess:
         # etcd refused to join as the cluster's version is not decided yet (UNDECIDED): its
         # owner starts it again (its failure said at debug only; the owner says it if it lasts).
         self.undecided = False
+        self._not_decided = False  # etcd said a member's cluster version was "not_decided"
+        # A member's cluster version this etcd cannot join, in words (`_other_version`).
+        self._other_version = ""
+        self._version = ""  # this etcd's version, as it says when it starts
         # The start failure its owner said already (an earlier process's): the same again is
         # logged at debug only (a port taken: it used to be said at every retry).
         self.said_failure = ""
@@ -437,9 +447,27 @@ class EtcdProcess:
             raw = f"{msg}: {detail}" if detail else msg
             log.debug("etcd: %s", raw)
             self.last_error = next((w for text, w in IN_WORDS.items() if text in raw), raw)
-            self.undecided = self.undecided or (UNDECIDED in raw and not self.ready.is_set())
+            if UNDECIDED in raw and not self.ready.is_set():
+                self.undecided = self._not_decided and not self._other_version
+                if self._other_version:
+                    self.last_error = f"{self._other_version} (etcd: {raw})"
         elif level == "warn":
             log.debug("etcd: %s", msg)
+            cluster = str(entry.get("remote-member-cluster-version", ""))
+            self._not_decided |= _NOT_DECIDED in msg and cluster == "not_decided"
+            if _OTHER_VERSION in msg and not self._other_version:
+                self._other_version = self._other_versions(cluster, "too high" in msg)
+        elif "etcd-version" in entry and not self._version:
+            self._version = str(entry["etcd-version"])
+
+    def _other_versions(self, cluster: str, newer: bool) -> str:
+        """A member's cluster version that this etcd cannot join (etcd's "incompatible with
+        current running cluster" after it), in words: a lasting refusal."""
+        mine = f"this host's etcd ({self._version})" if self._version else "this host's etcd"
+        return (
+            f"the cluster's version is {cluster}, {'newer' if newer else 'older'} than {mine} "
+            "can join: give every host the same etcd version"
+        )
 
     def kill(self) -> None:
         """SIGKILL etcd now if it runs (not reaped: its owner exits)."""

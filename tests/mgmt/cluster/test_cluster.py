@@ -641,15 +641,17 @@ async def test_a_leave_whose_removal_the_leaders_overtook_says_it_left(
 
 class VersionWithheld:
     """A relay in front of a real etcd's peer port (advertised as that member's peer URL) that
-    answers the first `withheld` GET /version as a leader that has not decided the cluster's
-    version yet (a cluster started moments ago: etcd says "not_decided"); everything else goes
-    to etcd and back unchanged. Requests outside raft's (/raft...) are made to close their
-    connection, so that each /version comes on a connection of its own."""
+    answers the first `withheld` GET /version with `answer` (by default as a leader that has
+    not decided the cluster's version yet: a cluster started moments ago, etcd says
+    "not_decided"); everything else goes to etcd and back unchanged. Requests outside raft's
+    (/raft...) are made to close their connection, so that each /version comes on a connection
+    of its own."""
 
     UNDECIDED = b'{"etcdserver":"3.4.23","etcdcluster":"not_decided"}'
+    NEWER = b'{"etcdserver":"3.5.13","etcdcluster":"3.5.0"}'  # a cluster of etcd 3.5 members
 
-    def __init__(self, target: int, withheld: int) -> None:
-        self.target, self.withheld, self.answered = target, withheld, 0
+    def __init__(self, target: int, withheld: int, answer: bytes = UNDECIDED) -> None:
+        self.target, self.withheld, self.answer, self.answered = target, withheld, answer, 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -675,7 +677,7 @@ class VersionWithheld:
                 self.answered += 1
                 writer.write(
                     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d"
-                    b"\r\nConnection: close\r\n\r\n%s" % (len(self.UNDECIDED), self.UNDECIDED)
+                    b"\r\nConnection: close\r\n\r\n%s" % (len(self.answer), self.answer)
                 )
                 await writer.drain()
                 return
@@ -740,3 +742,49 @@ async def test_a_nominee_refused_as_the_clusters_version_is_undecided_starts_aga
     assert caplog.text.count("nominated h2") == 1
     assert caplog.text.count("the cluster's version is not decided yet") == 3
     assert shown == []  # never "cannot start" in its status meanwhile
+
+
+@pytest.mark.slow
+async def test_a_nominee_refused_for_a_newer_clusters_version_says_so_and_cools_down(
+    tmp_path: Path, log_event: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """etcd's refusal to join ("incompatible with current running cluster") is lasting when
+    the cluster runs another etcd version: here h1's peer URL answers GET /version as a member
+    of an etcd 3.5 cluster, too high for this etcd 3.4 (etcd says "cluster version of remote
+    member is not compatible; too high"). Not the undecided version of a cluster started
+    moments ago: h2 says why at once (an error naming both versions, its status row too) and
+    cools down after three starts. Before, it was started again each second at debug level
+    until the leader removed it (`nominee_grace`), nominated it again, and so on: two raft
+    changes every 10 s, forever, and its reason never said."""
+    caplog.set_level(logging.DEBUG, logger="cluster")
+    cooled = log_event("this host's etcd member cannot start")  # type: ignore[operator]
+    removed = log_event("nominee h2 did not start: removed it")  # type: ignore[operator]
+    shown: list[str] = []
+    client_port, peer_port = free_ports(2)
+    relay = VersionWithheld(peer_port, withheld=1000, answer=VersionWithheld.NEWER)
+    relayed = [f"http://127.0.0.1:{await relay.start()}"]
+    h1 = Cluster(
+        options("h1", client_port, peer_port, advertise_server_urls=relayed), tmp_path / "h1"
+    )
+    h2: Cluster | None = None
+    try:
+        assert await h1.start()
+        h2 = Cluster(options("h2", seeds=h1.options.advertise_client_urls), tmp_path / "h2")
+        h2.on_start_failure = shown.append
+        assert await h2.start()
+        first = asyncio.ensure_future(cooled.wait()), asyncio.ensure_future(removed.wait())
+        async with asyncio.timeout(60):
+            await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
+        for waiting in first:
+            waiting.cancel()
+    finally:
+        if h2 is not None:
+            await h2.stop()
+        await h1.stop()
+        await relay.stop()
+    assert cooled.is_set() and not removed.is_set()
+    why = "the cluster's version is 3.5.0, newer than this host's etcd (3.4.23) can join"
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("etcd member h2 failed to start" in e and why in e for e in errors), errors
+    assert shown and why in shown[0], shown
+    assert "the cluster's version is not decided yet" not in caplog.text
