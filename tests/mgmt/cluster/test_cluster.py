@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -719,6 +720,34 @@ async def version_decided(cluster: Cluster) -> None:
             await said.wait()
 
 
+@contextlib.asynccontextmanager
+async def joining_through_a_relay(
+    tmp_path: Path, shown: list[str], withheld: int, answer: bytes = VersionWithheld.UNDECIDED
+) -> AsyncIterator[VersionWithheld]:
+    """h1 started, its peer URL advertised through a VersionWithheld relay (`withheld`,
+    `answer`), its cluster's version decided; then h2 started, joining it (what its status
+    row says of its etcd: appended to `shown`). All stopped after the block."""
+    client_port, peer_port = free_ports(2)
+    relay = VersionWithheld(peer_port, withheld, answer)
+    relayed = [f"http://127.0.0.1:{await relay.start()}"]
+    h1 = Cluster(
+        options("h1", client_port, peer_port, advertise_server_urls=relayed), tmp_path / "h1"
+    )
+    h2: Cluster | None = None
+    try:
+        assert await h1.start()
+        await version_decided(h1)  # (else h2's fourth start can be refused by h1 itself)
+        h2 = Cluster(options("h2", seeds=h1.options.advertise_client_urls), tmp_path / "h2")
+        h2.on_start_failure = shown.append
+        assert await h2.start()
+        yield relay
+    finally:
+        if h2 is not None:
+            await h2.stop()
+        await h1.stop()
+        await relay.stop()
+
+
 async def test_a_nominee_refused_as_the_clusters_version_is_undecided_starts_again(
     tmp_path: Path, log_event: object, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -732,26 +761,9 @@ async def test_a_nominee_refused_as_the_clusters_version_is_undecided_starts_aga
     caplog.set_level(logging.DEBUG, logger="cluster")
     promoted = log_event("h2 is now a voting member")  # type: ignore[operator]
     shown: list[str] = []  # what h2's row in `mgmt status --cluster` said of its etcd
-    client_port, peer_port = free_ports(2)
-    relay = VersionWithheld(peer_port, withheld=3)
-    relayed = [f"http://127.0.0.1:{await relay.start()}"]
-    h1 = Cluster(
-        options("h1", client_port, peer_port, advertise_server_urls=relayed), tmp_path / "h1"
-    )
-    h2: Cluster | None = None
-    try:
-        assert await h1.start()
-        await version_decided(h1)  # (else h2's fourth start can be refused by h1 itself)
-        h2 = Cluster(options("h2", seeds=h1.options.advertise_client_urls), tmp_path / "h2")
-        h2.on_start_failure = shown.append
-        assert await h2.start()
+    async with joining_through_a_relay(tmp_path, shown, withheld=3) as relay:
         async with asyncio.timeout(60):
             await promoted.wait()
-    finally:
-        if h2 is not None:
-            await h2.stop()
-        await h1.stop()
-        await relay.stop()
     assert relay.answered == 3
     said = [r for r in caplog.records if r.name == "cluster" and r.levelno >= logging.WARNING]
     assert not said, [r.getMessage() for r in said]
@@ -776,28 +788,13 @@ async def test_a_nominee_refused_for_a_newer_clusters_version_says_so_and_cools_
     cooled = log_event("this host's etcd member cannot start")  # type: ignore[operator]
     removed = log_event("nominee h2 did not start: removed it")  # type: ignore[operator]
     shown: list[str] = []
-    client_port, peer_port = free_ports(2)
-    relay = VersionWithheld(peer_port, withheld=1000, answer=VersionWithheld.NEWER)
-    relayed = [f"http://127.0.0.1:{await relay.start()}"]
-    h1 = Cluster(
-        options("h1", client_port, peer_port, advertise_server_urls=relayed), tmp_path / "h1"
-    )
-    h2: Cluster | None = None
-    try:
-        assert await h1.start()
-        h2 = Cluster(options("h2", seeds=h1.options.advertise_client_urls), tmp_path / "h2")
-        h2.on_start_failure = shown.append
-        assert await h2.start()
+    newer = VersionWithheld.NEWER
+    async with joining_through_a_relay(tmp_path, shown, withheld=1000, answer=newer):
         first = asyncio.ensure_future(cooled.wait()), asyncio.ensure_future(removed.wait())
         async with asyncio.timeout(60):
             await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
         for waiting in first:
             waiting.cancel()
-    finally:
-        if h2 is not None:
-            await h2.stop()
-        await h1.stop()
-        await relay.stop()
     assert cooled.is_set() and not removed.is_set()
     why = "the cluster's version is 3.5.0, newer than this host's etcd (3.4.23) can join"
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
