@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import signal
 import sys
 import textwrap
 from pathlib import Path
 
+import grpc
 import pytest
 
 from engine.errors import WorldError
@@ -381,3 +384,60 @@ async def test_what_etcd_says_as_its_member_is_removed_marks_it_removed(
     assert not proc.removed
     proc._line(line)
     assert proc.removed and proc.said_removed.is_set()
+
+
+async def removed_under_requests(tmp_path: Path) -> str:
+    """Two real members; the second removed while Status requests hammer it, until it exits:
+    its panic line ("" if it did not panic)."""
+    from aetcd import rpc
+
+    from mgmt.cluster.client import EtcdClient
+
+    async with members(tmp_path, 2) as (keeper, gone):
+        keep = EtcdClient([keeper.client_url])
+        asked = EtcdClient([gone.client_url], call_timeout=1, retry_for=1)
+        try:
+            conn = await asked.connection()
+
+            async def hammer() -> None:  # requests until the removed member exits
+                while not gone.proc.exited.is_set():
+                    with contextlib.suppress(grpc.aio.AioRpcError):
+                        await conn.maintenance.Status(rpc.StatusRequest(), **asked._opts(conn))
+
+            member = next(m for m in await keep.members() if m.name == gone.name)
+            requests = asyncio.create_task(hammer())
+            try:
+                await keep.member_remove(member.id)
+                async with asyncio.timeout(30):
+                    await gone.proc.exited.wait()
+            finally:
+                requests.cancel()
+                await asyncio.gather(requests, return_exceptions=True)
+        finally:
+            await keep.close()
+            await asked.close()
+        assert gone.proc.removed
+        return gone.proc.panicked
+
+
+async def test_a_removed_members_panic_is_not_said_as_an_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """etcd 3.4 panics ("failed to find local ID in cluster members") when a request reaches
+    its member as it stops after its removal: a clean leave (the agent's own status probe is
+    such a request) logged the panic and a Go stack at ERROR in about one stop of two under
+    load (found by test_cluster's relay test, 2026-12-07). The removal is said in words; the
+    panic's lines at debug only. Real etcd, until one such panic is seen (5 removals in 6 here;
+    bounded)."""
+    caplog.set_level(logging.DEBUG, logger="cluster")
+    panicked = ""
+    for attempt in range(10):
+        panicked = await removed_under_requests(tmp_path / str(attempt))
+        if "failed to find local ID" in panicked:
+            break
+    assert panicked, "etcd never panicked as its member was removed: nothing was tested"
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors
+    said = [r for r in caplog.records if "failed to find local ID" in r.getMessage()]
+    assert said and all(r.levelno == logging.DEBUG for r in said)
+    assert "was removed from its cluster" in caplog.text
