@@ -20,20 +20,18 @@ from collections.abc import AsyncIterator
 BOUND = 30.0  # seconds: against a hang, never a timing
 
 
-async def sigstop(pid: int) -> None:
-    """Stop our child `pid` (SIGSTOP); return once all its threads have stopped (or it exited:
-    WEXITED, so that the wait cannot outlive it)."""
-    os.kill(pid, signal.SIGSTOP)
-    async with asyncio.timeout(BOUND):
-        await asyncio.to_thread(os.waitid, os.P_PID, pid, os.WSTOPPED | os.WEXITED | os.WNOWAIT)
-
-
 @contextlib.asynccontextmanager
 async def stopped(pid: int) -> AsyncIterator[None]:
-    """`pid` stopped (every thread) while the block runs; continued (SIGCONT) after it."""
+    """Our child `pid` stopped (SIGSTOP) while the block runs, from the moment all its threads
+    have (waitid: WEXITED too, so that the wait cannot outlive it); continued (SIGCONT) after
+    it. Both through a pidfd: never another process that got its pid once it was reaped."""
+    pidfd = os.pidfd_open(pid)
     try:
-        await sigstop(pid)
+        signal.pidfd_send_signal(pidfd, signal.SIGSTOP)
+        async with asyncio.timeout(BOUND):
+            await asyncio.to_thread(os.waitid, os.P_PID, pid, os.WSTOPPED | os.WEXITED | os.WNOWAIT)
         yield
     finally:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGCONT)
+            signal.pidfd_send_signal(pidfd, signal.SIGCONT)
+        os.close(pidfd)
