@@ -43,6 +43,18 @@ def as_nobody(cwd: Path, script: str) -> str:
     return proc.stdout
 
 
+@contextlib.contextmanager
+def searchable_dir(prefix: str, mode: int = 0o755) -> Iterator[Path]:
+    """A new directory of root's that every user may search (`mode`), removed afterwards: for
+    what another user (a setpriv'd agent, sshd reading a user's keys as that user, a unit's
+    User=) must reach. In /tmp, not $TMPDIR nor tmp_path: pytest's directories are root's
+    alone (0700), and so is a private $TMPDIR (`mktemp -d`, a suite run with one of its own:
+    four tests failed so, 2026-12-07, e.g. sshd's 'Permission denied (publickey)')."""
+    with tempfile.TemporaryDirectory(prefix=prefix, dir="/tmp") as made:
+        os.chmod(made, mode)
+        yield Path(made)
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 now (the kernel's pick)."""
     import socket

@@ -10,7 +10,6 @@ import asyncio
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from tests.e2e.helpers import (
     has_content,
     needs_another_user,
     run_mgmt,
+    searchable_dir,
     wait_path,
 )
 from tests.mgmt.cluster.certs import CA
@@ -377,11 +377,10 @@ def test_sudo_uid_means_nothing_to_a_process_not_root() -> None:
     main 8623533e such a process took uid 65534's files as its own: `mgmt status --cluster`
     as uid 65533 with SUDO_UID=65534 trusted a `ca.pem` in 65534's directory (exit 1, the
     cluster tried with their CA). Now refused as without SUDO_UID (exit 2, who owns it)."""
-    with tempfile.TemporaryDirectory(prefix="mgmt-sudo-uid-", dir="/tmp") as top:
-        os.chmod(top, 0o755)  # (tmp_path's parents are root's alone: uid 65533 must search)
-        ca = CA(Path(top) / "ca")
+    with searchable_dir("mgmt-sudo-uid-") as top:  # uid 65533 must search it
+        ca = CA(top / "ca")
         leaf = ca.leaf("op")
-        theirs, mine = Path(top) / "theirs", Path(top) / "mine"
+        theirs, mine = top / "theirs", top / "mine"
         theirs.mkdir(mode=0o755)
         mine.mkdir(mode=0o700)
         shutil.copy(ca.path, theirs / "ca.pem")

@@ -11,13 +11,12 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import MGMT, ROOT, Daemon
+from tests.e2e.helpers import MGMT, ROOT, Daemon, searchable_dir
 
 NOBODY = 65534
 SETPRIV = shutil.which("setpriv")
@@ -38,11 +37,9 @@ def as_nobody(args: list[str]) -> tuple[int, str]:
 @pytest.fixture
 def prefix() -> Iterator[Path]:
     """A prefix as an agent run as root keeps it: 0700 in a directory every user may search
-    (tmp_path's parents are root's alone: its owner could not be named). In /tmp, not $TMPDIR:
-    a private $TMPDIR (a suite run with one of its own) is root's alone too."""
-    with tempfile.TemporaryDirectory(prefix="mgmt-other-user-", dir="/tmp") as top:
-        os.chmod(top, 0o755)
-        path = Path(top) / "prefix"
+    (tmp_path's parents are root's alone: its owner could not be named)."""
+    with searchable_dir("mgmt-other-user-") as top:
+        path = top / "prefix"
         path.mkdir(mode=0o700)
         yield path
 

@@ -9,13 +9,12 @@ import asyncio
 import os
 import secrets
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import run_mgmt
+from tests.e2e.helpers import run_mgmt, searchable_dir
 from tests.e2e.sshd import Sshd, sshd
 
 pytestmark = [
@@ -58,11 +57,9 @@ def graph(path: Path, user: str, home: Path, pub: str, state: str = "exists") ->
 
 @pytest.fixture
 def top() -> Iterator[Path]:
-    """A directory every user can cross (the user's sshd session reads its file as the user;
-    pytest's tmp_path is root's alone)."""
-    with tempfile.TemporaryDirectory(prefix="mgmt-ak-") as made:
-        os.chmod(made, 0o755)
-        yield Path(made)
+    """A directory every user can cross (the user's sshd session reads its file as the user)."""
+    with searchable_dir("mgmt-ak-") as made:
+        yield made
 
 
 async def test_a_new_user_logs_in_with_its_key_then_is_revoked(

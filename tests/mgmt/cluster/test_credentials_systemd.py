@@ -20,14 +20,13 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mgmt.cluster.pki import create_ca, mint
-from tests.e2e.helpers import NOBODY
+from tests.e2e.helpers import NOBODY, searchable_dir
 from tests.systemd_fixture import ROOT, RealSystemd, start, stop
 
 pytestmark = [
@@ -69,31 +68,23 @@ print(json.dumps(out))
 @pytest.fixture(scope="module")
 def sources() -> Iterator[Path]:
     """A core host's credentials (ca.pem, host.pem, host.key), root's, for LoadCredential=."""
-    top = Path(tempfile.mkdtemp(prefix="mgmt-creds-"))
-    try:
-        top.chmod(0o755)  # the units' prefixes are below it
+    with searchable_dir("mgmt-creds-") as top:  # the units' prefixes are below it
         create_ca(top / "ca")
         mint(top / "ca", top / "host", "h", ["localhost"], core=True)
         (top / "probe.py").write_text(PROBE)
         yield top
-    finally:
-        shutil.rmtree(top)
 
 
 @pytest.fixture(scope="module")
 def manager() -> Iterator[RealSystemd]:
     """A manager of the module's own, in a directory others may search (pytest's is 0700): the
     unit's user reaches its credentials below it, as below /run on a host."""
-    top = Path(tempfile.mkdtemp(prefix="mgmt-creds-systemd-"))
-    try:
-        top.chmod(0o755)
+    with searchable_dir("mgmt-creds-systemd-") as top:
         started = start(top)
         try:
             yield started
         finally:
             stop(top)
-    finally:
-        shutil.rmtree(top)
 
 
 def _in_manager(manager: RealSystemd, script: str) -> None:

@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from engine.errors import ValidationError, WorldError
 from mgmt.cluster.options import from_config
 from mgmt.cluster.pki import create_ca, load_ca, mint, san_names
 from mgmt.config import Config
+from tests.e2e.helpers import searchable_dir
 from tests.mgmt.cluster.certs import CA
 
 
@@ -179,19 +179,15 @@ def test_an_agent_of_another_user_takes_roots_ca_certificate() -> None:
     `ca.pem` (root's, 0644: `install -m 0644`): root could change anything anyway, so its file
     is trusted as ssh trusts root's. Refused on main 776e6558 ('a certificate must be a file
     owned by this agent's user (uid 65534)'); one another user owns still is."""
-    import shutil
     import subprocess
     import sys
-    import tempfile
 
     from tests.e2e.helpers import NOBODY as nobody
     from tests.e2e.helpers import SETPRIV
 
     if SETPRIV is None or os.geteuid() != 0:
         pytest.skip("needs root and setpriv (another real user)")
-    top = Path(tempfile.mkdtemp(prefix="mgmt-test-ca-", dir="/tmp"))  # (pytest's is 0700)
-    try:
-        top.chmod(0o755)
+    with searchable_dir("mgmt-test-ca-") as top:
         ca = top / "ca"
         create_ca(ca)
         os.chown(ca, nobody, nobody)
@@ -209,8 +205,6 @@ def test_an_agent_of_another_user_takes_roots_ca_certificate() -> None:
         assert as_nobody().returncode == 0
         os.chown(ca / "ca.pem", 1, 1)  # daemon's
         assert "ca.pem (owner uid 1, mode 0644): a certificate must be" in as_nobody().stderr
-    finally:
-        shutil.rmtree(top)
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root")
@@ -233,9 +227,7 @@ def test_a_key_of_roots_that_the_agents_group_reads_is_taken(
     readable by that group only is its (PostgreSQL's rule; before 2026-12-06, ninth session,
     only a 0600 key of the agent's own was, and Debian's ssl-cert convention was refused)."""
     group = 4242  # a group of its own (setpriv takes a number not in /etc/group)
-    top = Path(tempfile.mkdtemp(prefix="mgmt-pki-"))  # not below pytest's 0700 directory
-    try:
-        top.chmod(0o711)
+    with searchable_dir("mgmt-pki-", 0o711) as top:
         leaf = CA(top / "src").leaf("h")
         private = top / "private"
         private.mkdir()
@@ -266,8 +258,6 @@ def test_a_key_of_roots_that_the_agents_group_reads_is_taken(
         assert (proc.returncode == 0) == taken, proc.stderr
         if not taken:
             assert str(private) in proc.stderr and "Traceback" not in proc.stderr
-    finally:
-        shutil.rmtree(top)
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root")
@@ -277,9 +267,7 @@ def test_a_non_root_agent_reads_a_ca_from_roots_directory_but_creates_none_there
     anything anyway (refused on main 6729fd9a: 'is owned by uid 0, not by this agent'). An
     empty one of root's, on the first host, is refused: the CA is made only in its own."""
     group = 4242
-    top = Path(tempfile.mkdtemp(prefix="mgmt-pki-"))
-    try:
-        top.chmod(0o755)
+    with searchable_dir("mgmt-pki-") as top:
         ca = top / "ca"
         create_ca(ca)
         os.chown(ca, 0, group)
@@ -317,5 +305,3 @@ def test_a_non_root_agent_reads_a_ca_from_roots_directory_but_creates_none_there
             proc.stderr
         ), proc.stderr
         assert "owned by uid 0, not by this agent" in proc.stderr
-    finally:
-        shutil.rmtree(top)
