@@ -10,6 +10,8 @@ import os
 import re
 import signal
 import socket
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -58,21 +60,31 @@ async def test_a_tmp_prefix_agent_is_found_and_named_when_stopped(tmp_path: Path
         assert await daemon.wait() == 0
 
 
+@pytest.fixture
+def tmp() -> Iterator[Path]:
+    """A private directory of a short path for prefixes whose status.sock the test binds: a
+    Unix socket's path is at most 107 bytes, and below tmp_path under a $TMPDIR longer than
+    /tmp (a suite run with one of its own, 2026-12-07: /tmp/flake-tmp.XXXX) it had 115:
+    'AF_UNIX path too long', both tests every time; under /tmp it had 100."""
+    with tempfile.TemporaryDirectory(prefix="mgmt-st-", dir="/tmp") as made:
+        yield Path(made)
+
+
 def test_running_lists_live_prefixes_that_serve_a_socket(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
-    with TmpPrefix(tmp_path) as quiet, TmpPrefix(tmp_path) as serving:
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    with TmpPrefix(tmp) as quiet, TmpPrefix(tmp) as serving:
         assert (quiet.path, str(os.getpid())) not in running()  # no socket
         with socket.socket(socket.AF_UNIX) as sock:
             sock.bind(str(serving.path / "status.sock"))
-            mine = [found for found in running() if found[0].parent == tmp_path]
+            mine = [found for found in running() if found[0].parent == tmp]
             assert mine == [(serving.path, str(os.getpid()))]
-    assert not [found for found in running() if found[0].parent == tmp_path]  # gone
+    assert not [found for found in running() if found[0].parent == tmp]  # gone
 
 
 def test_running_trusts_no_prefix_another_user_could_have_made(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """review4, 2026-12-06: a live, serving prefix is listed only when it is a directory of
     this user's, 0700, not a symlink: another user's (a plant in /tmp naming a socket of
@@ -80,8 +92,8 @@ def test_running_trusts_no_prefix_another_user_could_have_made(
     ours are not."""
     if os.geteuid() != 0:
         pytest.skip("needs root (chown)")
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
-    with TmpPrefix(tmp_path) as theirs, TmpPrefix(tmp_path) as open_, TmpPrefix(tmp_path) as ours:
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    with TmpPrefix(tmp) as theirs, TmpPrefix(tmp) as open_, TmpPrefix(tmp) as ours:
         socks = []
         for prefix in (theirs, open_, ours):
             sock = socket.socket(socket.AF_UNIX)
@@ -90,8 +102,8 @@ def test_running_trusts_no_prefix_another_user_could_have_made(
         try:
             os.chown(theirs.path, 65534, 65534)
             os.chmod(open_.path, 0o755)
-            (tmp_path / "mgmt-link").symlink_to(ours.path)
-            mine = [found for found in running() if found[0].parent == tmp_path]
+            (tmp / "mgmt-link").symlink_to(ours.path)
+            mine = [found for found in running() if found[0].parent == tmp]
             assert mine == [(ours.path, str(os.getpid()))]
         finally:
             os.chown(theirs.path, 0, 0)
