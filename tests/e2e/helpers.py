@@ -55,6 +55,17 @@ def searchable_dir(prefix: str, mode: int = 0o755) -> Iterator[Path]:
         yield Path(made)
 
 
+@contextlib.contextmanager
+def short_tmpdir() -> Iterator[Path]:
+    """A new private directory (0700) of a short path, removed afterwards: for a status.sock
+    bound below it (a --tmp-prefix agent's, given it as $TMPDIR, or the test's own). A Unix
+    socket's path is at most 107 bytes; below tmp_path under a $TMPDIR longer than /tmp (a
+    suite run with one of its own, 2026-12-07: /tmp/flake-tmp.XXXX) it passed that ('AF_UNIX
+    path too long': three tests, every time); under /tmp they had 7 bytes to spare."""
+    with tempfile.TemporaryDirectory(prefix="mgmt-t-", dir="/tmp") as made:
+        yield Path(made)
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 now (the kernel's pick)."""
     import socket

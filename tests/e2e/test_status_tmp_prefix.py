@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import socket
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 
 from mgmt.status.command import silent
 from mgmt.tmpprefix import TmpPrefix, running
-from tests.e2e.helpers import Daemon, run_mgmt
+from tests.e2e.helpers import Daemon, run_mgmt, short_tmpdir
 from tests.sigstop import stopped
 
 
@@ -62,12 +61,9 @@ async def test_a_tmp_prefix_agent_is_found_and_named_when_stopped(tmp_path: Path
 
 @pytest.fixture
 def tmp() -> Iterator[Path]:
-    """A private directory of a short path for prefixes whose status.sock the test binds: a
-    Unix socket's path is at most 107 bytes, and below tmp_path under a $TMPDIR longer than
-    /tmp (a suite run with one of its own, 2026-12-07: /tmp/flake-tmp.XXXX) it had 115:
-    'AF_UNIX path too long', both tests every time; under /tmp it had 100."""
-    with tempfile.TemporaryDirectory(prefix="mgmt-st-", dir="/tmp") as made:
-        yield Path(made)
+    """A short private directory for prefixes whose status.sock the test binds."""
+    with short_tmpdir() as made:
+        yield made
 
 
 def test_running_lists_live_prefixes_that_serve_a_socket(

@@ -7,7 +7,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib.machinery import ExtensionFileLoader, PathFinder
 from pathlib import Path
 
@@ -16,18 +16,20 @@ import pytest
 from mgmt import cli, lazyimport
 from mgmt.config import option_fields
 from tests.child import python
+from tests.e2e.helpers import short_tmpdir
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
-def own_tmpdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def own_tmpdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The runs' $TMPDIR of their own: a --tmp-prefix run removes the prefixes that killed
     runs left in it (tmpprefix.sweep, which imports shutil): in the shared /tmp, what other
-    tests' killed agents left made a no-op run import a module it defers (seen by perfstart5)."""
-    tmp = tmp_path / "tmp"
-    tmp.mkdir(mode=0o700)
-    monkeypatch.setenv("TMPDIR", str(tmp))
+    tests' killed agents left made a no-op run import a module it defers (seen by perfstart5).
+    Short: an agent's status.sock is bound below it."""
+    with short_tmpdir() as tmp:
+        monkeypatch.setenv("TMPDIR", str(tmp))
+        yield
 
 
 def _started(script: str, *args: str) -> subprocess.CompletedProcess[str]:
