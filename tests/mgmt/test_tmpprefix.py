@@ -21,7 +21,7 @@ from engine.safefs import private_dir
 from mgmt import agent
 from mgmt.config import Config
 from mgmt.tmpprefix import LOCK, PrefixBusy, TmpPrefix, hold_prefix, make_private, sweep
-from tests.e2e.helpers import fill, free_port, small_fs
+from tests.e2e.helpers import fill, free_port, short_tmpdir, small_fs
 
 HOLD = "import sys; from mgmt.tmpprefix import TmpPrefix; t = TmpPrefix(); print(t.path, flush=True); sys.stdin.read()"
 
@@ -153,25 +153,27 @@ def _wait_for_exit(pid: int, timeout: float) -> None:
         os.close(pidfd)
 
 
-def test_a_prefix_is_removed_whole_and_no_symlink_in_it_is_followed(tmp_path: Path) -> None:
+def test_a_prefix_is_removed_whole_and_no_symlink_in_it_is_followed() -> None:
     """Whatever a run left in its prefix goes at close: files, a socket, a tree of
-    directories (shutil's rmtree), and symlinks, never what they point to."""
-    outside = tmp_path / "outside"
-    (outside / "d").mkdir(parents=True)
-    (outside / "d" / "kept").write_text("kept\n")
-    tmp = TmpPrefix(tmp_path)
-    (tmp.path / "file").write_text("x\n")
-    (tmp.path / "state" / "deeper").mkdir(parents=True)
-    (tmp.path / "state" / "deeper" / "f").write_text("y\n")
-    (tmp.path / "state" / "link").symlink_to(outside / "d")
-    (tmp.path / "to-a-dir").symlink_to(outside / "d")
-    (tmp.path / "to-a-file").symlink_to(outside / "d" / "kept")
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.bind(str(tmp.path / "sock"))
-    tmp.close()
-    assert not tmp.path.exists()
-    assert (outside / "d" / "kept").read_text() == "kept\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["outside"]
+    directories (shutil's rmtree), and symlinks, never what they point to. (In a short
+    directory: the socket's path is at most 107 bytes, tests.e2e.helpers.short_tmpdir.)"""
+    with short_tmpdir() as tmp_path:
+        outside = tmp_path / "outside"
+        (outside / "d").mkdir(parents=True)
+        (outside / "d" / "kept").write_text("kept\n")
+        tmp = TmpPrefix(tmp_path)
+        (tmp.path / "file").write_text("x\n")
+        (tmp.path / "state" / "deeper").mkdir(parents=True)
+        (tmp.path / "state" / "deeper" / "f").write_text("y\n")
+        (tmp.path / "state" / "link").symlink_to(outside / "d")
+        (tmp.path / "to-a-dir").symlink_to(outside / "d")
+        (tmp.path / "to-a-file").symlink_to(outside / "d" / "kept")
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(str(tmp.path / "sock"))
+        tmp.close()
+        assert not tmp.path.exists()
+        assert (outside / "d" / "kept").read_text() == "kept\n"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["outside"]
 
 
 def test_a_prefix_left_to_exit_rides_with_a_holder_and_is_removed(tmp_path: Path) -> None:
