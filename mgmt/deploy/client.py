@@ -32,6 +32,7 @@ import sys
 import time
 
 from mgmt import default_prefix, warn_misspelled_env
+from mgmt.sockaddr import Address
 
 TYPE_CHECKING = False  # not `typing`'s: importing it costs this command 3-4 ms
 if TYPE_CHECKING:
@@ -352,7 +353,8 @@ def _connect(prefix: str) -> _socket.socket:
     try:
         sock.settimeout(WAIT)
         try:
-            sock.connect(os.path.join(prefix, SOCKET))
+            with Address(os.path.join(prefix, SOCKET)) as where:  # (any depth: mgmt.sockaddr)
+                sock.connect(where)
         except OSError as err:
             raise Fallback(f"no agent: {err}") from None
         _trusted(sock)

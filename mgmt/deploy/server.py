@@ -46,6 +46,7 @@ from mgmt.deploy.bundle import LANG_ENTRY, Bundle, read_checked
 from mgmt.deploy.client import MAX_MESSAGE, SOCKET, b64decode, b64encode, dumps, loads
 from mgmt.deploy.policy import Policy, signed_for
 from mgmt.deploy.store import KEEP, NoQuorum, Record, new_record, push, quorate_head
+from mgmt.sockaddr import Address
 
 if TYPE_CHECKING:
     from mgmt.cluster.client import EtcdClient
@@ -86,9 +87,10 @@ class DeployServer:
 
     async def start(self) -> None:
         await asyncio.to_thread(_remove_stale, self.path)
-        self._server = await asyncio.start_unix_server(
-            self._connected, path=str(self.path), limit=MAX_MESSAGE
-        )
+        with Address(self.path) as where:  # (a deep prefix: through its directory's descriptor)
+            self._server = await asyncio.start_unix_server(
+                self._connected, path=where, limit=MAX_MESSAGE
+            )
         await asyncio.to_thread(os.chmod, self.path, 0o600)
 
     async def aclose(self) -> None:

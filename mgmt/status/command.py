@@ -44,6 +44,7 @@ from typing import Any
 from mgmt import warn_misspelled_env
 from mgmt.config import ExitCode
 from mgmt.listing import resource_count
+from mgmt.sockaddr import Address
 from mgmt.status.model import FAILING
 from mgmt.status.unixsock import SOCKET
 from mgmt.usage import Parser
@@ -124,7 +125,8 @@ def main(argv: list[str]) -> int:
 async def fetch(path: Path) -> Any:
     """GET /api/status over the agent's socket."""
     async with asyncio.timeout(TIMEOUT):
-        reader, writer = await asyncio.open_unix_connection(str(path))
+        with Address(path) as where:  # (a deep prefix: through its directory's descriptor)
+            reader, writer = await asyncio.open_unix_connection(where)
         try:
             writer.write(b"GET /api/status HTTP/1.1\r\nHost: mgmt\r\n\r\n")
             await writer.drain()

@@ -16,6 +16,8 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
+from mgmt.sockaddr import Address
+
 SOCKET = "status.sock"
 BACKLOG = 100  # asyncio.start_unix_server's, which the server then listens with
 
@@ -27,7 +29,8 @@ def bound(path: Path) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         os.fchmod(sock.fileno(), 0o600)
-        sock.bind(str(path))
+        with Address(path) as where:  # (a deep prefix: through its directory's descriptor)
+            sock.bind(where)
     except BaseException:
         sock.close()
         raise

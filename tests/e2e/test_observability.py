@@ -380,3 +380,21 @@ async def test_mgmt_status_names_a_stopped_agent_that_does_not_answer(tmp_path: 
         assert code == 0, out
         daemon.signal(signal.SIGTERM)
         assert await daemon.wait() == 0
+
+
+async def test_mgmt_status_reaches_an_agent_whose_prefix_is_deep(tmp_path: Path) -> None:
+    """A prefix so deep that `<prefix>/status.sock` is longer than a Unix socket's address can
+    be (107 bytes): the agent said `no status socket in ...: AF_UNIX path too long` and `mgmt
+    status` failed (exit 2); `mgmt deploy`'s socket likewise. Bind and connect now go through a
+    descriptor of the prefix (mgmt.sockaddr)."""
+    prefix = tmp_path / ("deep" * 15) / ("er" * 30) / "prefix"
+    assert len(os.fsencode(prefix / "status.sock")) > 107
+    prefix.parent.mkdir(parents=True)
+    graph = tmp_path / "graph.yaml"
+    graph.write_text(f"graph: deep\nresources:\n  file:\n    - {{name: {tmp_path}/f}}\n")
+    async with Daemon(["run", "--prefix", str(prefix), "yaml", str(graph)]) as daemon:
+        await daemon.wait_log("converged")
+        code, out = await asyncio.to_thread(run_mgmt, ["status", "--prefix", str(prefix)])
+        assert code == 0 and "1 converged" in out, out
+        assert not [line for line in daemon.lines if "no status socket" in line], daemon.lines
+        assert (prefix / "status.sock").is_socket()

@@ -1,0 +1,37 @@
+"""A Unix socket's address for a path of any length.
+
+A Unix socket's address holds 107 bytes of path (sun_path, less its NUL): an agent whose prefix
+is deep (a long --prefix, a deep $TMPDIR) could not bind `<prefix>/status.sock`, and `mgmt
+status` could not reach it ("AF_UNIX path too long"). A longer path is reached through a
+descriptor of its directory instead: `/proc/self/fd/N/NAME` names the same file, in a few bytes,
+while the descriptor is open (for the bind or the connect; the socket file stays where it is).
+
+Imports nothing but `os`: `mgmt deploy`'s client (mgmt.deploy.client) counts its imports.
+"""
+
+from __future__ import annotations
+
+import os
+
+MAX_PATH = 107  # bytes of a path in a Unix socket's address
+
+
+class Address:
+    """`with Address(path) as where: sock.bind(where)` (or connect): `where` is `path` itself
+    when it fits, else the same file through a descriptor of its directory, open in the block."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._fd = -1
+
+    def __enter__(self) -> str:
+        if len(os.fsencode(self.path)) <= MAX_PATH:
+            return self.path
+        parent, name = os.path.split(self.path)
+        self._fd = os.open(parent or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        return f"/proc/self/fd/{self._fd}/{name}"
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
