@@ -6,14 +6,29 @@ status` could not reach it ("AF_UNIX path too long"). A longer path is reached t
 descriptor of its directory instead: `/proc/self/fd/N/NAME` names the same file, in a few bytes,
 while the descriptor is open (for the bind or the connect; the socket file stays where it is).
 
-Imports nothing but `os`: `mgmt deploy`'s client (mgmt.deploy.client) counts its imports.
+Such a socket's own name (getsockname) is then `/proc/self/fd/N/NAME`, which names something
+else, or nothing, once the block has closed N: nothing may go by it. asyncio from Python 3.13
+does, unless told not to (SERVER): a server's socket file is unlinked at its close by that name,
+and a server made on a bound socket stats it (`start_unix_server(sock=...)`), which raised
+NotADirectoryError when N was a file's by then: the status socket's server, made at its first
+client, failed so. Our servers remove their socket files by their own paths.
+
+Imports nothing but `os` and `sys`: `mgmt deploy`'s client (mgmt.deploy.client) counts its imports.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+
+TYPE_CHECKING = False  # not `typing`'s: the deploy client's imports
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_PATH = 107  # bytes of a path in a Unix socket's address
+
+# asyncio.start_unix_server's keywords for a socket of ours: no removal by its own name (above)
+SERVER: dict[str, Any] = {"cleanup_socket": False} if sys.version_info >= (3, 13) else {}
 
 
 class Address:

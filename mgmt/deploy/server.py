@@ -46,7 +46,7 @@ from mgmt.deploy.bundle import LANG_ENTRY, Bundle, read_checked
 from mgmt.deploy.client import MAX_MESSAGE, SOCKET, b64decode, b64encode, dumps, loads
 from mgmt.deploy.policy import Policy, signed_for
 from mgmt.deploy.store import KEEP, NoQuorum, Record, new_record, push, quorate_head
-from mgmt.sockaddr import Address
+from mgmt.sockaddr import SERVER, Address
 
 if TYPE_CHECKING:
     from mgmt.cluster.client import EtcdClient
@@ -89,7 +89,7 @@ class DeployServer:
         await asyncio.to_thread(_remove_stale, self.path)
         with Address(self.path) as where:  # (a deep prefix: through its directory's descriptor)
             self._server = await asyncio.start_unix_server(
-                self._connected, path=where, limit=MAX_MESSAGE
+                self._connected, path=where, limit=MAX_MESSAGE, **SERVER
             )
         await asyncio.to_thread(os.chmod, self.path, 0o600)
 

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import ResourceError, ValidationError, WorldError
 from engine.params import show
+from mgmt.sockaddr import SERVER
 from mgmt.status.model import StatusModel
 from mgmt.status.unixsock import bound
 
@@ -103,7 +104,7 @@ class StatusServer:
         """Serve on a socket at `path`, in the private prefix (0700): the agent's user alone
         can connect; the socket itself is 0600 from its creation (`unixsock.bound`). One a killed agent
         left there is removed first, by the caller (`unixsock.remove_stale`, in its hop to a thread)."""
-        server = await asyncio.start_unix_server(self._serve, sock=bound(path))
+        server = await asyncio.start_unix_server(self._serve, sock=bound(path), **SERVER)
         self.servers.append(server)
 
     def adopt_unix(self, sock: socket.socket) -> None:
@@ -115,7 +116,9 @@ class StatusServer:
 
     async def _adopt(self, sock: socket.socket) -> None:
         # Not serving yet: no suspension before the server is in self.servers (close()'s)
-        server = await asyncio.start_unix_server(self._serve, sock=sock, start_serving=False)
+        server = await asyncio.start_unix_server(
+            self._serve, sock=sock, start_serving=False, **SERVER
+        )
         self._adopting.remove(sock)
         self.servers.append(server)
         await server.start_serving()

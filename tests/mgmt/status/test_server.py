@@ -313,3 +313,54 @@ async def test_the_status_socket_before_its_first_client(tmp_path: Path) -> None
     assert len(served) == 1
     model.close()
     await engine.stop(graceful=False)
+
+
+async def test_a_deep_status_socket_is_served_whatever_its_binds_descriptor_became(
+    tmp_path: Path,
+) -> None:
+    """A socket bound through its directory's descriptor (a deep prefix, mgmt.sockaddr) is
+    named `/proc/self/fd/N/status.sock` by getsockname, N closed since: with N a file's by the
+    first client, the server adopting it raised NotADirectoryError under Python 3.13 (asyncio
+    stats a server socket by that name, to unlink it at close; it must not: `SERVER`), and
+    `mgmt status` got no answer. The socket file goes when the agent removes it, not before."""
+    from mgmt.status.command import fetch
+
+    engine = Engine(hostname="h", prefix=tmp_path / "prefix")
+    model = StatusModel(engine, "h")
+    served: list[StatusServer] = []
+
+    def serve(sock: socket.socket) -> None:
+        server = StatusServer(model)
+        served.append(server)
+        server.adopt_unix(sock)
+
+    prefix = tmp_path / ("deep" * 15) / ("er" * 30)
+    prefix.mkdir(parents=True)
+    path = prefix / "status.sock"
+    first = FirstClient(path, serve)
+    plain = os.open(tmp_path / "plain", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
+    try:
+        assert first._sock is not None
+        name = first._sock.getsockname()
+        assert name.startswith("/proc/self/fd/") and name.endswith("/status.sock"), name
+        number = int(name.split("/")[4])  # closed at the bind's end: a file's from now on
+        if plain != number:
+            with pytest.raises(OSError):
+                os.fstat(number)
+            os.dup2(plain, number)
+        try:
+            snapshot = await fetch(path)
+            assert snapshot["host"] == "h" and len(served) == 1
+        finally:
+            if plain != number:
+                os.close(number)
+        for server in served:
+            await server.close()
+        assert stat.S_ISSOCK(path.lstat().st_mode)  # the agent's to remove (by its path)
+    finally:
+        os.close(plain)
+        first.close()
+        for server in served:
+            await server.close()
+        model.close()
+        await engine.stop(graceful=False)
