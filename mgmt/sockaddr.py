@@ -13,11 +13,12 @@ and a server made on a bound socket stats it (`start_unix_server(sock=...)`), wh
 NotADirectoryError when N was a file's by then: the status socket's server, made at its first
 client, failed so. Our servers remove their socket files by their own paths.
 
-Imports nothing but `os` and `sys`: `mgmt deploy`'s client (mgmt.deploy.client) counts its imports.
+Imports nothing but `errno`, `os` and `sys`: `mgmt deploy`'s client (mgmt.deploy.client) counts its imports.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -42,6 +43,9 @@ class Address:
     def __enter__(self) -> str:
         if len(os.fsencode(self.path)) <= MAX_PATH:
             return self.path
+        if not os.path.isdir("/proc/self/fd"):  # (a chroot's): not "No such file or directory"
+            why = "longer than a Unix socket's address (107 bytes), and /proc is not mounted"
+            raise OSError(errno.ENAMETOOLONG, why, self.path)
         parent, name = os.path.split(self.path)
         self._fd = os.open(parent or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         return f"/proc/self/fd/{self._fd}/{name}"
