@@ -10,7 +10,7 @@ import shutil
 import socket
 import stat
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -264,6 +264,19 @@ async def test_a_dot_that_does_not_finish_is_killed_and_not_run_again(
         assert len((tmp_path / "dot.pids").read_text().split()) == 1
 
 
+def _adopter(model: StatusModel) -> tuple[list[StatusServer], Callable[[socket.socket], None]]:
+    """FirstClient's `serve`, as the agent's: a StatusServer of `model` made, which adopts the
+    socket; and the list of those made."""
+    served: list[StatusServer] = []
+
+    def serve(sock: socket.socket) -> None:
+        server = StatusServer(model)
+        served.append(server)
+        server.adopt_unix(sock)
+
+    return served, serve
+
+
 async def test_the_status_socket_before_its_first_client(tmp_path: Path) -> None:
     """FirstClient listens (0600) without a server; its first client, waiting in the backlog,
     hands the socket to `serve` once: a StatusServer adopting it answers that client and the
@@ -271,12 +284,7 @@ async def test_the_status_socket_before_its_first_client(tmp_path: Path) -> None
     `serve` never runs; a server's close() closes a socket it adopted."""
     engine = Engine(hostname="h", prefix=tmp_path / "prefix")
     model = StatusModel(engine, "h")
-    served: list[StatusServer] = []
-
-    def serve(sock: socket.socket) -> None:
-        server = StatusServer(model)
-        served.append(server)
-        server.adopt_unix(sock)
+    served, serve = _adopter(model)
 
     async def get(path: Path) -> bytes:
         reader, writer = await asyncio.open_unix_connection(str(path))
@@ -327,12 +335,7 @@ async def test_a_deep_status_socket_is_served_whatever_its_binds_descriptor_beca
 
     engine = Engine(hostname="h", prefix=tmp_path / "prefix")
     model = StatusModel(engine, "h")
-    served: list[StatusServer] = []
-
-    def serve(sock: socket.socket) -> None:
-        server = StatusServer(model)
-        served.append(server)
-        server.adopt_unix(sock)
+    served, serve = _adopter(model)
 
     prefix = tmp_path / ("deep" * 15) / ("er" * 30)
     prefix.mkdir(parents=True)
