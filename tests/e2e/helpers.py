@@ -61,7 +61,8 @@ def short_tmpdir() -> Iterator[Path]:
     bound below it (a --tmp-prefix agent's, given it as $TMPDIR, or the test's own). A Unix
     socket's path is at most 107 bytes; below tmp_path under a $TMPDIR longer than /tmp (a
     suite run with one of its own, 2026-12-07: /tmp/flake-tmp.XXXX) it passed that ('AF_UNIX
-    path too long': three tests, every time); under /tmp they had 7 bytes to spare."""
+    path too long': three tests, every time); under /tmp they had 7 bytes to spare. The
+    agent's own sockets reach any depth since (mgmt.sockaddr); a test's own raw bind does not."""
     with tempfile.TemporaryDirectory(prefix="mgmt-t-", dir="/tmp") as made:
         yield Path(made)
 
