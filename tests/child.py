@@ -18,13 +18,15 @@ def python(
     env: Mapping[str, str] | None = None,
     timeout: float = 120,
     new_session: bool = False,
+    wrapper: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
     """This interpreter (with `flags`, e.g. `-S` as the `mgmt` launcher) running `script` with
     `args` in the repository (its packages importable), bounded by `timeout`: its exit code and
     what it printed (text). `env`: its whole environment (default: ours). `new_session`: in a
-    session of its own (a kill of its process group reaches nothing of pytest's)."""
+    session of its own (a kill of its process group reaches nothing of pytest's). `wrapper`:
+    a command that execs the interpreter's command line given after it (`unshare ...`)."""
     return subprocess.run(
-        [sys.executable, *flags, "-c", script, *args],
+        [*wrapper, sys.executable, *flags, "-c", script, *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -5,14 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from mgmt.sockaddr import Address
-from tests.e2e.helpers import ROOT
+from tests.child import python
 
 BIND = """
 import socket, sys
@@ -59,16 +57,9 @@ def test_without_proc_a_deep_path_says_so(tmp_path: Path) -> None:
     """Without /proc (a chroot's) a deep path cannot be reached through its directory: the
     error says why, not "No such file or directory" of a prefix that is there."""
     path = _deep(tmp_path)
-    unmounted = 'umount -l /proc && exec "$0" -c "$1" "$2"'  # in a mount namespace of its own
-    unshare = ["unshare", "--mount", "--propagation", "private", "sh", "-c", unmounted]
-    out = subprocess.run(
-        [*unshare, sys.executable, BIND, str(path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    unmounted = 'umount -l /proc && exec "$@"'  # in a mount namespace of its own
+    unshare = ["unshare", "--mount", "--propagation", "private", "sh", "-c", unmounted, "sh"]
+    out = python(BIND, str(path), wrapper=unshare, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == (
         "36 longer than a Unix socket's address (107 bytes), and /proc is not mounted"
